@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import requests
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from handler import __version__
+from handler.endpoint import normalise_endpoint
 from handler.names import InvalidNameError, validate_name
 from handler.signing import Credentials, Signer, http_date
 
@@ -271,23 +271,6 @@ class WorkflowClient:
                 return None
             delay = max(delay, retry_after)
         return delay
-
-
-def normalise_endpoint(server: str) -> str:
-    """``https://host[:port]`` from a URL or bare host; reject anything else early."""
-    server = (server or "").strip().rstrip("/")
-    if not server:
-        raise ValueError(
-            "server endpoint is required, e.g. https://obs.cn-north-4.myhuaweicloud.com"
-        )
-    if "://" not in server:
-        server = "https://" + server
-    parts = urlsplit(server)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"server endpoint must be an http(s) URL, got {parts.scheme!r} scheme")
-    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("server endpoint must be scheme://host[:port] with no path, query or user")
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _fits(deadline: float | None, delay: float) -> bool:

@@ -9,7 +9,8 @@ import pytest
 from werkzeug import Response
 
 from handler import client as client_module
-from handler.client import RestoreBody, RetryPolicy, WorkflowClient, normalise_endpoint
+from handler.client import RestoreBody, RetryPolicy, WorkflowClient
+from handler.endpoint import normalise_endpoint
 from handler.names import InvalidNameError
 from handler.signing import Credentials, Signer
 from tests.conftest import AK, SK, TOKEN

@@ -1,0 +1,257 @@
+"""Every setting of the function, read once from the environment, validated, then passed down.
+
+No other module reads the environment: entry points call :func:`load_settings` once and hand
+the resulting :class:`Settings` to the pipeline. Invalid values fail at start-up with a
+:class:`SettingsError` that names the variable and never echoes a secret's value.
+The README's settings table lists the same names, defaults and meanings as ``SETTINGS_DOC``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from handler.endpoint import normalise_endpoint
+from handler.signing import redact
+
+DEFAULT_STATE_FILE = os.path.join(tempfile.gettempdir(), "obs-workflow-restore.db")
+
+# name → (default shown in the README, meaning). Secrets are marked so they are never shown.
+SETTINGS_DOC: dict[str, tuple[str, str]] = {
+    "OBS_ENDPOINT": ("(required)", "OBS endpoint URL; `https://` is assumed for a bare host"),
+    "OBS_ACCESS_KEY_ID": ("", "access key id (alias: `AccessKeyID`)"),
+    "OBS_SECRET_ACCESS_KEY": ("", "secret access key (alias: `SecretAccessKey`)"),
+    "OBS_SECURITY_TOKEN": ("", "security token of temporary credentials"),
+    "OBS_CONNECT_TIMEOUT": ("3.05", "seconds to open a connection to OBS"),
+    "OBS_READ_TIMEOUT": ("10", "seconds to wait for an OBS answer"),
+    "OBS_MAX_ATTEMPTS": ("4", "tries per OBS call (connection errors, timeouts, 429, 5xx)"),
+    "OBS_CA_BUNDLE": ("", "CA bundle path for TLS; `false` disables verification (tests only)"),
+    "RESTORE_AUTH_TOKEN": ("", "bearer token that callers of the HTTP URL must present"),
+    "RESTORE_ALLOW_UNAUTHENTICATED": ("false", "`true` serves the HTTP URL without a token"),
+    "RESTORE_DRY_RUN": ("false", "`true` does everything but the restore call"),
+    "RESTORE_GRAPH_ALLOWLIST": ("", "comma-separated fnmatch patterns; empty allows every graph"),
+    "RESTORE_EVENT_SINK": ("`$K_SINK`", "URL that receives one result CloudEvent per item"),
+    "RESTORE_STATE_URL": (
+        "`sqlite:///<tmp>/obs-workflow-restore.db`",
+        "state store: `sqlite:///path`, `redis://…` or `memory://`",
+    ),
+    "RESTORE_MAX_RESTORES": ("3", "restores per execution within the budget window"),
+    "RESTORE_BUDGET_WINDOW": ("24h", "the restore budget's sliding window (`s`, `m`, `h`, `d`)"),
+    "RESTORE_CLAIM_TTL": (
+        "300s",
+        "how long an in-progress marker holds; set to the function timeout",
+    ),
+    "RESTORE_DEDUPE_RETENTION": ("7d", "how long a finished outcome answers redeliveries"),
+    "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
+}
+
+SECRET_SETTINGS = frozenset(
+    {"OBS_SECRET_ACCESS_KEY", "OBS_SECURITY_TOKEN", "RESTORE_AUTH_TOKEN", "SecretAccessKey"}
+)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; ``variable`` names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration; ``repr`` shows the redacted view, never a secret."""
+
+    endpoint: str
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    security_token: str | None = field(default=None, repr=False)
+    connect_timeout: float = 3.05
+    read_timeout: float = 10.0
+    max_attempts: int = 4
+    verify: bool | str = True
+    auth_token: str | None = field(default=None, repr=False)
+    allow_unauthenticated: bool = False
+    dry_run: bool = False
+    graph_allowlist: tuple[str, ...] = ()
+    event_sink: str | None = None
+    state_url: str = f"sqlite:///{DEFAULT_STATE_FILE}"
+    max_restores: int = 3
+    budget_window: float = 86400.0
+    claim_ttl: float = 300.0
+    dedupe_retention: float = 7 * 86400.0
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:
+        return f"Settings({self.redacted()})"
+
+    def graph_allowed(self, graph_name: str) -> bool:
+        """Whether the allowlist admits ``graph_name`` (an empty allowlist admits all)."""
+        return not self.graph_allowlist or any(
+            fnmatch.fnmatchcase(graph_name, pattern) for pattern in self.graph_allowlist
+        )
+
+    def redacted(self) -> dict[str, object]:
+        """The effective settings for the start-up log line: no secret, only whether it is set."""
+        return {
+            "endpoint": self.endpoint,
+            "accessKeyId": redact(self.access_key_id) or None,
+            "secretAccessKey": "set" if self.secret_access_key else "unset",
+            "securityToken": "set" if self.security_token else "unset",
+            "authToken": "set" if self.auth_token else "unset",
+            "allowUnauthenticated": self.allow_unauthenticated,
+            "dryRun": self.dry_run,
+            "graphAllowlist": list(self.graph_allowlist),
+            "eventSink": redact_url(self.event_sink),
+            "stateUrl": redact_url(self.state_url),
+            "maxRestores": self.max_restores,
+            "budgetWindowSeconds": self.budget_window,
+            "claimTtlSeconds": self.claim_ttl,
+            "dedupeRetentionSeconds": self.dedupe_retention,
+            "connectTimeout": self.connect_timeout,
+            "readTimeout": self.read_timeout,
+            "maxAttempts": self.max_attempts,
+            "tlsVerify": self.verify if isinstance(self.verify, bool) else "ca-bundle",
+            "logLevel": self.log_level,
+        }
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting from ``environ`` (default: the process environment)."""
+    env = _Env(os.environ if environ is None else environ)
+    endpoint = env.text("OBS_ENDPOINT")
+    if not endpoint:
+        raise SettingsError(
+            "OBS_ENDPOINT", "is required, e.g. https://obs.cn-north-4.myhuaweicloud.com"
+        )
+    try:
+        endpoint = normalise_endpoint(endpoint)
+    except ValueError as exc:
+        raise SettingsError("OBS_ENDPOINT", str(exc)) from None
+    settings = Settings(
+        endpoint=endpoint,
+        access_key_id=env.text("OBS_ACCESS_KEY_ID") or env.text("AccessKeyID") or None,
+        secret_access_key=env.text("OBS_SECRET_ACCESS_KEY") or env.text("SecretAccessKey") or None,
+        security_token=env.text("OBS_SECURITY_TOKEN") or None,
+        connect_timeout=env.seconds("OBS_CONNECT_TIMEOUT", 3.05, minimum=0.1),
+        read_timeout=env.seconds("OBS_READ_TIMEOUT", 10.0, minimum=0.1),
+        max_attempts=env.integer("OBS_MAX_ATTEMPTS", 4, minimum=1, maximum=10),
+        verify=_verify(env),
+        auth_token=env.text("RESTORE_AUTH_TOKEN") or None,
+        allow_unauthenticated=env.flag("RESTORE_ALLOW_UNAUTHENTICATED"),
+        dry_run=env.flag("RESTORE_DRY_RUN"),
+        graph_allowlist=tuple(
+            p.strip() for p in env.text("RESTORE_GRAPH_ALLOWLIST").split(",") if p.strip()
+        ),
+        event_sink=_sink(env),
+        state_url=env.text("RESTORE_STATE_URL") or f"sqlite:///{DEFAULT_STATE_FILE}",
+        max_restores=env.integer("RESTORE_MAX_RESTORES", 3, minimum=1, maximum=1000),
+        budget_window=env.seconds("RESTORE_BUDGET_WINDOW", 86400.0, minimum=1),
+        claim_ttl=env.seconds("RESTORE_CLAIM_TTL", 300.0, minimum=1),
+        dedupe_retention=env.seconds("RESTORE_DEDUPE_RETENTION", 7 * 86400.0, minimum=1),
+        log_level=_log_level(env),
+    )
+    if bool(settings.access_key_id) != bool(settings.secret_access_key):
+        missing = "OBS_SECRET_ACCESS_KEY" if settings.access_key_id else "OBS_ACCESS_KEY_ID"
+        raise SettingsError(missing, "access key id and secret access key must be set together")
+    if settings.state_url.split(":", 1)[0] not in ("sqlite", "redis", "rediss", "memory"):
+        raise SettingsError(
+            "RESTORE_STATE_URL", "must start with sqlite://, redis://, rediss:// or memory://"
+        )
+    return settings
+
+
+def redact_url(url: str | None) -> str | None:
+    """A URL with any password replaced, for logs."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class _Env:
+    """Typed readers over the environment that raise SettingsError naming the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str:
+        return self._environ.get(name, "").strip()
+
+    def flag(self, name: str) -> bool:
+        value = self.text(name).lower()
+        if value in ("", "0", "false", "no", "off"):
+            return False
+        if value in ("1", "true", "yes", "on"):
+            return True
+        raise SettingsError(name, f"must be true or false, got {self._shown(name)}")
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.text(name)
+        if not value:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(name, f"must be a whole number, got {self._shown(name)}") from None
+        if not minimum <= number <= maximum:
+            raise SettingsError(name, f"must be between {minimum} and {maximum}, got {number}")
+        return number
+
+    def seconds(self, name: str, default: float, *, minimum: float) -> float:
+        value = self.text(name).lower()
+        if not value:
+            return default
+        match = _DURATION.fullmatch(value)
+        if match is None:
+            raise SettingsError(
+                name, f"must be a duration like 30s, 5m, 24h or 7d, got {self._shown(name)}"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if seconds < minimum:
+            raise SettingsError(name, f"must be at least {minimum} seconds")
+        return seconds
+
+    def _shown(self, name: str) -> str:
+        return "a secret value" if name in SECRET_SETTINGS else ascii(self.text(name)[:40])
+
+
+def _verify(env: _Env) -> bool | str:
+    value = env.text("OBS_CA_BUNDLE")
+    if not value:
+        return True
+    if value.lower() == "false":
+        return False
+    if not os.path.isfile(value):
+        raise SettingsError("OBS_CA_BUNDLE", f"no such file: {value[:200]!r}")
+    return value
+
+
+def _sink(env: _Env) -> str | None:
+    name = "RESTORE_EVENT_SINK" if env.text("RESTORE_EVENT_SINK") else "K_SINK"
+    value = env.text(name)
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(name, "must be an http(s) URL")
+    return value
+
+
+def _log_level(env: _Env) -> str:
+    value = env.text("LOG_LEVEL").upper() or "INFO"
+    if value not in _LOG_LEVELS:
+        raise SettingsError("LOG_LEVEL", f"must be one of {', '.join(_LOG_LEVELS)}")
+    return value

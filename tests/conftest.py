@@ -48,3 +48,94 @@ def make_client(httpserver, sleeps):
     yield factory
     for client in clients:
         client.close()
+
+
+# --- entry points -------------------------------------------------------------------------
+
+MAIN_SOURCE = str(
+    __import__("pathlib").Path(__file__).resolve().parent.parent / "handler" / "main.py"
+)
+AUTH_TOKEN = "auth-token-0123456789abcdef"
+
+
+@pytest.fixture
+def function_env(httpserver, tmp_path, monkeypatch):
+    """A complete, valid environment for the function, pointed at the loopback OBS stand-in.
+
+    Returned as a dict the test may change before it loads the function; ``apply()`` writes it
+    into the process environment (undone after the test).
+    """
+
+    class Env(dict):
+        def apply(self) -> None:
+            for name in list(__import__("os").environ):
+                if name.startswith(
+                    ("OBS_", "RESTORE_", "K_SINK", "AccessKey", "SecretAccess", "FUNCTION_")
+                ):
+                    monkeypatch.delenv(name, raising=False)
+            for name, value in self.items():
+                monkeypatch.setenv(name, value)
+
+    return Env(
+        OBS_ENDPOINT=httpserver.url_for("").rstrip("/"),
+        OBS_ACCESS_KEY_ID=AK,
+        OBS_SECRET_ACCESS_KEY=SK,
+        OBS_MAX_ATTEMPTS="2",
+        OBS_READ_TIMEOUT="2",
+        RESTORE_AUTH_TOKEN=AUTH_TOKEN,
+        RESTORE_STATE_URL=f"sqlite:///{tmp_path / 'state.db'}",
+        LOG_LEVEL="INFO",
+    )
+
+
+@pytest.fixture
+def load_main(function_env):
+    """Load handler/main.py afresh (as the platform would) with ``function_env`` applied."""
+    import importlib.util
+    import itertools
+
+    counter = itertools.count()
+    loaded = []
+
+    def loader():
+        function_env.apply()
+        spec = importlib.util.spec_from_file_location(
+            f"main_under_test_{next(counter)}", MAIN_SOURCE
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        loaded.append(module)
+        return module
+
+    yield loader
+    for module in loaded:
+        if module._runtime is not None:
+            module._runtime.close()
+
+
+@pytest.fixture
+def http_function(function_env):
+    """The HTTP target served by functions-framework's own app, as a Flask test client."""
+    from functions_framework import create_app
+
+    apps = []
+
+    def factory(target="restore", signature_type="http"):
+        function_env.apply()
+        app = create_app(target, MAIN_SOURCE, signature_type)
+        apps.append(app)
+        return app.test_client()
+
+    yield factory
+    import sys
+
+    module = sys.modules.get("main")
+    if module is not None and getattr(module, "_runtime", None) is not None:
+        module._runtime.close()
+
+
+def log_lines(text: str) -> list[dict]:
+    """Every stdout line parsed as JSON (a line that is not JSON fails the test)."""
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,234 @@
+"""The pipeline every entry point shares: intake items → policy → client → report.
+
+:class:`Restorer` is built once per process from :class:`~handler.settings.Settings`; entry
+points hand it the items of one delivery and turn the :class:`Delivery` it returns into their
+own answer (an HTTP status, a FunctionGraph result, an exception for a platform retry).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from handler.client import RetryPolicy, WorkflowClient, WorkflowResult
+from handler.intake import Item
+from handler.policy import Policy, Settlement, Ticket, Verdict
+from handler.report import RESULT_FIELDS, Reporter, monotonic_ms
+from handler.settings import Settings
+from handler.signing import Credentials
+from handler.store import StateStore
+
+# 4xx answers that may mean "this execution is not failed (any more)": checked with a query.
+_AMBIGUOUS_REFUSALS = frozenset({400, 409, 412, 422})
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One call of an entry point: its id for log correlation, deadline and credentials."""
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    deadline: float | None = None  # time.monotonic() seconds
+    credentials: Credentials | None = None  # overrides the settings' (FunctionGraph agency)
+
+
+@dataclass
+class Delivery:
+    """The answer to one delivery: per-item results, a summary and the status to report."""
+
+    results: list[dict[str, Any]]
+    error: dict[str, str] | None = None
+    error_status: int | None = None
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return dict(Counter(result["outcome"] for result in self.results))
+
+    @property
+    def retry(self) -> bool:
+        """True when the platform should deliver again: some item did not reach a final outcome."""
+        return any(
+            result["outcome"] == "retryable_error" or result.get("_retry")
+            for result in self.results
+        )
+
+    @property
+    def status(self) -> int:
+        if self.error_status is not None:
+            return self.error_status
+        if self.retry:
+            return 503
+        if self.results and all(result["outcome"] == "rejected" for result in self.results):
+            return 400
+        return 200
+
+    def document(self) -> dict[str, Any]:
+        """The JSON answer of every entry point."""
+        document: dict[str, Any] = {
+            "results": [{k: result.get(k) for k in RESULT_FIELDS} for result in self.results],
+            "summary": self.summary,
+        }
+        if self.error:
+            document["error"] = self.error
+        return document
+
+
+class Restorer:
+    """Runs items through policy, client and report; safe to share between threads."""
+
+    def __init__(self, settings: Settings, store: StateStore, reporter: Reporter) -> None:
+        self.settings = settings
+        self.store = store
+        self.reporter = reporter
+        self._policy = Policy(settings, store)
+        self._lock = threading.Lock()
+        self._client: WorkflowClient | None = None
+        self._client_credentials: Credentials | None = None
+
+    def run(self, items: list[Item], invocation: Invocation) -> Delivery:
+        """Process every item of one delivery; each ends in exactly one reported outcome."""
+        results = []
+        for item in items:
+            started = monotonic_ms()
+            result = self._process(item, invocation)
+            self.reporter.item(result, invocation.id, monotonic_ms() - started)
+            results.append(result)
+        return Delivery(results)
+
+    def rejected(self, code: str, message: str, status: int, invocation: Invocation) -> Delivery:
+        """A delivery the intake could not read at all: one log line, no items."""
+        self.reporter.delivery_rejected(code, message, invocation.id)
+        return Delivery([], error={"code": code, "message": message}, error_status=status)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+        self.store.close()
+
+    def _process(self, item: Item, invocation: Invocation) -> dict[str, Any]:
+        base = {
+            "eventId": item.event_id,
+            "graphName": item.graph_name,
+            "executionName": item.execution_name,
+            "attempts": 0,
+        }
+        claim_ttl = None
+        if invocation.deadline is not None:
+            claim_ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
+        decision = self._policy.admit(item, claim_ttl)
+        if isinstance(decision, Verdict):
+            result = {**base, "outcome": decision.outcome, "reason": decision.reason}
+            result.update(decision.fields)
+            if result.pop("retry", False):
+                result["_retry"] = True
+            return result
+        return self._restore(item, decision, invocation, base)
+
+    def _restore(
+        self, item: Item, ticket: Ticket, invocation: Invocation, base: dict[str, Any]
+    ) -> dict[str, Any]:
+        client = self._client_for(invocation.credentials)
+        if client is None:
+            self._policy.settle(ticket, Settlement.RETRY, {})
+            return {
+                **base,
+                "outcome": "retryable_error",
+                "errorCode": "NoCredentials",
+                "reason": "no OBS credentials: set OBS_ACCESS_KEY_ID and "
+                "OBS_SECRET_ACCESS_KEY, or give the function an agency",
+            }
+        response = client.restoreFailedWorkflowExecution(
+            item.execution_name, item.graph_name, deadline=invocation.deadline
+        )
+        result = {**base, **_response_fields(response)}
+        outcome, settlement, reason = self._classify(client, item, response, invocation)
+        result.update(outcome=outcome, reason=reason)
+        note = self._policy.settle(ticket, settlement, _record(result))
+        if note:
+            result["reason"] = f"{reason}; {note}" if reason else note
+        return result
+
+    def _classify(
+        self, client: WorkflowClient, item: Item, response: WorkflowResult, invocation: Invocation
+    ) -> tuple[str, Settlement, str]:
+        """Map the service's answer to an outcome and what it means for budget and dedupe."""
+        if response.ok:
+            return "restored", Settlement.CONSUMED, ""
+        if response.status == 0:
+            if response.maybe_applied:
+                return (
+                    "retryable_error",
+                    Settlement.UNKNOWN,
+                    "no answer after sending; the restore may have been applied",
+                )
+            return "retryable_error", Settlement.RETRY, "OBS could not be reached"
+        if response.retryable:
+            return "retryable_error", Settlement.RETRY, "OBS answered with a transient error"
+        if response.status in _AMBIGUOUS_REFUSALS:
+            state = _execution_state(client, item, invocation)
+            if state and state != "FAILED":
+                return (
+                    "skipped",
+                    Settlement.REFUSED,
+                    f"execution is {state}, not failed (restored already?)",
+                )
+        return "failed", Settlement.REFUSED, "OBS refused the restore"
+
+    def _client_for(self, credentials: Credentials | None) -> WorkflowClient | None:
+        """The shared client for these credentials; rebuilt only when they change."""
+        settings = self.settings
+        if credentials is None and settings.access_key_id and settings.secret_access_key:
+            credentials = Credentials(
+                settings.access_key_id, settings.secret_access_key, settings.security_token
+            )
+        if credentials is None:
+            return None
+        with self._lock:
+            if self._client is None or credentials != self._client_credentials:
+                if self._client is not None:
+                    self._client.close()
+                self._client = WorkflowClient(
+                    credentials.access_key_id,
+                    credentials.secret_access_key,
+                    credentials.security_token,
+                    settings.endpoint,
+                    timeout=(settings.connect_timeout, settings.read_timeout),
+                    retry=RetryPolicy(max_attempts=settings.max_attempts),
+                    verify=settings.verify,
+                )
+                self._client_credentials = credentials
+            return self._client
+
+
+def _execution_state(client: WorkflowClient, item: Item, invocation: Invocation) -> str | None:
+    """The execution's current state as the query API reports it, or None if unknown."""
+    answer = client.getWorkflowExecution(
+        item.execution_name, item.graph_name, deadline=invocation.deadline
+    )
+    if not answer.ok or answer.body is None:
+        return None
+    state = answer.body.executionInfo.get("execution_state")
+    return str(state).upper() if state else None
+
+
+def _response_fields(response: WorkflowResult) -> dict[str, Any]:
+    body = response.body
+    return {
+        "status": response.status,
+        "requestId": response.requestId,
+        "executionUrn": getattr(body, "executionUrn", None),
+        "restoredAt": getattr(body, "restoredAt", None),
+        "errorCode": response.errorCode,
+        "errorMessage": response.errorMessage,
+        "attempts": response.attempts,
+    }
+
+
+def _record(result: dict[str, Any]) -> dict[str, Any]:
+    """What a redelivery of this item will be answered with."""
+    keys = ("outcome", "status", "requestId", "executionUrn", "restoredAt", "reason")
+    return {k: result.get(k) for k in keys}

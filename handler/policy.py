@@ -1,0 +1,150 @@
+"""The policy stage: decides whether an item may call restore, and records what came of it.
+
+In order, for each item the intake accepted:
+
+1. the graph allowlist (``RESTORE_GRAPH_ALLOWLIST``) - a graph outside it is skipped;
+2. deduplication by the item's identity - an in-progress marker is claimed before the call,
+   so a redelivery of an item that is in flight or finished never calls OBS again;
+3. the restore budget - at most ``RESTORE_MAX_RESTORES`` restores per execution within
+   ``RESTORE_BUDGET_WINDOW``, reserved atomically before the call so concurrent deliveries
+   cannot exceed it.
+
+Afterwards :meth:`Policy.settle` keeps or refunds the budget unit and records the outcome, or
+releases the marker so a redelivery can try again. Fail closed: if the store cannot be reached
+nothing is called and the item ends ``retryable_error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from handler.intake import Item
+from handler.settings import Settings
+from handler.store import StateStore, StoreUnavailable
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An outcome reached without calling OBS."""
+
+    outcome: str
+    reason: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """Permission to call restore for one item: the claimed marker and the reserved unit."""
+
+    key: str
+    claim_token: str
+    subject: str
+    budget_token: str
+
+
+class Settlement(Enum):
+    """What a finished restore attempt means for the store."""
+
+    CONSUMED = "consumed"  # the service accepted it: keep the unit, record the outcome
+    REFUSED = "refused"  # a definite, permanent answer: refund the unit, record the outcome
+    RETRY = "retry"  # a definite transient failure: refund the unit, release the marker
+    UNKNOWN = "unknown"  # no answer after sending: it may have been applied; keep, release
+
+
+class Policy:
+    """Applies allowlist, dedupe and budget over one state store."""
+
+    def __init__(self, settings: Settings, store: StateStore) -> None:
+        self._settings = settings
+        self._store = store
+
+    def admit(self, item: Item, claim_ttl: float | None = None) -> Ticket | Verdict:
+        """Return a Ticket to go ahead, or the Verdict that ends the item here."""
+        if item.verdict == "skip":
+            return Verdict("skipped", item.reason)
+        if item.verdict == "reject":
+            return Verdict("rejected", item.reason)
+        assert item.graph_name is not None and item.execution_name is not None
+        if not self._settings.graph_allowed(item.graph_name):
+            return Verdict("skipped", "graph is not in RESTORE_GRAPH_ALLOWLIST")
+        try:
+            claim = self._store.claim(item.event_id, claim_ttl or self._settings.claim_ttl)
+        except StoreUnavailable as exc:
+            return _store_down(exc)
+        if claim.state == "done":
+            return _duplicate_of(claim.record or {})
+        if not claim.acquired:
+            return Verdict(
+                "duplicate", "in progress in another invocation; retry later", {"retry": True}
+            )
+        if self._settings.dry_run:
+            self._release(item.event_id, claim.token)
+            return Verdict("dry_run", "RESTORE_DRY_RUN is on: restore not called")
+        return self._reserve(item, claim.token)
+
+    def settle(self, ticket: Ticket, settlement: Settlement, record: dict[str, Any]) -> str | None:
+        """Apply a settlement; return a note when the store could not take it (never raise)."""
+        store = self._store
+        try:
+            if settlement in (Settlement.REFUSED, Settlement.RETRY):
+                store.refund_budget(ticket.subject, ticket.budget_token)
+            if settlement in (Settlement.CONSUMED, Settlement.REFUSED):
+                store.finish(
+                    ticket.key, ticket.claim_token, record, self._settings.dedupe_retention
+                )
+            else:
+                store.release(ticket.key, ticket.claim_token)
+        except StoreUnavailable as exc:
+            return f"outcome not recorded, state store unavailable: {exc}"
+        return None
+
+    def _reserve(self, item: Item, claim_token: str) -> Ticket | Verdict:
+        subject = f"{item.graph_name}/{item.execution_name}"
+        settings = self._settings
+        try:
+            budget_token = self._store.reserve_budget(
+                subject, settings.max_restores, settings.budget_window
+            )
+            if budget_token is None:
+                verdict = Verdict(
+                    "budget_exhausted",
+                    f"{settings.max_restores} restores of this execution within "
+                    f"{settings.budget_window:g}s already (RESTORE_MAX_RESTORES)",
+                )
+                self._store.finish(
+                    item.event_id,
+                    claim_token,
+                    {"outcome": verdict.outcome, "reason": verdict.reason},
+                    settings.dedupe_retention,
+                )
+                return verdict
+        except StoreUnavailable as exc:
+            self._release(item.event_id, claim_token)
+            return _store_down(exc)
+        return Ticket(item.event_id, claim_token, subject, budget_token)
+
+    def _release(self, key: str, token: str) -> None:
+        # If the store is down the marker simply expires after the claim TTL.
+        with contextlib.suppress(StoreUnavailable):
+            self._store.release(key, token)
+
+
+def _store_down(exc: StoreUnavailable) -> Verdict:
+    return Verdict(
+        "retryable_error",
+        f"state store unavailable, nothing called: {exc}",
+        {"errorCode": "StoreUnavailable"},
+    )
+
+
+def _duplicate_of(record: dict[str, Any]) -> Verdict:
+    """A redelivery answers with what the first delivery recorded."""
+    fields = {k: record.get(k) for k in ("status", "requestId", "executionUrn", "restoredAt")}
+    return Verdict(
+        "duplicate",
+        f"already handled: {record.get('outcome', 'unknown')}",
+        {k: v for k, v in fields.items() if v is not None},
+    )

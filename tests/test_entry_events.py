@@ -1,0 +1,238 @@
+"""The CloudEvent target, the FunctionGraph handler, and the real functions-framework server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import AK, AUTH_TOKEN, log_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+PATH = "/v2/workflowexecutions/exec-1"
+RESTORED = {
+    "execution_urn": "urn:fgs:r:p:execution:graph-1:exec-1:d",
+    "restored_at": "2026-11-27T18:41:28Z",
+    "execution_name": "exec-1",
+}
+REQUEST = {"graphName": "graph-1", "executionName": "exec-1"}
+
+
+class FunctionGraphContext:
+    """A context offering the documented FunctionGraph methods."""
+
+    def __init__(
+        self,
+        remaining_ms=30_000,
+        agency=("AGENCYAK", "agency-secret", "agency-token"),
+        request_id="fg-request-1",
+    ):
+        self._remaining_ms = remaining_ms
+        self._agency = agency
+        self._request_id = request_id
+
+    def getRequestID(self):
+        return self._request_id
+
+    def getRemainingTimeInMilliSeconds(self):
+        return self._remaining_ms
+
+    def getSecurityAccessKey(self):
+        return self._agency[0] if self._agency else ""
+
+    def getSecuritySecretKey(self):
+        return self._agency[1] if self._agency else ""
+
+    def getSecurityToken(self):
+        return self._agency[2] if self._agency else ""
+
+    def getFunctionName(self):
+        return "obs-workflow-restore"
+
+
+def smn_trigger(payload: dict) -> dict:
+    return {
+        "record": [
+            {
+                "event_source": "smn",
+                "event_version": "1.0",
+                "event_subscription_urn": "urn:fss:cn-north-4:p:function:default:f",
+                "smn": {
+                    "topic_urn": "urn:smn:cn-north-4:p:workflow-failures",
+                    "message_id": "a1b2c3",
+                    "message": json.dumps(payload),
+                    "subject": "workflow failed",
+                    "type": "notification",
+                    "timestamp": "2026-11-27T18:41:28Z",
+                    "message_attributes": None,
+                },
+            }
+        ]
+    }
+
+
+def test_handler_uses_the_agency_credentials_and_returns_the_result_document(
+    httpserver, load_main, capsys
+):
+    httpserver.expect_request(PATH, method="PUT").respond_with_json(RESTORED)
+    main = load_main()
+    document = main.handler(smn_trigger(REQUEST), FunctionGraphContext())
+
+    assert document["statusCode"] == 200 and document["summary"] == {"restored": 1}
+    assert document["results"][0]["eventId"] == "smn:a1b2c3"
+    request, _ = httpserver.log[0]
+    assert request.headers["Authorization"].startswith("OBS AGENCYAK:")
+    assert request.headers["x-obs-security-token"] == "agency-token"
+    items = [line for line in log_lines(capsys.readouterr().out) if line["message"] != "started"]
+    assert items[0]["invocationId"] == "fg-request-1"
+
+
+def test_handler_falls_back_to_settings_credentials(httpserver, load_main):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    main = load_main()
+    document = main.handler(REQUEST, FunctionGraphContext(agency=None))
+    assert document["summary"] == {"restored": 1}
+    assert httpserver.log[0][0].headers["Authorization"].startswith(f"OBS {AK}:")
+
+
+def test_handler_without_any_credentials_asks_for_a_retry(httpserver, load_main, function_env):
+    del function_env["OBS_ACCESS_KEY_ID"], function_env["OBS_SECRET_ACCESS_KEY"]
+    main = load_main()
+    with pytest.raises(main.RetryableDeliveryError):
+        main.handler(REQUEST, FunctionGraphContext(agency=None))
+    assert httpserver.log == []
+
+
+def test_remaining_time_bounds_the_retries(httpserver, load_main, function_env):
+    function_env["OBS_MAX_ATTEMPTS"] = "10"
+    httpserver.expect_request(PATH).respond_with_data("", status=503, headers={"Retry-After": "1"})
+    main = load_main()
+    started = time.monotonic()
+    with pytest.raises(main.RetryableDeliveryError):
+        main.handler(REQUEST, FunctionGraphContext(remaining_ms=1_500))
+    assert time.monotonic() - started < 1.5
+    assert len(httpserver.log) == 1
+
+
+def test_api_gateway_trigger_gets_an_api_gateway_response(httpserver, load_main):
+    httpserver.expect_request(PATH).respond_with_data("", status=502)
+    main = load_main()
+    event = {
+        "body": json.dumps(REQUEST),
+        "isBase64Encoded": False,
+        "httpMethod": "POST",
+        "path": "/restore",
+        "headers": {"content-type": "application/json"},
+        "queryStringParameters": {},
+    }
+    answer = main.handler(event, FunctionGraphContext())
+    assert answer["statusCode"] == 503 and answer["headers"]["Retry-After"]
+    assert json.loads(answer["body"])["summary"] == {"retryable_error": 1}
+
+
+def test_handler_rejects_unreadable_events_with_a_typed_result(httpserver, load_main):
+    main = load_main()
+    document = main.handler({"unexpected": "shape"}, FunctionGraphContext())
+    assert document["statusCode"] == 400
+    assert httpserver.log == []
+
+
+def test_cloudevent_target_restores_and_asks_for_redelivery_on_transient_failure(
+    httpserver, http_function
+):
+    httpserver.expect_ordered_request(PATH).respond_with_json(RESTORED)
+    client = http_function("restore_cloudevent", "cloudevent")
+    headers = {
+        "ce-id": "evt-1",
+        "ce-source": "HC.OBS",
+        "ce-specversion": "1.0",
+        "ce-type": "com.huaweicloud.obs.workflow.execution.failed",
+        "Content-Type": "application/json",
+    }
+    assert client.post("/", data=json.dumps(REQUEST), headers=headers).status_code == 200
+    assert len(httpserver.log) == 1
+
+    httpserver.expect_request("/v2/workflowexecutions/exec-2").respond_with_data("", status=503)
+    response = client.post(
+        "/",
+        data=json.dumps({**REQUEST, "executionName": "exec-2"}),
+        headers={**headers, "ce-id": "evt-2"},
+    )
+    assert response.status_code == 500  # the framework's way to ask for redelivery
+
+
+def test_the_functiongraph_path_imports_no_web_framework(function_env, httpserver):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    function_env.apply()
+    script = (
+        "import json, sys\n"
+        "import handler.main as m\n"
+        "doc = m.handler({'graphName': 'graph-1', 'executionName': 'exec-1'}, None)\n"
+        "web = ('flask', 'functions_framework', 'werkzeug')\n"
+        "heavy = sorted(n for n in web if n in sys.modules)\n"
+        "print(json.dumps({'summary': doc['summary'], 'heavy': heavy}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ},
+        check=True,
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"summary": {"restored": 1}, "heavy": []}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_real_functions_framework_server_serves_the_url(httpserver, function_env):
+    """Exactly the documented command, from the repository root."""
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    function_env.apply()
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "functions-framework"),
+        "--source",
+        "handler/main.py",
+        "--target",
+        "restore",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        give_up = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < give_up, "server did not start"
+                assert server.poll() is None, server.stdout.read().decode()
+                time.sleep(0.1)
+        response = requests.post(
+            url, json=REQUEST, timeout=10, headers={"Authorization": f"Bearer {AUTH_TOKEN}"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["summary"] == {"restored": 1}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

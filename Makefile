@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench package clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The FunctionGraph code package that template.yaml deploys: the handler package, its run-time
+# dependencies, `bootstrap` (HTTP function) and `index.py` (event function) at the root.
+package:
+	rm -rf build/package
+	$(PYTHON) -m pip install --quiet --target build/package .
+	cp handler/bootstrap build/package/bootstrap
+	printf 'from handler.main import handler  # noqa: F401 - FunctionGraph entry index.handler\n' \
+		> build/package/index.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

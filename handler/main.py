@@ -126,20 +126,14 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
 
 
 def _get_runtime() -> Any:
-    """Build the pipeline on first use: store, logging, reporter and the start-up line."""
+    """Build the pipeline on first use, not at import: it pulls in ``requests``."""
     global _runtime
     if _runtime is None:
         with _runtime_lock:
             if _runtime is None:
-                from handler.pipeline import Restorer
-                from handler.report import Reporter, configure_logging
-                from handler.store import open_store
+                from handler.pipeline import build_restorer
 
-                logger = configure_logging(SETTINGS.log_level)
-                store = open_store(SETTINGS.state_url)
-                reporter = Reporter(logger, SETTINGS.event_sink)
-                reporter.started(SETTINGS.redacted(), store.describe)
-                _runtime = Restorer(SETTINGS, store, reporter)
+                _runtime = build_restorer(SETTINGS)
     return _runtime
 
 

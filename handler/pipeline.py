@@ -12,15 +12,15 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from handler.client import RetryPolicy, WorkflowClient, WorkflowResult
 from handler.intake import Item
 from handler.policy import Policy, Settlement, Ticket, Verdict
-from handler.report import RESULT_FIELDS, Reporter, monotonic_ms
+from handler.report import RESULT_FIELDS, Reporter, configure_logging, monotonic_ms
 from handler.settings import Settings
 from handler.signing import Credentials
-from handler.store import StateStore
+from handler.store import StateStore, open_store
 
 # 4xx answers that may mean "this execution is not failed (any more)": checked with a query.
 _AMBIGUOUS_REFUSALS = frozenset({400, 409, 412, 422})
@@ -232,3 +232,15 @@ def _record(result: dict[str, Any]) -> dict[str, Any]:
     """What a redelivery of this item will be answered with."""
     keys = ("outcome", "status", "requestId", "executionUrn", "restoredAt", "reason")
     return {k: result.get(k) for k in keys}
+
+
+def build_restorer(settings: Settings, log_stream: IO[str] | None = None) -> Restorer:
+    """Everything a process needs to restore: logging, the state store, the reporter.
+
+    Writes the start-up line with the effective (redacted) settings.
+    """
+    logger = configure_logging(settings.log_level, log_stream)
+    store = open_store(settings.state_url)
+    reporter = Reporter(logger, settings.event_sink)
+    reporter.started(settings.redacted(), store.describe)
+    return Restorer(settings, store, reporter)

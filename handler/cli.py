@@ -1,0 +1,217 @@
+"""``obs-workflow-restore``: operate the function from a terminal.
+
+Every command reads the same environment variables as the deployed function (see the README's
+settings table), so what works here works there:
+
+    obs-workflow-restore restore --graph G --execution E   one restore through the shared client
+    obs-workflow-restore replay FILE|-                      a saved delivery through the pipeline
+    obs-workflow-restore serve [--port 8080]                the HTTP function (functions-framework)
+    obs-workflow-restore emulator [...]                     the local OBS workflow emulator
+    obs-workflow-restore state                              recent dedupe and budget records
+
+``--json`` prints machine-readable results on every command that prints results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from handler import __version__
+from handler.settings import Settings, SettingsError, load_settings
+
+MAIN_SOURCE = Path(__file__).resolve().parent / "main.py"
+TABLE_COLUMNS = ("outcome", "graphName", "executionName", "status", "attempts", "reason")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the return value is the process exit code."""
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "emulator":
+        from handler import emulator
+
+        return emulator.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return args.run(args)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="obs-workflow-restore",
+        description="Restore failed OBS workflow executions; settings come from the environment.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    restore = commands.add_parser("restore", help="restore one failed execution now")
+    restore.add_argument("--graph", required=True, help="workflow (graph) name")
+    restore.add_argument("--execution", required=True, help="execution name")
+    restore.add_argument("--json", action="store_true", help="print the result as JSON")
+    restore.set_defaults(run=_restore)
+
+    replay = commands.add_parser(
+        "replay", help="feed a saved delivery (any accepted shape) through the pipeline"
+    )
+    replay.add_argument("file", help="a JSON file, or - for standard input")
+    replay.add_argument(
+        "--content-type",
+        default="application/json",
+        help="the delivery's Content-Type (default: %(default)s)",
+    )
+    replay.add_argument("--json", action="store_true", help="print the result document as JSON")
+    replay.set_defaults(run=_replay)
+
+    serve = commands.add_parser("serve", help="serve the HTTP function with functions-framework")
+    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=8080, help="default: %(default)s")
+    serve.set_defaults(run=_serve)
+
+    commands.add_parser(
+        "emulator", help="run the local OBS workflow emulator (see its --help)", add_help=False
+    )
+
+    state = commands.add_parser("state", help="show recent dedupe and budget records")
+    state.add_argument("--limit", type=int, default=20, help="records to show (default: 20)")
+    state.add_argument("--json", action="store_true", help="print the records as JSON")
+    state.set_defaults(run=_state)
+    return parser
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from handler.client import InvalidNameError, RetryPolicy, WorkflowClient
+
+    settings = load_settings()
+    if not (settings.access_key_id and settings.secret_access_key):
+        raise SettingsError("OBS_ACCESS_KEY_ID", "credentials are required for restore")
+    client = WorkflowClient(
+        settings.access_key_id,
+        settings.secret_access_key,
+        settings.security_token,
+        settings.endpoint,
+        timeout=(settings.connect_timeout, settings.read_timeout),
+        retry=RetryPolicy(max_attempts=settings.max_attempts),
+        verify=settings.verify,
+    )
+    with client:
+        try:
+            response = client.restoreFailedWorkflowExecution(args.execution, args.graph)
+        except InvalidNameError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    result = {
+        "status": response.status,
+        "requestId": response.requestId,
+        "executionUrn": getattr(response.body, "executionUrn", None),
+        "restoredAt": getattr(response.body, "restoredAt", None),
+        "errorCode": response.errorCode,
+        "errorMessage": response.errorMessage,
+        "attempts": response.attempts,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>13}: {'' if value is None else value}")
+    return 0 if response.ok else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from handler import intake
+    from handler.pipeline import Invocation, build_restorer
+
+    settings = load_settings()
+    body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    restorer = build_restorer(settings, log_stream=sys.stderr)
+    invocation = Invocation()
+    try:
+        try:
+            items = intake.from_http(body, {"Content-Type": args.content_type})
+        except intake.IntakeError as exc:
+            delivery = restorer.rejected(exc.code, exc.message, exc.status, invocation)
+        else:
+            delivery = restorer.run(items, invocation)
+    finally:
+        restorer.close()
+    document = delivery.document()
+    if args.json:
+        print(json.dumps({"status": delivery.status, **document}))
+    else:
+        _print_table(document, delivery.status)
+    return 0 if delivery.status == 200 else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    load_settings()  # fail here, with the variable's name, rather than inside the server
+    executable = Path(sys.executable).parent / "functions-framework"
+    command = [
+        str(executable),
+        "--source",
+        str(MAIN_SOURCE),
+        "--target",
+        "restore",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    os.execv(command[0], command)  # noqa: S606 - replaces this process with the server
+    return 0  # pragma: no cover
+
+
+def _state(args: argparse.Namespace) -> int:
+    from handler.store import open_store
+
+    settings: Settings = load_settings()
+    store = open_store(settings.state_url)
+    try:
+        records = store.recent(args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"store": store.describe, **records}, default=str))
+        return 0
+    print(f"store: {store.describe}")
+    print("dedupe:")
+    for record in records["dedupe"]:
+        outcome = (record.get("record") or {}).get("outcome", "")
+        print(f"  {record['state']:<12} {outcome:<17} {record['key']}")
+    print("budget:")
+    for record in records["budget"]:
+        print(f"  {record['used']:>3} used  {record['subject']}")
+    return 0
+
+
+def _print_table(document: dict[str, Any], status: int) -> None:
+    rows = [
+        [_cell(result.get(column)) for column in TABLE_COLUMNS] for result in document["results"]
+    ]
+    widths = [
+        max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(TABLE_COLUMNS)
+    ]
+    print(
+        "  ".join(column.ljust(width) for column, width in zip(TABLE_COLUMNS, widths, strict=True))
+    )
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in document["summary"].items())
+    error = document.get("error")
+    print(f"status {status}: {summary or 'no items'}" + (f" ({error['message']})" if error else ""))
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

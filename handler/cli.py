@@ -174,7 +174,7 @@ def _state(args: argparse.Namespace) -> int:
     settings: Settings = load_settings()
     store = open_store(settings.state_url)
     try:
-        records = store.recent(args.limit)
+        records = store.recent(args.limit, window=settings.budget_window)
     finally:
         store.close()
     if args.json:

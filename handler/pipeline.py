@@ -20,7 +20,7 @@ from handler.policy import Policy, Settlement, Ticket, Verdict
 from handler.report import RESULT_FIELDS, Reporter, configure_logging, monotonic_ms
 from handler.settings import Settings
 from handler.signing import Credentials
-from handler.store import StateStore, open_store
+from handler.store import StateStore, open_store_deferred
 
 # 4xx answers that may mean "this execution is not failed (any more)": checked with a query.
 _AMBIGUOUS_REFUSALS = frozenset({400, 409, 412, 422})
@@ -240,7 +240,7 @@ def build_restorer(settings: Settings, log_stream: IO[str] | None = None) -> Res
     Writes the start-up line with the effective (redacted) settings.
     """
     logger = configure_logging(settings.log_level, log_stream)
-    store = open_store(settings.state_url)
+    store = open_store_deferred(settings.state_url)
     reporter = Reporter(logger, settings.event_sink)
     reporter.started(settings.redacted(), store.describe)
     return Restorer(settings, store, reporter)

@@ -190,6 +190,46 @@ def open_store(
     )
 
 
+def open_store_deferred(url: str, *, clock: Callable[[], float] = time.time) -> StateStore:
+    """Like :func:`open_store`, but a backend that cannot be opened yet does not fail here.
+
+    A function instance must start, and answer every delivery with a retryable failure, while
+    its store is down; the store is opened again on each use until it succeeds.
+    """
+    try:
+        return open_store(url, clock=clock)
+    except StoreUnavailable:
+        return DeferredStore(url, clock=clock)
+
+
+class DeferredStore:
+    """A store whose backend could not be opened: each use tries again, failing closed."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._url = url
+        self._clock = clock
+        self._store: StateStore | None = None
+        self._lock = threading.Lock()
+        self.describe = redact_url(url)
+
+    def __repr__(self) -> str:
+        return f"DeferredStore({self.describe!r})"
+
+    def __getattr__(self, name: str) -> object:
+        # claim, finish, release, reserve_budget, ... of the real store, once it opens.
+        return getattr(self._open(), name)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def _open(self) -> StateStore:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self._url, clock=self._clock)
+            return self._store
+
+
 # --- shared helpers -------------------------------------------------------------------------
 
 

@@ -1,0 +1,338 @@
+"""Delivery guarantees: each promise of the README's "Delivery guarantees" section is a test here.
+
+Deliveries go through the real HTTP entry point (functions-framework's app); OBS is the
+loopback pytest-httpserver; state lives in a real SQLite file (or Redis, where named).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+from werkzeug import Response
+
+from handler.store import open_store
+from tests.conftest import AUTH_TOKEN
+
+pytest_plugins = ["tests.redis_server"]
+
+PATH = "/v2/workflowexecutions/exec-1"
+RESTORED = {
+    "execution_urn": "urn:fgs:r:p:execution:graph-1:exec-1:d",
+    "restored_at": "2026-11-27T18:41:28Z",
+    "execution_name": "exec-1",
+}
+SUBJECT = "graph-1/exec-1"
+DAY = 86400.0
+
+
+def event(event_id: str = "evt-1", execution: str = "exec-1") -> dict:
+    """An EventGrid delivery of one workflow-failure CloudEvent."""
+    return {
+        "events": [
+            {
+                "specversion": "1.0",
+                "id": event_id,
+                "source": "HC.OBS",
+                "type": "com.huaweicloud.obs.workflow.execution.failed",
+                "datacontenttype": "application/json",
+                "data": {
+                    "graph_name": "graph-1",
+                    "execution_name": execution,
+                    "execution_state": "FAILED",
+                },
+            }
+        ]
+    }
+
+
+def deliver(client, body):
+    response = client.post(
+        "/",
+        data=json.dumps(body),
+        headers={"Authorization": f"Bearer {AUTH_TOKEN}", "Content-Type": "application/json"},
+    )
+    return response.status_code, response.get_json()
+
+
+def outcome(document) -> str:
+    (result,) = document["results"]
+    return result["outcome"]
+
+
+def puts(httpserver) -> int:
+    return sum(1 for request, _ in httpserver.log if request.method == "PUT")
+
+
+def budget_used(function_env) -> int:
+    with open_store(function_env["RESTORE_STATE_URL"]) as store:
+        return store.budget_used(SUBJECT, DAY)
+
+
+# --- nothing doubled --------------------------------------------------------------------------
+
+
+def test_a_redelivered_event_never_restores_twice(httpserver, http_function):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED, headers={"X-Request-ID": "r1"})
+    client = http_function()
+    first = deliver(client, event())
+    second = deliver(client, event())
+    assert first[0] == second[0] == 200
+    assert outcome(first[1]) == "restored"
+    assert outcome(second[1]) == "duplicate"
+    (again,) = second[1]["results"]
+    assert "restored" in again["reason"] and again["requestId"] == "r1"
+    assert again["executionUrn"] == RESTORED["execution_urn"]
+    assert puts(httpserver) == 1
+
+
+def test_a_redelivery_survives_a_restart_of_the_function(httpserver, http_function):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    deliver(http_function(), event())
+    assert outcome(deliver(http_function(), event())[1]) == "duplicate"  # a fresh instance
+    assert puts(httpserver) == 1
+
+
+def test_a_permanent_refusal_is_recorded_and_not_retried(httpserver, http_function, function_env):
+    httpserver.expect_request(PATH).respond_with_json(
+        {"code": "WF.0403", "message": "forbidden"}, status=403
+    )
+    client = http_function()
+    status, document = deliver(client, event())
+    assert (status, outcome(document)) == (200, "failed")
+    status, document = deliver(client, event())
+    assert (status, outcome(document)) == (200, "duplicate")
+    assert puts(httpserver) == 1
+    assert budget_used(function_env) == 0
+
+
+def test_an_execution_that_is_not_failed_any_more_is_classified_honestly(
+    httpserver, http_function, function_env
+):
+    httpserver.expect_request(PATH, method="PUT").respond_with_json(
+        {"code": "WF.0409", "message": "execution is not failed"}, status=409
+    )
+    httpserver.expect_request(PATH, method="GET").respond_with_json(
+        {"execution_info": {"execution_name": "exec-1", "execution_state": "RUNNING"}}
+    )
+    status, document = deliver(http_function(), event())
+    (result,) = document["results"]
+    assert (status, result["outcome"]) == (200, "skipped")
+    assert "RUNNING" in result["reason"]
+    assert budget_used(function_env) == 0
+
+
+def test_a_409_for_an_execution_still_failed_is_a_failure(httpserver, http_function):
+    httpserver.expect_request(PATH, method="PUT").respond_with_json(
+        {"code": "WF.0409", "message": "conflict"}, status=409
+    )
+    httpserver.expect_request(PATH, method="GET").respond_with_json(
+        {"execution_info": {"execution_state": "FAILED"}}
+    )
+    assert outcome(deliver(http_function(), event())[1]) == "failed"
+
+
+# --- nothing lost -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (500, {}),
+        (502, {}),
+        (503, {}),
+        (504, {}),
+        (429, {}),
+        (503, {"Retry-After": "1"}),
+        (429, {"Retry-After": "1"}),
+    ],
+)
+def test_a_transient_answer_makes_the_platform_redeliver_and_the_redelivery_restores(
+    httpserver, http_function, function_env, status, headers
+):
+    function_env["OBS_MAX_ATTEMPTS"] = "2" if headers else "1"
+    httpserver.expect_ordered_request(PATH).respond_with_data(
+        "busy", status=status, headers=headers
+    )
+    if headers:
+        httpserver.expect_ordered_request(PATH).respond_with_data(
+            "busy", status=status, headers=headers
+        )
+    httpserver.expect_ordered_request(PATH).respond_with_json(RESTORED)
+    client = http_function()
+
+    code, document = deliver(client, event())
+    assert code == 503 and outcome(document) == "retryable_error"
+    assert budget_used(function_env) == 0  # a definite transient answer uses no budget
+
+    code, document = deliver(client, event())  # the platform's redelivery
+    assert (code, outcome(document)) == (200, "restored")
+    assert budget_used(function_env) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_obs_is_retryable_and_uses_no_budget(http_function, function_env):
+    function_env["OBS_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    function_env["OBS_MAX_ATTEMPTS"] = "1"
+    code, document = deliver(http_function(), event())
+    (result,) = document["results"]
+    assert (code, result["outcome"], result["status"]) == (503, "retryable_error", 0)
+    assert budget_used(function_env) == 0
+
+
+def test_a_read_timeout_may_have_restored_so_it_uses_budget_but_is_redelivered(
+    httpserver, http_function, function_env
+):
+    function_env["OBS_MAX_ATTEMPTS"] = "1"
+    function_env["OBS_READ_TIMEOUT"] = "0.2"
+
+    def slow(_request):
+        time.sleep(0.5)
+        return Response(json.dumps(RESTORED), content_type="application/json")
+
+    httpserver.expect_request(PATH).respond_with_handler(slow)
+    code, document = deliver(http_function(), event())
+    assert (code, outcome(document)) == (503, "retryable_error")
+    assert "may have been applied" in document["results"][0]["reason"]
+    assert budget_used(function_env) == 1
+    time.sleep(0.5)  # let the loopback server finish the slow answer (bounded)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected"),
+    [
+        (200, "<html>ok</html>", "text/html", "restored"),
+        (200, '{"execution_urn": "trunc', "application/json", "restored"),
+        (500, "<html>Internal error</html>", "text/html", "retryable_error"),
+        (502, "\x00\x01garbage", "application/octet-stream", "retryable_error"),
+        (302, "", "text/plain", "failed"),
+    ],
+)
+def test_odd_answers_end_in_a_clear_outcome(
+    httpserver, http_function, function_env, status, body, content_type, expected
+):
+    function_env["OBS_MAX_ATTEMPTS"] = "1"
+    headers = {"Location": "http://127.0.0.1:1/elsewhere"} if status == 302 else {}
+    httpserver.expect_request(PATH).respond_with_data(
+        body, status=status, content_type=content_type, headers=headers
+    )
+    code, document = deliver(http_function(), event())
+    (result,) = document["results"]
+    assert result["outcome"] == expected
+    assert code == (503 if expected == "retryable_error" else 200)
+    if expected != "restored":
+        assert result["errorMessage"]
+    assert puts(httpserver) == 1
+
+
+# --- loops stop -------------------------------------------------------------------------------
+
+
+def test_the_restore_budget_stops_a_restore_loop(httpserver, http_function, function_env, capsys):
+    function_env["RESTORE_MAX_RESTORES"] = "2"
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    client = http_function()
+    outcomes = [outcome(deliver(client, event(f"evt-{n}"))[1]) for n in range(4)]
+    assert outcomes == ["restored", "restored", "budget_exhausted", "budget_exhausted"]
+    assert puts(httpserver) == 2
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    exhausted = [line for line in lines if line.get("outcome") == "budget_exhausted"]
+    assert len(exhausted) == 2 and all(line["level"] == "ERROR" for line in exhausted)
+
+
+def test_refused_restores_do_not_use_the_budget(httpserver, http_function, function_env):
+    function_env["RESTORE_MAX_RESTORES"] = "1"
+    httpserver.expect_ordered_request(PATH).respond_with_json({"code": "X"}, status=404)
+    httpserver.expect_ordered_request(PATH).respond_with_json(RESTORED)
+    client = http_function()
+    assert outcome(deliver(client, event("evt-a"))[1]) == "failed"
+    assert outcome(deliver(client, event("evt-b"))[1]) == "restored"
+
+
+def test_the_budget_holds_under_concurrency(httpserver, http_function, function_env):
+    function_env["RESTORE_MAX_RESTORES"] = "3"
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    client = http_function()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def one(n: int) -> None:
+        result = outcome(deliver(client, event(f"evt-{n}"))[1])
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["budget_exhausted"] * 9 + ["restored"] * 3
+    assert puts(httpserver) == 3
+
+
+# --- the store down: fail closed --------------------------------------------------------------
+
+
+def test_a_locked_sqlite_store_fails_closed(httpserver, http_function, function_env, tmp_path):
+    path = tmp_path / "locked.db"
+    function_env["RESTORE_STATE_URL"] = f"sqlite:///{path}?busy_timeout=0.2"
+    client = http_function()
+    client.get("/")
+    open_store(function_env["RESTORE_STATE_URL"]).close()  # create the schema
+    holder = sqlite3.connect(path, timeout=0.1)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code, document = deliver(client, event())
+    finally:
+        holder.rollback()
+        holder.close()
+    (result,) = document["results"]
+    assert (code, result["outcome"], result["errorCode"]) == (
+        503,
+        "retryable_error",
+        "StoreUnavailable",
+    )
+    assert httpserver.log == []
+
+
+def test_a_read_only_sqlite_store_fails_closed(httpserver, http_function, function_env, tmp_path):
+    path = tmp_path / "ro.db"
+    open_store(f"sqlite:///{path}").close()
+    function_env["RESTORE_STATE_URL"] = f"sqlite:///{path}?mode=ro"
+    code, document = deliver(http_function(), event())
+    assert (code, outcome(document)) == (503, "retryable_error")
+    assert httpserver.log == []
+
+
+def test_redis_down_at_start_fails_closed(httpserver, http_function, function_env):
+    function_env["RESTORE_STATE_URL"] = f"redis://127.0.0.1:{free_port()}/0?socket_timeout=0.5"
+    code, document = deliver(http_function(), event())
+    assert (code, outcome(document)) == (503, "retryable_error")
+    assert httpserver.log == []
+
+
+def test_redis_down_mid_run_fails_closed_and_recovers(
+    httpserver, http_function, function_env, redis_server_factory
+):
+    server = redis_server_factory()
+    function_env["RESTORE_STATE_URL"] = server.url + "?socket_timeout=0.5"
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    client = http_function()
+    assert outcome(deliver(client, event("evt-1"))[1]) == "restored"
+    server.kill()
+    code, document = deliver(client, event("evt-2"))
+    assert (code, outcome(document)) == (503, "retryable_error")
+    assert puts(httpserver) == 1
+    server.start()  # same port (and, without persistence, empty): the store reconnects itself
+    assert outcome(deliver(client, event("evt-2"))[1]) == "restored"
+    assert outcome(deliver(client, event("evt-2"))[1]) == "duplicate"
+    assert puts(httpserver) == 2

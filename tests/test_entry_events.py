@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import AK, AUTH_TOKEN, log_lines
+from tests.function_server import function_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/v2/workflowexecutions/exec-1"
@@ -192,47 +192,12 @@ def test_the_functiongraph_path_imports_no_web_framework(function_env, httpserve
     assert report == {"summary": {"restored": 1}, "heavy": []}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_real_functions_framework_server_serves_the_url(httpserver, function_env):
     """Exactly the documented command, from the repository root."""
     httpserver.expect_request(PATH).respond_with_json(RESTORED)
-    function_env.apply()
-    port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "functions-framework"),
-        "--source",
-        "handler/main.py",
-        "--target",
-        "restore",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    server = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        give_up = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url, timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < give_up, "server did not start"
-                assert server.poll() is None, server.stdout.read().decode()
-                time.sleep(0.1)
+    with function_server(function_env) as url:
         response = requests.post(
             url, json=REQUEST, timeout=10, headers={"Authorization": f"Bearer {AUTH_TOKEN}"}
         )
-        assert response.status_code == 200, response.text
-        assert response.json()["summary"] == {"restored": 1}
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["summary"] == {"restored": 1}

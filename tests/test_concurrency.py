@@ -1,0 +1,121 @@
+"""Concurrent deliveries against the real server with several workers: one restore, no more.
+
+50 identical deliveries arrive at once at a functions-framework server with 4 worker
+processes that share one state store; the emulator counts the restores it receives.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from handler.emulator import Emulator
+from tests.conftest import AK, AUTH_TOKEN, SK
+from tests.function_server import function_server
+
+pytest_plugins = ["tests.redis_server"]
+
+DELIVERIES = 50
+HEADERS = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+
+
+def failure_event(event_id: str, execution: str = "exec-1") -> dict:
+    return {
+        "events": [
+            {
+                "specversion": "1.0",
+                "id": event_id,
+                "source": "HC.OBS",
+                "type": "com.huaweicloud.obs.workflow.execution.failed",
+                "data": {"graph_name": "graph-1", "execution_name": execution},
+            }
+        ]
+    }
+
+
+def deliver_all_at_once(url: str, bodies: list[dict]) -> list[tuple[int, str]]:
+    """POST every body at the same moment (a barrier); return (status, outcome) pairs."""
+    barrier = threading.Barrier(len(bodies), timeout=30)
+
+    def one(body: dict) -> tuple[int, str]:
+        with requests.Session() as session:
+            barrier.wait()
+            response = session.post(url, json=body, headers=HEADERS, timeout=60)
+        return response.status_code, response.json()["results"][0]["outcome"]
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(one, bodies))
+
+
+@pytest.fixture
+def emulator():
+    with Emulator(credentials={AK: SK}) as running:
+        running.seed("graph-1", "exec-1", "FAILED")
+        yield running
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def state_url(request, tmp_path):
+    if request.param == "redis":
+        return request.getfixturevalue("redis_url")
+    return f"sqlite:///{tmp_path / 'shared-state.db'}"
+
+
+def function_environment(emulator, state_url, **extra) -> dict[str, str]:
+    return {
+        "OBS_ENDPOINT": emulator.url,
+        "OBS_ACCESS_KEY_ID": AK,
+        "OBS_SECRET_ACCESS_KEY": SK,
+        "RESTORE_AUTH_TOKEN": AUTH_TOKEN,
+        "RESTORE_STATE_URL": state_url,
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def test_identical_concurrent_deliveries_restore_exactly_once(emulator, state_url):
+    with function_server(function_environment(emulator, state_url), workers=4) as url:
+        answers = deliver_all_at_once(url, [failure_event("evt-1")] * DELIVERIES)
+        # Deliveries that found the first one still in flight answered 503: redeliver them.
+        retried = [status for status, _ in answers if status == 503]
+        redelivered = (
+            deliver_all_at_once(url, [failure_event("evt-1")] * len(retried)) if retried else []
+        )
+
+    puts = [call for call in emulator.calls if call.method == "PUT"]
+    assert len(puts) == 1
+    assert emulator.state("graph-1", "exec-1") == "RUNNING"
+    outcomes = [outcome for _, outcome in answers]
+    assert outcomes.count("restored") == 1
+    assert set(outcomes) <= {"restored", "duplicate"}
+    assert {status for status, _ in answers} <= {200, 503}
+    assert all(answer == (200, "duplicate") for answer in redelivered)
+
+
+def test_the_budget_holds_across_worker_processes(httpserver, state_url):
+    """Ten different failure events for one execution at once, a budget of 3, and an OBS that
+    accepts every restore: exactly three restores reach it."""
+    httpserver.expect_request("/v2/workflowexecutions/exec-1", method="PUT").respond_with_json(
+        {
+            "execution_urn": "urn:fgs:r:p:execution:graph-1:exec-1:d",
+            "restored_at": "now",
+            "execution_name": "exec-1",
+        }
+    )
+    environment = {
+        "OBS_ENDPOINT": httpserver.url_for("").rstrip("/"),
+        "OBS_ACCESS_KEY_ID": AK,
+        "OBS_SECRET_ACCESS_KEY": SK,
+        "RESTORE_AUTH_TOKEN": AUTH_TOKEN,
+        "RESTORE_STATE_URL": state_url,
+        "RESTORE_MAX_RESTORES": "3",
+        "LOG_LEVEL": "WARNING",
+    }
+    with function_server(environment, workers=4) as url:
+        answers = deliver_all_at_once(url, [failure_event(f"evt-{n}") for n in range(10)])
+    outcomes = sorted(outcome for _, outcome in answers)
+    assert outcomes == ["budget_exhausted"] * 7 + ["restored"] * 3
+    assert len(httpserver.log) == 3

@@ -62,9 +62,8 @@ def restore(request: Any) -> tuple[str, int, dict[str, str]]:
         return refusal
     if request.method != "POST":
         return _json(_error("MethodNotAllowed", "use POST"), 405, {"Allow": "GET, POST"})
-    invocation = _invocation(
-        request.headers.get("X-Cff-Request-Id") or request.headers.get("X-Request-ID")
-    )
+    request_id = request.headers.get("X-Cff-Request-Id") or request.headers.get("X-Request-ID")
+    invocation = _invocation(request_id, _claim_deadline())
     runtime = _get_runtime()
     try:
         body = _read_body(request)
@@ -80,7 +79,7 @@ def restore(request: Any) -> tuple[str, int, dict[str, str]]:
 def restore_cloudevent(cloud_event: Any) -> None:
     """CloudEvent target: the framework has parsed the event; its data is the delivery."""
     runtime = _get_runtime()
-    invocation = _invocation(None)
+    invocation = _invocation(None, _claim_deadline())
     try:
         items = intake.from_cloudevent(cloud_event.get_attributes(), cloud_event.data)
     except intake.IntakeError as exc:
@@ -179,6 +178,11 @@ def _invocation(
     if request_id:
         return Invocation(id=str(request_id)[:128], deadline=deadline, credentials=credentials)
     return Invocation(deadline=deadline, credentials=credentials)
+
+
+def _claim_deadline() -> float:
+    """Finish before the dedupe marker expires, so no second delivery can overtake this one."""
+    return time.monotonic() + max(0.5, SETTINGS.claim_ttl - DEADLINE_MARGIN_SECONDS)
 
 
 def _deadline(context: Any) -> float | None:

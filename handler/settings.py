@@ -46,7 +46,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "300s",
         "how long an in-progress marker holds; set to the function timeout",
     ),
-    "RESTORE_DEDUPE_RETENTION": ("7d", "how long a finished outcome answers redeliveries"),
+    "RESTORE_DEDUPE_RETENTION": ("24h", "how long a finished outcome answers redeliveries"),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
 }
 
@@ -87,7 +87,7 @@ class Settings:
     max_restores: int = 3
     budget_window: float = 86400.0
     claim_ttl: float = 300.0
-    dedupe_retention: float = 7 * 86400.0
+    dedupe_retention: float = 86400.0
     log_level: str = "INFO"
 
     def __repr__(self) -> str:
@@ -156,7 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_restores=env.integer("RESTORE_MAX_RESTORES", 3, minimum=1, maximum=1000),
         budget_window=env.seconds("RESTORE_BUDGET_WINDOW", 86400.0, minimum=1),
         claim_ttl=env.seconds("RESTORE_CLAIM_TTL", 300.0, minimum=1),
-        dedupe_retention=env.seconds("RESTORE_DEDUPE_RETENTION", 7 * 86400.0, minimum=1),
+        dedupe_retention=env.seconds("RESTORE_DEDUPE_RETENTION", 86400.0, minimum=1),
         log_level=_log_level(env),
     )
     if bool(settings.access_key_id) != bool(settings.secret_access_key):

@@ -336,3 +336,13 @@ def test_redis_down_mid_run_fails_closed_and_recovers(
     assert outcome(deliver(client, event("evt-2"))[1]) == "restored"
     assert outcome(deliver(client, event("evt-2"))[1]) == "duplicate"
     assert puts(httpserver) == 2
+
+
+def test_a_restore_never_outlives_its_in_progress_marker(httpserver, http_function, function_env):
+    """Retries stop before RESTORE_CLAIM_TTL, so no redelivery can claim the item mid-call."""
+    function_env.update(RESTORE_CLAIM_TTL="2s", OBS_MAX_ATTEMPTS="10")
+    httpserver.expect_request(PATH).respond_with_data("", status=503, headers={"Retry-After": "1"})
+    started = time.monotonic()
+    code, document = deliver(http_function(), event())
+    assert code == 503 and time.monotonic() - started < 2.0
+    assert document["results"][0]["attempts"] < 10

@@ -40,20 +40,13 @@ class Delivery:
     """The answer to one delivery: per-item results, a summary and the status to report."""
 
     results: list[dict[str, Any]]
+    retry: bool = False  # some item is not final: the platform should deliver again
     error: dict[str, str] | None = None
     error_status: int | None = None
 
     @property
     def summary(self) -> dict[str, int]:
         return dict(Counter(result["outcome"] for result in self.results))
-
-    @property
-    def retry(self) -> bool:
-        """True when the platform should deliver again: some item did not reach a final outcome."""
-        return any(
-            result["outcome"] == "retryable_error" or result.get("_retry")
-            for result in self.results
-        )
 
     @property
     def status(self) -> int:
@@ -90,13 +83,14 @@ class Restorer:
 
     def run(self, items: list[Item], invocation: Invocation) -> Delivery:
         """Process every item of one delivery; each ends in exactly one reported outcome."""
-        results = []
+        delivery = Delivery([])
         for item in items:
             started = monotonic_ms()
-            result = self._process(item, invocation)
+            result, redeliver = self._process(item, invocation)
             self.reporter.item(result, invocation.id, monotonic_ms() - started)
-            results.append(result)
-        return Delivery(results)
+            delivery.results.append(result)
+            delivery.retry = delivery.retry or redeliver
+        return delivery
 
     def rejected(self, code: str, message: str, status: int, invocation: Invocation) -> Delivery:
         """A delivery the intake could not read at all: one log line, no items."""
@@ -109,7 +103,8 @@ class Restorer:
                 self._client.close()
         self.store.close()
 
-    def _process(self, item: Item, invocation: Invocation) -> dict[str, Any]:
+    def _process(self, item: Item, invocation: Invocation) -> tuple[dict[str, Any], bool]:
+        """The item's result, and whether it must be delivered again."""
         base = {
             "eventId": item.event_id,
             "graphName": item.graph_name,
@@ -123,10 +118,12 @@ class Restorer:
         if isinstance(decision, Verdict):
             result = {**base, "outcome": decision.outcome, "reason": decision.reason}
             result.update(decision.fields)
-            if result.pop("retry", False):
-                result["_retry"] = True
-            return result
-        return self._restore(item, decision, invocation, base)
+        else:
+            result = self._restore(item, decision, invocation, base)
+        redeliver = result["outcome"] == "retryable_error" or (
+            isinstance(decision, Verdict) and decision.redeliver
+        )
+        return result, redeliver
 
     def _restore(
         self, item: Item, ticket: Ticket, invocation: Invocation, base: dict[str, Any]

@@ -33,6 +33,7 @@ class Verdict:
     outcome: str
     reason: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
+    redeliver: bool = False  # not final: the platform should deliver this item again
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,8 @@ class Policy:
         if claim.state == "done":
             return _duplicate_of(claim.record or {})
         if not claim.acquired:
-            return Verdict(
-                "duplicate", "in progress in another invocation; retry later", {"retry": True}
-            )
+            # Not final: if that invocation dies, only a redelivery can still restore this item.
+            return Verdict("duplicate", "in progress in another invocation", redeliver=True)
         if self._settings.dry_run:
             self._release(item.event_id, claim.token)
             return Verdict("dry_run", "RESTORE_DRY_RUN is on: restore not called")

@@ -346,3 +346,19 @@ def test_a_restore_never_outlives_its_in_progress_marker(httpserver, http_functi
     code, document = deliver(http_function(), event())
     assert code == 503 and time.monotonic() - started < 2.0
     assert document["results"][0]["attempts"] < 10
+
+
+def test_an_event_in_flight_elsewhere_is_redelivered_not_lost(
+    httpserver, http_function, function_env
+):
+    """Another invocation holds the marker (and may die): answer 503 until it expires."""
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    client = http_function()
+    with open_store(function_env["RESTORE_STATE_URL"]) as store:
+        assert store.claim("HC.OBS/evt-1", 0.5).acquired  # the other, doomed invocation
+    code, document = deliver(client, event())
+    assert (code, outcome(document)) == (503, "duplicate")
+    assert puts(httpserver) == 0
+    time.sleep(0.6)  # the marker expires: the dead invocation's event is taken over
+    code, document = deliver(client, event())
+    assert (code, outcome(document)) == (200, "restored")

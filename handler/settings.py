@@ -14,10 +14,10 @@ import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from handler.endpoint import normalise_endpoint
-from handler.signing import redact
+from handler.redaction import redact, redact_url
 
 DEFAULT_STATE_FILE = os.path.join(tempfile.gettempdir(), "obs-workflow-restore.db")
 
@@ -167,18 +167,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "RESTORE_STATE_URL", "must start with sqlite://, redis://, rediss:// or memory://"
         )
     return settings
-
-
-def redact_url(url: str | None) -> str | None:
-    """A URL with any password replaced, for logs."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class _Env:

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
+from handler.redaction import redact
+
 SECURITY_TOKEN_HEADER = "x-obs-security-token"  # noqa: S105 - a header name
 
 
@@ -62,13 +64,6 @@ class Credentials:
     def __repr__(self) -> str:
         token = ", temporary" if self.security_token else ""
         return f"Credentials(access_key_id={redact(self.access_key_id)!r}{token})"
-
-
-def redact(secret: str | None) -> str:
-    """Show at most the first four characters of a secret-ish value."""
-    if not secret:
-        return ""
-    return secret[:4] + "***" if len(secret) > 8 else "***"
 
 
 class Signer:

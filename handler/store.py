@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from handler.redaction import redact_url
+
 __all__ = [
     "DEFAULT_REDIS_PREFIX",
     "Claim",
@@ -60,7 +62,6 @@ __all__ = [
     "StateStore",
     "StoreUnavailable",
     "open_store",
-    "redact_url",
 ]
 
 DEFAULT_REDIS_PREFIX = "obs-workflow-restore:"
@@ -823,22 +824,6 @@ def _redis_secrets(url: str) -> list[str]:
         if "pass" in name.lower() and value:
             found += [value, quote(value)]
     return sorted(set(found), key=len, reverse=True)
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:***@host:port/path``: the password masked, the query dropped."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = host + (f":{port}" if port is not None else "")
-    if parts.username or parts.password:
-        netloc = f"{parts.username or ''}{':***' if parts.password else ''}@{netloc}"
-    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 class RedisStore:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from handler.settings import SETTINGS_DOC, Settings, SettingsError, load_settings, redact_url
+from handler.redaction import redact_url
+from handler.settings import SETTINGS_DOC, Settings, SettingsError, load_settings
 
 BASE = {"OBS_ENDPOINT": "obs.cn-north-4.myhuaweicloud.com"}
 

@@ -207,7 +207,7 @@ def _context_call(context: Any, method: str) -> Any:
         return None
     try:
         return function()
-    except Exception:
+    except Exception:  # some runtimes raise when the function has no agency
         return None
 
 

@@ -86,8 +86,13 @@ class Restorer:
         delivery = Delivery([])
         for item in items:
             started = monotonic_ms()
-            result, redeliver = self._process(item, invocation)
-            self.reporter.item(result, invocation.id, monotonic_ms() - started)
+            failure = None
+            try:
+                result, redeliver = self._process(item, invocation)
+            except Exception as exc:  # a bug in one item must not cost the others theirs
+                failure = exc
+                result, redeliver = _internal_error(item, exc), True
+            self.reporter.item(result, invocation.id, monotonic_ms() - started, failure)
             delivery.results.append(result)
             delivery.retry = delivery.retry or redeliver
         return delivery
@@ -199,6 +204,16 @@ class Restorer:
                 )
                 self._client_credentials = credentials
             return self._client
+
+
+def _internal_error(item: Item, exc: Exception) -> dict[str, Any]:
+    """The result of an item whose processing raised: retryable, so nothing is lost."""
+    return {
+        "eventId": item.event_id, "graphName": item.graph_name,
+        "executionName": item.execution_name, "attempts": 0, "outcome": "retryable_error",
+        "errorCode": "InternalError", "errorMessage": type(exc).__name__,
+        "reason": "unexpected error while processing this item; see the log line's exception",
+    }  # fmt: skip
 
 
 def _execution_state(client: WorkflowClient, item: Item, invocation: Invocation) -> str | None:

@@ -97,8 +97,17 @@ class Reporter:
         """The start-up line: the effective settings, already redacted by the caller."""
         self._logger.info("started", extra={"fields": {"settings": settings, "store": store}})
 
-    def item(self, result: dict[str, Any], invocation_id: str, duration_ms: float) -> None:
-        """Record one item's final outcome: the sink event first, then exactly one log line."""
+    def item(
+        self,
+        result: dict[str, Any],
+        invocation_id: str,
+        duration_ms: float,
+        failure: BaseException | None = None,
+    ) -> None:
+        """Record one item's final outcome: the sink event first, then exactly one log line.
+
+        ``failure`` is an unexpected exception; its traceback goes into that same line.
+        """
         level, _ = OUTCOMES[result["outcome"]]
         fields = {name: result.get(name) for name in LINE_FIELDS}
         fields.update(invocationId=invocation_id, durationMs=round(duration_ms, 3))
@@ -106,7 +115,9 @@ class Reporter:
             sink_error = self._emit(result)
             if sink_error:
                 fields["sinkError"] = sink_error
-        self._logger.log(level, f"restore {result['outcome']}", extra={"fields": fields})
+        self._logger.log(
+            level, f"restore {result['outcome']}", extra={"fields": fields}, exc_info=failure
+        )
 
     def delivery_rejected(self, code: str, message: str, invocation_id: str) -> None:
         """Record a delivery that held no readable item at all (so it still leaves a line)."""
@@ -139,8 +150,9 @@ class Reporter:
                 timeout=self._sink_timeout,
                 allow_redirects=False,
             )
-        except Exception as exc:
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        except Exception as exc:  # any sink failure is reported, never raised
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            return f"{type(exc).__name__}: {first_line}"
         if response.status_code >= 300:
             return f"sink answered {response.status_code}"
         return None

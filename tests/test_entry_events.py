@@ -201,3 +201,13 @@ def test_the_real_functions_framework_server_serves_the_url(httpserver, function
         )
     assert response.status_code == 200, response.text
     assert response.json()["summary"] == {"restored": 1}
+
+
+def test_invalid_settings_stop_the_function_at_start_up_naming_the_variable(
+    load_main, function_env
+):
+    from handler.settings import SettingsError
+
+    function_env["RESTORE_MAX_RESTORES"] = "lots"
+    with pytest.raises(SettingsError, match="RESTORE_MAX_RESTORES"):
+        load_main()

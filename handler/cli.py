@@ -88,20 +88,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from handler.client import InvalidNameError, RetryPolicy, WorkflowClient
+    from handler.client import InvalidNameError
+    from handler.pipeline import make_client
+    from handler.signing import Credentials
 
     settings = load_settings()
     if not (settings.access_key_id and settings.secret_access_key):
         raise SettingsError("OBS_ACCESS_KEY_ID", "credentials are required for restore")
-    client = WorkflowClient(
-        settings.access_key_id,
-        settings.secret_access_key,
-        settings.security_token,
-        settings.endpoint,
-        timeout=(settings.connect_timeout, settings.read_timeout),
-        retry=RetryPolicy(max_attempts=settings.max_attempts),
-        verify=settings.verify,
+    credentials = Credentials(
+        settings.access_key_id, settings.secret_access_key, settings.security_token
     )
+    client = make_client(settings, credentials)
     with client:
         try:
             response = client.restoreFailedWorkflowExecution(args.execution, args.graph)
@@ -152,20 +149,16 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     load_settings()  # fail here, with the variable's name, rather than inside the server
-    executable = Path(sys.executable).parent / "functions-framework"
-    command = [
-        str(executable),
-        "--source",
-        str(MAIN_SOURCE),
-        "--target",
-        "restore",
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    command = serve_command(args.host, args.port)
     os.execv(command[0], command)  # noqa: S606 - replaces this process with the server
     return 0  # pragma: no cover
+
+
+def serve_command(host: str, port: int) -> list[str]:
+    """The documented way to serve the HTTP function, with this interpreter's framework."""
+    executable = Path(sys.executable).parent / "functions-framework"
+    return [str(executable), "--source", str(MAIN_SOURCE), "--target", "restore",
+            "--host", host, "--port", str(port)]  # fmt: skip
 
 
 def _state(args: argparse.Namespace) -> int:

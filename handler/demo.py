@@ -24,12 +24,12 @@ from typing import Any
 
 import requests
 
+from handler.cli import serve_command
 from handler.emulator import Emulator
 
 GRAPH, EXECUTION = "nightly-etl", "run-20261127-0200"
 ACCESS_KEY, SECRET_KEY = "DEMOACCESSKEY", "demo-secret-key"
 AUTH_TOKEN = "demo-auth-token"  # noqa: S105 - a loopback demo value
-MAIN_SOURCE = Path(__file__).resolve().parent / "main.py"
 START_TIMEOUT = 30.0
 
 FAILURE_EVENT = {"events": [{
@@ -101,19 +101,8 @@ class Function:
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Function:
-        executable = Path(sys.executable).parent / "functions-framework"
         self._process = subprocess.Popen(  # noqa: S603 - our own, fixed command line
-            [
-                str(executable),
-                "--source",
-                str(MAIN_SOURCE),
-                "--target",
-                "restore",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            serve_command("127.0.0.1", self.port),
             env=self._env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

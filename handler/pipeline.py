@@ -193,15 +193,7 @@ class Restorer:
             if self._client is None or credentials != self._client_credentials:
                 if self._client is not None:
                     self._client.close()
-                self._client = WorkflowClient(
-                    credentials.access_key_id,
-                    credentials.secret_access_key,
-                    credentials.security_token,
-                    settings.endpoint,
-                    timeout=(settings.connect_timeout, settings.read_timeout),
-                    retry=RetryPolicy(max_attempts=settings.max_attempts),
-                    verify=settings.verify,
-                )
+                self._client = make_client(settings, credentials)
                 self._client_credentials = credentials
             return self._client
 
@@ -244,6 +236,19 @@ def _record(result: dict[str, Any]) -> dict[str, Any]:
     """What a redelivery of this item will be answered with."""
     keys = ("outcome", "status", "requestId", "executionUrn", "restoredAt", "reason")
     return {k: result.get(k) for k in keys}
+
+
+def make_client(settings: Settings, credentials: Credentials) -> WorkflowClient:
+    """A client with the settings' endpoint, timeouts, retries and TLS options."""
+    return WorkflowClient(
+        credentials.access_key_id,
+        credentials.secret_access_key,
+        credentials.security_token,
+        settings.endpoint,
+        timeout=(settings.connect_timeout, settings.read_timeout),
+        retry=RetryPolicy(max_attempts=settings.max_attempts),
+        verify=settings.verify,
+    )
 
 
 def build_restorer(settings: Settings, log_stream: IO[str] | None = None) -> Restorer:

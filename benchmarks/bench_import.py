@@ -1,0 +1,99 @@
+"""Import time: ``import handler.main`` against ``from obs import WorkflowClient``.
+
+This is what a FunctionGraph cold start pays before its first event, beyond the interpreter
+itself. Each measurement is a fresh interpreter that times only the import statement;
+ours and the SDK's alternate, one warm-up each comes first (so bytecode caches are written
+before anything is timed), and the median is reported. ``handler.main`` reads and validates
+its settings at import, so it runs with the function's full environment.
+
+One ``python -X importtime`` run per side names the modules that cost the most.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from common import PYTHON, ROOT, function_env, median, sdk_env
+from report import Row
+
+OURS = "import handler.main"
+SDK = "from obs import WorkflowClient"
+TIMED = "import time; began = time.perf_counter(); {statement}; print(time.perf_counter() - began)"
+RUN_TIMEOUT = 60.0
+TOP_MODULES = 8
+
+
+@dataclass(frozen=True)
+class Settings:
+    runs: int  # timed imports per side
+
+
+def run(settings: Settings, obs_url: str, state_dir: str) -> tuple[list[Row], dict[str, Any]]:
+    envs = {"ours": function_env(obs_url, state_dir), "sdk": sdk_env(obs_url)}
+    statements = {"ours": OURS, "sdk": SDK}
+    for side in envs:  # warm-up: compile and cache bytecode outside the measurement
+        _timed_import(statements[side], envs[side])
+    seconds: dict[str, list[float]] = {"ours": [], "sdk": []}
+    for index in range(settings.runs):
+        order = ("ours", "sdk") if index % 2 == 0 else ("sdk", "ours")
+        for side in order:
+            seconds[side].append(_timed_import(statements[side], envs[side]))
+    ours_ms, sdk_ms = median(seconds["ours"]) * 1000, median(seconds["sdk"]) * 1000
+    row = Row("import", f"import time: `{OURS}` vs `{SDK}`", ours_ms, sdk_ms, "ms", 0.6)
+    raw = {
+        "runs": settings.runs,
+        "seconds": seconds,
+        "median_ms": {"ours": ours_ms, "sdk": sdk_ms},
+        "top_modules_cumulative_us": {
+            side: _import_profile(statements[side], envs[side]) for side in envs
+        },
+    }
+    return [row], raw
+
+
+def _timed_import(statement: str, env: dict[str, str]) -> float:
+    """Seconds a fresh interpreter spends on ``statement`` alone."""
+    done = subprocess.run(
+        [PYTHON, "-c", TIMED.format(statement=statement)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _import_profile(statement: str, env: dict[str, str]) -> list[tuple[str, int]]:
+    """The costliest modules under the statement's root import, by cumulative microseconds.
+
+    ``python -X importtime`` lists each module after the modules it imported, indented by
+    depth; the statement's subtree is the run of deeper lines just before its root's line
+    (interpreter start-up imports such as ``site`` come earlier and are left out).
+    """
+    done = subprocess.run(
+        [PYTHON, "-X", "importtime", "-c", statement],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=True,
+    )
+    lines = []  # (depth, name, cumulative microseconds)
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cumulative, name = line.split(":", 1)[1].split("|")
+        depth = (len(name) - len(name.lstrip()) - 1) // 2
+        lines.append((depth, name.strip(), int(cumulative)))
+    root = statement.split()[1]  # "import handler.main" / "from obs import ..."
+    end = max(i for i, (depth, name, _) in enumerate(lines) if depth == 0 and name == root)
+    start = end
+    while start > 0 and lines[start - 1][0] > 0:
+        start -= 1
+    subtree = sorted(lines[start : end + 1], key=lambda line: line[2], reverse=True)
+    return [(name, cumulative) for _, name, cumulative in subtree[:TOP_MODULES]]

@@ -1,0 +1,107 @@
+"""What every benchmark module shares: paths, loopback credentials, environments, statistics.
+
+One place for these, so that ours and the baseline are always started with the same settings
+and every number is summarised the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "benchmarks"
+PYTHON = sys.executable
+FUNCTIONS_FRAMEWORK = str(Path(sys.executable).parent / "functions-framework")
+OUR_SOURCE = "handler/main.py"
+NAIVE_SOURCE = "benchmarks/naive_function.py"
+
+LOOPBACK = "127.0.0.1"
+ACCESS_KEY, SECRET_KEY = "BENCHACCESSKEY", "bench-secret-key"
+AUTH_TOKEN = "bench-auth-token"  # a loopback-only value
+
+# Both servers get exactly these gunicorn settings (functions-framework reads them from the
+# environment); THREADS is functions-framework's own default, written out so it is recorded.
+WORKERS = 1
+THREADS = (os.cpu_count() or 1) * 4
+
+# Variables a developer's shell may carry that would change what is measured: function and
+# framework settings, proxies (every request here must go straight to loopback), and
+# PYTHONDONTWRITEBYTECODE (a deployed package has its bytecode compiled; without caches every
+# import would measure the compiler).
+_DROPPED_PREFIXES = ("OBS_", "RESTORE_", "FUNCTION_", "GUNICORN_")
+_DROPPED = {
+    "AccessKeyID", "SecretAccessKey", "K_SINK", "LOG_LEVEL", "WORKERS", "THREADS", "PORT",
+    "HOST", "DEBUG", "CLOUD_RUN_TIMEOUT_SECONDS", "http_proxy", "https_proxy", "all_proxy",
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+}  # fmt: skip
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without anything that configures the function or a proxy."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in _DROPPED and not name.startswith(_DROPPED_PREFIXES)
+    }
+    env["NO_PROXY"] = env["no_proxy"] = f"{LOOPBACK},localhost"
+    return env
+
+
+def function_env(obs_url: str, state_dir: str | Path) -> dict[str, str]:
+    """The environment our function runs with: dedupe and budget on SQLite, INFO logging.
+
+    ``RESTORE_MAX_RESTORES`` is raised so the budget is checked on every restore but never
+    blocks one (every request also names a different execution).
+    """
+    env = clean_environ()
+    env.update(
+        OBS_ENDPOINT=obs_url,
+        OBS_ACCESS_KEY_ID=ACCESS_KEY,
+        OBS_SECRET_ACCESS_KEY=SECRET_KEY,
+        RESTORE_AUTH_TOKEN=AUTH_TOKEN,
+        RESTORE_STATE_URL=f"sqlite:///{Path(state_dir).resolve() / 'state.db'}",
+        RESTORE_MAX_RESTORES="1000",
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+def sdk_env(obs_url: str) -> dict[str, str]:
+    """The environment of the baseline: just the endpoint and the keys."""
+    env = clean_environ()
+    env.update(OBS_ENDPOINT=obs_url, OBS_ACCESS_KEY_ID=ACCESS_KEY, OBS_SECRET_ACCESS_KEY=SECRET_KEY)
+    return env
+
+
+def server_env(env: dict[str, str]) -> dict[str, str]:
+    """Add the gunicorn settings both functions-framework servers share."""
+    return {**env, "WORKERS": str(WORKERS), "THREADS": str(THREADS)}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100): always one of the measured values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ratio(ours: float, baseline: float) -> float:
+    return ours / baseline if baseline else math.nan

@@ -1,0 +1,142 @@
+"""The loopback OBS emulator in a process of its own, driven by one JSON line per command.
+
+Why a separate process: the emulator is Python (werkzeug threads). Inside the benchmark's
+process it would share one GIL with the client or the load generator being measured, and
+the emulator's work would be billed to whichever side happened to be running.
+
+Every side of every benchmark talks to this one emulator instance. It is seeded with fresh
+FAILED executions in batches (a restore moves an execution to RUNNING, and a second restore
+of it would answer 409), and it counts the answers it gave per graph, so the runner can check
+that a measurement consists of accepted restores and not of errors.
+
+Commands on stdin, answers on stdout (the first line printed is ``{"url": ...}``):
+
+* ``{"op": "seed", "graph": G, "prefix": P, "count": N}`` - executions ``P0 .. P(N-1)`` FAILED;
+* ``{"op": "calls"}`` - ``{"calls": {"G PUT 200": n, ...}, "connections": n}`` since the last
+  ``calls`` (the call log is cleared, so memory stays bounded);
+* ``{"op": "stop"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+from collections import Counter
+from typing import Any
+
+START_TIMEOUT = 30.0
+REPLY_TIMEOUT = 120.0  # seeding tens of thousands of executions takes a second or two
+
+
+class EmulatorProcess:
+    """Parent side: start the emulator process, seed it, read its counters, stop it."""
+
+    def __init__(self, access_key: str, secret_key: str) -> None:
+        from common import BENCH_DIR, PYTHON, ROOT, clean_environ
+
+        env = clean_environ()
+        env["BENCH_ACCESS_KEY"], env["BENCH_SECRET_KEY"] = access_key, secret_key
+        self._process = subprocess.Popen(
+            [PYTHON, str(BENCH_DIR / "emulator_process.py")],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._collect, daemon=True).start()
+        self.url: str = self._reply(START_TIMEOUT)["url"]
+        self._batches = 0
+        self.pid = self._process.pid
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def fresh(self, graph: str, count: int) -> list[str]:
+        """Seed ``count`` new FAILED executions of ``graph``; return their names."""
+        self._batches += 1
+        prefix = f"b{self._batches}-"
+        self._command({"op": "seed", "graph": graph, "prefix": prefix, "count": count})
+        return [f"{prefix}{index}" for index in range(count)]
+
+    def calls(self) -> dict[str, Any]:
+        """Answers given per ``"graph METHOD status"`` since the last call, and connections."""
+        return self._command({"op": "calls"})
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            try:
+                self._send({"op": "stop"})
+                self._process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._process.kill()
+                self._process.wait(timeout=10)
+
+    def _command(self, command: dict[str, Any]) -> dict[str, Any]:
+        self._send(command)
+        return self._reply(REPLY_TIMEOUT)
+
+    def _send(self, command: dict[str, Any]) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(command) + "\n")
+        self._process.stdin.flush()
+
+    def _reply(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"the emulator process did not answer within {timeout:g}s") from None
+        if not line:
+            raise RuntimeError("the emulator process exited")
+        return json.loads(line)
+
+    def _collect(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # end of output: the process is gone
+
+
+def serve() -> int:
+    """Child side: run the emulator on a free loopback port and obey commands until stop."""
+    import os
+
+    from handler.emulator import Emulator
+
+    keys = {os.environ["BENCH_ACCESS_KEY"]: os.environ["BENCH_SECRET_KEY"]}
+    with Emulator(credentials=keys) as emulator:
+        _answer({"url": emulator.url})
+        connections_seen = 0
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command["op"] == "stop":
+                break
+            if command["op"] == "seed":
+                prefix, graph = command["prefix"], command["graph"]
+                for index in range(command["count"]):
+                    emulator.seed(graph, f"{prefix}{index}", "FAILED")
+                _answer({"ok": True})
+            elif command["op"] == "calls":
+                calls = emulator.calls
+                emulator.clear_calls()
+                opened = emulator.connections_opened
+                counts = Counter(f"{c.graph} {c.method} {c.status}" for c in calls)
+                _answer({"calls": dict(counts), "connections": opened - connections_seen})
+                connections_seen = opened
+    return 0
+
+
+def _answer(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

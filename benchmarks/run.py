@@ -1,0 +1,325 @@
+"""``make bench``: every benchmark side by side, in one run, on one loopback emulator.
+
+    python benchmarks/run.py            # the full suite (a few minutes); writes RESULTS.md
+    python benchmarks/run.py --quick    # a ~30 s smoke run; writes results/quick.json only
+
+Sections, each ours against the official SDK (``esdk-obs-python``) or a naive function built
+on it, in the same run:
+
+1. import time (:mod:`bench_import`) and cold start (:mod:`bench_cold`);
+2. per-restore client cost (:mod:`bench_client`);
+3. HTTP throughput and latency at several concurrencies, and peak memory (:mod:`bench_http`).
+
+Prints a table (metric | ours | SDK / naive | ratio | target | result), writes every raw
+number to ``benchmarks/results/latest.json`` and, for a full run, the table with the machine
+it ran on to ``benchmarks/RESULTS.md``. Everything listens on and talks to 127.0.0.1 only;
+every loop is bounded in requests and in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import bench_client
+import bench_cold
+import bench_http
+import bench_import
+from common import ACCESS_KEY, BENCH_DIR, SECRET_KEY, THREADS, WORKERS, clean_environ
+from emulator_process import EmulatorProcess
+from report import Row, markdown_table, text_table
+
+RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+TIME_BUDGET_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    imports: bench_import.Settings
+    cold: bench_cold.Settings
+    client: bench_client.Settings
+    http: bench_http.Settings
+
+
+FULL = Profile(
+    "full",
+    bench_import.Settings(runs=15),
+    bench_cold.Settings(functiongraph_runs=9, http_runs=5),
+    bench_client.Settings(rounds=20, calls_per_round=100, warmup_calls=100),
+    bench_http.Settings(
+        concurrencies=(1, 8, 32),
+        repetitions=2,
+        duration=6.0,
+        request_cap=12_000,
+        warmup_requests=300,
+    ),
+)
+QUICK = Profile(
+    "quick",
+    bench_import.Settings(runs=3),
+    bench_cold.Settings(functiongraph_runs=2, http_runs=1),
+    bench_client.Settings(rounds=4, calls_per_round=50, warmup_calls=20),
+    bench_http.Settings(
+        concurrencies=(1, 8, 32),
+        repetitions=1,
+        duration=1.5,
+        request_cap=3_000,
+        warmup_requests=50,
+    ),
+)
+
+# Why a target is missed: the causes found by profiling when these benchmarks were written.
+# Shown under "Missed targets" only for sections with a failed row; update them as the code
+# changes (a cause that is fixed must go).
+NOTES = {
+    "client": (
+        "Our client sends through `requests` (Session -> HTTPAdapter -> urllib3 pool -> "
+        "http.client). It keeps one connection alive, but every call still pays for requests' "
+        "preparation (URL parsing, header validation, cookie jar), the adapter and pool "
+        "look-ups, urllib3's response wrapper and requests' `Response`, with the answer's "
+        "headers copied from http.client's message into urllib3's and then requests' header "
+        "dicts. That is more CPU per call than the SDK spends on its bare `http.client` call, "
+        "even though the SDK opens a new TCP connection for every call (see the CPU row)."
+    ),
+    "http": (
+        "Per restore ours does what the naive function skips: bearer auth, intake, three "
+        "SQLite write transactions (claim, budget reservation, outcome), each a "
+        "`BEGIN IMMEDIATE` ... `COMMIT` with `synchronous = FULL`, and a JSON log line; and "
+        "its client costs more CPU per call than the SDK (see the client rows). Under "
+        "concurrency the worker's threads contend for SQLite's write lock; SQLite's busy "
+        "handler makes each loser sleep (1, 2, 5, 10 ... 100 ms steps) instead of queueing, "
+        "which sets the p99 at c=8 and c=32. Throughput at c=8 and c=32 is bound by server "
+        "CPU: one gunicorn worker is one GIL, busy for both servers (see the cores used "
+        "below), so requests/s follow server CPU per restore (see that row)."
+    ),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    began = time.monotonic()
+    _loopback_only()
+    print(f"obs-workflow-restore benchmarks ({profile.name}); ~{_estimate(profile)}", flush=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="obs-workflow-restore-bench-") as work,
+        EmulatorProcess(ACCESS_KEY, SECRET_KEY) as emulator,
+    ):
+        work_dir = Path(work)
+        rows, raw = _run_sections(profile, emulator, work_dir)
+    elapsed = time.monotonic() - began
+    document = _document(profile, rows, raw, elapsed)
+    print()
+    print(text_table(rows))
+    _print_notes(rows)
+    print(f"\ncores busy during the HTTP runs: {_cores(raw['http']['cores_used'])}")
+    print(f"total runtime {elapsed:.0f}s")
+    if elapsed > TIME_BUDGET_SECONDS:
+        print(f"WARNING: over the {TIME_BUDGET_SECONDS:.0f}s budget for `make bench`")
+    _write(document, rows, profile, elapsed)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~30 s)")
+    return parser
+
+
+def _loopback_only() -> None:
+    """Drop proxy and function settings from this process too: clients here hit 127.0.0.1."""
+    environ = clean_environ()
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+def _run_sections(
+    profile: Profile, emulator: EmulatorProcess, work_dir: Path
+) -> tuple[list[Row], dict[str, Any]]:
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    sections = (
+        ("import", lambda: bench_import.run(profile.imports, emulator.url, str(work_dir))),
+        ("cold_start", lambda: bench_cold.run(profile.cold, emulator, work_dir)),
+        ("client", lambda: bench_client.run(profile.client, emulator)),
+        ("http", lambda: bench_http.run(profile.http, emulator, work_dir)),
+    )
+    for name, section in sections:
+        started = time.monotonic()
+        print(f"  {name} ...", end=" ", flush=True)
+        section_rows, raw[name] = section()
+        raw[name]["seconds"] = time.monotonic() - started
+        rows.extend(section_rows)
+        print(f"{raw[name]['seconds']:.0f}s", flush=True)
+    return rows, raw
+
+
+def _estimate(profile: Profile) -> str:
+    http = profile.http
+    load = len(http.concurrencies) * http.repetitions * 2 * http.duration
+    return f"{load:.0f}s of HTTP load plus start-ups"
+
+
+def _machine() -> dict[str, Any]:
+    """What the numbers depend on: CPU, cores, Python, OS, and when they were taken."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "os": f"{platform.system()} {platform.release()}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _document(
+    profile: Profile, rows: list[Row], raw: dict[str, Any], elapsed: float
+) -> dict[str, Any]:
+    return {
+        "profile": profile.name,
+        "machine": _machine(),
+        "runtime_seconds": elapsed,
+        "gunicorn": {"WORKERS": WORKERS, "THREADS": THREADS},
+        "rows": [row.to_json() for row in rows],
+        "targets_met": all(row.passed is not False for row in rows),
+        "raw": raw,
+    }
+
+
+def _print_notes(rows: list[Row]) -> None:
+    lines = _notes(rows)
+    if lines:
+        print("\nMissed targets:")
+        print("\n".join(lines))
+
+
+def _notes(rows: list[Row]) -> list[str]:
+    """Each missed target with how far off it is, then why, once per section (from NOTES)."""
+    missed = [row for row in rows if row.miss()]
+    lines = [f"- {row.metric}: {row.miss()}" for row in missed]
+    for section in dict.fromkeys(row.section for row in missed):
+        if section in NOTES:
+            lines += ["", f"Why ({section}): {NOTES[section]}"]
+    return lines
+
+
+def _write(document: dict[str, Any], rows: list[Row], profile: Profile, elapsed: float) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    target = RESULTS_DIR / ("latest.json" if profile is FULL else "quick.json")
+    target.write_text(json.dumps(document, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {target.relative_to(BENCH_DIR.parent)}")
+    if profile is FULL:
+        RESULTS_MD.write_text(_markdown(document, rows, profile, elapsed), encoding="utf-8")
+        print(f"wrote {RESULTS_MD.relative_to(BENCH_DIR.parent)}")
+
+
+def _markdown(document: dict[str, Any], rows: list[Row], profile: Profile, elapsed: float) -> str:
+    machine = document["machine"]
+    notes = _notes(rows) or ["- every target holds in this run."]
+    return "\n".join([
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`benchmarks/run.py`); every number in one run, against one "
+        "loopback OBS emulator. Ratios are ours ÷ baseline; only ratios have targets, because "
+        "absolute times depend on the machine. Raw numbers: `benchmarks/results/latest.json` "
+        "(not committed).",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['implementation']} {machine['python']}, {machine['os']}; "
+        f"run {machine['date']}, total {elapsed:.0f} s.",
+        "",
+        markdown_table(rows),
+        "",
+        "## Missed targets",
+        "",
+        *notes,
+        "",
+        "## Where import time goes",
+        "",
+        *_import_profile(document["raw"]["import"]["top_modules_cumulative_us"]),
+        "",
+        "## How it is measured",
+        "",
+        *_method(profile, document["raw"]["http"]),
+        "",
+    ])  # fmt: skip
+
+
+def _import_profile(top: dict[str, list[tuple[str, int]]]) -> list[str]:
+    """The costliest modules per side, from one ``python -X importtime`` run each."""
+    return [
+        f"- {side}: " + ", ".join(f"`{name}` {us / 1000:.0f} ms" for name, us in modules)
+        for side, modules in top.items()
+    ] + ["", "(cumulative, one run each; the first entry is the whole import)"]
+
+
+def _method(profile: Profile, http_raw: dict[str, Any]) -> list[str]:
+    """How each number was taken, with this profile's counts, for RESULTS.md."""
+    imports, cold, client, http = profile.imports, profile.cold, profile.client, profile.http
+    concurrencies = ", ".join(str(c) for c in http.concurrencies)
+    return [
+        "- Baselines: the official SDK `esdk-obs-python` (`from obs import WorkflowClient`), "
+        "and for HTTP a naive function (`benchmarks/naive_function.py`) that builds the SDK "
+        "client per request and restores: no auth, dedupe, budget or log line.",
+        f"- Import: a fresh interpreter per measurement timing only the import statement, "
+        f"{imports.runs} runs per side, alternating, median; bytecode cached, as in a deployed "
+        "package. `handler.main` is imported with the function's full environment (it "
+        "validates its settings at import).",
+        "- Cold start: from just before spawning a fresh process to reading the first restore "
+        "result, so interpreter start-up (the same for both) is included. Event entry: "
+        "`handler(event, None)` with SQLite state in a new directory, against SDK client + "
+        f"restore ({cold.functiongraph_runs} runs per side). HTTP entry: spawn "
+        "`functions-framework --source … --target restore` and POST until answered "
+        f"({cold.http_runs} runs per side). Each run restores a fresh FAILED execution; "
+        "alternating; medians.",
+        f"- Client: both clients in one process, the emulator in another; {client.rounds} "
+        f"rounds x {client.calls_per_round} restores per client, order alternating, fresh "
+        "FAILED executions, every answer checked to be a 200 by the client and by the "
+        "emulator's count; median of per-round ratios. Our client is built once (keep-alive); "
+        "the SDK's is its process-wide singleton, built once (a new connection per call).",
+        f"- HTTP: both servers under functions-framework with WORKERS={WORKERS}, "
+        f"THREADS={THREADS}; ours with bearer auth, SQLite dedupe + budget and INFO JSON "
+        "logging (stdout to a file). Closed-loop load generator: Python threads with one "
+        "keep-alive `http.client` connection each, on the same machine, so it takes CPU from "
+        f"the servers, identically for both. Concurrency {concurrencies}: "
+        f"{http.repetitions} runs x {http.duration:g} s per server (at most "
+        f"{http.request_cap:,} requests each), order alternating; every request a distinct "
+        "event on a distinct FAILED execution; only a 200 that reports a restore counts, and "
+        "the emulator's count of accepted restores must match. Throughput = successes ÷ "
+        "time; latency percentiles pooled over the runs.",
+        "- Memory: `VmHWM` (peak resident set) from `/proc/<pid>/status` after all the load, "
+        "summed over the gunicorn arbiter and its worker (pages shared after fork count "
+        "twice, for both servers alike).",
+        "- The emulator, both servers and the load generator share the machine's cores; "
+        f"average cores busy during the HTTP runs: {_cores(http_raw['cores_used'])}.",
+    ]
+
+
+def _cores(cores_used: dict[str, dict[str, float]]) -> str:
+    return "; ".join(
+        f"{side} runs: " + ", ".join(f"{name} {cores:.2f}" for name, cores in used.items())
+        for side, used in cores_used.items()
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -510,6 +510,8 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._registry_lock = threading.Lock()
+        self._writer_lock = threading.Lock()
+        self._writer_pid = os.getpid()
         self._open_file()
 
     @property
@@ -719,7 +721,29 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction; any SQLite failure becomes StoreUnavailable."""
+        """A ``BEGIN IMMEDIATE`` transaction; any SQLite failure becomes StoreUnavailable.
+
+        Writers of one process queue on a lock first: SQLite's own busy handler makes a
+        losing writer sleep in growing steps (up to 100 ms), which measured p99 105 ms for
+        8 threads against 11.5 ms with the lock (benchmarks/RESULTS.md). Other processes
+        still meet at the file lock, with the busy timeout.
+        """
+        if not self._process_writer_lock().acquire(timeout=self._busy_timeout):
+            raise self._unavailable(TimeoutError("another writer held the store too long"))
+        try:
+            with self._transaction() as db:
+                yield db
+        finally:
+            self._writer_lock.release()
+
+    def _process_writer_lock(self) -> threading.Lock:
+        if self._writer_pid != os.getpid():  # a fork child never inherits a held lock
+            self._writer_lock = threading.Lock()
+            self._writer_pid = os.getpid()
+        return self._writer_lock
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")

@@ -147,10 +147,12 @@ class WorkflowClient:
         # Proxy settings are read from the environment once, here, instead of on every call:
         # requests' per-call environment merge is a measurable share of a restore's cost.
         self._session.trust_env = False
+        # The session's adapter is called directly: Session.send would add cookie handling,
+        # hooks and redirect bookkeeping that a signed, redirect-free API call never uses.
+        self._adapter = self._session.get_adapter(self.server)
         self._send_options = {
             "verify": verify,
             "proxies": requests.utils.get_environ_proxies(self.server),
-            "allow_redirects": False,
             "stream": True,
         }
         self._user_agent = f"obs-workflow-restore/{__version__}"
@@ -230,15 +232,9 @@ class WorkflowClient:
                     errorMessage="the caller's deadline passed before sending",
                 )
             timeout = (min(timeout[0], remaining), min(timeout[1], remaining))
-        request = requests.PreparedRequest()
-        request.prepare(
-            method=method,
-            url=url,
-            headers=self._headers(method, resource),
-            data=b"" if method == "PUT" else None,
-        )
+        request = _prepared(method, url, self._headers(method, resource))
         try:
-            response = self._session.send(request, timeout=timeout, **self._send_options)
+            response = self._adapter.send(request, timeout=timeout, **self._send_options)
         except requests.ConnectionError as exc:
             # A refused or failed connect never reached the service; anything else might have.
             sent = not isinstance(exc, requests.ConnectTimeout) and not _is_connect_failure(exc)
@@ -271,6 +267,24 @@ class WorkflowClient:
                 return None
             delay = max(delay, retry_after)
         return delay
+
+
+def _prepared(method: str, url: str, headers: dict[str, str]) -> requests.PreparedRequest:
+    """A prepared request built field by field instead of by ``PreparedRequest.prepare``.
+
+    ``prepare`` re-parses and re-quotes the URL and merges cookies and hooks on every call
+    (about 12% of a restore's client time when profiled). Our URL is built from the endpoint
+    and names that passed :func:`validate_name`, so it needs no quoting, and there are no
+    cookies, auth hooks or body to encode.
+    """
+    request = requests.PreparedRequest()
+    request.method = method
+    request.url = url
+    if method == "PUT":
+        headers["Content-Length"] = "0"
+        request.body = b""
+    request.headers = requests.structures.CaseInsensitiveDict(headers)
+    return request
 
 
 def _fits(deadline: float | None, delay: float) -> bool:

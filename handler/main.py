@@ -63,7 +63,7 @@ def restore(request: Any) -> tuple[str, int, dict[str, str]]:
     if request.method != "POST":
         return _json(_error("MethodNotAllowed", "use POST"), 405, {"Allow": "GET, POST"})
     request_id = request.headers.get("X-Cff-Request-Id") or request.headers.get("X-Request-ID")
-    invocation = _invocation(request_id, _claim_deadline())
+    invocation = _invocation(request_id, _claim_deadline(), _header_credentials(request))
     runtime = _get_runtime()
     try:
         body = _read_body(request)
@@ -198,6 +198,19 @@ def _agency_credentials(context: Any) -> Credentials | None:
     if not access_key or not secret_key:
         return None
     return Credentials(access_key, secret_key, _context_call(context, "getSecurityToken") or None)
+
+
+def _header_credentials(request: Any) -> Credentials | None:
+    """FunctionGraph HTTP functions get their agency's temporary keys as request headers
+    ("Include Keys"); used only when RESTORE_CREDENTIALS_FROM_HEADERS is on, after auth."""
+    if not SETTINGS.credentials_from_headers:
+        return None
+    headers = request.headers
+    access_key = headers.get("X-CFF-Security-Access-Key")
+    secret_key = headers.get("X-CFF-Security-Secret-Key")
+    if not access_key or not secret_key:
+        return None
+    return Credentials(access_key, secret_key, headers.get("X-CFF-Security-Token") or None)
 
 
 def _context_call(context: Any, method: str) -> Any:

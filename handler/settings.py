@@ -31,6 +31,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OBS_READ_TIMEOUT": ("10", "seconds to wait for an OBS answer"),
     "OBS_MAX_ATTEMPTS": ("4", "tries per OBS call (connection errors, timeouts, 429, 5xx)"),
     "OBS_CA_BUNDLE": ("", "CA bundle path for TLS; `false` disables verification (tests only)"),
+    "RESTORE_CREDENTIALS_FROM_HEADERS": (
+        "false",
+        "`true` signs with the `X-CFF-Security-*` keys FunctionGraph passes to HTTP functions",
+    ),
     "RESTORE_AUTH_TOKEN": ("", "bearer token that callers of the HTTP URL must present"),
     "RESTORE_ALLOW_UNAUTHENTICATED": ("false", "`true` serves the HTTP URL without a token"),
     "RESTORE_DRY_RUN": ("false", "`true` does everything but the restore call"),
@@ -78,6 +82,7 @@ class Settings:
     read_timeout: float = 10.0
     max_attempts: int = 4
     verify: bool | str = True
+    credentials_from_headers: bool = False
     auth_token: str | None = field(default=None, repr=False)
     allow_unauthenticated: bool = False
     dry_run: bool = False
@@ -119,6 +124,7 @@ class Settings:
             "connectTimeout": self.connect_timeout,
             "readTimeout": self.read_timeout,
             "maxAttempts": self.max_attempts,
+            "credentialsFromHeaders": self.credentials_from_headers,
             "tlsVerify": self.verify if isinstance(self.verify, bool) else "ca-bundle",
             "logLevel": self.log_level,
         }
@@ -145,6 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         read_timeout=env.seconds("OBS_READ_TIMEOUT", 10.0, minimum=0.1),
         max_attempts=env.integer("OBS_MAX_ATTEMPTS", 4, minimum=1, maximum=10),
         verify=_verify(env),
+        credentials_from_headers=env.flag("RESTORE_CREDENTIALS_FROM_HEADERS"),
         auth_token=env.text("RESTORE_AUTH_TOKEN") or None,
         allow_unauthenticated=env.flag("RESTORE_ALLOW_UNAUTHENTICATED"),
         dry_run=env.flag("RESTORE_DRY_RUN"),

@@ -260,3 +260,30 @@ def test_a_sink_failure_never_fails_the_restore(httpserver, http_function, funct
     assert response.get_json()["summary"] == {"restored": 1}
     items = [line for line in log_lines(capsys.readouterr().out) if line["message"] != "started"]
     assert len(items) == 1 and "500" in items[0]["sinkError"]
+
+
+AGENCY_HEADERS = {
+    "X-CFF-Security-Access-Key": "AGENCYAK",
+    "X-CFF-Security-Secret-Key": "agency-secret-SECRET",
+    "X-CFF-Security-Token": "agency-token-SECRET",
+}
+
+
+def test_functiongraph_http_keys_in_headers_are_used_when_enabled(
+    httpserver, http_function, function_env, capsys
+):
+    function_env["RESTORE_CREDENTIALS_FROM_HEADERS"] = "true"
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    response = post(http_function(), headers={**BEARER, **AGENCY_HEADERS})
+    assert response.status_code == 200
+    request, _ = httpserver.log[0]
+    assert request.headers["Authorization"].startswith("OBS AGENCYAK:")
+    assert request.headers["x-obs-security-token"] == "agency-token-SECRET"
+    assert "SECRET" not in capsys.readouterr().out + response.get_data(as_text=True)
+
+
+def test_keys_in_headers_are_ignored_unless_enabled(httpserver, http_function):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    post(http_function(), headers={**BEARER, **AGENCY_HEADERS})
+    request, _ = httpserver.log[0]
+    assert request.headers["Authorization"].startswith("OBS AKEXAMPLE:")

@@ -10,6 +10,15 @@ AK = "AKEXAMPLE"
 SK = "SKEXAMPLE-secret-key-0123456789"
 TOKEN = "TOKEN-temporary-0123456789"
 
+# The one execution most tests restore, the request naming it, and the service's answer.
+PATH = "/v2/workflowexecutions/exec-1"
+REQUEST = {"graphName": "graph-1", "executionName": "exec-1"}
+RESTORED = {
+    "execution_urn": "urn:fgs:r:p:execution:graph-1:exec-1:d",
+    "restored_at": "2026-11-27T18:41:28Z",
+    "execution_name": "exec-1",
+}
+
 
 class SleepRecorder:
     """Stands in for time.sleep so retry tests are instant and can assert the delays."""

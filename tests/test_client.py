@@ -13,15 +13,9 @@ from handler.client import RestoreBody, RetryPolicy, WorkflowClient
 from handler.endpoint import normalise_endpoint
 from handler.names import InvalidNameError
 from handler.signing import Credentials, Signer
-from tests.conftest import AK, SK, TOKEN
+from tests.conftest import AK, PATH, RESTORED, SK, TOKEN
 
-PATH = "/v2/workflowexecutions/exec-1"
 QUERY = {"x-workflow-graph-name": "graph-1"}
-RESTORED = {
-    "execution_urn": "urn:fgs:r:p:execution:graph-1:exec-1:d",
-    "restored_at": "2026-11-27T18:41:28Z",
-    "execution_name": "exec-1",
-}
 
 
 def assert_signed(request, token=None):

@@ -16,16 +16,10 @@ import pytest
 from werkzeug import Response
 
 from handler.store import open_store
-from tests.conftest import AUTH_TOKEN
+from tests.conftest import AUTH_TOKEN, PATH, RESTORED
 
 pytest_plugins = ["tests.redis_server"]
 
-PATH = "/v2/workflowexecutions/exec-1"
-RESTORED = {
-    "execution_urn": "urn:fgs:r:p:execution:graph-1:exec-1:d",
-    "restored_at": "2026-11-27T18:41:28Z",
-    "execution_name": "exec-1",
-}
 SUBJECT = "graph-1/exec-1"
 DAY = 86400.0
 

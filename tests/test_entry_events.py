@@ -12,17 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import AK, AUTH_TOKEN, log_lines
+from tests.conftest import AK, AUTH_TOKEN, PATH, REQUEST, RESTORED, log_lines
 from tests.function_server import function_server
 
 ROOT = Path(__file__).resolve().parent.parent
-PATH = "/v2/workflowexecutions/exec-1"
-RESTORED = {
-    "execution_urn": "urn:fgs:r:p:execution:graph-1:exec-1:d",
-    "restored_at": "2026-11-27T18:41:28Z",
-    "execution_name": "exec-1",
-}
-REQUEST = {"graphName": "graph-1", "executionName": "exec-1"}
 
 
 class FunctionGraphContext:

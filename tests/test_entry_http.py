@@ -6,15 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import AUTH_TOKEN, SK, log_lines
+from tests.conftest import AUTH_TOKEN, PATH, REQUEST, RESTORED, SK, log_lines
 
-PATH = "/v2/workflowexecutions/exec-1"
-RESTORED = {
-    "execution_urn": "urn:fgs:r:p:execution:graph-1:exec-1:d",
-    "restored_at": "2026-11-27T18:41:28Z",
-    "execution_name": "exec-1",
-}
-REQUEST = {"graphName": "graph-1", "executionName": "exec-1"}
 BEARER = {"Authorization": f"Bearer {AUTH_TOKEN}"}
 RESULT_KEYS = {
     "eventId",

@@ -8,7 +8,9 @@ written against its documentation works unchanged, but this client also:
   itself when a second client is built, and opens a new connection per call);
 * never follows redirects, so signed requests and credentials never reach another host;
 * retries connection errors, timeouts, 429 and 5xx with full-jitter backoff, honouring
-  ``Retry-After`` and an optional caller deadline, re-signing every attempt;
+  ``Retry-After`` and an optional caller deadline, re-signing every attempt - except that a
+  restore that may have reached the service (no answer after sending) is never sent again:
+  its caller must ask the service what happened first;
 * always returns a result - unparsable, HTML or truncated bodies become an ``errorMessage``,
   transport failures a result with ``status == 0`` - and never puts a secret in a message.
 """
@@ -45,6 +47,7 @@ EXECUTIONS_PATH = "/v2/workflowexecutions/"
 GRAPH_QUERY = "x-workflow-graph-name"
 JSON = "application/json"
 MAX_BODY_BYTES = 1 << 20  # an answer larger than this is not a workflow API answer
+DEADLINE_EXCEEDED = "DeadlineExceeded"  # errorCode of a call the deadline stopped before sending
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ class WorkflowClient:
         self, executionName: str, graphName: str, *, deadline: float | None = None
     ) -> WorkflowResult:
         """Resume a failed execution from its failed state (``PUT``); ``body`` is a RestoreBody."""
-        result = self._call("PUT", executionName, graphName, deadline)
+        result = self._call("PUT", executionName, graphName, deadline, resend_unanswered=False)
         if result.ok and isinstance(result.body, dict):
             payload = result.body
             result.body = RestoreBody(
@@ -199,8 +202,20 @@ class WorkflowClient:
     get_workflow_execution = getWorkflowExecution
 
     def _call(
-        self, method: str, execution_name: str, graph_name: str, deadline: float | None
+        self,
+        method: str,
+        execution_name: str,
+        graph_name: str,
+        deadline: float | None,
+        *,
+        resend_unanswered: bool = True,
     ) -> WorkflowResult:
+        """Send with bounded retries.
+
+        ``resend_unanswered=False`` is for operations that are not idempotent (restore): an
+        attempt that got no answer after the request left may have been applied, and sending
+        it again blindly could restore twice, so such a result is returned at once.
+        """
         validate_name(graph_name, "graphName")
         validate_name(execution_name, "executionName")
         # Valid names need no percent-encoding, so the signed resource is the path as sent.
@@ -212,6 +227,8 @@ class WorkflowClient:
             result = self._attempt(method, url, resource, deadline)
             result.attempts = attempt
             if not result.retryable or attempt >= self.retry.max_attempts:
+                return result
+            if result.maybe_applied and not resend_unanswered:
                 return result
             delay = self._backoff(attempt, result)
             if delay is None or not _fits(deadline, delay):
@@ -227,8 +244,8 @@ class WorkflowClient:
             if remaining <= 0:
                 return WorkflowResult(
                     status=0,
-                    reason="DeadlineExceeded",
-                    errorCode="Timeout",
+                    reason=DEADLINE_EXCEEDED,
+                    errorCode=DEADLINE_EXCEEDED,
                     errorMessage="the caller's deadline passed before sending",
                 )
             timeout = (min(timeout[0], remaining), min(timeout[1], remaining))

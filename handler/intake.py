@@ -24,12 +24,16 @@ the same request however often and in whatever envelope it arrives:
 
 * a CloudEvent is ``"<source>/<id>"`` (the pair the CloudEvents spec makes unique);
 * an SMN message is ``"smn:<message_id>"`` - the same whether it came by HTTP or by trigger;
+* a plain request may name itself with ``"eventId"``: ``"request:<eventId>"``, deduplicated
+  like a CloudEvent id;
 * when one event or message carries an array of requests, element *i* gets ``"#<i>"`` appended;
 * anything else is ``"sha256:"`` + the SHA-256 of the canonical JSON (sorted keys, compact,
   ASCII) of the request *normalised*: ``{"execution": E, "graph": G}`` for a restore (so
   ``graphName``/``graph_name``/URN spellings of one request coincide), the same plus
   ``"state"`` for a skip, and ``{"rejected": <the value as received>}`` for a reject. The
-  shapes never overlap, so a rejected value cannot borrow a restore's identity.
+  shapes never overlap, so a rejected value cannot borrow a restore's identity. Such an
+  item has ``identified_by_content`` set: the same content later may be a new failure of the
+  same execution, so the policy remembers it only briefly.
 
 An identity that is longer than 512 characters or not printable ASCII is replaced by a hash of
 itself, so it stays a safe store key and log field.
@@ -88,6 +92,7 @@ SMN_NOTIFICATION = "notification"
 SMN_CONFIRMATIONS = frozenset({"subscriptionconfirmation", "unsubscribeconfirmation"})
 SMN_TYPES = SMN_CONFIRMATIONS | {SMN_NOTIFICATION}
 
+REQUEST_ID_KEY = "eventId"  # a plain request's own id, for callers that redeliver
 GRAPH_NAME_KEYS = ("graphName", "graph_name")
 EXECUTION_NAME_KEYS = ("executionName", "execution_name")
 GRAPH_URN_KEYS = ("graph_urn", "graphUrn")
@@ -137,6 +142,7 @@ class Item:
     execution_name: str | None = None
     reason: str = ""
     source: str = ""
+    identified_by_content: bool = False  # no id of its own: event_id is a hash of the request
 
 
 # --------------------------------------------------------------------------- public entries
@@ -361,7 +367,15 @@ def _read_delivery(
         _read_batch(value, out)
     elif media == CE_STRUCTURED and isinstance(value, dict):
         _read_structured(value, CLOUDEVENT, out)
-    elif media not in (CE_STRUCTURED, CE_BATCH) and all(h in headers for h in CE_BINARY_HEADERS):
+    elif media not in (CE_STRUCTURED, CE_BATCH) and any(h in headers for h in CE_BINARY_HEADERS):
+        missing = [h for h in CE_BINARY_HEADERS if h not in headers]
+        if missing:
+            # Reading it as plain JSON would give it a content identity and lose its own id.
+            raise IntakeError(
+                400,
+                "IncompleteCloudEvent",
+                f"binary-mode CloudEvent without the required header(s) {', '.join(missing)}",
+            )
         _read_binary(headers, value, out)
     else:
         _read_value(value, out, allow_apig=allow_apig)
@@ -742,6 +756,14 @@ def _request_item(request: dict[str, Any], event_id: str | None, shape: str, sou
     Readability is decided first, so a malformed request is reported as such whatever its
     state. ``event_id`` is None for plain requests, whose identity is their normalised hash.
     """
+    if event_id is None:
+        own_id = request.get(REQUEST_ID_KEY)
+        if own_id is not None and not (_nonempty_str(own_id) and len(own_id) <= MAX_ID_CHARS):
+            reason = f"{REQUEST_ID_KEY} must be a non-empty string of at most {MAX_ID_CHARS} chars"
+            return Item(REJECT, _hash_id({"rejected": request}), shape, reason=reason)
+        if own_id is not None:
+            event_id = _safe_id(f"request:{own_id}")
+    by_content = event_id is None
     outcome = _read_request(request)
     if isinstance(outcome, str):
         event_id = event_id or _hash_id({"rejected": request})
@@ -750,9 +772,10 @@ def _request_item(request: dict[str, Any], event_id: str | None, shape: str, sou
     if state is not None:
         normalised = {"graph": graph, "execution": execution, "state": state}
         reason = f"execution state is {_show(state)}, not a failure"
-        return Item(SKIP, event_id or _hash_id(normalised), shape, graph, execution, reason, source)
-    normalised = {"graph": graph, "execution": execution}
-    return Item(RESTORE, event_id or _hash_id(normalised), shape, graph, execution, "", source)
+        event_id = event_id or _hash_id(normalised)
+        return Item(SKIP, event_id, shape, graph, execution, reason, source, by_content)
+    event_id = event_id or _hash_id({"graph": graph, "execution": execution})
+    return Item(RESTORE, event_id, shape, graph, execution, "", source, by_content)
 
 
 def _read_request(request: dict[str, Any]) -> tuple[str, str, Any] | str:

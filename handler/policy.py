@@ -34,6 +34,7 @@ class Verdict:
     reason: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
     redeliver: bool = False  # not final: the platform should deliver this item again
+    detail: str = ""  # for the log line only: may name hosts, paths or raw exception text
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Ticket:
     claim_token: str
     subject: str
     budget_token: str
+    retention: float  # how long the recorded outcome answers redeliveries
 
 
 class Settlement(Enum):
@@ -92,9 +94,7 @@ class Policy:
             if settlement in (Settlement.REFUSED, Settlement.RETRY):
                 store.refund_budget(ticket.subject, ticket.budget_token)
             if settlement in (Settlement.CONSUMED, Settlement.REFUSED):
-                store.finish(
-                    ticket.key, ticket.claim_token, record, self._settings.dedupe_retention
-                )
+                store.finish(ticket.key, ticket.claim_token, record, ticket.retention)
             else:
                 store.release(ticket.key, ticket.claim_token)
         except StoreUnavailable as exc:
@@ -118,13 +118,20 @@ class Policy:
                     item.event_id,
                     claim_token,
                     {"outcome": verdict.outcome, "reason": verdict.reason},
-                    settings.dedupe_retention,
+                    self._retention(item),
                 )
                 return verdict
         except StoreUnavailable as exc:
             self._release(item.event_id, claim_token)
             return _store_down(exc)
-        return Ticket(item.event_id, claim_token, subject, budget_token)
+        return Ticket(item.event_id, claim_token, subject, budget_token, self._retention(item))
+
+    def _retention(self, item: Item) -> float:
+        """A request without an id of its own is only its content: the same content an hour
+        later is a new failure of the same execution, not a redelivery."""
+        if item.identified_by_content:
+            return self._settings.plain_dedupe_window
+        return self._settings.dedupe_retention
 
     def _release(self, key: str, token: str) -> None:
         # If the store is down the marker simply expires after the claim TTL.
@@ -133,16 +140,19 @@ class Policy:
 
 
 def _store_down(exc: StoreUnavailable) -> Verdict:
+    # The exception names the store's host or path: the log line gets it, the caller does not.
     return Verdict(
         "retryable_error",
-        f"state store unavailable, nothing called: {exc}",
+        "state store unavailable, nothing called",
         {"errorCode": "StoreUnavailable"},
+        detail=str(exc),
     )
 
 
 def _duplicate_of(record: dict[str, Any]) -> Verdict:
     """A redelivery answers with what the first delivery recorded."""
-    fields = {k: record.get(k) for k in ("status", "requestId", "executionUrn", "restoredAt")}
+    keys = ("status", "requestId", "executionUrn", "restoredAt", "errorCode", "errorMessage")
+    fields = {k: record.get(k) for k in keys}
     return Verdict(
         "duplicate",
         f"already handled: {record.get('outcome', 'unknown')}",

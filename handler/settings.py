@@ -50,7 +50,14 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "300s",
         "how long an in-progress marker holds; set to the function timeout",
     ),
-    "RESTORE_DEDUPE_RETENTION": ("24h", "how long a finished outcome answers redeliveries"),
+    "RESTORE_DEDUPE_RETENTION": (
+        "24h",
+        "how long a finished outcome answers redeliveries of an event with an id",
+    ),
+    "RESTORE_PLAIN_DEDUPE_WINDOW": (
+        "5m",
+        "how long a finished outcome answers a request without an id (same content)",
+    ),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
 }
 
@@ -93,6 +100,7 @@ class Settings:
     budget_window: float = 86400.0
     claim_ttl: float = 300.0
     dedupe_retention: float = 86400.0
+    plain_dedupe_window: float = 300.0
     log_level: str = "INFO"
 
     def __repr__(self) -> str:
@@ -121,6 +129,7 @@ class Settings:
             "budgetWindowSeconds": self.budget_window,
             "claimTtlSeconds": self.claim_ttl,
             "dedupeRetentionSeconds": self.dedupe_retention,
+            "plainDedupeWindowSeconds": self.plain_dedupe_window,
             "connectTimeout": self.connect_timeout,
             "readTimeout": self.read_timeout,
             "maxAttempts": self.max_attempts,
@@ -164,6 +173,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         budget_window=env.seconds("RESTORE_BUDGET_WINDOW", 86400.0, minimum=1),
         claim_ttl=env.seconds("RESTORE_CLAIM_TTL", 300.0, minimum=1),
         dedupe_retention=env.seconds("RESTORE_DEDUPE_RETENTION", 86400.0, minimum=1),
+        plain_dedupe_window=env.seconds("RESTORE_PLAIN_DEDUPE_WINDOW", 300.0, minimum=1),
         log_level=_log_level(env),
     )
     if bool(settings.access_key_id) != bool(settings.secret_access_key):

@@ -292,21 +292,39 @@ def test_connection_refused_is_retried_then_reported_as_not_applied(make_client,
     assert len(sleeps.delays) == 2
 
 
-def test_read_timeout_is_retried_and_marked_maybe_applied(httpserver, make_client):
+def slow_answer(httpserver, seconds: float) -> None:
     def slow(_request):
-        time.sleep(0.6)
+        time.sleep(seconds)
         return Response("{}", content_type="application/json")
 
     httpserver.expect_request(PATH).respond_with_handler(slow)
-    client = make_client(timeout=(1.0, 0.2), retry=RetryPolicy(max_attempts=2))
-    result = client.restoreFailedWorkflowExecution("exec-1", "graph-1")
-    assert (result.status, result.errorCode, result.attempts) == (0, "ReadTimeout", 2)
-    assert result.maybe_applied and result.retryable
-    # Let the single-threaded server finish both slow answers so they cannot leak into the
-    # next test's log (bounded wait).
+
+
+def wait_for_log(httpserver, count: int) -> None:
+    """Let the single-threaded server finish its slow answers so they cannot leak into the
+    next test's log (bounded wait)."""
     give_up = time.monotonic() + 5
-    while len(httpserver.log) < 2 and time.monotonic() < give_up:
+    while len(httpserver.log) < count and time.monotonic() < give_up:
         time.sleep(0.05)
+
+
+def test_a_restore_that_timed_out_after_sending_is_never_sent_again(httpserver, make_client):
+    slow_answer(httpserver, 0.6)
+    client = make_client(timeout=(1.0, 0.2), retry=RetryPolicy(max_attempts=3))
+    result = client.restoreFailedWorkflowExecution("exec-1", "graph-1")
+    assert (result.status, result.errorCode, result.attempts) == (0, "ReadTimeout", 1)
+    assert result.maybe_applied and result.retryable
+    wait_for_log(httpserver, 1)
+    assert len(httpserver.log) == 1
+
+
+def test_a_query_that_timed_out_is_retried(httpserver, make_client):
+    slow_answer(httpserver, 0.6)
+    client = make_client(timeout=(1.0, 0.2), retry=RetryPolicy(max_attempts=2))
+    result = client.getWorkflowExecution("exec-1", "graph-1")
+    assert (result.status, result.errorCode, result.attempts) == (0, "ReadTimeout", 2)
+    wait_for_log(httpserver, 2)
+    assert [request.method for request, _ in httpserver.log] == ["GET", "GET"]
 
 
 def test_redirects_are_returned_not_followed(httpserver, make_client):

@@ -16,7 +16,7 @@ import pytest
 from werkzeug import Response
 
 from handler.store import open_store
-from tests.conftest import AUTH_TOKEN, PATH, RESTORED
+from tests.conftest import AUTH_TOKEN, PATH, RESTORED, log_lines
 
 pytest_plugins = ["tests.redis_server"]
 
@@ -93,15 +93,52 @@ def test_a_redelivery_survives_a_restart_of_the_function(httpserver, http_functi
 
 def test_a_permanent_refusal_is_recorded_and_not_retried(httpserver, http_function, function_env):
     httpserver.expect_request(PATH).respond_with_json(
-        {"code": "WF.0403", "message": "forbidden"}, status=403
+        {"code": "WF.0404", "message": "no such execution"}, status=404
     )
     client = http_function()
     status, document = deliver(client, event())
     assert (status, outcome(document)) == (200, "failed")
     status, document = deliver(client, event())
     assert (status, outcome(document)) == (200, "duplicate")
+    (result,) = document["results"]
+    assert (result["errorCode"], result["errorMessage"]) == ("WF.0404", "no such execution")
     assert puts(httpserver) == 1
     assert budget_used(function_env) == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (403, "SignatureDoesNotMatch"),
+        (403, "InvalidAccessKeyId"),
+        (403, "AccessDenied"),
+        (403, "RequestTimeTooSkewed"),
+        (403, "InvalidToken"),
+        (401, "Unauthorized"),
+    ],
+)
+def test_a_credentials_refusal_is_not_recorded_and_the_redelivery_after_the_fix_restores(
+    httpserver, http_function, function_env, capsys, status, code
+):
+    httpserver.expect_ordered_request(PATH).respond_with_data(
+        f"<Error><Code>{code}</Code><Message>refused</Message></Error>",
+        status=status,
+        content_type="application/xml",
+    )
+    httpserver.expect_ordered_request(PATH).respond_with_json(RESTORED)  # after the fix
+    client = http_function()
+
+    status_code, document = deliver(client, event())
+    (result,) = document["results"]
+    assert (status_code, result["outcome"], result["errorCode"]) == (503, "retryable_error", code)
+    assert "check" in result["reason"]
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if line.get("eventId")]
+    assert line["level"] == "ERROR"
+    assert budget_used(function_env) == 0
+
+    assert deliver(client, event())[0] == 200
+    assert puts(httpserver) == 2
+    assert budget_used(function_env) == 1
 
 
 def test_an_execution_that_is_not_failed_any_more_is_classified_honestly(
@@ -186,7 +223,7 @@ def test_unreachable_obs_is_retryable_and_uses_no_budget(http_function, function
 def test_a_read_timeout_may_have_restored_so_it_uses_budget_but_is_redelivered(
     httpserver, http_function, function_env
 ):
-    function_env["OBS_MAX_ATTEMPTS"] = "1"
+    function_env["OBS_MAX_ATTEMPTS"] = "3"
     function_env["OBS_READ_TIMEOUT"] = "0.2"
 
     def slow(_request):
@@ -198,7 +235,70 @@ def test_a_read_timeout_may_have_restored_so_it_uses_budget_but_is_redelivered(
     assert (code, outcome(document)) == (503, "retryable_error")
     assert "may have been applied" in document["results"][0]["reason"]
     assert budget_used(function_env) == 1
-    time.sleep(0.5)  # let the loopback server finish the slow answer (bounded)
+    assert puts(httpserver) <= 1  # never re-sent blindly, whatever OBS_MAX_ATTEMPTS says
+    time.sleep(1.0)  # let the loopback server finish the slow answers (bounded)
+    assert puts(httpserver) == 1
+
+
+@pytest.fixture
+def threaded_obs():
+    """A loopback OBS stand-in that answers a query while a slow restore is still running."""
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+def test_an_unanswered_restore_is_confirmed_by_a_query_not_sent_again(
+    threaded_obs, http_function, function_env
+):
+    function_env["OBS_ENDPOINT"] = threaded_obs.url_for("").rstrip("/")
+    function_env["OBS_MAX_ATTEMPTS"] = "3"
+    function_env["OBS_READ_TIMEOUT"] = "0.3"
+
+    def slow(_request):
+        time.sleep(0.6)
+        return Response(json.dumps(RESTORED), content_type="application/json")
+
+    threaded_obs.expect_request(PATH, method="PUT").respond_with_handler(slow)
+    threaded_obs.expect_request(PATH, method="GET").respond_with_json(
+        {"execution_info": {"execution_name": "exec-1", "execution_state": "RUNNING"}}
+    )
+    code, document = deliver(http_function(), event())
+    (result,) = document["results"]
+    assert (code, result["outcome"]) == (200, "restored")
+    assert "RUNNING" in result["reason"]
+    assert budget_used(function_env) == 1
+    give_up = time.monotonic() + 3  # the slow PUT is logged when it finishes (bounded wait)
+    while puts(threaded_obs) == 0 and time.monotonic() < give_up:
+        time.sleep(0.05)
+    assert puts(threaded_obs) == 1
+
+
+def test_redeliveries_against_a_slow_service_never_exceed_the_budget(http_function, function_env):
+    """The issue's case: answers slower than the read timeout, executions that fail again."""
+    from handler.emulator import Emulator
+    from tests.conftest import AK, SK
+
+    emulator = Emulator({AK: SK}, after_restore=("FAILED", 0.05))
+    emulator.seed("graph-1", "exec-1", "FAILED")
+    with emulator:
+        emulator.latency(0.5)
+        function_env["OBS_ENDPOINT"] = emulator.url
+        function_env.update(OBS_MAX_ATTEMPTS="4", OBS_READ_TIMEOUT="0.25")
+        function_env["RESTORE_MAX_RESTORES"] = "2"
+        client = http_function()
+        outcomes = [outcome(deliver(client, event())[1]) for _ in range(6)]
+        time.sleep(0.6)  # the last slow answers finish (bounded)
+        assert emulator.restores("graph-1", "exec-1") == 2
+    assert outcomes[:2] == ["retryable_error", "retryable_error"]
+    assert outcomes[2] == "budget_exhausted"
+    assert set(outcomes[3:]) == {"duplicate"}
+    assert budget_used(function_env) == 2
 
 
 @pytest.mark.parametrize(

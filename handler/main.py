@@ -43,25 +43,53 @@ AUTH_CHALLENGE = 'Bearer realm="obs-workflow-restore"'
 DEADLINE_MARGIN_SECONDS = 1.0
 # How long a platform should wait before delivering a 503'd delivery again.
 RETRY_AFTER_SECONDS = 5
+# How long an event invocation waits for its sink events before it returns.
+SINK_FLUSH_SECONDS = 2.0
+# Methods answered without a token: health, readiness and CORS-style preflight.
+PROBE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ALLOW = "GET, HEAD, OPTIONS, POST"
 
 SETTINGS: Settings = load_settings()
 _runtime: Any = None
 _runtime_lock = threading.Lock()
 
 
+def _install_framework_hooks() -> None:
+    """When functions-framework loads this file, it does so inside its Flask app's context:
+    hook the caller check and JSON error answers into that app (see :mod:`handler.framework`).
+    Flask is never imported here, so the FunctionGraph event path stays free of it."""
+    flask = sys.modules.get("flask")
+    if flask is not None and flask.has_app_context():
+        from handler.framework import install
+
+        install(flask.current_app, authenticate_request, crash_answer)
+
+
 class RetryableDeliveryError(RuntimeError):
-    """Raised to make the platform deliver again: some item ended ``retryable_error``."""
+    """Raised to make the platform deliver again: some item ended ``retryable_error``.
+
+    ``document`` is the delivery's result document, answered with 503 where we can answer.
+    """
+
+    def __init__(self, message: str, document: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.document = document or {}
 
 
-def restore(request: Any) -> tuple[str, int, dict[str, str]]:
+Answer = tuple[str, int, dict[str, str]]
+
+
+def restore(request: Any) -> Answer:
     """HTTP target: authenticate, read the delivery, restore, answer with the result document."""
-    if request.method == "GET":
-        return _json(_health(), 200)
-    refusal = _authenticate(request)
+    if request.method in PROBE_METHODS:
+        return _probe(request.method, request.path, request.args)
+    refusal = _authenticate(
+        request.headers.get("Authorization"), request.args.get("token"), _caller(request)
+    )
     if refusal is not None:
         return refusal
     if request.method != "POST":
-        return _json(_error("MethodNotAllowed", "use POST"), 405, {"Allow": "GET, POST"})
+        return _refuse(405, "MethodNotAllowed", "use POST", _caller(request), {"Allow": ALLOW})
     request_id = request.headers.get("X-Cff-Request-Id") or request.headers.get("X-Request-ID")
     invocation = _invocation(request_id, _claim_deadline(), _header_credentials(request))
     runtime = _get_runtime()
@@ -77,7 +105,11 @@ def restore(request: Any) -> tuple[str, int, dict[str, str]]:
 
 
 def restore_cloudevent(cloud_event: Any) -> None:
-    """CloudEvent target: the framework has parsed the event; its data is the delivery."""
+    """CloudEvent target: the framework has parsed the event; its data is the delivery.
+
+    The caller was authenticated before the framework parsed anything (see
+    :mod:`handler.framework`); a delivery that must be retried raises, answered 503.
+    """
     runtime = _get_runtime()
     invocation = _invocation(None, _claim_deadline())
     try:
@@ -87,41 +119,75 @@ def restore_cloudevent(cloud_event: Any) -> None:
         return  # a redelivery of an unreadable event cannot succeed: acknowledge it
     delivery = runtime.run(items, invocation)
     if delivery.retry:
-        raise RetryableDeliveryError(f"retry this delivery: {delivery.summary}")
+        raise RetryableDeliveryError(
+            f"retry this delivery: {delivery.summary}", delivery.document()
+        )
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """FunctionGraph event function: same pipeline and result document as the HTTP target.
 
     Credentials come from the function's agency through ``context`` when it has them, else
-    from the settings; the remaining execution time bounds every retry. For an API Gateway
-    trigger the answer is an API Gateway response; for other triggers a delivery that must be
-    retried raises :class:`RetryableDeliveryError`, which makes FunctionGraph retry it.
+    from the settings; the remaining execution time bounds every retry. An API Gateway event
+    comes from outside, so it is authenticated like the HTTP URL and answered with an API
+    Gateway response; other triggers (SMN, EventGrid, timer) can only be delivered by the
+    platform and carry no token. For those, a delivery that must be retried raises
+    :class:`RetryableDeliveryError`, which makes FunctionGraph retry it.
     """
+    if _is_api_gateway(event):
+        return _api_gateway(event, context)
     runtime = _get_runtime()
+    delivery = _deliver_event(runtime, event, context)
+    _flush_sink(runtime, context)
+    if delivery.retry:
+        raise RetryableDeliveryError(
+            f"retry this delivery: {delivery.summary}", delivery.document()
+        )
+    return {"statusCode": delivery.status, **delivery.document()}
+
+
+def _deliver_event(runtime: Any, event: Any, context: Any) -> Any:
     invocation = _invocation(
         _context_call(context, "getRequestID"), _deadline(context), _agency_credentials(context)
     )
     try:
         items = intake.from_event(event)
     except intake.IntakeError as exc:
-        delivery = runtime.rejected(exc.code, exc.message, exc.status, invocation)
-    else:
-        delivery = runtime.run(items, invocation)
-    document = {"statusCode": delivery.status, **delivery.document()}
-    if _is_api_gateway(event):
-        headers = dict(JSON_HEADERS)
-        if delivery.status == 503:
-            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return {
-            "statusCode": delivery.status,
-            "isBase64Encoded": False,
-            "headers": headers,
-            "body": json.dumps(delivery.document()),
-        }
-    if delivery.retry:
-        raise RetryableDeliveryError(f"retry this delivery: {delivery.summary}")
-    return document
+        return runtime.rejected(exc.code, exc.message, exc.status, invocation)
+    return runtime.run(items, invocation)
+
+
+def _api_gateway(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """An API Gateway trigger: the HTTP contract, carried in the event."""
+    headers = _lower_keys(event.get("headers"))
+    query = _lower_keys(event.get("queryStringParameters"))
+    method = str(event.get("httpMethod", "")).upper()
+    caller = str((event.get("requestContext") or {}).get("sourceIp", "apig"))
+    try:
+        if method in PROBE_METHODS:
+            answer = _probe(method, str(event.get("path", "/")), query)
+        else:
+            answer = _authenticate(headers.get("authorization"), query.get("token"), caller)
+        if answer is None and method not in ("", "POST"):
+            answer = _refuse(405, "MethodNotAllowed", "use POST", caller, {"Allow": ALLOW})
+        if answer is None:
+            runtime = _get_runtime()
+            delivery = _deliver_event(runtime, event, context)
+            _flush_sink(runtime, context)
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if delivery.status == 503 else {}
+            answer = _json(delivery.document(), delivery.status, retry)
+    except Exception as exc:  # the caller gets JSON, the log the traceback
+        answer = crash_answer(exc)
+    body, status, answer_headers = answer
+    return {"statusCode": status, "isBase64Encoded": False, "headers": answer_headers, "body": body}
+
+
+def crash_answer(exc: BaseException) -> Answer:
+    """The JSON answer to an exception no stage handled, logged with its traceback."""
+    if isinstance(exc, RetryableDeliveryError):
+        return _json(exc.document, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    _get_runtime().reporter.crashed(exc)
+    return _json(_error("InternalError", "unexpected error; see the function's log"), 500)
 
 
 def _get_runtime() -> Any:
@@ -136,30 +202,55 @@ def _get_runtime() -> Any:
     return _runtime
 
 
-def _authenticate(request: Any) -> tuple[str, int, dict[str, str]] | None:
-    """None when the caller may go on; otherwise the 401/403 answer. Nothing is parsed first."""
+def _authenticate(authorization: str | None, query_token: str | None, caller: str) -> Answer | None:
+    """None when the caller may go on; otherwise the 401/403 answer. Nothing is parsed first.
+
+    The token comes from ``Authorization: Bearer …`` or, for callers that cannot set headers
+    (SMN HTTP subscriptions), the ``token`` query parameter; compared in constant time.
+    """
     expected = SETTINGS.auth_token
     if not expected:
         if SETTINGS.allow_unauthenticated:
             return None
-        return _json(
-            _error(
-                "Forbidden",
-                "RESTORE_AUTH_TOKEN is not set: set it, or set RESTORE_ALLOW_UNAUTHENTICATED=true",
-            ),
-            403,
-        )
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
+        message = "RESTORE_AUTH_TOKEN is not set: set it, or set RESTORE_ALLOW_UNAUTHENTICATED=true"
+        return _refuse(403, "Forbidden", message, caller)
+    scheme, _, presented = (authorization or "").partition(" ")
     if scheme.lower() != "bearer":
-        presented = request.args.get("token", "")
+        presented = query_token or ""
     if presented and hmac.compare_digest(presented.strip().encode(), expected.encode()):
         return None
-    return _json(
-        _error("Unauthorized", "missing or wrong bearer token"),
-        401,
-        {"WWW-Authenticate": AUTH_CHALLENGE},
+    challenge = {"WWW-Authenticate": AUTH_CHALLENGE}
+    return _refuse(401, "Unauthorized", "missing or wrong bearer token", caller, challenge)
+
+
+def authenticate_request(request: Any) -> Answer | None:
+    """:func:`_authenticate` for a Flask/werkzeug request (used by :mod:`handler.framework`)."""
+    if request.method in PROBE_METHODS:
+        return None
+    return _authenticate(
+        request.headers.get("Authorization"), request.args.get("token"), _caller(request)
     )
+
+
+def _refuse(
+    status: int, code: str, message: str, caller: str, headers: dict[str, str] | None = None
+) -> Answer:
+    """A refused call: answered, and logged with the caller's address (never its token)."""
+    _get_runtime().reporter.refused(status, code, caller)
+    return _json(_error(code, message), status, headers)
+
+
+def _probe(method: str, path: str, query: Any) -> Answer:
+    """GET/HEAD: liveness (``/``) or readiness (``/ready`` or ``?ready=1``); OPTIONS: the
+    methods. No token needed, so load balancers and the platform can probe."""
+    if method == "OPTIONS":
+        return "", 204, {"Allow": ALLOW}
+    if path.rstrip("/").endswith("/ready") or query.get("ready") in ("1", "true"):
+        problem = _get_runtime().readiness_problem()
+        if problem:
+            return _json({**_health(), "status": "unready", "problem": problem}, 503)
+        return _json({**_health(), "status": "ready"}, 200)
+    return _json(_health(), 200)
 
 
 def _read_body(request: Any) -> bytes:
@@ -228,6 +319,31 @@ def _is_api_gateway(event: Any) -> bool:
     return isinstance(event, dict) and "httpMethod" in event and "body" in event
 
 
+def _lower_keys(mapping: Any) -> dict[str, Any]:
+    """Header or query mapping of an API Gateway event, names lower-cased, lists unwrapped."""
+    if not isinstance(mapping, dict):
+        return {}
+    lowered = {}
+    for key, value in mapping.items():
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        lowered[str(key).lower()] = value if isinstance(value, str) else str(value)
+    return lowered
+
+
+def _caller(request: Any) -> str:
+    return str(getattr(request, "remote_addr", "") or "unknown")
+
+
+def _flush_sink(runtime: Any, context: Any) -> None:
+    """Give queued sink events a bounded chance before the platform freezes the instance."""
+    remaining_ms = _context_call(context, "getRemainingTimeInMilliSeconds")
+    budget = SINK_FLUSH_SECONDS
+    if isinstance(remaining_ms, (int, float)):
+        budget = min(budget, max(0.0, remaining_ms / 1000.0 - DEADLINE_MARGIN_SECONDS))
+    runtime.flush_events(budget)
+
+
 def _health() -> dict[str, Any]:
     return {
         "status": "ok",
@@ -241,7 +357,8 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"results": [], "summary": {}, "error": {"code": code, "message": message}}
 
 
-def _json(
-    document: dict[str, Any], status: int, headers: dict[str, str] | None = None
-) -> tuple[str, int, dict[str, str]]:
+def _json(document: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Answer:
     return json.dumps(document), status, {**JSON_HEADERS, **(headers or {})}
+
+
+_install_framework_hooks()

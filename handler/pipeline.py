@@ -7,6 +7,7 @@ own answer (an HTTP status, a FunctionGraph result, an exception for a platform 
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import uuid
@@ -14,16 +15,24 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from handler.client import RetryPolicy, WorkflowClient, WorkflowResult
+from handler.client import DEADLINE_EXCEEDED, RetryPolicy, WorkflowClient, WorkflowResult
 from handler.intake import Item
 from handler.policy import Policy, Settlement, Ticket, Verdict
-from handler.report import RESULT_FIELDS, Reporter, configure_logging, monotonic_ms
+from handler.report import (
+    RESULT_FIELDS,
+    Reporter,
+    SinkSender,
+    configure_logging,
+    monotonic_ms,
+)
 from handler.settings import Settings
 from handler.signing import Credentials
-from handler.store import StateStore, open_store_deferred
+from handler.store import StateStore, StoreUnavailable, open_store_deferred
 
 # 4xx answers that may mean "this execution is not failed (any more)": checked with a query.
 _AMBIGUOUS_REFUSALS = frozenset({400, 409, 412, 422})
+# Answers that refuse the caller, not the request: keys, token, clock or permissions.
+_CREDENTIAL_REFUSALS = frozenset({401, 403})
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,22 @@ class Restorer:
         self.reporter.delivery_rejected(code, message, invocation.id)
         return Delivery([], error={"code": code, "message": message}, error_status=status)
 
+    def readiness_problem(self) -> str | None:
+        """None when the state store can be written (so items can be admitted), else why not.
+
+        The reason is answered to unauthenticated probes, so it names no host or path."""
+        try:
+            self.store.check_writable()
+        except StoreUnavailable:
+            return "state store cannot be written"
+        return None
+
+    def flush_events(self, timeout: float) -> bool:
+        """Wait a bounded time for queued sink events (before a platform freezes the process)."""
+        return self.reporter.flush(timeout)
+
     def close(self) -> None:
+        self.reporter.close()
         with self._lock:
             if self._client is not None:
                 self._client.close()
@@ -123,6 +147,8 @@ class Restorer:
         if isinstance(decision, Verdict):
             result = {**base, "outcome": decision.outcome, "reason": decision.reason}
             result.update(decision.fields)
+            if decision.detail:
+                result["detail"] = decision.detail
         else:
             result = self._restore(item, decision, invocation, base)
         redeliver = result["outcome"] == "retryable_error" or (
@@ -149,6 +175,8 @@ class Restorer:
         result = {**base, **_response_fields(response)}
         outcome, settlement, reason = self._classify(client, item, response, invocation)
         result.update(outcome=outcome, reason=reason)
+        if response.status in _CREDENTIAL_REFUSALS:
+            result["severity"] = "ERROR"  # nothing restores until an operator acts
         note = self._policy.settle(ticket, settlement, _record(result))
         if note:
             result["reason"] = f"{reason}; {note}" if reason else note
@@ -162,14 +190,20 @@ class Restorer:
             return "restored", Settlement.CONSUMED, ""
         if response.status == 0:
             if response.maybe_applied:
+                return self._after_unanswered_restore(client, item, invocation)
+            if response.errorCode == DEADLINE_EXCEEDED:
                 return (
                     "retryable_error",
-                    Settlement.UNKNOWN,
-                    "no answer after sending; the restore may have been applied",
+                    Settlement.RETRY,
+                    "the invocation's deadline passed before the restore was sent",
                 )
             return "retryable_error", Settlement.RETRY, "OBS could not be reached"
         if response.retryable:
             return "retryable_error", Settlement.RETRY, "OBS answered with a transient error"
+        if response.status in _CREDENTIAL_REFUSALS:
+            # A wrong key, a skewed clock or a missing permission is the operator's to fix; a
+            # recorded failure would make the redelivery after the fix a "duplicate".
+            return "retryable_error", Settlement.RETRY, _credential_refusal(response, invocation)
         if response.status in _AMBIGUOUS_REFUSALS:
             state = _execution_state(client, item, invocation)
             if state and state != "FAILED":
@@ -179,6 +213,27 @@ class Restorer:
                     f"execution is {state}, not failed (restored already?)",
                 )
         return "failed", Settlement.REFUSED, "OBS refused the restore"
+
+    def _after_unanswered_restore(
+        self, client: WorkflowClient, item: Item, invocation: Invocation
+    ) -> tuple[str, Settlement, str]:
+        """The restore left but no answer came back: ask the service what happened.
+
+        An execution that is no longer failed was restored by this call, so the outcome is
+        ``restored`` and the budget unit is kept. Otherwise nothing can be told apart (never
+        applied, or applied and failed again): the unit stays spent and the platform delivers
+        again, so a second restore goes through the budget like any other - never blindly.
+        """
+        state = _execution_state(client, item, invocation)
+        if state and state != "FAILED":
+            reason = f"no answer to the restore, but the execution is {state} now: it took effect"
+            return "restored", Settlement.CONSUMED, reason
+        seen = f"the execution is still {state}" if state else "its state could not be read"
+        return (
+            "retryable_error",
+            Settlement.UNKNOWN,
+            f"no answer after sending and {seen}; the restore may have been applied",
+        )
 
     def _client_for(self, credentials: Credentials | None) -> WorkflowClient | None:
         """The shared client for these credentials; rebuilt only when they change."""
@@ -219,6 +274,20 @@ def _execution_state(client: WorkflowClient, item: Item, invocation: Invocation)
     return str(state).upper() if state else None
 
 
+def _credential_refusal(response: WorkflowResult, invocation: Invocation) -> str:
+    """Why the service refused us, naming what the operator should check."""
+    if invocation.credentials is not None:
+        where = "the function's agency (or the X-CFF-Security-* keys)"
+    else:
+        where = "OBS_ACCESS_KEY_ID, OBS_SECRET_ACCESS_KEY and OBS_SECURITY_TOKEN"
+    if response.errorCode == "RequestTimeTooSkewed":
+        where = "the clock of the function's host"
+    return (
+        f"OBS refused our credentials ({response.errorCode or response.status}): check {where}; "
+        "nothing was recorded, so a delivery after the fix restores"
+    )
+
+
 def _response_fields(response: WorkflowResult) -> dict[str, Any]:
     body = response.body
     return {
@@ -234,7 +303,10 @@ def _response_fields(response: WorkflowResult) -> dict[str, Any]:
 
 def _record(result: dict[str, Any]) -> dict[str, Any]:
     """What a redelivery of this item will be answered with."""
-    keys = ("outcome", "status", "requestId", "executionUrn", "restoredAt", "reason")
+    keys = (
+        "outcome", "status", "requestId", "executionUrn", "restoredAt", "errorCode",
+        "errorMessage", "reason",
+    )  # fmt: skip
     return {k: result.get(k) for k in keys}
 
 
@@ -258,6 +330,10 @@ def build_restorer(settings: Settings, log_stream: IO[str] | None = None) -> Res
     """
     logger = configure_logging(settings.log_level, log_stream)
     store = open_store_deferred(settings.state_url)
-    reporter = Reporter(logger, settings.event_sink)
+    sink = SinkSender(settings.event_sink, logger) if settings.event_sink else None
+    reporter = Reporter(logger, sink)
     reporter.started(settings.redacted(), store.describe)
-    return Restorer(settings, store, reporter)
+    restorer = Restorer(settings, store, reporter)
+    if sink is not None:
+        atexit.register(sink.close)  # queued sink events get a bounded last chance
+    return restorer

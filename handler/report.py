@@ -1,16 +1,19 @@
 """The report stage: one JSON log line per item, and optionally one result CloudEvent per item.
 
 Log lines go to stdout through the standard ``logging`` module, one JSON object a line, so
-they parse in LTS / Cloud Logging and grep well. The sink CloudEvent is sent *before* the
-item's log line so that a sink failure is recorded in that same line (``sinkError``): every
-item still ends in exactly one line, and a sink failure never turns a restore into a failure.
+they parse in LTS / Cloud Logging and grep well. Every item ends in exactly one result line.
+The sink CloudEvent is sent afterwards, off the request path (:class:`SinkSender`): a slow or
+failing sink never delays an answer or changes an outcome; its failures get lines of their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -19,6 +22,8 @@ from typing import IO, Any
 LOGGER_NAME = "obs_workflow_restore"
 EVENT_SOURCE = "obs-workflow-restore"
 EVENT_TYPE_PREFIX = "com.huaweicloud.obs.workflow.execution."
+SINK_QUEUE_SIZE = 1000  # results waiting for the sink; beyond this they are dropped, counted
+SINK_SHUTDOWN_SECONDS = 2.0  # how long a stopping process waits for queued sink events
 
 # Outcome → (log level, CloudEvent type suffix).
 OUTCOMES: dict[str, tuple[int, str]] = {
@@ -82,16 +87,9 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> log
 class Reporter:
     """Writes the record of every decision: log lines, and CloudEvents to an optional sink."""
 
-    def __init__(
-        self,
-        logger: logging.Logger,
-        sink_url: str | None = None,
-        sink_timeout: tuple[float, float] = (2.0, 5.0),
-    ) -> None:
+    def __init__(self, logger: logging.Logger, sink: SinkSender | None = None) -> None:
         self._logger = logger
-        self._sink_url = sink_url
-        self._sink_timeout = sink_timeout
-        self._sink_session: Any = None
+        self._sink = sink
 
     def started(self, settings: dict[str, Any], store: str) -> None:
         """The start-up line: the effective settings, already redacted by the caller."""
@@ -104,20 +102,24 @@ class Reporter:
         duration_ms: float,
         failure: BaseException | None = None,
     ) -> None:
-        """Record one item's final outcome: the sink event first, then exactly one log line.
+        """Record one item's final outcome: exactly one log line, then the sink event.
 
-        ``failure`` is an unexpected exception; its traceback goes into that same line.
+        ``failure`` is an unexpected exception; its traceback goes into that same line. A
+        result may raise its line's level with ``severity`` (an operator must act) and add a
+        log-only ``detail`` (hosts, paths, raw exception text that callers are not shown).
         """
         level, _ = OUTCOMES[result["outcome"]]
+        if result.get("severity"):
+            level = max(level, logging.getLevelName(result["severity"]))
         fields = {name: result.get(name) for name in LINE_FIELDS}
         fields.update(invocationId=invocation_id, durationMs=round(duration_ms, 3))
-        if self._sink_url:
-            sink_error = self._emit(result)
-            if sink_error:
-                fields["sinkError"] = sink_error
+        if result.get("detail"):
+            fields["detail"] = result["detail"]
         self._logger.log(
             level, f"restore {result['outcome']}", extra={"fields": fields}, exc_info=failure
         )
+        if self._sink is not None:
+            self._sink.submit(result)
 
     def delivery_rejected(self, code: str, message: str, invocation_id: str) -> None:
         """Record a delivery that held no readable item at all (so it still leaves a line)."""
@@ -127,8 +129,126 @@ class Reporter:
         )
         self._logger.warning("delivery rejected", extra={"fields": fields})
 
-    def _emit(self, result: dict[str, Any]) -> str | None:
-        """POST one structured CloudEvent to the sink; return an error text instead of raising."""
+    def refused(self, status: int, code: str, caller: str) -> None:
+        """A call refused before any work (401, 403, 405): who, never with what token."""
+        fields = {"status": status, "errorCode": code, "caller": caller}
+        self._logger.warning("call refused", extra={"fields": fields})
+
+    def crashed(self, failure: BaseException) -> None:
+        """An exception no stage handled: answered as JSON 500, its traceback logged here."""
+        self._logger.error(
+            "unexpected error", extra={"fields": {"errorCode": "InternalError"}}, exc_info=failure
+        )
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for queued sink events; True when none is left."""
+        return self._sink is None or self._sink.flush(timeout)
+
+    def close(self, timeout: float = SINK_SHUTDOWN_SECONDS) -> None:
+        if self._sink is not None:
+            self._sink.close(timeout)
+
+
+class SinkSender:
+    """Sends result CloudEvents to the sink from one background thread.
+
+    The sink is someone else's service: a slow or dead one must never delay an answer or
+    change an outcome. So :meth:`submit` only queues (bounded; on overflow the event is
+    dropped and counted), one daemon thread posts with bounded timeouts, every failure or
+    drop is logged with the item's event id, and :meth:`flush` / :meth:`close` wait a bounded
+    time for what is queued (the event function flushes after each invocation, every process
+    at exit).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        logger: logging.Logger,
+        *,
+        timeout: tuple[float, float] = (2.0, 5.0),
+        max_queued: int = SINK_QUEUE_SIZE,
+    ) -> None:
+        self.url = url
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self._logger = logger
+        self._timeout = timeout
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(max_queued)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, result: dict[str, Any]) -> bool:
+        """Queue one result for the sink; False when the queue is full and it was dropped."""
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(result)
+        except queue.Full:
+            self.dropped += 1
+            self._logger.warning(
+                "sink event dropped: queue full",
+                extra={"fields": {"eventId": result.get("eventId"), "dropped": self.dropped}},
+            )
+            return False
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every queued event was sent or given up."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        done = self._queue.all_tasks_done
+        with done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                done.wait(remaining)
+        return True
+
+    def close(self, timeout: float = SINK_SHUTDOWN_SECONDS) -> None:
+        """Flush for at most ``timeout`` seconds, then stop the thread."""
+        flushed = self.flush(timeout)
+        if not flushed:
+            self._logger.warning(
+                "sink events not sent at shutdown",
+                extra={"fields": {"unsent": self._queue.unfinished_tasks}},
+            )
+        if self._thread is not None and flushed:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="obs-workflow-restore-sink", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        import requests
+
+        session = requests.Session()
+        while True:
+            result = self._queue.get()
+            try:
+                if result is None:
+                    return
+                error = self._post(session, result)
+                if error is None:
+                    self.sent += 1
+                else:
+                    self.failed += 1
+                    self._logger.warning(
+                        "sink event not delivered",
+                        extra={"fields": {"eventId": result.get("eventId"), "sinkError": error}},
+                    )
+            finally:
+                self._queue.task_done()
+
+    def _post(self, session: Any, result: dict[str, Any]) -> str | None:
+        """POST one structured CloudEvent; return an error text instead of raising."""
         from cloudevents.conversion import to_structured
         from cloudevents.http import CloudEvent
 
@@ -141,28 +261,18 @@ class Reporter:
             "datacontenttype": "application/json",
         }
         data = {name: result.get(name) for name in RESULT_FIELDS}
-        headers, body = to_structured(CloudEvent(attributes, data))
         try:
-            response = self._session().post(
-                self._sink_url,
-                data=body,
-                headers=headers,
-                timeout=self._sink_timeout,
-                allow_redirects=False,
+            headers, body = to_structured(CloudEvent(attributes, data))
+            response = session.post(
+                self.url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             )
+            response.close()
         except Exception as exc:  # any sink failure is reported, never raised
             first_line = (str(exc).splitlines() or [""])[0][:200]
             return f"{type(exc).__name__}: {first_line}"
         if response.status_code >= 300:
             return f"sink answered {response.status_code}"
         return None
-
-    def _session(self) -> Any:
-        if self._sink_session is None:
-            import requests
-
-            self._sink_session = requests.Session()
-        return self._sink_session
 
 
 def monotonic_ms() -> float:

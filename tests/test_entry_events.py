@@ -122,12 +122,81 @@ def test_api_gateway_trigger_gets_an_api_gateway_response(httpserver, load_main)
         "isBase64Encoded": False,
         "httpMethod": "POST",
         "path": "/restore",
-        "headers": {"content-type": "application/json"},
+        "headers": {"content-type": "application/json", "authorization": f"Bearer {AUTH_TOKEN}"},
         "queryStringParameters": {},
     }
     answer = main.handler(event, FunctionGraphContext())
     assert answer["statusCode"] == 503 and answer["headers"]["Retry-After"]
     assert json.loads(answer["body"])["summary"] == {"retryable_error": 1}
+
+
+def apig_event(headers=None, query=None, method="POST") -> dict:
+    return {
+        "body": json.dumps(REQUEST),
+        "isBase64Encoded": False,
+        "httpMethod": method,
+        "path": "/restore",
+        "headers": {"content-type": "application/json", **(headers or {})},
+        "queryStringParameters": query or {},
+        "requestContext": {"sourceIp": "203.0.113.7"},
+    }
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Bearer wrong"}, {"Authorization": f"Basic {AUTH_TOKEN}"}],
+)
+def test_an_api_gateway_event_without_the_token_is_refused(httpserver, load_main, capsys, headers):
+    answer = load_main().handler(apig_event(headers), FunctionGraphContext())
+    assert answer["statusCode"] == 401
+    assert answer["headers"]["WWW-Authenticate"].startswith("Bearer")
+    assert json.loads(answer["body"])["error"]["code"] == "Unauthorized"
+    assert httpserver.log == []
+    (refusal,) = [
+        line for line in log_lines(capsys.readouterr().out) if line["message"] == "call refused"
+    ]
+    assert refusal["caller"] == "203.0.113.7" and AUTH_TOKEN not in json.dumps(refusal)
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ({"Authorization": f"Bearer {AUTH_TOKEN}"}, {}),
+        ({"AUTHORIZATION": f"bearer {AUTH_TOKEN}"}, {}),
+        ({}, {"token": AUTH_TOKEN}),
+        ({}, {"token": [AUTH_TOKEN]}),
+    ],
+)
+def test_an_api_gateway_event_with_the_token_restores(httpserver, load_main, headers, query):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    answer = load_main().handler(apig_event(headers, query), FunctionGraphContext())
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"])["summary"] == {"restored": 1}
+
+
+def test_an_api_gateway_event_without_a_configured_token_is_forbidden(
+    httpserver, load_main, function_env
+):
+    del function_env["RESTORE_AUTH_TOKEN"]
+    answer = load_main().handler(apig_event(), FunctionGraphContext())
+    assert answer["statusCode"] == 403
+    assert httpserver.log == []
+
+
+def test_an_api_gateway_probe_needs_no_token_and_other_methods_are_405(httpserver, load_main):
+    main = load_main()
+    health = main.handler(apig_event(method="GET"), FunctionGraphContext())
+    assert health["statusCode"] == 200 and json.loads(health["body"])["status"] == "ok"
+    bearer = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+    answer = main.handler(apig_event(bearer, method="DELETE"), FunctionGraphContext())
+    assert answer["statusCode"] == 405 and answer["headers"]["Allow"]
+    assert httpserver.log == []
+
+
+def test_platform_trigger_events_need_no_token(httpserver, load_main):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    answer = load_main().handler(smn_trigger(REQUEST), FunctionGraphContext())
+    assert answer["summary"] == {"restored": 1}
 
 
 def test_handler_rejects_unreadable_events_with_a_typed_result(httpserver, load_main):
@@ -148,6 +217,7 @@ def test_cloudevent_target_restores_and_asks_for_redelivery_on_transient_failure
         "ce-specversion": "1.0",
         "ce-type": "com.huaweicloud.obs.workflow.execution.failed",
         "Content-Type": "application/json",
+        "Authorization": f"Bearer {AUTH_TOKEN}",
     }
     assert client.post("/", data=json.dumps(REQUEST), headers=headers).status_code == 200
     assert len(httpserver.log) == 1
@@ -158,7 +228,57 @@ def test_cloudevent_target_restores_and_asks_for_redelivery_on_transient_failure
         data=json.dumps({**REQUEST, "executionName": "exec-2"}),
         headers={**headers, "ce-id": "evt-2"},
     )
-    assert response.status_code == 500  # the framework's way to ask for redelivery
+    assert response.status_code == 503  # the platform delivers again
+    assert response.headers["Retry-After"]
+    assert response.get_json()["summary"] == {"retryable_error": 1}
+
+
+CLOUDEVENT_HEADERS = {
+    "ce-id": "evt-1",
+    "ce-source": "HC.OBS",
+    "ce-specversion": "1.0",
+    "ce-type": "com.huaweicloud.obs.workflow.execution.failed",
+    "Content-Type": "application/json",
+}
+
+
+@pytest.mark.parametrize(
+    "auth", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {AUTH_TOKEN}"}]
+)
+def test_the_cloudevent_target_refuses_a_caller_without_the_token(
+    httpserver, http_function, capsys, auth
+):
+    client = http_function("restore_cloudevent", "cloudevent")
+    response = client.post("/", data=json.dumps(REQUEST), headers={**CLOUDEVENT_HEADERS, **auth})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.get_json()["error"]["code"] == "Unauthorized"
+    assert httpserver.log == []
+    assert not [line for line in log_lines(capsys.readouterr().out) if line.get("outcome")]
+
+
+def test_the_cloudevent_target_accepts_the_token_in_the_query(httpserver, http_function):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    client = http_function("restore_cloudevent", "cloudevent")
+    response = client.post(
+        f"/?token={AUTH_TOKEN}", data=json.dumps(REQUEST), headers=CLOUDEVENT_HEADERS
+    )
+    assert response.status_code == 200 and len(httpserver.log) == 1
+
+
+def test_the_cloudevent_target_answers_json_for_a_body_that_is_no_cloudevent(
+    httpserver, http_function
+):
+    client = http_function("restore_cloudevent", "cloudevent")
+    response = client.post(
+        "/",
+        data='{"not": "a cloudevent"}',
+        headers={"Authorization": f"Bearer {AUTH_TOKEN}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "BadRequest"
+    assert AUTH_TOKEN not in response.get_data(as_text=True)  # the framework's page echoed it
+    assert httpserver.log == []
 
 
 def test_the_functiongraph_path_imports_no_web_framework(function_env, httpserver):

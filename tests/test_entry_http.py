@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -236,6 +237,7 @@ def test_result_cloudevent_goes_to_the_sink(httpserver, http_function, function_
     httpserver.expect_request(PATH).respond_with_json(RESTORED)
     httpserver.expect_request("/sink", method="POST").respond_with_data("", status=202)
     assert post(http_function()).status_code == 200
+    flush_sink()
     (sink_request,) = [request for request, _ in httpserver.log if request.path == "/sink"]
     event = json.loads(sink_request.get_data())
     assert sink_request.headers["Content-Type"].startswith("application/cloudevents+json")
@@ -251,8 +253,45 @@ def test_a_sink_failure_never_fails_the_restore(httpserver, http_function, funct
     response = post(http_function())
     assert response.status_code == 200
     assert response.get_json()["summary"] == {"restored": 1}
-    items = [line for line in log_lines(capsys.readouterr().out) if line["message"] != "started"]
-    assert len(items) == 1 and "500" in items[0]["sinkError"]
+    flush_sink()
+    lines = [line for line in log_lines(capsys.readouterr().out) if line["message"] != "started"]
+    assert [line["message"] for line in lines] == ["restore restored", "sink event not delivered"]
+    assert lines[1]["eventId"] == lines[0]["eventId"] and "500" in lines[1]["sinkError"]
+
+
+def flush_sink() -> None:
+    """Wait (bounded) until the served function's queued sink events are sent."""
+    import sys
+
+    assert sys.modules["main"]._runtime.flush_events(5.0)
+
+
+@pytest.fixture
+def silent_sink():
+    """A sink that accepts connections and never answers."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    listener.close()
+
+
+def test_a_sink_that_never_answers_delays_no_outcome(
+    httpserver, http_function, function_env, silent_sink, capsys
+):
+    function_env["RESTORE_EVENT_SINK"] = silent_sink
+    function_env["RESTORE_CLAIM_TTL"] = "4s"  # each delivery must finish within ~3 s
+    for index in range(4):
+        httpserver.expect_request(f"/v2/workflowexecutions/exec-{index}").respond_with_json(
+            RESTORED
+        )
+    requests_ = [{"graphName": "graph-1", "executionName": f"exec-{i}"} for i in range(4)]
+    response = post(http_function(), requests_)
+    assert response.status_code == 200
+    assert response.get_json()["summary"] == {"restored": 4}
+    assert len(httpserver.log) == 4
 
 
 AGENCY_HEADERS = {
@@ -280,3 +319,94 @@ def test_keys_in_headers_are_ignored_unless_enabled(httpserver, http_function):
     post(http_function(), headers={**BEARER, **AGENCY_HEADERS})
     request, _ = httpserver.log[0]
     assert request.headers["Authorization"].startswith("OBS AKEXAMPLE:")
+
+
+# --- probes, refusals and unexpected errors ---------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
+def test_head_and_options_need_no_token(httpserver, http_function, method):
+    response = http_function().open("/", method=method)
+    assert response.status_code in (200, 204)
+    if method == "OPTIONS":
+        assert "POST" in response.headers["Allow"]
+    assert httpserver.log == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "method", "status"),
+    [({}, "POST", 401), ({"Authorization": "Bearer wrong"}, "POST", 401), (BEARER, "PUT", 405)],
+)
+def test_every_refusal_leaves_a_log_line_without_the_token(
+    httpserver, http_function, capsys, headers, method, status
+):
+    response = http_function().open(
+        "/", method=method, data="{}", headers={"Content-Type": "application/json", **headers}
+    )
+    assert response.status_code == status
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if line["message"] != "started"]
+    assert (line["message"], line["status"], line["caller"]) == (
+        "call refused",
+        status,
+        "127.0.0.1",
+    )
+    assert AUTH_TOKEN not in json.dumps(line) and "wrong" not in json.dumps(line)
+
+
+def test_an_unexpected_exception_is_a_json_500_and_a_log_line(
+    httpserver, http_function, capsys, monkeypatch
+):
+    client = http_function()
+    import sys
+
+    def broken(*_args):
+        raise RuntimeError("a bug outside every stage")
+
+    monkeypatch.setattr(sys.modules["main"].intake, "from_http", broken)
+    response = post(client)
+    assert response.status_code == 500
+    assert response.get_json()["error"]["code"] == "InternalError"
+    assert "bug outside" not in response.get_data(as_text=True)
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if line["level"] == "ERROR"]
+    assert "a bug outside every stage" in line["exception"]
+
+
+# --- identity of requests without an envelope ---------------------------------------------------
+
+
+def test_a_plain_request_may_carry_its_own_id_and_is_deduplicated_by_it(httpserver, http_function):
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    client = http_function()
+    first = post(client, {**REQUEST, "eventId": "ticket-42"}).get_json()["results"][0]
+    again = post(client, {**REQUEST, "eventId": "ticket-42"}).get_json()["results"][0]
+    other = post(client, {**REQUEST, "eventId": "ticket-43"}).get_json()["results"][0]
+    assert first["eventId"] == "request:ticket-42"
+    assert (first["outcome"], again["outcome"], other["outcome"]) == (
+        "restored",
+        "duplicate",
+        "restored",
+    )
+
+
+def test_a_plain_request_without_an_id_is_remembered_only_for_the_plain_window(
+    httpserver, http_function, function_env
+):
+    function_env["RESTORE_PLAIN_DEDUPE_WINDOW"] = "1s"
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    client = http_function()
+    assert post(client).get_json()["results"][0]["outcome"] == "restored"
+    assert post(client).get_json()["results"][0]["outcome"] == "duplicate"
+    time.sleep(1.2)  # the execution failed again later: the same request restores again
+    assert post(client).get_json()["results"][0]["outcome"] == "restored"
+    assert len(httpserver.log) == 2
+
+
+def test_a_binary_cloudevent_missing_a_required_header_is_rejected_by_name(
+    httpserver, http_function
+):
+    headers = {**BEARER, "ce-id": "evt-1", "ce-source": "HC.OBS", "ce-specversion": "1.0"}
+    response = post(http_function(), headers=headers)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "IncompleteCloudEvent" and "ce-type" in error["message"]
+    assert httpserver.log == []

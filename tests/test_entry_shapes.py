@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import AUTH_TOKEN, log_lines
 
+BEARER = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "events").glob("*.json"))
 OUTCOME_OF_VERDICT = {"restore": "dry_run", "skip": "skipped", "reject": "rejected"}
 
@@ -63,7 +65,10 @@ def test_every_http_shape_through_the_function_url(httpserver, http_function, dr
 @pytest.mark.parametrize("path", fixtures_with("event"), ids=lambda p: p.stem)
 def test_every_functiongraph_shape_through_the_handler(httpserver, load_main, dry_run, path):
     fixture = json.loads(path.read_text(encoding="utf-8"))
-    answer = load_main().handler(fixture["event"], None)
+    event = fixture["event"]
+    if isinstance(event, dict) and "httpMethod" in event:  # API Gateway: callers authenticate
+        event = {**event, "headers": {**(event.get("headers") or {}), **BEARER}}
+    answer = load_main().handler(event, None)
     if "statusCode" in answer and "body" in answer:  # an API Gateway trigger's response
         answer = json.loads(answer["body"])
     assert_results_match(answer["results"], fixture["expected"], path.stem)
@@ -85,7 +90,11 @@ def test_every_cloudevent_through_the_cloudevent_target(
     response = client.post(
         "/",
         data=json.dumps(data),
-        headers={**headers, "Content-Type": attributes.get("datacontenttype", "application/json")},
+        headers={
+            **headers,
+            **BEARER,
+            "Content-Type": attributes.get("datacontenttype", "application/json"),
+        },
     )
     assert response.status_code == 200
     lines = [line for line in log_lines(capsys.readouterr().out) if line.get("outcome")]

@@ -1,0 +1,57 @@
+"""functions-framework integration: the caller check and JSON errors on the app it builds.
+
+functions-framework builds a Flask app around our target and parses a CloudEvent *before*
+calling ``restore_cloudevent``; its own error pages are HTML, and the one for an unreadable
+CloudEvent echoes the request's headers and body. So when :mod:`handler.main` is loaded by
+functions-framework, it installs two things on that app:
+
+* a ``before_request`` check: every call except the token-free probes (GET, HEAD, OPTIONS)
+  is authenticated before anything is parsed, whatever the signature type;
+* error handlers that answer JSON - a framework error by its status and a fixed message, an
+  exception no stage handled as a 500 (or 503 for a delivery that must be retried).
+
+Only imported under functions-framework, so Flask is already loaded; the FunctionGraph event
+path never reaches this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import flask
+from werkzeug.exceptions import HTTPException
+
+Answer = tuple[str, int, dict[str, str]]
+
+# Our message for each framework error, in place of its HTML page (which may echo the request).
+FRAMEWORK_ERRORS = {
+    400: ("BadRequest", "the body is not a CloudEvent in structured or binary mode"),
+    404: ("NotFound", "no such path"),
+    405: ("MethodNotAllowed", "use POST"),
+}
+
+
+def install(
+    app: flask.Flask,
+    authenticate: Callable[[Any], Answer | None],
+    crash_answer: Callable[[BaseException], Answer],
+) -> None:
+    """Hook the caller check and the JSON error answers into functions-framework's app."""
+
+    def check_caller() -> Answer | None:
+        return authenticate(flask.request)
+
+    def framework_error(error: HTTPException) -> Answer:
+        status = error.code or 500
+        code, message = FRAMEWORK_ERRORS.get(status, (error.name.replace(" ", ""), error.name))
+        document = {"results": [], "summary": {}, "error": {"code": code, "message": message}}
+        return json.dumps(document), status, {"Content-Type": "application/json"}
+
+    def unexpected(error: Exception) -> Answer:
+        return crash_answer(error)
+
+    app.before_request(check_caller)
+    app.register_error_handler(HTTPException, framework_error)
+    app.register_error_handler(Exception, unexpected)

@@ -238,30 +238,8 @@ class WorkflowClient:
     def _attempt(
         self, method: str, url: str, resource: str, deadline: float | None
     ) -> WorkflowResult:
-        timeout = self.timeout
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return WorkflowResult(
-                    status=0,
-                    reason=DEADLINE_EXCEEDED,
-                    errorCode=DEADLINE_EXCEEDED,
-                    errorMessage="the caller's deadline passed before sending",
-                )
-            timeout = (min(timeout[0], remaining), min(timeout[1], remaining))
         request = _prepared(method, url, self._headers(method, resource))
-        try:
-            response = self._adapter.send(request, timeout=timeout, **self._send_options)
-        except requests.ConnectionError as exc:
-            # A refused or failed connect never reached the service; anything else might have.
-            sent = not isinstance(exc, requests.ConnectTimeout) and not _is_connect_failure(exc)
-            return _transport_failure("ConnectionError", exc, maybe_applied=sent)
-        except requests.Timeout as exc:
-            return _transport_failure("ReadTimeout", exc, maybe_applied=True)
-        except requests.RequestException as exc:
-            return _transport_failure("RequestError", exc, maybe_applied=True)
-        with response:
-            return _read_result(response)
+        return _send(self._adapter, request, self.timeout, deadline, self._send_options)
 
     def _headers(self, method: str, resource: str) -> dict[str, str]:
         date = http_date()
@@ -275,15 +253,53 @@ class WorkflowClient:
         return headers
 
     def _backoff(self, attempt: int, result: WorkflowResult) -> float | None:
-        """Seconds to wait before the next attempt, or None when waiting is pointless."""
-        policy = self.retry
-        delay = random.uniform(0, min(policy.backoff_cap, policy.backoff_base * 2**attempt))  # noqa: S311 - jitter, not crypto
-        retry_after = _retry_after(result.header)
-        if retry_after is not None:
-            if retry_after > policy.max_retry_after:
-                return None
-            delay = max(delay, retry_after)
-        return delay
+        return _backoff_delay(self.retry, attempt, result)
+
+
+def _send(
+    adapter: requests.adapters.BaseAdapter,
+    request: requests.PreparedRequest,
+    timeout: tuple[float, float],
+    deadline: float | None,
+    send_options: dict[str, Any],
+) -> WorkflowResult:
+    """One attempt on the wire, any failure mapped to a result; shared by every API's client.
+
+    No attempt starts past ``deadline``, and none is allowed to outlive it.
+    """
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return WorkflowResult(
+                status=0,
+                reason=DEADLINE_EXCEEDED,
+                errorCode=DEADLINE_EXCEEDED,
+                errorMessage="the caller's deadline passed before sending",
+            )
+        timeout = (min(timeout[0], remaining), min(timeout[1], remaining))
+    try:
+        response = adapter.send(request, timeout=timeout, **send_options)
+    except requests.ConnectionError as exc:
+        # A refused or failed connect never reached the service; anything else might have.
+        sent = not isinstance(exc, requests.ConnectTimeout) and not _is_connect_failure(exc)
+        return _transport_failure("ConnectionError", exc, maybe_applied=sent)
+    except requests.Timeout as exc:
+        return _transport_failure("ReadTimeout", exc, maybe_applied=True)
+    except requests.RequestException as exc:
+        return _transport_failure("RequestError", exc, maybe_applied=True)
+    with response:
+        return _read_result(response)
+
+
+def _backoff_delay(policy: RetryPolicy, attempt: int, result: WorkflowResult) -> float | None:
+    """Seconds to wait before the next attempt, or None when waiting is pointless."""
+    delay = random.uniform(0, min(policy.backoff_cap, policy.backoff_base * 2**attempt))  # noqa: S311 - jitter, not crypto
+    retry_after = _retry_after(result.header)
+    if retry_after is not None:
+        if retry_after > policy.max_retry_after:
+            return None
+        delay = max(delay, retry_after)
+    return delay
 
 
 def _prepared(method: str, url: str, headers: dict[str, str]) -> requests.PreparedRequest:

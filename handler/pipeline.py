@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from handler.client import DEADLINE_EXCEEDED, RetryPolicy, WorkflowClient, WorkflowResult
+from handler.dwr_client import DwrClient
 from handler.intake import Item
 from handler.policy import Policy, Settlement, Ticket, Verdict
 from handler.report import (
@@ -310,16 +311,32 @@ def _record(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result.get(k) for k in keys}
 
 
-def make_client(settings: Settings, credentials: Credentials) -> WorkflowClient:
-    """A client with the settings' endpoint, timeouts, retries and TLS options."""
+def make_client(settings: Settings, credentials: Credentials) -> WorkflowClient | DwrClient:
+    """A client for the configured API, with the settings' endpoint, timeouts, retries and TLS.
+
+    Both clients answer the same calls with the same result type, so nothing downstream needs
+    to know which API is in use."""
+    options: dict[str, Any] = {
+        "timeout": (settings.connect_timeout, settings.read_timeout),
+        "retry": RetryPolicy(max_attempts=settings.max_attempts),
+        "verify": settings.verify,
+    }
+    if settings.workflow_api == "dwr":
+        assert settings.project_id is not None  # load_settings requires it for dwr
+        return DwrClient(
+            credentials.access_key_id,
+            credentials.secret_access_key,
+            settings.project_id,
+            settings.endpoint,
+            credentials.security_token,
+            **options,
+        )
     return WorkflowClient(
         credentials.access_key_id,
         credentials.secret_access_key,
         credentials.security_token,
         settings.endpoint,
-        timeout=(settings.connect_timeout, settings.read_timeout),
-        retry=RetryPolicy(max_attempts=settings.max_attempts),
-        verify=settings.verify,
+        **options,
     )
 
 

@@ -17,16 +17,42 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from handler.endpoint import normalise_endpoint
+from handler.names import validate_name
 from handler.redaction import redact, redact_url
 
 DEFAULT_STATE_FILE = os.path.join(tempfile.gettempdir(), "obs-workflow-restore.db")
+WORKFLOW_APIS = ("obs", "dwr")
+# The regional hosts of the official DWR SDK (huaweicloudsdkdwr's region table).
+DWR_REGION_HOSTS = {
+    "cn-south-1": "https://dwr.cn-south-1.myhuaweicloud.com",
+    "cn-southwest-2": "https://dwr-lms.cn-southwest-2.myhuaweicloud.com",
+    "cn-north-11": "https://dwr-lms.cn-north-11.myhuaweicloud.com",
+    "cn-north-9": "https://dwr-lms.cn-north-9.myhuaweicloud.com",
+    "cn-east-3": "https://dwr-lms.cn-east-3.myhuaweicloud.com",
+}
 
 # name → (default shown in the README, meaning). Secrets are marked so they are never shown.
 SETTINGS_DOC: dict[str, tuple[str, str]] = {
-    "OBS_ENDPOINT": ("(required)", "OBS endpoint URL; `https://` is assumed for a bare host"),
-    "OBS_ACCESS_KEY_ID": ("", "access key id (alias: `AccessKeyID`)"),
-    "OBS_SECRET_ACCESS_KEY": ("", "secret access key (alias: `SecretAccessKey`)"),
-    "OBS_SECURITY_TOKEN": ("", "security token of temporary credentials"),
+    "WORKFLOW_API": ("obs", "the workflow API: `obs` (OBS workflows) or `dwr` (Data Workshop v3)"),
+    "OBS_ENDPOINT": (
+        "(required for `obs`)",
+        "OBS endpoint URL; `https://` is assumed for a bare host",
+    ),
+    "DWR_ENDPOINT": ("", "DWR endpoint URL (for `dwr`; or set `DWR_REGION`)"),
+    "DWR_REGION": ("", "DWR region, mapped to its endpoint: " + ", ".join(DWR_REGION_HOSTS)),
+    "DWR_PROJECT_ID": (
+        "(required for `dwr`)",
+        "project id in DWR paths (alias: `HUAWEICLOUD_SDK_PROJECT_ID`)",
+    ),
+    "OBS_ACCESS_KEY_ID": ("", "access key id (aliases: `AccessKeyID`, `HUAWEICLOUD_SDK_AK`)"),
+    "OBS_SECRET_ACCESS_KEY": (
+        "",
+        "secret access key (aliases: `SecretAccessKey`, `HUAWEICLOUD_SDK_SK`)",
+    ),
+    "OBS_SECURITY_TOKEN": (
+        "",
+        "security token of temporary credentials (alias: `HUAWEICLOUD_SDK_SECURITY_TOKEN`)",
+    ),
     "OBS_CONNECT_TIMEOUT": ("3.05", "seconds to open a connection to OBS"),
     "OBS_READ_TIMEOUT": ("10", "seconds to wait for an OBS answer"),
     "OBS_MAX_ATTEMPTS": ("4", "tries per OBS call (connection errors, timeouts, 429, 5xx)"),
@@ -62,7 +88,14 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
 }
 
 SECRET_SETTINGS = frozenset(
-    {"OBS_SECRET_ACCESS_KEY", "OBS_SECURITY_TOKEN", "RESTORE_AUTH_TOKEN", "SecretAccessKey"}
+    {
+        "OBS_SECRET_ACCESS_KEY",
+        "OBS_SECURITY_TOKEN",
+        "RESTORE_AUTH_TOKEN",
+        "SecretAccessKey",
+        "HUAWEICLOUD_SDK_SK",
+        "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+    }
 )
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -82,6 +115,8 @@ class Settings:
     """The validated configuration; ``repr`` shows the redacted view, never a secret."""
 
     endpoint: str
+    workflow_api: str = "obs"
+    project_id: str | None = None  # DWR only
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
     security_token: str | None = field(default=None, repr=False)
@@ -115,7 +150,9 @@ class Settings:
     def redacted(self) -> dict[str, object]:
         """The effective settings for the start-up log line: no secret, only whether it is set."""
         return {
+            "workflowApi": self.workflow_api,
             "endpoint": self.endpoint,
+            "projectId": self.project_id,
             "accessKeyId": redact(self.access_key_id) or None,
             "secretAccessKey": "set" if self.secret_access_key else "unset",
             "securityToken": "set" if self.security_token else "unset",
@@ -142,20 +179,19 @@ class Settings:
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting from ``environ`` (default: the process environment)."""
     env = _Env(os.environ if environ is None else environ)
-    endpoint = env.text("OBS_ENDPOINT")
-    if not endpoint:
-        raise SettingsError(
-            "OBS_ENDPOINT", "is required, e.g. https://obs.cn-north-4.myhuaweicloud.com"
-        )
-    try:
-        endpoint = normalise_endpoint(endpoint)
-    except ValueError as exc:
-        raise SettingsError("OBS_ENDPOINT", str(exc)) from None
+    api = env.text("WORKFLOW_API").lower() or "obs"
+    if api not in WORKFLOW_APIS:
+        raise SettingsError("WORKFLOW_API", f"must be obs or dwr, got {env.shown('WORKFLOW_API')}")
+    endpoint, project_id = _dwr_endpoint(env) if api == "dwr" else (_obs_endpoint(env), None)
     settings = Settings(
         endpoint=endpoint,
-        access_key_id=env.text("OBS_ACCESS_KEY_ID") or env.text("AccessKeyID") or None,
-        secret_access_key=env.text("OBS_SECRET_ACCESS_KEY") or env.text("SecretAccessKey") or None,
-        security_token=env.text("OBS_SECURITY_TOKEN") or None,
+        workflow_api=api,
+        project_id=project_id,
+        access_key_id=env.first("OBS_ACCESS_KEY_ID", "AccessKeyID", "HUAWEICLOUD_SDK_AK"),
+        secret_access_key=env.first(
+            "OBS_SECRET_ACCESS_KEY", "SecretAccessKey", "HUAWEICLOUD_SDK_SK"
+        ),
+        security_token=env.first("OBS_SECURITY_TOKEN", "HUAWEICLOUD_SDK_SECURITY_TOKEN"),
         connect_timeout=env.seconds("OBS_CONNECT_TIMEOUT", 3.05, minimum=0.1),
         read_timeout=env.seconds("OBS_READ_TIMEOUT", 10.0, minimum=0.1),
         max_attempts=env.integer("OBS_MAX_ATTEMPTS", 4, minimum=1, maximum=10),
@@ -195,13 +231,17 @@ class _Env:
     def text(self, name: str) -> str:
         return self._environ.get(name, "").strip()
 
+    def first(self, *names: str) -> str | None:
+        """The first of several names (a setting and its aliases) that is set, or None."""
+        return next((self.text(name) for name in names if self.text(name)), None)
+
     def flag(self, name: str) -> bool:
         value = self.text(name).lower()
         if value in ("", "0", "false", "no", "off"):
             return False
         if value in ("1", "true", "yes", "on"):
             return True
-        raise SettingsError(name, f"must be true or false, got {self._shown(name)}")
+        raise SettingsError(name, f"must be true or false, got {self.shown(name)}")
 
     def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
         value = self.text(name)
@@ -210,7 +250,7 @@ class _Env:
         try:
             number = int(value)
         except ValueError:
-            raise SettingsError(name, f"must be a whole number, got {self._shown(name)}") from None
+            raise SettingsError(name, f"must be a whole number, got {self.shown(name)}") from None
         if not minimum <= number <= maximum:
             raise SettingsError(name, f"must be between {minimum} and {maximum}, got {number}")
         return number
@@ -222,15 +262,59 @@ class _Env:
         match = _DURATION.fullmatch(value)
         if match is None:
             raise SettingsError(
-                name, f"must be a duration like 30s, 5m, 24h or 7d, got {self._shown(name)}"
+                name, f"must be a duration like 30s, 5m, 24h or 7d, got {self.shown(name)}"
             )
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         if seconds < minimum:
             raise SettingsError(name, f"must be at least {minimum} seconds")
         return seconds
 
-    def _shown(self, name: str) -> str:
+    def shown(self, name: str) -> str:
         return "a secret value" if name in SECRET_SETTINGS else ascii(self.text(name)[:40])
+
+
+def _obs_endpoint(env: _Env) -> str:
+    for name in ("DWR_ENDPOINT", "DWR_REGION", "DWR_PROJECT_ID"):
+        if env.text(name):
+            raise SettingsError(name, "is a DWR setting, but WORKFLOW_API is obs (set it to dwr)")
+    endpoint = env.text("OBS_ENDPOINT")
+    if not endpoint:
+        raise SettingsError(
+            "OBS_ENDPOINT", "is required, e.g. https://obs.cn-north-4.myhuaweicloud.com"
+        )
+    try:
+        return normalise_endpoint(endpoint)
+    except ValueError as exc:
+        raise SettingsError("OBS_ENDPOINT", str(exc)) from None
+
+
+def _dwr_endpoint(env: _Env) -> tuple[str, str]:
+    """The DWR endpoint (explicit, or the region's) and the project id every path names."""
+    if env.text("OBS_ENDPOINT"):
+        raise SettingsError("OBS_ENDPOINT", "is an OBS setting, but WORKFLOW_API is dwr")
+    endpoint, region = env.text("DWR_ENDPOINT"), env.text("DWR_REGION").lower()
+    if endpoint and region:
+        raise SettingsError("DWR_REGION", "set DWR_ENDPOINT or DWR_REGION, not both")
+    if region:
+        if region not in DWR_REGION_HOSTS:
+            known = ", ".join(DWR_REGION_HOSTS)
+            raise SettingsError("DWR_REGION", f"unknown region {env.shown('DWR_REGION')}: {known}")
+        endpoint = DWR_REGION_HOSTS[region]
+    if not endpoint:
+        raise SettingsError("DWR_ENDPOINT", "DWR_ENDPOINT or DWR_REGION is required for dwr")
+    try:
+        endpoint = normalise_endpoint(endpoint)
+    except ValueError as exc:
+        raise SettingsError("DWR_ENDPOINT", str(exc)) from None
+    name = "DWR_PROJECT_ID" if env.text("DWR_PROJECT_ID") else "HUAWEICLOUD_SDK_PROJECT_ID"
+    project_id = env.text(name)
+    if not project_id:
+        raise SettingsError("DWR_PROJECT_ID", "is required for dwr (the project's id)")
+    try:
+        validate_name(project_id, "project id")
+    except ValueError as exc:
+        raise SettingsError(name, str(exc)) from None
+    return endpoint, project_id
 
 
 def _verify(env: _Env) -> bool | str:

@@ -754,7 +754,12 @@ class SQLiteStore:
             yield db
             db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
+            # Whatever failed - a read-only file, a full disk, a lock held too long - the
+            # connection may carry it (SQLite falls back to a read-only connection when the
+            # file was not writable at open), so the next write starts on a fresh one and the
+            # store recovers as soon as the cause is gone, without a restart.
             self._rollback(db)
+            self._discard_connection()
             raise self._unavailable(exc) from None
         except BaseException:
             self._rollback(db)

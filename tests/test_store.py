@@ -464,6 +464,78 @@ def test_sqlite_file_without_write_permission_is_unavailable():
         shutil.rmtree(workdir)
 
 
+def _write_while_read_only_then_writable(url: str, made_writable, results) -> None:
+    """As an unprivileged user: write to a read-only store, then again once it is writable."""
+    try:
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+        store = open_store(url)  # SQLite falls back to a read-only connection here
+        for name, write in (
+            ("claim", lambda: store.claim("event", ttl=60)),
+            ("reserve", lambda: store.reserve_budget("exec", 3, HOUR)),
+            ("finish", lambda: store.finish("event", "t", {"ok": True}, retention=60)),
+        ):
+            try:
+                write()
+                results.put(f"{name} written while read-only")
+            except StoreUnavailable:
+                results.put(f"{name} unavailable")
+        results.put("waiting")
+        made_writable.wait(timeout=20)
+        # The same store object, the same thread: no restart, no new store.
+        for name, write in (
+            ("claim", lambda: store.claim("event", ttl=60).state),
+            ("reserve", lambda: store.reserve_budget("exec", 3, HOUR) is not None),
+        ):
+            try:
+                results.put(f"{name} -> {write()}")
+            except StoreUnavailable as exc:
+                results.put(f"{name} still unavailable: {exc}")
+        store.close()
+    except BaseException as exc:
+        results.put(f"unexpected {type(exc).__name__}: {exc}")
+    results.put("end")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses fork")
+def test_sqlite_recovers_by_itself_once_a_read_only_file_is_writable_again():
+    workdir = Path(tempfile.mkdtemp(prefix="store-recover-"))
+    try:
+        workdir.chmod(0o777)
+        path = workdir / "state.db"
+        open_store(f"sqlite:///{path}").close()
+        path.chmod(0o444)
+        context = multiprocessing.get_context("fork")
+        made_writable, results = context.Event(), context.Queue()
+        process = context.Process(
+            target=_write_while_read_only_then_writable,
+            args=(f"sqlite:///{path}", made_writable, results),
+        )
+        process.start()
+        answers = []
+        while not answers or answers[-1] != "end":
+            answers.append(results.get(timeout=20))
+            if answers[-1] == "waiting":
+                for file in workdir.iterdir():  # state.db and the -wal/-shm made read-only too
+                    file.chmod(0o666)
+                made_writable.set()
+        process.join(timeout=10)
+        assert answers == [
+            "claim unavailable",
+            "reserve unavailable",
+            "finish unavailable",
+            "waiting",
+            "claim -> acquired",
+            "reserve -> True",
+            "end",
+        ]
+    finally:
+        workdir.chmod(0o755)
+        shutil.rmtree(workdir)
+
+
 def test_sqlite_path_that_cannot_be_created_is_unavailable(tmp_path):
     blocker = tmp_path / "a-regular-file"
     blocker.write_text("not a directory")

@@ -325,6 +325,32 @@ def test_sqlite_urls_follow_the_sqlalchemy_convention(tmp_path, monkeypatch):
         open_store(f"sqlite:///{absolute}?busy_timeout=soon")
 
 
+def test_open_store_validates_the_whole_url_without_importing_redis():
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from handler.store import validate_state_url\n"
+        "for url in ('redis://127.0.0.1:notaport/0', 'redis://h/0?bogus=1'):\n"
+        "    try:\n"
+        "        validate_state_url(url)\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n"
+        "validate_state_url('rediss://:pw@h:6380/1?socket_timeout=0.5')\n"
+        "print('redis' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert "port" in lines[0] and "'bogus'" in lines[1] and lines[2] == "False"
+    with pytest.raises(ValueError, match="port"):
+        open_store("redis://127.0.0.1:99999/0")
+    with pytest.raises(ValueError, match="'busy'"):
+        open_store("sqlite:////tmp/never-created.db?busy=1")
+    assert not Path("/tmp/never-created.db").exists()
+
+
 def test_redact_url_masks_passwords_and_drops_the_query():
     assert redact_url("redis://:p%40ss@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redact_url("rediss://app:secret@[::1]:6380/2") == "rediss://app:***@[::1]:6380/2"

@@ -71,6 +71,8 @@ REDIS_TIMEOUT = 2.0  # seconds to connect to / hear back from Redis: "down" must
 REDIS_EXPIRY_GRACE_MS = 60_000  # Redis drops a key this long after its logical expiry
 PURGE_BATCH = 32  # expired rows removed per SQLite write: bounded cost per call
 REDIS_SCAN_LIMIT = 10_000  # keys recent() examines at most on Redis
+REDIS_CALIBRATE_EVERY = 300.0  # seconds between re-reading Redis' clock (see RedisStore)
+REDIS_LOST_LIMIT = 1_000  # claims/reservations whose reply was lost, kept to undo later
 
 ACQUIRED = "acquired"
 IN_PROGRESS = "in_progress"
@@ -900,8 +902,21 @@ class SQLiteStore:
 
 # --- Redis ----------------------------------------------------------------------------------
 
-# KEYS[1] marker hash; ARGV: now, token, expires_at, redis_ttl_ms
-_CLAIM_LUA = """
+# Every script that takes something (a marker, a budget unit) first compares Redis' own clock
+# with the caller's deadline, in Redis time (the last ARGV): a script that a stalled server runs
+# only after the caller gave up must not take anything the caller will never use or release.
+_LATE = "late"
+_DEADLINE_LUA = """
+local clock = redis.call('TIME')
+if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > tonumber(ARGV[#ARGV]) then
+  return {'late', ''}
+end
+"""
+
+# KEYS[1] marker hash; ARGV: now, token, expires_at, redis_ttl_ms, deadline
+_CLAIM_LUA = (
+    _DEADLINE_LUA
+    + """
 local cur = redis.call('HMGET', KEYS[1], 'state', 'token', 'expires_at', 'record')
 if cur[1] and tonumber(cur[3]) > tonumber(ARGV[1]) then
   if cur[1] == 'done' then return {'done', cur[4] or ''} end
@@ -914,6 +929,7 @@ redis.call('HSET', KEYS[1], 'state', 'in_progress', 'token', ARGV[2],
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {'acquired', ''}
 """
+)
 
 # KEYS[1] marker hash; ARGV: now, token, expires_at, record, redis_ttl_ms
 _FINISH_LUA = """
@@ -934,17 +950,20 @@ return 0
 """
 
 # KEYS[1] budget sorted set (member token, score time); ARGV: now, window_start, limit,
-# token, redis_ttl_ms
-_RESERVE_LUA = """
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return ARGV[4] end
+# token, redis_ttl_ms, deadline. Answers {token} when reserved, {false} when spent.
+_RESERVE_LUA = (
+    _DEADLINE_LUA
+    + """
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return {ARGV[4]} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return false end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'spent'} end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
-return ARGV[4]
+return {ARGV[4]}
 """
+)
 
 
 def _redis_ttl_ms(seconds: float) -> int:
@@ -972,6 +991,17 @@ class RedisStore:
     ``socket_timeout`` override them) and one immediate retry; the scripts are idempotent
     for a given token, so a retry after a lost reply cannot take a second budget unit or
     turn our own marker into someone else's.
+
+    A stalled server (``SIGSTOP``, a long fork, a saturated network) still holds the commands
+    it was sent, and runs them once it resumes - after the caller gave up. So that such a
+    late :meth:`claim` cannot leave an in-progress marker that blocks every redelivery for the
+    whole claim TTL (nor a late :meth:`reserve_budget` spend a unit for nothing), each call
+    carries a deadline - when the call started plus the socket timeout, in Redis' own clock -
+    and the script refuses to act past it. Redis' clock is read with ``TIME`` now and then
+    and mapped onto this process' monotonic clock, so the wall clocks need not agree; an
+    answer "late" that does arrive only means the mapping drifted: it is read again and the
+    call retried once. A claim or reservation whose reply never came back is remembered and
+    undone, best effort, at the next use of the store.
     """
 
     def __init__(
@@ -1006,6 +1036,14 @@ class RedisStore:
             )
         except (ValueError, TypeError) as exc:
             raise ValueError(f"invalid Redis store URL: {self._scrub(str(exc))}") from None
+        # How long one attempt waits for its answer: past it the caller has given up.
+        self._answer_within = float(
+            self._redis.connection_pool.connection_kwargs.get("socket_timeout") or REDIS_TIMEOUT
+        )
+        self._redis_minus_monotonic: float | None = None
+        self._calibrated_at = -math.inf
+        self._lost: list[tuple[str, str, str]] = []  # ("claim"|"budget", key or subject, token)
+        self._lost_lock = threading.Lock()
         self._claim = self._redis.register_script(_CLAIM_LUA)
         self._finish = self._redis.register_script(_FINISH_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
@@ -1023,8 +1061,10 @@ class RedisStore:
         ttl = _positive("ttl", ttl)
         token = _new_token()
         now = self._clock()
-        with self._guard():
-            state, record = self._claim(
+        self._undo_lost()
+        with self._remember_if_lost("claim", key, token), self._guard():
+            state, record = self._in_time(
+                self._claim,
                 keys=[self._dedupe_key(key)],
                 args=[repr(now), token, repr(now + ttl), _redis_ttl_ms(ttl)],
             )
@@ -1039,6 +1079,7 @@ class RedisStore:
         retention = _positive("retention", retention)
         data = _dump_record(record)
         now = self._clock()
+        self._undo_lost()
         with self._guard():
             self._finish(
                 keys=[self._dedupe_key(key)],
@@ -1047,6 +1088,7 @@ class RedisStore:
 
     def release(self, key: str, token: str) -> None:
         _check_text("key", key)
+        self._undo_lost()
         with self._guard():
             self._release(keys=[self._dedupe_key(key)], args=[token])
 
@@ -1058,14 +1100,17 @@ class RedisStore:
             return None
         token = _new_token()
         now = self._clock()
-        with self._guard():
-            answer = self._reserve(
+        self._undo_lost()
+        with self._remember_if_lost("budget", subject, token), self._guard():
+            (answer, *_) = self._in_time(
+                self._reserve,
                 keys=[self._budget_key(subject)],
                 args=[repr(now), repr(now - window), limit, token, _redis_ttl_ms(window)],
             )
         return token if answer == token else None
 
     def refund_budget(self, subject: str, token: str) -> None:
+        self._undo_lost()
         with self._guard():
             self._redis.zrem(self._budget_key(subject), token)
 
@@ -1122,6 +1167,7 @@ class RedisStore:
         return {"dedupe": dedupe, "budget": _newest(budget, "last_at", limit)}
 
     def ping(self) -> None:
+        self._undo_lost()
         with self._guard():
             self._redis.ping()
 
@@ -1154,6 +1200,59 @@ class RedisStore:
             if len(keys) >= REDIS_SCAN_LIMIT:
                 break
         return keys
+
+    def _in_time(self, script: Callable[..., list], keys: list[str], args: list) -> list:
+        """Run a deadline-checking script; an answer "late" that arrives means drift: retry."""
+        for attempt in range(2):
+            answer = script(keys=keys, args=[*args, repr(self._deadline(fresh=attempt > 0))])
+            if not answer or answer[0] != _LATE:
+                return answer
+        raise StoreUnavailable(
+            f"state store {self._describe} unavailable: answers arrive after the "
+            f"{self._answer_within:g}s socket timeout"
+        )
+
+    def _deadline(self, *, fresh: bool) -> float:
+        """Now plus one attempt's socket timeout, in Redis' clock (seconds since the epoch)."""
+        if fresh or time.monotonic() - self._calibrated_at > REDIS_CALIBRATE_EVERY:
+            seconds, microseconds = self._redis.time()
+            after = time.monotonic()
+            # Redis read its clock at some moment before `after`; assuming `after` can only
+            # make the deadline earlier than the caller's, never later.
+            self._redis_minus_monotonic = seconds + microseconds / 1e6 - after
+            self._calibrated_at = after
+        assert self._redis_minus_monotonic is not None
+        return time.monotonic() + self._redis_minus_monotonic + self._answer_within
+
+    @contextmanager
+    def _remember_if_lost(self, kind: str, name: str, token: str) -> Iterator[None]:
+        """If the call fails, its script may still have run: remember what to undo."""
+        try:
+            yield
+        except StoreUnavailable:
+            with self._lost_lock:
+                if len(self._lost) < REDIS_LOST_LIMIT:
+                    self._lost.append((kind, name, token))
+            raise
+
+    def _undo_lost(self) -> None:
+        """Release markers and refund units taken by calls whose reply was lost (best effort).
+
+        Safe at any later time: the caller gave up after the script's deadline, so a script
+        not yet run never acts, and the release and refund only touch our own token.
+        """
+        with self._lost_lock:
+            lost, self._lost = self._lost, []
+        for index, (kind, name, token) in enumerate(lost):
+            try:
+                if kind == "claim":
+                    self._release(keys=[self._dedupe_key(name)], args=[token])
+                else:
+                    self._redis.zrem(self._budget_key(name), token)
+            except self._errors:
+                with self._lost_lock:
+                    self._lost[:0] = lost[index:]  # still down: try again next time
+                return
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

@@ -716,3 +716,96 @@ def test_redis_scripts_are_idempotent_for_a_retried_call(redis_url, monkeypatch)
     assert store.reserve_budget("exec", 3, HOUR) == "same-token"
     assert store.budget_used("exec", HOUR) == 1
     store.close()
+
+
+def _evalsha_calls(url: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url, decode_responses=True) as raw:
+        return int(raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_redis_stall_leaves_no_claim_behind_for_a_redelivery(redis_server_factory):
+    """SIGSTOP, deliver, SIGCONT: the claim the stalled server runs late must take nothing."""
+    server = redis_server_factory()
+    url = server.url + "?socket_timeout=0.3"
+    instance, other_instance = open_store(url), open_store(url)
+    assert instance.claim("warm-up", ttl=60).acquired  # scripts loaded: a stall sends EVALSHA
+    other_instance.ping()
+    assert server.process is not None
+    ran_before = _evalsha_calls(server.url)
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            instance.claim("event", ttl=300)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    # The server now runs what it was sent while stopped; wait (bounded) until it has.
+    give_up = time.monotonic() + 5
+    while _evalsha_calls(server.url) == ran_before:
+        assert time.monotonic() < give_up, "the stalled claim never ran"
+        time.sleep(0.02)
+
+    started = time.monotonic()
+    redelivery = other_instance.claim("event", ttl=300)  # another instance, at once
+    assert redelivery.acquired, redelivery
+    assert time.monotonic() - started < 2
+    # The instance that gave up works again, and its forgotten token cannot drop the marker.
+    assert instance.claim("event", ttl=300).state == "in_progress"
+    assert instance.claim("after", ttl=300).acquired
+    instance.close()
+    other_instance.close()
+
+
+def test_a_redis_stall_spends_no_budget_unit(redis_server_factory):
+    server = redis_server_factory()
+    store = open_store(server.url + "?socket_timeout=0.3")
+    assert store.reserve_budget("warm-up", 1, HOUR) is not None
+    assert server.process is not None
+    ran_before = _evalsha_calls(server.url)
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.reserve_budget("exec", 1, HOUR)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    give_up = time.monotonic() + 5
+    while _evalsha_calls(server.url) == ran_before:
+        assert time.monotonic() < give_up, "the stalled reservation never ran"
+        time.sleep(0.02)
+    assert store.budget_used("exec", HOUR) == 0
+    assert store.reserve_budget("exec", 1, HOUR) is not None
+    store.close()
+
+
+def test_a_claim_whose_reply_was_lost_is_released_at_the_next_use(redis_url):
+    """The script ran, the answer never came back: the marker is ours to drop."""
+    import redis
+
+    store, other_instance = open_store(redis_url), open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    real_claim = store._claim
+
+    def reply_lost(**kwargs):
+        real_claim(**kwargs)
+        raise redis.exceptions.ConnectionError("connection reset after the script ran")
+
+    store._claim = reply_lost
+    with pytest.raises(StoreUnavailable):
+        store.claim("event", ttl=300)
+    store._claim = real_claim
+    assert other_instance.claim("event", ttl=300).state == "in_progress"  # it did run
+    store.ping()  # any next use undoes it
+    assert other_instance.claim("event", ttl=300).acquired
+    store.close()
+    other_instance.close()
+
+
+def test_a_redis_clock_mapping_that_drifted_is_read_again(redis_url):
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    assert store.claim("first", ttl=60).acquired  # maps Redis' clock
+    store._redis_minus_monotonic -= 30  # as if Redis' clock jumped 30 s ahead since
+    assert store.claim("second", ttl=60).acquired
+    assert store.reserve_budget("exec", 3, HOUR) is not None
+    store.close()

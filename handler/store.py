@@ -152,6 +152,28 @@ class StateStore(Protocol):
         """
         ...
 
+    def forget(self, key: str) -> bool:
+        """Drop ``key``'s recorded outcome or in-progress marker, so the event can run again.
+
+        For operators undoing a wrong outcome; returns whether a live entry was there.
+        """
+        ...
+
+    def reset_budget(self, subject: str) -> int:
+        """Drop every budget reservation of ``subject``; returns how many the store held.
+
+        The count may include reservations already outside the window that the store had
+        not collected yet.
+        """
+        ...
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreUnavailable` unless a write succeeds now (readiness probes).
+
+        The probe write is undone in the same step: it leaves nothing behind.
+        """
+        ...
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers."""
         ...
@@ -482,6 +504,20 @@ class MemoryStore:
             del item["updated_at"]
         return {"dedupe": dedupe, "budget": _newest(budget, "last_at", limit)}
 
+    def forget(self, key: str) -> bool:
+        _check_text("key", key)
+        with self._lock:
+            entry = self._dedupe.pop(key, None)
+            return entry is not None and entry[2] > self._clock()
+
+    def reset_budget(self, subject: str) -> int:
+        _check_text("subject", subject)
+        with self._lock:
+            return len(self._budget.pop(subject, {}))
+
+    def check_writable(self) -> None:
+        return None  # process memory: writable while the process lives
+
     def ping(self) -> None:
         return None
 
@@ -737,6 +773,31 @@ class SQLiteStore:
             ],
         }
 
+    def forget(self, key: str) -> bool:
+        _check_text("key", key)
+        with self._write() as db:
+            live = db.execute(
+                "SELECT COUNT(*) FROM dedupe WHERE key = ? AND expires_at > ?",
+                (key, self._clock()),
+            ).fetchone()[0]
+            db.execute("DELETE FROM dedupe WHERE key = ?", (key,))
+        return bool(live)
+
+    def reset_budget(self, subject: str) -> int:
+        _check_text("subject", subject)
+        with self._write() as db:
+            return db.execute("DELETE FROM budget WHERE subject = ?", (subject,)).rowcount
+
+    def check_writable(self) -> None:
+        probe = f"\x00check-writable:{_new_token()}"  # no event id starts with NUL
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO dedupe (key, state, token, expires_at, record, updated_at)"
+                " VALUES (?, ?, '', 0, NULL, 0)",
+                (probe, IN_PROGRESS),
+            )
+            db.execute("DELETE FROM dedupe WHERE key = ?", (probe,))
+
     def ping(self) -> None:
         with self._read() as db:
             db.execute("SELECT COUNT(*) FROM dedupe WHERE key = ''").fetchone()
@@ -949,6 +1010,29 @@ end
 return 0
 """
 
+# KEYS[1] marker hash; ARGV: now. Answers 1 when a live entry was dropped.
+_FORGET_LUA = """
+local expires_at = redis.call('HGET', KEYS[1], 'expires_at')
+redis.call('DEL', KEYS[1])
+if expires_at and tonumber(expires_at) > tonumber(ARGV[1]) then return 1 end
+return 0
+"""
+
+# KEYS[1] budget sorted set. Answers how many reservations it held.
+_RESET_BUDGET_LUA = """
+local held = redis.call('ZCARD', KEYS[1])
+redis.call('DEL', KEYS[1])
+return held
+"""
+
+# KEYS[1] a probe key nobody else uses. A replica, a full maxmemory or min-replicas-to-write
+# refuse the SET; PX collects the key should the DEL never run.
+_CHECK_WRITABLE_LUA = """
+redis.call('SET', KEYS[1], '1', 'PX', 10000)
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 # KEYS[1] budget sorted set (member token, score time); ARGV: now, window_start, limit,
 # token, redis_ttl_ms, deadline. Answers {token} when reserved, {false} when spent.
 _RESERVE_LUA = (
@@ -1048,6 +1132,9 @@ class RedisStore:
         self._finish = self._redis.register_script(_FINISH_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._reserve = self._redis.register_script(_RESERVE_LUA)
+        self._forget = self._redis.register_script(_FORGET_LUA)
+        self._reset_budget = self._redis.register_script(_RESET_BUDGET_LUA)
+        self._check_writable = self._redis.register_script(_CHECK_WRITABLE_LUA)
 
     @property
     def describe(self) -> str:
@@ -1165,6 +1252,21 @@ class RedisStore:
         for item in dedupe:
             del item["updated_at"]
         return {"dedupe": dedupe, "budget": _newest(budget, "last_at", limit)}
+
+    def forget(self, key: str) -> bool:
+        _check_text("key", key)
+        with self._guard():
+            return bool(self._forget(keys=[self._dedupe_key(key)], args=[repr(self._clock())]))
+
+    def reset_budget(self, subject: str) -> int:
+        _check_text("subject", subject)
+        with self._guard():
+            return int(self._reset_budget(keys=[self._budget_key(subject)]))
+
+    def check_writable(self) -> None:
+        self._undo_lost()
+        with self._guard():
+            self._check_writable(keys=[f"{self._prefix}check-writable:{_new_token()}"])
 
     def ping(self) -> None:
         self._undo_lost()

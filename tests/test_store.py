@@ -290,6 +290,80 @@ def test_ping_and_describe(store, make_store):
     assert store.describe in repr(store)
 
 
+# --- operators and readiness -----------------------------------------------------------------
+
+
+def test_forget_drops_an_outcome_or_a_marker_so_the_event_runs_again(store, clock):
+    done = store.claim("finished", ttl=60)
+    store.finish("finished", done.token, {"outcome": "failed"}, retention=HOUR)
+    store.claim("in-flight", ttl=60)
+    old = store.claim("expired", ttl=10)
+    clock.advance(11)
+
+    assert store.forget("finished") is True
+    assert store.forget("in-flight") is True
+    assert store.forget("expired") is False  # nothing live to forget
+    assert store.forget("never-seen") is False
+    assert store.recent()["dedupe"] == []
+    assert store.claim("finished", ttl=60).acquired
+    assert store.claim("in-flight", ttl=60).acquired
+    store.release("expired", old.token)  # harmless after a forget
+    with pytest.raises(ValueError, match="key"):
+        store.forget("")
+
+
+def test_reset_budget_drops_one_executions_reservations(store):
+    for _ in range(3):
+        assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is not None
+    store.reserve_budget("graph/exec-2", limit=3, window=HOUR)
+    assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is None
+
+    assert store.reset_budget("graph/exec-1") == 3
+    assert store.budget_used("graph/exec-1", HOUR) == 0
+    assert store.budget_used("graph/exec-2", HOUR) == 1  # another execution is untouched
+    assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is not None
+    assert store.reset_budget("graph/never-seen") == 0
+    with pytest.raises(ValueError, match="subject"):
+        store.reset_budget("")
+
+
+def test_check_writable_writes_nothing(store):
+    for _ in range(3):
+        store.check_writable()
+    assert store.recent() == {"dedupe": [], "budget": []}
+    assert store.claim("event", ttl=60).acquired
+
+
+def test_check_writable_fails_on_a_read_only_sqlite_store(tmp_path):
+    path = tmp_path / "state.db"
+    open_store(f"sqlite:///{path}").close()
+    reader = open_store(f"sqlite:///{path}?mode=ro")
+    reader.ping()  # it answers ...
+    with pytest.raises(StoreUnavailable, match="readonly"):
+        reader.check_writable()  # ... but cannot be written
+    reader.close()
+
+
+def test_check_writable_fails_when_redis_refuses_writes(redis_server_factory):
+    import redis
+
+    server = redis_server_factory()
+    store = open_store(server.url)
+    store.check_writable()
+    raw = redis.Redis.from_url(server.url, decode_responses=True)
+    assert raw.keys("*") == []  # the probe left nothing
+    raw.config_set("min-replicas-to-write", 1)  # no replica: Redis refuses every write
+    try:
+        store.ping()
+        with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
+            store.check_writable()
+    finally:
+        raw.config_set("min-replicas-to-write", 0)
+    store.check_writable()
+    raw.close()
+    store.close()
+
+
 # --- URLs -------------------------------------------------------------------------------------
 
 

@@ -280,3 +280,16 @@ def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettin
     )
     _check_state_url(settings.state_url)
     return settings
+
+
+# The loopback emulator (handler/emulator.py) is a development tool, not part of the function,
+# but its secret key must not have to sit on a command line, where `ps` shows it to everyone.
+EMULATOR_SECRET_VARIABLE = "EMULATOR_SECRET_ACCESS_KEY"  # noqa: S105 - a name, not a secret
+
+
+def emulator_secret_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The emulator's secret key from ``EMULATOR_SECRET_ACCESS_KEY``, if set.
+
+    Read here because this module is the only one that reads the environment.
+    """
+    return _Env(os.environ if environ is None else environ).text(EMULATOR_SECRET_VARIABLE) or None

@@ -15,7 +15,12 @@ every instance sees:
   instances can never exceed the limit; :meth:`~StateStore.refund_budget` returns a unit
   that turned out not to be consumed.
 
-Three backends, chosen by :func:`open_store`'s URL:
+For operators and readiness probes: :meth:`~StateStore.forget` drops one event's outcome or
+marker, :meth:`~StateStore.reset_budget` one execution's reservations, and
+:meth:`~StateStore.check_writable` proves a write works now without leaving anything behind.
+
+Three backends, chosen by :func:`open_store`'s URL (checked in full, without opening anything,
+by :func:`validate_state_url`):
 
 ``memory://``
     In-process dicts behind a lock: tests, the demo and the operator CLI.

@@ -8,21 +8,28 @@ settings table), so what works here works there:
     obs-workflow-restore serve [--port 8080]                the HTTP function (functions-framework)
     obs-workflow-restore emulator [...]                     the local OBS workflow emulator
     obs-workflow-restore state                              recent dedupe and budget records
+    obs-workflow-restore state forget EVENT_ID              drop a recorded outcome or marker
+    obs-workflow-restore state reset-budget GRAPH/EXECUTION drop an execution's restore budget
 
-``--json`` prints machine-readable results on every command that prints results.
+``--json`` prints machine-readable results on every command that prints results. Exit codes:
+0 done, 1 done but the answer was not a success, 2 could not run (a setting, an unreadable
+file, an unreachable state store - said in one line on standard error).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from handler import __version__
-from handler.settings import Settings, SettingsError, load_settings
+from handler.settings import SettingsError, load_settings, load_store_settings
+from handler.store import StateStore, StoreUnavailable
 
 MAIN_SOURCE = Path(__file__).resolve().parent / "main.py"
 TABLE_COLUMNS = ("outcome", "graphName", "executionName", "status", "attempts", "reason")
@@ -43,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--graph", required=True, help="workflow (graph) name")
     restore.add_argument("--execution", required=True, help="execution name")
     restore.add_argument("--json", action="store_true", help="print the result as JSON")
+    restore.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only query the execution and say whether a restore would be sent "
+        "(also when RESTORE_DRY_RUN=true)",
+    )
     restore.set_defaults(run=_restore)
 
     replay = commands.add_parser(
@@ -80,10 +96,28 @@ def _parser() -> argparse.ArgumentParser:
         "emulator", help="run the local OBS workflow emulator (see its --help)", add_help=False
     )
 
-    state = commands.add_parser("state", help="show recent dedupe and budget records")
+    state = commands.add_parser(
+        "state",
+        help="show recent dedupe and budget records; forget an outcome, reset a budget",
+        description="Needs only RESTORE_STATE_URL (and RESTORE_BUDGET_WINDOW).",
+    )
     state.add_argument("--limit", type=int, default=20, help="records to show (default: 20)")
     state.add_argument("--json", action="store_true", help="print the records as JSON")
     state.set_defaults(run=_state)
+    actions = state.add_subparsers(dest="action", metavar="ACTION")
+    forget = actions.add_parser(
+        "forget",
+        help="drop an event's recorded outcome or in-progress marker, so it can run again",
+    )
+    forget.add_argument("event_id", metavar="EVENT_ID", help="the key `state` lists")
+    forget.add_argument("--json", action="store_true", help="print the result as JSON")
+    forget.set_defaults(run=_state_forget)
+    reset = actions.add_parser(
+        "reset-budget", help="drop the restore budget reservations of one execution"
+    )
+    reset.add_argument("subject", metavar="GRAPH/EXECUTION")
+    reset.add_argument("--json", action="store_true", help="print the result as JSON")
+    reset.set_defaults(run=_state_reset_budget)
     return parser
 
 
@@ -101,6 +135,8 @@ def _restore(args: argparse.Namespace) -> int:
     client = make_client(settings, credentials)
     with client:
         try:
+            if args.dry_run or settings.dry_run:
+                return _restore_dry_run(client, args)
             response = client.restoreFailedWorkflowExecution(args.execution, args.graph)
         except InvalidNameError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -114,12 +150,35 @@ def _restore(args: argparse.Namespace) -> int:
         "errorMessage": response.errorMessage,
         "attempts": response.attempts,
     }
-    if args.json:
+    _print_fields(result, as_json=args.json)
+    return 0 if response.ok else 1
+
+
+def _print_fields(result: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:>13}: {'' if value is None else value}")
-    return 0 if response.ok else 1
+            print(f"{key:>14}: {'' if value is None else value}")
+
+
+def _restore_dry_run(client: Any, args: argparse.Namespace) -> int:
+    """Ask the service what state the execution is in; a restore is sent only when FAILED."""
+    response = client.getWorkflowExecution(args.execution, args.graph)
+    info = getattr(response.body, "executionInfo", None) or {}
+    state = info.get("execution_state") if response.ok else None
+    result = {
+        "dryRun": True,
+        "status": response.status,
+        "requestId": response.requestId,
+        "executionState": state,
+        "wouldRestore": state == "FAILED",
+        "errorCode": response.errorCode,
+        "errorMessage": response.errorMessage,
+        "attempts": response.attempts,
+    }
+    _print_fields(result, as_json=args.json)
+    return 0 if result["wouldRestore"] else 1
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -127,7 +186,12 @@ def _replay(args: argparse.Namespace) -> int:
     from handler.pipeline import Invocation, build_restorer
 
     settings = load_settings()
-    body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:
+        body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:  # missing, a directory, unreadable: one line, not a traceback
+        reason = exc.strerror or type(exc).__name__
+        print(f"error: cannot read {args.file}: {reason}", file=sys.stderr)
+        return 2
     restorer = build_restorer(settings, log_stream=sys.stderr)
     invocation = Invocation()
     try:
@@ -162,14 +226,9 @@ def serve_command(host: str, port: int) -> list[str]:
 
 
 def _state(args: argparse.Namespace) -> int:
-    from handler.store import open_store
-
-    settings: Settings = load_settings()
-    store = open_store(settings.state_url)
-    try:
+    settings = load_store_settings()  # the store's settings only: no OBS_ENDPOINT needed
+    with _opened_store(settings.state_url) as store:
         records = store.recent(args.limit, window=settings.budget_window)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps({"store": store.describe, **records}, default=str))
         return 0
@@ -182,6 +241,54 @@ def _state(args: argparse.Namespace) -> int:
     for record in records["budget"]:
         print(f"  {record['used']:>3} used  {record['subject']}")
     return 0
+
+
+def _state_forget(args: argparse.Namespace) -> int:
+    settings = load_store_settings()
+    with _opened_store(settings.state_url) as store:
+        forgotten = store.forget(args.event_id)
+        describe = store.describe
+    if args.json:
+        print(json.dumps({"store": describe, "key": args.event_id, "forgotten": forgotten}))
+    elif forgotten:
+        print(f"forgot {args.event_id}: a redelivery will be handled again")
+    else:
+        print(f"nothing recorded for {args.event_id}")
+    return 0
+
+
+def _state_reset_budget(args: argparse.Namespace) -> int:
+    from handler.names import InvalidNameError, validate_name
+
+    graph, slash, execution = args.subject.partition("/")
+    try:
+        if not slash:
+            raise InvalidNameError("subject", "must be GRAPH/EXECUTION")
+        validate_name(graph, "graph")
+        validate_name(execution, "execution")
+    except InvalidNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = load_store_settings()
+    with _opened_store(settings.state_url) as store:
+        dropped = store.reset_budget(args.subject)
+        describe = store.describe
+    if args.json:
+        print(json.dumps({"store": describe, "subject": args.subject, "dropped": dropped}))
+    else:
+        print(f"dropped {dropped} budget reservation(s) of {args.subject}")
+    return 0
+
+
+@contextlib.contextmanager
+def _opened_store(url: str) -> Iterator[StateStore]:
+    from handler.store import open_store
+
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _print_table(document: dict[str, Any], status: int) -> None:

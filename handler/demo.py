@@ -90,7 +90,8 @@ class Function:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self._env = {
-            **os.environ,
+            **_inherited_environment(),
+            "LOG_LEVEL": "INFO",  # the demo shows the function's item log lines
             "OBS_ENDPOINT": obs_url,
             "OBS_ACCESS_KEY_ID": ACCESS_KEY,
             "OBS_SECRET_ACCESS_KEY": SECRET_KEY,
@@ -156,6 +157,23 @@ class Function:
             except requests.ConnectionError:
                 time.sleep(0.1)
         raise RuntimeError(f"the function did not start within {START_TIMEOUT:g}s")
+
+
+# What the function reads (handler/settings.py), what functions-framework reads, and the
+# K_SINK a Knative shell may carry: the demo sets what it needs and must not pick up the rest
+# from the caller's shell (a RESTORE_STATE_URL, RESTORE_DRY_RUN or FUNCTION_TARGET there would
+# change or break it).
+_NOT_INHERITED_PREFIXES = ("RESTORE_", "OBS_", "FUNCTION_", "EMULATOR_")
+_NOT_INHERITED = frozenset({"K_SINK", "LOG_LEVEL", "AccessKeyID", "SecretAccessKey", "WORKERS"})
+
+
+def _inherited_environment() -> dict[str, str]:
+    """The caller's environment (PATH, locale, proxies, ...) without any setting of ours."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in _NOT_INHERITED and not name.startswith(_NOT_INHERITED_PREFIXES)
+    }
 
 
 def step(number: int, text: str) -> None:

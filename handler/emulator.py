@@ -74,11 +74,15 @@ Seed file (JSON; every key but ``credentials`` is optional, unknown keys are rej
 
 Command line (``main``)::
 
-    python -m handler.emulator --port 9000 --seed seed.json \\
-        --execution graph-1/exec-1=FAILED --access-key AK --secret-key SK
+    EMULATOR_SECRET_ACCESS_KEY=SK python -m handler.emulator --port 9000 --seed seed.json \\
+        --execution graph-1/exec-1=FAILED --access-key AK --fail-next 2 --fail-status 503
 
 prints its URL as the only line on stdout, then serves until SIGINT or SIGTERM. The secret
-key is never printed or logged.
+key is never printed or logged; give it in ``EMULATOR_SECRET_ACCESS_KEY`` rather than with
+``--secret-key`` (which still works), so it does not show in ``ps``. The faults can be queued
+from the command line too - ``--fail-next N [--fail-status S] [--retry-after S]``,
+``--reset-next N [--reset-applied]``, ``--garbage-next N``, ``--redirect-next N
+[--redirect-location URL]`` - and are served in that order.
 """
 
 from __future__ import annotations
@@ -823,12 +827,20 @@ def _after_restore_from_seed(value: object) -> tuple[str, float]:
 # --- command line -------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the emulator until SIGINT or SIGTERM; returns the process exit code."""
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the emulator until SIGINT or SIGTERM; returns the process exit code.
+
+    ``environ`` (default: the process environment) may carry the secret key as
+    ``EMULATOR_SECRET_ACCESS_KEY``.
+    """
+    from handler.settings import emulator_secret_key
+
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help or a usage error; argparse has printed why
         return int(exc.code or 0)
+    if args.access_key and not args.secret_key:
+        args.secret_key = emulator_secret_key(environ)
     try:
         emulator = _emulator_from_args(args).start(args.host, args.port)
     except (OSError, ValueError) as exc:
@@ -870,7 +882,11 @@ def _parser() -> argparse.ArgumentParser:
         help="seed an execution (state defaults to FAILED); repeatable",
     )
     parser.add_argument("--access-key", help="access key id to accept")
-    parser.add_argument("--secret-key", help="its secret key (never printed)")
+    parser.add_argument(
+        "--secret-key",
+        help="its secret key (never printed); prefer the EMULATOR_SECRET_ACCESS_KEY "
+        "environment variable, which `ps` does not show",
+    )
     parser.add_argument("--security-token", help="require this x-obs-security-token")
     parser.add_argument("--region")
     parser.add_argument("--project-id")
@@ -882,12 +898,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency", type=float, default=0.0, help="delay every answer (s)")
     parser.add_argument("--verbose", action="store_true", help="log each call to stderr")
+    faults = parser.add_argument_group(
+        "faults", "answers for the next requests, whatever they are, served in this order"
+    )
+    faults.add_argument("--fail-next", type=int, default=0, metavar="N", help="fail N requests")
+    faults.add_argument(
+        "--fail-status", type=int, default=503, metavar="S", help="their status (default: 503)"
+    )
+    faults.add_argument("--retry-after", metavar="S", help="their Retry-After header")
+    faults.add_argument(
+        "--reset-next", type=int, default=0, metavar="N", help="reset N connections"
+    )
+    faults.add_argument(
+        "--reset-applied",
+        action="store_true",
+        help="carry those requests out before resetting (only the answer is lost)",
+    )
+    faults.add_argument(
+        "--garbage-next", type=int, default=0, metavar="N", help="answer N with an HTML 502"
+    )
+    faults.add_argument(
+        "--redirect-next", type=int, default=0, metavar="N", help="answer N with a 302"
+    )
+    faults.add_argument("--redirect-location", default="http://127.0.0.1:9/", metavar="URL")
     return parser
 
 
 def _emulator_from_args(args: argparse.Namespace) -> Emulator:
     if bool(args.access_key) != bool(args.secret_key):
-        raise ValueError("--access-key and --secret-key go together")
+        raise ValueError(
+            "--access-key needs its secret key: set EMULATOR_SECRET_ACCESS_KEY (or give "
+            "--secret-key), and --secret-key needs --access-key"
+        )
     seed = read_seed(args.seed) if args.seed else {}
     options: dict[str, Any] = {}
     if args.access_key:
@@ -902,7 +944,17 @@ def _emulator_from_args(args: argparse.Namespace) -> Emulator:
     emulator = Emulator.from_seed(seed, **options)
     emulator.load_executions(_execution_from_flag(flag) for flag in args.execution)
     emulator.latency(args.latency)
+    _queue_faults_from_args(emulator, args)
     return emulator
+
+
+def _queue_faults_from_args(emulator: Emulator, args: argparse.Namespace) -> None:
+    if not 100 <= args.fail_status <= 599:
+        raise ValueError(f"--fail-status wants an HTTP status, got {args.fail_status}")
+    emulator.fail_next(args.fail_next, args.fail_status, retry_after=args.retry_after)
+    emulator.reset_next(args.reset_next, applied=args.reset_applied)
+    emulator.garbage_next(args.garbage_next)
+    emulator.redirect_next(args.redirect_next, location=args.redirect_location)
 
 
 def _execution_from_flag(flag: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from handler.endpoint import normalise_endpoint
 from handler.names import validate_name
 from handler.redaction import redact, redact_url
+from handler.store import validate_state_url
 
 DEFAULT_STATE_FILE = os.path.join(tempfile.gettempdir(), "obs-workflow-restore.db")
 WORKFLOW_APIS = ("obs", "dwr")
@@ -215,10 +216,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if bool(settings.access_key_id) != bool(settings.secret_access_key):
         missing = "OBS_SECRET_ACCESS_KEY" if settings.access_key_id else "OBS_ACCESS_KEY_ID"
         raise SettingsError(missing, "access key id and secret access key must be set together")
-    if settings.state_url.split(":", 1)[0] not in ("sqlite", "redis", "rediss", "memory"):
-        raise SettingsError(
-            "RESTORE_STATE_URL", "must start with sqlite://, redis://, rediss:// or memory://"
-        )
+    _check_state_url(settings.state_url)
     return settings
 
 
@@ -344,3 +342,48 @@ def _log_level(env: _Env) -> str:
     if value not in _LOG_LEVELS:
         raise SettingsError("LOG_LEVEL", f"must be one of {', '.join(_LOG_LEVELS)}")
     return value
+
+
+def _check_state_url(url: str) -> None:
+    """The whole URL - scheme, path or host, port, database, every option - at load time."""
+    try:
+        validate_state_url(url)
+    except ValueError as exc:
+        raise SettingsError("RESTORE_STATE_URL", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The settings an operator's look at the state store needs, and nothing else."""
+
+    state_url: str
+    budget_window: float
+
+    def __repr__(self) -> str:
+        return f"StoreSettings(state_url={redact_url(self.state_url)!r})"
+
+
+def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettings:
+    """Read only ``RESTORE_STATE_URL`` and ``RESTORE_BUDGET_WINDOW``, validated as in
+    :func:`load_settings`: inspecting or editing the store must not need ``OBS_ENDPOINT``
+    or credentials."""
+    env = _Env(os.environ if environ is None else environ)
+    settings = StoreSettings(
+        state_url=env.text("RESTORE_STATE_URL") or f"sqlite:///{DEFAULT_STATE_FILE}",
+        budget_window=env.seconds("RESTORE_BUDGET_WINDOW", 86400.0, minimum=1),
+    )
+    _check_state_url(settings.state_url)
+    return settings
+
+
+# The loopback emulator (handler/emulator.py) is a development tool, not part of the function,
+# but its secret key must not have to sit on a command line, where `ps` shows it to everyone.
+EMULATOR_SECRET_VARIABLE = "EMULATOR_SECRET_ACCESS_KEY"  # noqa: S105 - a name, not a secret
+
+
+def emulator_secret_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The emulator's secret key from ``EMULATOR_SECRET_ACCESS_KEY``, if set.
+
+    Read here because this module is the only one that reads the environment.
+    """
+    return _Env(os.environ if environ is None else environ).text(EMULATOR_SECRET_VARIABLE) or None

@@ -15,7 +15,12 @@ every instance sees:
   instances can never exceed the limit; :meth:`~StateStore.refund_budget` returns a unit
   that turned out not to be consumed.
 
-Three backends, chosen by :func:`open_store`'s URL:
+For operators and readiness probes: :meth:`~StateStore.forget` drops one event's outcome or
+marker, :meth:`~StateStore.reset_budget` one execution's reservations, and
+:meth:`~StateStore.check_writable` proves a write works now without leaving anything behind.
+
+Three backends, chosen by :func:`open_store`'s URL (checked in full, without opening anything,
+by :func:`validate_state_url`):
 
 ``memory://``
     In-process dicts behind a lock: tests, the demo and the operator CLI.
@@ -62,6 +67,7 @@ __all__ = [
     "StateStore",
     "StoreUnavailable",
     "open_store",
+    "validate_state_url",
 ]
 
 DEFAULT_REDIS_PREFIX = "obs-workflow-restore:"
@@ -70,6 +76,8 @@ REDIS_TIMEOUT = 2.0  # seconds to connect to / hear back from Redis: "down" must
 REDIS_EXPIRY_GRACE_MS = 60_000  # Redis drops a key this long after its logical expiry
 PURGE_BATCH = 32  # expired rows removed per SQLite write: bounded cost per call
 REDIS_SCAN_LIMIT = 10_000  # keys recent() examines at most on Redis
+REDIS_CALIBRATE_EVERY = 300.0  # seconds between re-reading Redis' clock (see RedisStore)
+REDIS_LOST_LIMIT = 1_000  # claims/reservations whose reply was lost, kept to undo later
 
 ACQUIRED = "acquired"
 IN_PROGRESS = "in_progress"
@@ -149,6 +157,28 @@ class StateStore(Protocol):
         """
         ...
 
+    def forget(self, key: str) -> bool:
+        """Drop ``key``'s recorded outcome or in-progress marker, so the event can run again.
+
+        For operators undoing a wrong outcome; returns whether a live entry was there.
+        """
+        ...
+
+    def reset_budget(self, subject: str) -> int:
+        """Drop every budget reservation of ``subject``; returns how many the store held.
+
+        The count may include reservations already outside the window that the store had
+        not collected yet.
+        """
+        ...
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreUnavailable` unless a write succeeds now (readiness probes).
+
+        The probe write is undone in the same step: it leaves nothing behind.
+        """
+        ...
+
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers."""
         ...
@@ -156,6 +186,111 @@ class StateStore(Protocol):
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""
         ...
+
+
+# Query options a redis:// URL may carry: redis-py's own names, each with the check its value
+# must pass. redis-py passes an unknown name on to the connection as a keyword argument and only
+# fails (with a TypeError) at the first command, so every name is checked here, at load time.
+_REDIS_NUMBER_OPTIONS = ("socket_timeout", "socket_connect_timeout")
+_REDIS_FLAG_OPTIONS = ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname")
+_REDIS_TEXT_OPTIONS = ("client_name", "username", "password")
+_REDIS_TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_REDIS_OPTIONS = frozenset(
+    (
+        "db",
+        "health_check_interval",
+        "max_connections",
+        "protocol",
+        *_REDIS_NUMBER_OPTIONS,
+        *_REDIS_FLAG_OPTIONS,
+        *_REDIS_TEXT_OPTIONS,
+        *_REDIS_TLS_OPTIONS,
+    )
+)
+_FLAG_VALUES = ("true", "false", "1", "0", "yes", "no", "on", "off")
+
+
+def validate_state_url(url: str) -> None:
+    """Check a state store URL completely, without opening anything or importing redis-py.
+
+    Raises :class:`ValueError` naming the part that is wrong - the scheme, the SQLite path or
+    an option, the Redis host, port, database index or an option - so a configuration error
+    stops the function at start-up instead of failing every delivery. Messages never contain
+    the URL itself, a password or the value of an option that may be secret.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("the state store URL is empty: use memory://, sqlite:/// or redis://")
+    if any(ord(char) < 32 or ord(char) == 127 for char in url):
+        raise ValueError("the state store URL contains a control character")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        if url.split(":", 1)[1].strip("/"):
+            raise ValueError("a memory:// store URL takes no path or options")
+    elif scheme == "sqlite":
+        _parse_sqlite_url(url)
+    elif scheme in ("redis", "rediss"):
+        _validate_redis_url(url, tls=scheme == "rediss")
+    elif not scheme:
+        raise ValueError("the state store URL has no scheme: use memory://, sqlite:/// or redis://")
+    else:
+        raise ValueError(
+            f"unsupported state store scheme {scheme!r}: use memory://, sqlite:///, redis:// "
+            "or rediss://"
+        )
+
+
+def _validate_redis_url(url: str, *, tls: bool) -> None:
+    parts = urlsplit(url)
+    if parts.fragment:
+        raise ValueError("a Redis store URL takes no #fragment")
+    if not parts.hostname:
+        raise ValueError("a Redis store URL needs a host, e.g. redis://127.0.0.1:6379/0")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the Redis port must be a whole number from 1 to 65535")
+    path = parts.path.strip("/")
+    if path and not (path.isascii() and path.isdigit()):
+        raise ValueError("the Redis database index (the URL path) must be a whole number >= 0")
+    seen = set()
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _REDIS_OPTIONS:
+            known = ", ".join(sorted(_REDIS_OPTIONS))
+            raise ValueError(f"unsupported Redis store option {name[:40]!r} (known: {known})")
+        if name in seen:
+            raise ValueError(f"Redis store option {name!r} is given twice")
+        seen.add(name)
+        if name in (*_REDIS_TLS_OPTIONS, "ssl_check_hostname") and not tls:
+            raise ValueError(f"Redis store option {name!r} needs a rediss:// (TLS) URL")
+        _check_redis_option(name, value)
+
+
+def _check_redis_option(name: str, value: str) -> None:
+    shown = ascii(value[:40])
+    if name in _REDIS_NUMBER_OPTIONS:
+        try:
+            _positive(name, float(value))
+        except ValueError:
+            raise ValueError(f"{name} must be a positive number of seconds, got {shown}") from None
+    elif name in _REDIS_FLAG_OPTIONS:
+        if value.lower() not in _FLAG_VALUES:
+            raise ValueError(f"{name} must be true or false, got {shown}")
+    elif name in ("db", "health_check_interval"):  # redis-py reads both as int
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"{name} must be a whole number >= 0, got {shown}")
+    elif name == "max_connections":
+        if not (value.isascii() and value.isdigit() and int(value) >= 1):
+            raise ValueError(f"max_connections must be a whole number >= 1, got {shown}")
+    elif name == "protocol":
+        if value not in ("2", "3"):
+            raise ValueError(f"protocol must be 2 or 3, got {shown}")
+    elif name == "ssl_cert_reqs":
+        if value.lower() not in ("none", "optional", "required"):
+            raise ValueError(f"ssl_cert_reqs must be none, optional or required, got {shown}")
+    elif not value:  # a text option, possibly secret: its value is never shown
+        raise ValueError(f"Redis store option {name!r} is empty")
 
 
 def open_store(
@@ -173,22 +308,14 @@ def open_store(
     call :meth:`StateStore.ping` to check it at start-up. ``key_prefix`` namespaces the
     Redis keys.
     """
+    validate_state_url(url)
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
-        if url.split(":", 1)[1].strip("/"):
-            raise ValueError("a memory:// store URL takes no path or options")
         return MemoryStore(clock=clock)
     if scheme == "sqlite":
         path, busy_timeout, read_only = _parse_sqlite_url(url)
         return SQLiteStore(path, clock=clock, busy_timeout=busy_timeout, read_only=read_only)
-    if scheme in ("redis", "rediss"):
-        return RedisStore(url, clock=clock, key_prefix=key_prefix)
-    if not scheme:
-        raise ValueError("the state store URL has no scheme: use memory://, sqlite:/// or redis://")
-    raise ValueError(
-        f"unsupported state store scheme {scheme!r}: use memory://, sqlite:///, redis:// "
-        "or rediss://"
-    )
+    return RedisStore(url, clock=clock, key_prefix=key_prefix)
 
 
 def open_store_deferred(url: str, *, clock: Callable[[], float] = time.time) -> StateStore:
@@ -382,6 +509,20 @@ class MemoryStore:
             del item["updated_at"]
         return {"dedupe": dedupe, "budget": _newest(budget, "last_at", limit)}
 
+    def forget(self, key: str) -> bool:
+        _check_text("key", key)
+        with self._lock:
+            entry = self._dedupe.pop(key, None)
+            return entry is not None and entry[2] > self._clock()
+
+    def reset_budget(self, subject: str) -> int:
+        _check_text("subject", subject)
+        with self._lock:
+            return len(self._budget.pop(subject, {}))
+
+    def check_writable(self) -> None:
+        return None  # process memory: writable while the process lives
+
     def ping(self) -> None:
         return None
 
@@ -443,16 +584,26 @@ def _parse_sqlite_url(url: str) -> tuple[str, float, bool]:
     if not path or path == ":memory:":
         raise ValueError("a SQLite store URL needs a file path (use memory:// for no file)")
     busy_timeout, read_only = DEFAULT_BUSY_TIMEOUT, False
+    seen = set()
     for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in seen:
+            raise ValueError(f"SQLite store option {name[:40]!r} is given twice")
+        seen.add(name)
         if name == "busy_timeout":
             try:
                 busy_timeout = _positive("busy_timeout", float(value))
             except ValueError:
-                raise ValueError("busy_timeout must be a positive number of seconds") from None
-        elif name == "mode" and value in ("ro", "rw"):
+                raise ValueError(
+                    f"busy_timeout must be a positive number of seconds, got {value[:40]!a}"
+                ) from None
+        elif name == "mode":
+            if value not in ("ro", "rw"):
+                raise ValueError(f"mode must be ro or rw, got {value[:40]!a}")
             read_only = value == "ro"
         else:
-            raise ValueError(f"unsupported SQLite store option {name!r}")
+            raise ValueError(
+                f"unsupported SQLite store option {name[:40]!r} (known: busy_timeout, mode)"
+            )
     return path, busy_timeout, read_only
 
 
@@ -627,6 +778,31 @@ class SQLiteStore:
             ],
         }
 
+    def forget(self, key: str) -> bool:
+        _check_text("key", key)
+        with self._write() as db:
+            live = db.execute(
+                "SELECT COUNT(*) FROM dedupe WHERE key = ? AND expires_at > ?",
+                (key, self._clock()),
+            ).fetchone()[0]
+            db.execute("DELETE FROM dedupe WHERE key = ?", (key,))
+        return bool(live)
+
+    def reset_budget(self, subject: str) -> int:
+        _check_text("subject", subject)
+        with self._write() as db:
+            return db.execute("DELETE FROM budget WHERE subject = ?", (subject,)).rowcount
+
+    def check_writable(self) -> None:
+        probe = f"\x00check-writable:{_new_token()}"  # no event id starts with NUL
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO dedupe (key, state, token, expires_at, record, updated_at)"
+                " VALUES (?, ?, '', 0, NULL, 0)",
+                (probe, IN_PROGRESS),
+            )
+            db.execute("DELETE FROM dedupe WHERE key = ?", (probe,))
+
     def ping(self) -> None:
         with self._read() as db:
             db.execute("SELECT COUNT(*) FROM dedupe WHERE key = ''").fetchone()
@@ -754,7 +930,12 @@ class SQLiteStore:
             yield db
             db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
+            # Whatever failed - a read-only file, a full disk, a lock held too long - the
+            # connection may carry it (SQLite falls back to a read-only connection when the
+            # file was not writable at open), so the next write starts on a fresh one and the
+            # store recovers as soon as the cause is gone, without a restart.
             self._rollback(db)
+            self._discard_connection()
             raise self._unavailable(exc) from None
         except BaseException:
             self._rollback(db)
@@ -787,8 +968,21 @@ class SQLiteStore:
 
 # --- Redis ----------------------------------------------------------------------------------
 
-# KEYS[1] marker hash; ARGV: now, token, expires_at, redis_ttl_ms
-_CLAIM_LUA = """
+# Every script that takes something (a marker, a budget unit) first compares Redis' own clock
+# with the caller's deadline, in Redis time (the last ARGV): a script that a stalled server runs
+# only after the caller gave up must not take anything the caller will never use or release.
+_LATE = "late"
+_DEADLINE_LUA = """
+local clock = redis.call('TIME')
+if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > tonumber(ARGV[#ARGV]) then
+  return {'late', ''}
+end
+"""
+
+# KEYS[1] marker hash; ARGV: now, token, expires_at, redis_ttl_ms, deadline
+_CLAIM_LUA = (
+    _DEADLINE_LUA
+    + """
 local cur = redis.call('HMGET', KEYS[1], 'state', 'token', 'expires_at', 'record')
 if cur[1] and tonumber(cur[3]) > tonumber(ARGV[1]) then
   if cur[1] == 'done' then return {'done', cur[4] or ''} end
@@ -801,6 +995,7 @@ redis.call('HSET', KEYS[1], 'state', 'in_progress', 'token', ARGV[2],
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {'acquired', ''}
 """
+)
 
 # KEYS[1] marker hash; ARGV: now, token, expires_at, record, redis_ttl_ms
 _FINISH_LUA = """
@@ -820,18 +1015,44 @@ end
 return 0
 """
 
+# KEYS[1] marker hash; ARGV: now. Answers 1 when a live entry was dropped.
+_FORGET_LUA = """
+local expires_at = redis.call('HGET', KEYS[1], 'expires_at')
+redis.call('DEL', KEYS[1])
+if expires_at and tonumber(expires_at) > tonumber(ARGV[1]) then return 1 end
+return 0
+"""
+
+# KEYS[1] budget sorted set. Answers how many reservations it held.
+_RESET_BUDGET_LUA = """
+local held = redis.call('ZCARD', KEYS[1])
+redis.call('DEL', KEYS[1])
+return held
+"""
+
+# KEYS[1] a probe key nobody else uses. A replica, a full maxmemory or min-replicas-to-write
+# refuse the SET; PX collects the key should the DEL never run.
+_CHECK_WRITABLE_LUA = """
+redis.call('SET', KEYS[1], '1', 'PX', 10000)
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 # KEYS[1] budget sorted set (member token, score time); ARGV: now, window_start, limit,
-# token, redis_ttl_ms
-_RESERVE_LUA = """
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return ARGV[4] end
+# token, redis_ttl_ms, deadline. Answers {token} when reserved, {false} when spent.
+_RESERVE_LUA = (
+    _DEADLINE_LUA
+    + """
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return {ARGV[4]} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return false end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'spent'} end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
-return ARGV[4]
+return {ARGV[4]}
 """
+)
 
 
 def _redis_ttl_ms(seconds: float) -> int:
@@ -859,6 +1080,17 @@ class RedisStore:
     ``socket_timeout`` override them) and one immediate retry; the scripts are idempotent
     for a given token, so a retry after a lost reply cannot take a second budget unit or
     turn our own marker into someone else's.
+
+    A stalled server (``SIGSTOP``, a long fork, a saturated network) still holds the commands
+    it was sent, and runs them once it resumes - after the caller gave up. So that such a
+    late :meth:`claim` cannot leave an in-progress marker that blocks every redelivery for the
+    whole claim TTL (nor a late :meth:`reserve_budget` spend a unit for nothing), each call
+    carries a deadline - when the call started plus the socket timeout, in Redis' own clock -
+    and the script refuses to act past it. Redis' clock is read with ``TIME`` now and then
+    and mapped onto this process' monotonic clock, so the wall clocks need not agree; an
+    answer "late" that does arrive only means the mapping drifted: it is read again and the
+    call retried once. A claim or reservation whose reply never came back is remembered and
+    undone, best effort, at the next use of the store.
     """
 
     def __init__(
@@ -893,10 +1125,21 @@ class RedisStore:
             )
         except (ValueError, TypeError) as exc:
             raise ValueError(f"invalid Redis store URL: {self._scrub(str(exc))}") from None
+        # How long one attempt waits for its answer: past it the caller has given up.
+        self._answer_within = float(
+            self._redis.connection_pool.connection_kwargs.get("socket_timeout") or REDIS_TIMEOUT
+        )
+        self._redis_minus_monotonic: float | None = None
+        self._calibrated_at = -math.inf
+        self._lost: list[tuple[str, str, str]] = []  # ("claim"|"budget", key or subject, token)
+        self._lost_lock = threading.Lock()
         self._claim = self._redis.register_script(_CLAIM_LUA)
         self._finish = self._redis.register_script(_FINISH_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._reserve = self._redis.register_script(_RESERVE_LUA)
+        self._forget = self._redis.register_script(_FORGET_LUA)
+        self._reset_budget = self._redis.register_script(_RESET_BUDGET_LUA)
+        self._check_writable = self._redis.register_script(_CHECK_WRITABLE_LUA)
 
     @property
     def describe(self) -> str:
@@ -910,8 +1153,10 @@ class RedisStore:
         ttl = _positive("ttl", ttl)
         token = _new_token()
         now = self._clock()
-        with self._guard():
-            state, record = self._claim(
+        self._undo_lost()
+        with self._remember_if_lost("claim", key, token), self._guard():
+            state, record = self._in_time(
+                self._claim,
                 keys=[self._dedupe_key(key)],
                 args=[repr(now), token, repr(now + ttl), _redis_ttl_ms(ttl)],
             )
@@ -926,6 +1171,7 @@ class RedisStore:
         retention = _positive("retention", retention)
         data = _dump_record(record)
         now = self._clock()
+        self._undo_lost()
         with self._guard():
             self._finish(
                 keys=[self._dedupe_key(key)],
@@ -934,6 +1180,7 @@ class RedisStore:
 
     def release(self, key: str, token: str) -> None:
         _check_text("key", key)
+        self._undo_lost()
         with self._guard():
             self._release(keys=[self._dedupe_key(key)], args=[token])
 
@@ -945,14 +1192,17 @@ class RedisStore:
             return None
         token = _new_token()
         now = self._clock()
-        with self._guard():
-            answer = self._reserve(
+        self._undo_lost()
+        with self._remember_if_lost("budget", subject, token), self._guard():
+            (answer, *_) = self._in_time(
+                self._reserve,
                 keys=[self._budget_key(subject)],
                 args=[repr(now), repr(now - window), limit, token, _redis_ttl_ms(window)],
             )
         return token if answer == token else None
 
     def refund_budget(self, subject: str, token: str) -> None:
+        self._undo_lost()
         with self._guard():
             self._redis.zrem(self._budget_key(subject), token)
 
@@ -1008,7 +1258,23 @@ class RedisStore:
             del item["updated_at"]
         return {"dedupe": dedupe, "budget": _newest(budget, "last_at", limit)}
 
+    def forget(self, key: str) -> bool:
+        _check_text("key", key)
+        with self._guard():
+            return bool(self._forget(keys=[self._dedupe_key(key)], args=[repr(self._clock())]))
+
+    def reset_budget(self, subject: str) -> int:
+        _check_text("subject", subject)
+        with self._guard():
+            return int(self._reset_budget(keys=[self._budget_key(subject)]))
+
+    def check_writable(self) -> None:
+        self._undo_lost()
+        with self._guard():
+            self._check_writable(keys=[f"{self._prefix}check-writable:{_new_token()}"])
+
     def ping(self) -> None:
+        self._undo_lost()
         with self._guard():
             self._redis.ping()
 
@@ -1041,6 +1307,59 @@ class RedisStore:
             if len(keys) >= REDIS_SCAN_LIMIT:
                 break
         return keys
+
+    def _in_time(self, script: Callable[..., list], keys: list[str], args: list) -> list:
+        """Run a deadline-checking script; an answer "late" that arrives means drift: retry."""
+        for attempt in range(2):
+            answer = script(keys=keys, args=[*args, repr(self._deadline(fresh=attempt > 0))])
+            if not answer or answer[0] != _LATE:
+                return answer
+        raise StoreUnavailable(
+            f"state store {self._describe} unavailable: answers arrive after the "
+            f"{self._answer_within:g}s socket timeout"
+        )
+
+    def _deadline(self, *, fresh: bool) -> float:
+        """Now plus one attempt's socket timeout, in Redis' clock (seconds since the epoch)."""
+        if fresh or time.monotonic() - self._calibrated_at > REDIS_CALIBRATE_EVERY:
+            seconds, microseconds = self._redis.time()
+            after = time.monotonic()
+            # Redis read its clock at some moment before `after`; assuming `after` can only
+            # make the deadline earlier than the caller's, never later.
+            self._redis_minus_monotonic = seconds + microseconds / 1e6 - after
+            self._calibrated_at = after
+        assert self._redis_minus_monotonic is not None
+        return time.monotonic() + self._redis_minus_monotonic + self._answer_within
+
+    @contextmanager
+    def _remember_if_lost(self, kind: str, name: str, token: str) -> Iterator[None]:
+        """If the call fails, its script may still have run: remember what to undo."""
+        try:
+            yield
+        except StoreUnavailable:
+            with self._lost_lock:
+                if len(self._lost) < REDIS_LOST_LIMIT:
+                    self._lost.append((kind, name, token))
+            raise
+
+    def _undo_lost(self) -> None:
+        """Release markers and refund units taken by calls whose reply was lost (best effort).
+
+        Safe at any later time: the caller gave up after the script's deadline, so a script
+        not yet run never acts, and the release and refund only touch our own token.
+        """
+        with self._lost_lock:
+            lost, self._lost = self._lost, []
+        for index, (kind, name, token) in enumerate(lost):
+            try:
+                if kind == "claim":
+                    self._release(keys=[self._dedupe_key(name)], args=[token])
+                else:
+                    self._redis.zrem(self._budget_key(name), token)
+            except self._errors:
+                with self._lost_lock:
+                    self._lost[:0] = lost[index:]  # still down: try again next time
+                return
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

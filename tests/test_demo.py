@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# A shell left configured for a real deployment (or a broken one): none of it may reach the demo.
+CALLERS_SETTINGS = {
+    "OBS_ENDPOINT": "http://127.0.0.1:9",
+    "OBS_ACCESS_KEY_ID": "AK-of-the-shell",
+    "OBS_SECRET_ACCESS_KEY": "SK-of-the-shell",
+    "OBS_CA_BUNDLE": "/no/such/bundle.pem",
+    "RESTORE_STATE_URL": "redis://127.0.0.1:1/0",
+    "RESTORE_DRY_RUN": "true",
+    "RESTORE_GRAPH_ALLOWLIST": "some-other-graph",
+    "RESTORE_MAX_RESTORES": "not-a-number",
+    "RESTORE_AUTH_TOKEN": "token-of-the-shell",
+    "K_SINK": "http://127.0.0.1:9/sink",
+    "LOG_LEVEL": "ERROR",
+    "FUNCTION_SIGNATURE_TYPE": "cloudevent",
+}
+
+
 def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
     done = subprocess.run(
         [sys.executable, "-m", "handler.demo"],
+        env={**os.environ, **CALLERS_SETTINGS},
         cwd=ROOT,
         capture_output=True,
         text=True,

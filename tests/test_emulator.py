@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import signal
 import subprocess
@@ -737,3 +738,94 @@ def test_cli_main_can_be_stopped_by_a_signal_in_process(capsys):
         timer.cancel()
     assert code == 0
     assert capsys.readouterr().out.startswith("http://127.0.0.1:")
+
+
+def test_cli_reads_the_secret_key_from_the_environment_not_the_command_line():
+    command = [sys.executable, "-m", "handler.emulator", "--port", "0", "--access-key", AK]
+    command += ["--execution", f"{GRAPH}/{EXECUTION}=FAILED"]
+    environment = {**os.environ, "EMULATOR_SECRET_ACCESS_KEY": SK}
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = read_line(process.stdout).strip()
+        with open(f"/proc/{process.pid}/cmdline", "rb") as cmdline:  # what `ps` shows
+            assert SK.encode() not in cmdline.read()
+        with WorkflowClient(AK, SK, server=url) as client:
+            assert client.restoreFailedWorkflowExecution(EXECUTION, GRAPH).status == 200
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0 and SK not in err
+
+
+def test_cli_secret_key_flag_still_wins_and_the_key_is_required(capsys):
+    assert main(["--port", "0", "--access-key", AK], environ={}) == 2
+    assert "EMULATOR_SECRET_ACCESS_KEY" in capsys.readouterr().err
+    timer = threading.Timer(0.5, lambda: signal.raise_signal(signal.SIGINT))
+    timer.start()
+    try:
+        code = main(["--port", "0", "--access-key", AK], environ={"EMULATOR_SECRET_ACCESS_KEY": SK})
+    finally:
+        timer.cancel()
+    assert code == 0 and capsys.readouterr().out.startswith("http://127.0.0.1:")
+
+
+def test_cli_queues_the_faults_in_order():
+    command = [sys.executable, "-m", "handler.emulator", "--port", "0", "--access-key", AK]
+    command += ["--execution", f"{GRAPH}/{EXECUTION}=FAILED"]
+    command += ["--fail-next", "2", "--fail-status", "429", "--retry-after", "3"]
+    command += ["--reset-next", "1", "--garbage-next", "1", "--redirect-next", "1"]
+    command += ["--redirect-location", "http://127.0.0.1:9/elsewhere"]
+    environment = {**os.environ, "EMULATOR_SECRET_ACCESS_KEY": SK}
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = read_line(process.stdout).strip()
+        target = f"{url}/v2/workflowexecutions/{EXECUTION}?x-workflow-graph-name={GRAPH}"
+        answers = []
+        for _ in range(2):
+            answer = requests.get(target, timeout=5)
+            answers.append((answer.status_code, answer.headers.get("Retry-After")))
+        with pytest.raises(requests.ConnectionError):
+            requests.get(target, timeout=5)
+        garbage = requests.get(target, timeout=5)
+        answers.append((garbage.status_code, garbage.headers["Content-Type"]))
+        redirect = requests.get(target, timeout=5, allow_redirects=False)
+        answers.append((redirect.status_code, redirect.headers["Location"]))
+        answers.append((requests.get(target, timeout=5).status_code, None))  # unsigned: 403
+        assert answers == [
+            (429, "3"),
+            (429, "3"),
+            (502, "text/html"),
+            (302, "http://127.0.0.1:9/elsewhere"),
+            (403, None),
+        ]
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_cli_rejects_bad_fault_flags(capsys):
+    base = ["--port", "0", "--access-key", AK, "--secret-key", SK]
+    assert main([*base, "--fail-next", "1", "--fail-status", "42"]) == 2
+    assert main([*base, "--reset-next", "-1"]) == 2
+    assert main([*base, "--fail-next", "many"]) == 2
+    assert SK not in capsys.readouterr().err

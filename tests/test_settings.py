@@ -119,3 +119,73 @@ def test_settings_is_immutable():
     settings = Settings(endpoint="https://x")
     with pytest.raises(AttributeError):
         settings.dry_run = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("state_url", "named"),
+    [
+        ("sqlite:////tmp/x.db?busy=1", "'busy'"),
+        ("sqlite:////tmp/x.db?busy_timeout=soon", "busy_timeout"),
+        ("sqlite:////tmp/x.db?mode=wr", "mode"),
+        ("redis://127.0.0.1:notaport/0", "port"),
+        ("redis://127.0.0.1:0/0", "port"),
+        ("redis://127.0.0.1:65536/0", "port"),
+        ("redis://127.0.0.1:6379/zero", "database index"),
+        ("redis://:6379/0", "host"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout"),
+        ("redis://127.0.0.1:6379/0?sockettimeout=1", "'sockettimeout'"),
+        ("redis://127.0.0.1:6379/0?ssl_cert_reqs=none", "rediss://"),
+        ("memory://somewhere", "memory://"),
+        ("postgres://db", "'postgres'"),
+    ],
+)
+def test_the_whole_state_url_is_validated_at_load_time(state_url, named):
+    with pytest.raises(SettingsError) as error:
+        load_settings({**BASE, "RESTORE_STATE_URL": state_url})
+    assert error.value.variable == "RESTORE_STATE_URL"
+    assert str(error.value).startswith("RESTORE_STATE_URL: ") and named in str(error.value)
+
+
+def test_a_bad_state_url_never_echoes_its_password():
+    for state_url in (
+        "redis://:pw-SECRET-5@127.0.0.1:notaport/0",
+        "redis://user:pw-SECRET-5@127.0.0.1:6379/x",
+        "redis://127.0.0.1:6379/0?password=pw-SECRET-5&bogus=1",
+        "redis://127.0.0.1:6379/0?password=pw-SECRET-5&password=pw-SECRET-5",
+    ):
+        with pytest.raises(SettingsError) as error:
+            load_settings({**BASE, "RESTORE_STATE_URL": state_url})
+        assert "pw-SECRET-5" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "state_url",
+    [
+        "memory://",
+        "sqlite:////tmp/x.db",
+        "sqlite:///relative/x.db?busy_timeout=0.5&mode=rw",
+        "redis://127.0.0.1",
+        "redis://:pw@cache:6380/15?socket_timeout=0.3&socket_connect_timeout=1",
+        "rediss://user:pw@[::1]:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem",
+        "redis://cache/0?health_check_interval=0&max_connections=8&protocol=3",
+    ],
+)
+def test_valid_state_urls_load(state_url):
+    assert load_settings({**BASE, "RESTORE_STATE_URL": state_url}).state_url == state_url
+
+
+def test_the_store_settings_need_no_obs_endpoint():
+    from handler.settings import load_store_settings
+
+    settings = load_store_settings(
+        {"RESTORE_STATE_URL": "redis://:pw-SECRET-6@cache:6379/0", "RESTORE_BUDGET_WINDOW": "2h"}
+    )
+    assert (settings.state_url, settings.budget_window) == (
+        "redis://:pw-SECRET-6@cache:6379/0",
+        7200.0,
+    )
+    assert "pw-SECRET-6" not in repr(settings)
+    assert load_store_settings({}).state_url.startswith("sqlite:///")
+    with pytest.raises(SettingsError) as error:
+        load_store_settings({"RESTORE_STATE_URL": "sqlite:////tmp/x.db?busy=1"})
+    assert error.value.variable == "RESTORE_STATE_URL"

@@ -290,6 +290,80 @@ def test_ping_and_describe(store, make_store):
     assert store.describe in repr(store)
 
 
+# --- operators and readiness -----------------------------------------------------------------
+
+
+def test_forget_drops_an_outcome_or_a_marker_so_the_event_runs_again(store, clock):
+    done = store.claim("finished", ttl=60)
+    store.finish("finished", done.token, {"outcome": "failed"}, retention=HOUR)
+    store.claim("in-flight", ttl=60)
+    old = store.claim("expired", ttl=10)
+    clock.advance(11)
+
+    assert store.forget("finished") is True
+    assert store.forget("in-flight") is True
+    assert store.forget("expired") is False  # nothing live to forget
+    assert store.forget("never-seen") is False
+    assert store.recent()["dedupe"] == []
+    assert store.claim("finished", ttl=60).acquired
+    assert store.claim("in-flight", ttl=60).acquired
+    store.release("expired", old.token)  # harmless after a forget
+    with pytest.raises(ValueError, match="key"):
+        store.forget("")
+
+
+def test_reset_budget_drops_one_executions_reservations(store):
+    for _ in range(3):
+        assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is not None
+    store.reserve_budget("graph/exec-2", limit=3, window=HOUR)
+    assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is None
+
+    assert store.reset_budget("graph/exec-1") == 3
+    assert store.budget_used("graph/exec-1", HOUR) == 0
+    assert store.budget_used("graph/exec-2", HOUR) == 1  # another execution is untouched
+    assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is not None
+    assert store.reset_budget("graph/never-seen") == 0
+    with pytest.raises(ValueError, match="subject"):
+        store.reset_budget("")
+
+
+def test_check_writable_writes_nothing(store):
+    for _ in range(3):
+        store.check_writable()
+    assert store.recent() == {"dedupe": [], "budget": []}
+    assert store.claim("event", ttl=60).acquired
+
+
+def test_check_writable_fails_on_a_read_only_sqlite_store(tmp_path):
+    path = tmp_path / "state.db"
+    open_store(f"sqlite:///{path}").close()
+    reader = open_store(f"sqlite:///{path}?mode=ro")
+    reader.ping()  # it answers ...
+    with pytest.raises(StoreUnavailable, match="readonly"):
+        reader.check_writable()  # ... but cannot be written
+    reader.close()
+
+
+def test_check_writable_fails_when_redis_refuses_writes(redis_server_factory):
+    import redis
+
+    server = redis_server_factory()
+    store = open_store(server.url)
+    store.check_writable()
+    raw = redis.Redis.from_url(server.url, decode_responses=True)
+    assert raw.keys("*") == []  # the probe left nothing
+    raw.config_set("min-replicas-to-write", 1)  # no replica: Redis refuses every write
+    try:
+        store.ping()
+        with pytest.raises(StoreUnavailable, match="NOREPLICAS"):
+            store.check_writable()
+    finally:
+        raw.config_set("min-replicas-to-write", 0)
+    store.check_writable()
+    raw.close()
+    store.close()
+
+
 # --- URLs -------------------------------------------------------------------------------------
 
 
@@ -323,6 +397,32 @@ def test_sqlite_urls_follow_the_sqlalchemy_convention(tmp_path, monkeypatch):
         open_store(f"sqlite:///{absolute}?journal=off")
     with pytest.raises(ValueError, match="busy_timeout"):
         open_store(f"sqlite:///{absolute}?busy_timeout=soon")
+
+
+def test_open_store_validates_the_whole_url_without_importing_redis():
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from handler.store import validate_state_url\n"
+        "for url in ('redis://127.0.0.1:notaport/0', 'redis://h/0?bogus=1'):\n"
+        "    try:\n"
+        "        validate_state_url(url)\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n"
+        "validate_state_url('rediss://:pw@h:6380/1?socket_timeout=0.5')\n"
+        "print('redis' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert "port" in lines[0] and "'bogus'" in lines[1] and lines[2] == "False"
+    with pytest.raises(ValueError, match="port"):
+        open_store("redis://127.0.0.1:99999/0")
+    with pytest.raises(ValueError, match="'busy'"):
+        open_store("sqlite:////tmp/never-created.db?busy=1")
+    assert not Path("/tmp/never-created.db").exists()
 
 
 def test_redact_url_masks_passwords_and_drops_the_query():
@@ -459,6 +559,78 @@ def test_sqlite_file_without_write_permission_is_unavailable():
         answer = results.get(timeout=20)
         process.join(timeout=10)
         assert answer.startswith("unavailable:"), answer
+    finally:
+        workdir.chmod(0o755)
+        shutil.rmtree(workdir)
+
+
+def _write_while_read_only_then_writable(url: str, made_writable, results) -> None:
+    """As an unprivileged user: write to a read-only store, then again once it is writable."""
+    try:
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+        store = open_store(url)  # SQLite falls back to a read-only connection here
+        for name, write in (
+            ("claim", lambda: store.claim("event", ttl=60)),
+            ("reserve", lambda: store.reserve_budget("exec", 3, HOUR)),
+            ("finish", lambda: store.finish("event", "t", {"ok": True}, retention=60)),
+        ):
+            try:
+                write()
+                results.put(f"{name} written while read-only")
+            except StoreUnavailable:
+                results.put(f"{name} unavailable")
+        results.put("waiting")
+        made_writable.wait(timeout=20)
+        # The same store object, the same thread: no restart, no new store.
+        for name, write in (
+            ("claim", lambda: store.claim("event", ttl=60).state),
+            ("reserve", lambda: store.reserve_budget("exec", 3, HOUR) is not None),
+        ):
+            try:
+                results.put(f"{name} -> {write()}")
+            except StoreUnavailable as exc:
+                results.put(f"{name} still unavailable: {exc}")
+        store.close()
+    except BaseException as exc:
+        results.put(f"unexpected {type(exc).__name__}: {exc}")
+    results.put("end")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses fork")
+def test_sqlite_recovers_by_itself_once_a_read_only_file_is_writable_again():
+    workdir = Path(tempfile.mkdtemp(prefix="store-recover-"))
+    try:
+        workdir.chmod(0o777)
+        path = workdir / "state.db"
+        open_store(f"sqlite:///{path}").close()
+        path.chmod(0o444)
+        context = multiprocessing.get_context("fork")
+        made_writable, results = context.Event(), context.Queue()
+        process = context.Process(
+            target=_write_while_read_only_then_writable,
+            args=(f"sqlite:///{path}", made_writable, results),
+        )
+        process.start()
+        answers = []
+        while not answers or answers[-1] != "end":
+            answers.append(results.get(timeout=20))
+            if answers[-1] == "waiting":
+                for file in workdir.iterdir():  # state.db and the -wal/-shm made read-only too
+                    file.chmod(0o666)
+                made_writable.set()
+        process.join(timeout=10)
+        assert answers == [
+            "claim unavailable",
+            "reserve unavailable",
+            "finish unavailable",
+            "waiting",
+            "claim -> acquired",
+            "reserve -> True",
+            "end",
+        ]
     finally:
         workdir.chmod(0o755)
         shutil.rmtree(workdir)
@@ -617,4 +789,97 @@ def test_redis_scripts_are_idempotent_for_a_retried_call(redis_url, monkeypatch)
     assert store.reserve_budget("exec", 3, HOUR) == "same-token"
     assert store.reserve_budget("exec", 3, HOUR) == "same-token"
     assert store.budget_used("exec", HOUR) == 1
+    store.close()
+
+
+def _evalsha_calls(url: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url, decode_responses=True) as raw:
+        return int(raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_redis_stall_leaves_no_claim_behind_for_a_redelivery(redis_server_factory):
+    """SIGSTOP, deliver, SIGCONT: the claim the stalled server runs late must take nothing."""
+    server = redis_server_factory()
+    url = server.url + "?socket_timeout=0.3"
+    instance, other_instance = open_store(url), open_store(url)
+    assert instance.claim("warm-up", ttl=60).acquired  # scripts loaded: a stall sends EVALSHA
+    other_instance.ping()
+    assert server.process is not None
+    ran_before = _evalsha_calls(server.url)
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            instance.claim("event", ttl=300)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    # The server now runs what it was sent while stopped; wait (bounded) until it has.
+    give_up = time.monotonic() + 5
+    while _evalsha_calls(server.url) == ran_before:
+        assert time.monotonic() < give_up, "the stalled claim never ran"
+        time.sleep(0.02)
+
+    started = time.monotonic()
+    redelivery = other_instance.claim("event", ttl=300)  # another instance, at once
+    assert redelivery.acquired, redelivery
+    assert time.monotonic() - started < 2
+    # The instance that gave up works again, and its forgotten token cannot drop the marker.
+    assert instance.claim("event", ttl=300).state == "in_progress"
+    assert instance.claim("after", ttl=300).acquired
+    instance.close()
+    other_instance.close()
+
+
+def test_a_redis_stall_spends_no_budget_unit(redis_server_factory):
+    server = redis_server_factory()
+    store = open_store(server.url + "?socket_timeout=0.3")
+    assert store.reserve_budget("warm-up", 1, HOUR) is not None
+    assert server.process is not None
+    ran_before = _evalsha_calls(server.url)
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.reserve_budget("exec", 1, HOUR)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    give_up = time.monotonic() + 5
+    while _evalsha_calls(server.url) == ran_before:
+        assert time.monotonic() < give_up, "the stalled reservation never ran"
+        time.sleep(0.02)
+    assert store.budget_used("exec", HOUR) == 0
+    assert store.reserve_budget("exec", 1, HOUR) is not None
+    store.close()
+
+
+def test_a_claim_whose_reply_was_lost_is_released_at_the_next_use(redis_url):
+    """The script ran, the answer never came back: the marker is ours to drop."""
+    import redis
+
+    store, other_instance = open_store(redis_url), open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    real_claim = store._claim
+
+    def reply_lost(**kwargs):
+        real_claim(**kwargs)
+        raise redis.exceptions.ConnectionError("connection reset after the script ran")
+
+    store._claim = reply_lost
+    with pytest.raises(StoreUnavailable):
+        store.claim("event", ttl=300)
+    store._claim = real_claim
+    assert other_instance.claim("event", ttl=300).state == "in_progress"  # it did run
+    store.ping()  # any next use undoes it
+    assert other_instance.claim("event", ttl=300).acquired
+    store.close()
+    other_instance.close()
+
+
+def test_a_redis_clock_mapping_that_drifted_is_read_again(redis_url):
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    assert store.claim("first", ttl=60).acquired  # maps Redis' clock
+    store._redis_minus_monotonic -= 30  # as if Redis' clock jumped 30 s ahead since
+    assert store.claim("second", ttl=60).acquired
+    assert store.reserve_budget("exec", 3, HOUR) is not None
     store.close()

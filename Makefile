@@ -25,14 +25,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
-# The FunctionGraph code package that template.yaml deploys: the handler package, its run-time
-# dependencies, `bootstrap` (HTTP function) and `index.py` (event function) at the root.
-package:
-	rm -rf build/package
-	$(PYTHON) -m pip install --quiet --target build/package .
-	cp handler/bootstrap build/package/bootstrap
-	printf 'from handler.main import handler  # noqa: F401 - FunctionGraph entry index.handler\n' \
-		> build/package/index.py
+# The FunctionGraph runtime every function runs on, stated here once: `make package` builds
+# for it, and tests check that pyproject's requires-python and template.yaml's runtimes agree.
+# `make package PYTHON_VERSION=3.12` builds for Python3.12 (set the template's runtime to match).
+PYTHON_VERSION ?= 3.10
+
+# The two code packages template.yaml deploys (build/restore-event.zip, build/restore-http.zip),
+# with dependencies resolved for that runtime; needs the package index (pip).
+package: $(STAMP)
+	$(BIN)/python scripts/build_package.py --python-version $(PYTHON_VERSION) --out build
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

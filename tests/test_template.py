@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
+import zipfile
 from pathlib import Path
 
 import yaml
 
 from handler.settings import SETTINGS_DOC
+from tests.packages import names, target_version
+
+pytest_plugins = ["tests.package_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
+CODE_URIS = {"http": "./build/restore-http.zip", "event": "./build/restore-event.zip"}
 
 
 def services():
@@ -25,22 +31,52 @@ def test_every_function_has_runtime_memory_timeout_agency_and_code():
         for key in ("functionName", "runtime", "handler", "memorySize", "timeout", "agencyName"):
             assert function.get(key), f"{name}: {key} missing"
         assert 3 <= function["timeout"] <= 900
-        assert function["code"]["codeUri"] == "./build/package"
+        assert function["codeType"] == "zip"
 
 
-def test_handlers_point_at_code_that_exists():
-    functions = {
-        s["props"]["function"]["runtime"]: s["props"]["function"] for s in services().values()
-    }
+def functions_by_kind() -> dict[str, dict]:
+    """``{"http": …, "event": …}``: the HTTP function and the Python event function."""
+    functions = [s["props"]["function"] for s in services().values()]
+    http = [f for f in functions if f["runtime"] == "http"]
+    event = [f for f in functions if f["runtime"].startswith("Python")]
+    assert len(http) == 1 and len(event) == 1, [f["runtime"] for f in functions]
+    return {"http": http[0], "event": event[0]}
+
+
+def test_runtimes_match_requires_python_and_the_package_target():
+    """One runtime: the Makefile's PYTHON_VERSION is requires-python's floor and the event
+    function's runtime (Python3.9 there once deployed code that could not run)."""
+    version = target_version()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(rf'^requires-python = ">={re.escape(version)}"$', pyproject, re.M)
+    assert f'target-version = "py{version.replace(".", "")}"' in pyproject
+    assert functions_by_kind()["event"]["runtime"] == f"Python{version}"
+
+
+def test_each_function_deploys_its_own_zip():
+    for kind, function in functions_by_kind().items():
+        assert function["code"]["codeUri"] == CODE_URIS[kind]
+
+
+def test_handlers_exist_in_the_built_zips(built_packages):
+    functions = functions_by_kind()
     assert functions["http"]["handler"] == "bootstrap"
+    assert "bootstrap" in names(built_packages["http"])
+    module, _, attribute = functions["event"]["handler"].partition(".")
+    assert f"{module}.py" in names(built_packages["event"])
+    index = zipfile.ZipFile(built_packages["event"]).read(f"{module}.py").decode()
+    assert re.search(rf"^from handler\.main import {attribute}\b", index, re.M)
+
+
+def test_bootstrap_serves_the_documented_way():
+    """FunctionGraph's contract: 127.0.0.1:8000, its runtime's interpreter, unbuffered."""
     bootstrap = ROOT / "handler" / "bootstrap"
     assert bootstrap.stat().st_mode & stat.S_IXUSR
     text = bootstrap.read_text()
-    assert "--source handler/main.py --target restore" in text and "--port 8000" in text
-    event = next(f for runtime, f in functions.items() if runtime.startswith("Python"))
-    assert event["handler"] == "index.handler"
-    makefile = (ROOT / "Makefile").read_text()
-    assert "from handler.main import handler" in makefile  # `make package` writes index.py
+    assert "--source handler/main.py --target restore" in text
+    assert '--host 127.0.0.1 --port "${BOOTSTRAP_PORT:-8000}"' in text
+    assert "/opt/function/runtime/python$target_python_version/rtsp/python/bin/python3" in text
+    assert 'exec "$python" -u -m functions_framework' in text
 
 
 def test_every_setting_the_template_sets_is_one_the_code_reads():

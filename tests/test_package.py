@@ -1,0 +1,354 @@
+"""The zips `make package` builds run on FunctionGraph's CPython, with nothing but themselves.
+
+Each zip is unpacked into a temporary directory and run under the target CPython (a bare venv
+of the Makefile's PYTHON_VERSION) with a clean environment: only the variables template.yaml
+gives the function, plus PATH. The OBS workflow API is the project's emulator on loopback,
+which accepts only the agency's temporary keys, so a restore proves the function signed with
+the keys FunctionGraph hands it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from handler.emulator import Emulator
+from tests.packages import ROOT, names, target_version, unpack
+
+pytest_plugins = ["tests.package_fixtures", "tests.redis_server"]
+
+AGENCY_AK = "AGENCY-AK-temporary"
+AGENCY_SK = "agency-secret-key-0123456789"
+AGENCY_TOKEN = "agency-security-token-0123456789"
+STATIC_AK, STATIC_SK = "STATIC-AK-not-accepted", "static-secret-not-accepted-0123"
+AUTH_TOKEN = "auth-token-for-the-package-test-0123"
+SECRETS = (AGENCY_SK, AGENCY_TOKEN, STATIC_SK, AUTH_TOKEN)
+
+WEB_FRAMEWORK = ("flask", "werkzeug", "functions_framework", "gunicorn", "uvicorn", "starlette")
+WEB_FRAMEWORK += ("jinja2", "markupsafe", "itsdangerous", "click", "watchdog", "anyio")
+DEV_ONLY = ("handler/emulator.py", "handler/demo.py", "handler/cli.py", "handler/devtools/")
+RUN_TIMEOUT = 60.0
+START_TIMEOUT = 30.0
+
+SMN_EVENT = json.loads((ROOT / "tests/fixtures/events/smn_trigger.json").read_text())["event"]
+# (graph, execution) the SMN trigger fixture asks to restore; its third request is RUNNING.
+SMN_RESTORES = [("video-transcode", "exec-3001"), ("archive", "nightly-04")]
+EVENTGRID_EVENT = {
+    "events": [
+        {
+            "specversion": "1.0",
+            "id": "eg-package-1",
+            "source": "HC.OBS",
+            "type": "com.example.workflow.execution.failed",
+            "datacontenttype": "application/json",
+            "data": {"graphName": "eventgrid-graph", "executionName": "eg-exec-1"},
+        }
+    ]
+}
+
+# Runs inside the unpacked event zip under the target CPython, as FunctionGraph would: the code
+# directory on sys.path, `index.handler(event, context)` per event. The context offers the
+# documented methods, with the agency's temporary keys.
+EVENT_DRIVER = """
+import json, sys
+
+sys.path.insert(0, ".")
+request = json.load(sys.stdin)
+
+
+class Context:
+    def getRequestID(self):
+        return "fg-request-package-test"
+
+    def getRemainingTimeInMilliSeconds(self):
+        return 30000
+
+    def getSecurityAccessKey(self):
+        return request["agency"][0]
+
+    def getSecuritySecretKey(self):
+        return request["agency"][1]
+
+    def getSecurityToken(self):
+        return request["agency"][2]
+
+
+import index
+import requests
+
+answers = [index.handler(event, Context()) for event in request["events"]]
+web = sorted({name.split(".")[0] for name in sys.modules} & set(request["forbidden"]))
+report = {
+    "answers": answers,
+    "python": list(sys.version_info[:2]),
+    "requestsFrom": requests.__file__,
+    "webModulesLoaded": web,
+}
+with open(request["report"], "w") as out:
+    json.dump(report, out)
+"""
+
+
+def template_function(service: str) -> dict:
+    return yaml.safe_load((ROOT / "template.yaml").read_text())["services"][service]["props"][
+        "function"
+    ]
+
+
+def function_environment(service: str, endpoint: str, secrets: dict[str, str]) -> dict[str, str]:
+    """template.yaml's variables for ``service`` with its ${vars.…} and ${env(…)} filled in."""
+    template = yaml.safe_load((ROOT / "template.yaml").read_text())
+    variables = {**template["vars"], "endpoint": endpoint}
+    environment = {}
+    for name, value in template_function(service)["environmentVariables"].items():
+        value = re.sub(r"\$\{vars\.(\w+)\}", lambda m: str(variables[m.group(1)]), str(value))
+        value = re.sub(r"\$\{env\((\w+)\)\}", lambda m: secrets[m.group(1)], value)
+        environment[name] = value
+    return environment
+
+
+@pytest.fixture
+def emulator():
+    """The OBS workflow API on loopback, accepting only the agency's temporary credentials."""
+    emu = Emulator({AGENCY_AK: AGENCY_SK}, security_token=AGENCY_TOKEN)
+    for graph, execution in [*SMN_RESTORES, ("eventgrid-graph", "eg-exec-1")]:
+        emu.seed(graph, execution, "FAILED")
+    with emu:
+        yield emu
+
+
+def run_event_function(code: Path, runtime_bin: Path, env: dict, events: list, tmp: Path) -> dict:
+    """One cold start of the event function: a fresh process handling ``events`` in turn."""
+    report = tmp / f"report-{time.monotonic_ns()}.json"
+    request = {
+        "events": events,
+        "agency": [AGENCY_AK, AGENCY_SK, AGENCY_TOKEN],
+        "forbidden": list(WEB_FRAMEWORK),
+        "report": str(report),
+    }
+    result = subprocess.run(
+        [str(runtime_bin / "python3"), "-u", "-c", EVENT_DRIVER],
+        cwd=code,
+        env={**env, "PATH": f"{runtime_bin}:/usr/bin:/bin"},
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    for secret in SECRETS:
+        assert secret not in result.stdout + result.stderr
+    return json.loads(report.read_text())
+
+
+def outcomes(answer: dict) -> list[tuple[str, str, str]]:
+    return [(r["graphName"], r["executionName"], r["outcome"]) for r in answer["results"]]
+
+
+# ------------------------------------------------------------------------------- contents
+
+
+def test_the_event_zip_holds_the_function_and_no_web_framework(built_packages):
+    entries = names(built_packages["event"])
+    tops = {entry.split("/")[0] for entry in entries}
+    assert "index.py" in entries and "handler/main.py" in entries
+    assert not tops & set(WEB_FRAMEWORK), tops & set(WEB_FRAMEWORK)
+    assert "bootstrap" not in entries
+    for package in ("redis", "requests", "cloudevents", "urllib3"):
+        assert package in tops, package
+
+
+def test_the_http_zip_holds_bootstrap_functions_framework_and_redis(built_packages):
+    entries = names(built_packages["http"])
+    tops = {entry.split("/")[0] for entry in entries}
+    assert {"bootstrap", "handler", "functions_framework", "flask", "redis"} <= tops
+    assert "index.py" not in entries
+
+
+def test_no_zip_holds_dev_modules_scripts_bytecode_or_benchmarks(built_packages):
+    for package in built_packages.values():
+        for entry in names(package):
+            assert not entry.startswith(DEV_ONLY), entry
+            assert not entry.startswith(("bin/", "benchmarks/", "tests/")), entry
+            assert "__pycache__" not in entry and not entry.endswith(".pyc"), entry
+
+
+def test_dependencies_are_the_target_pythons_not_the_build_machines(built_packages):
+    """Compiled modules are for the target's ABI only; markers were evaluated for the target
+    (on 3.10 redis needs async-timeout and anyio exceptiongroup, which a 3.11 build skips)."""
+    tag = "cpython-" + target_version().replace(".", "")
+    for package in built_packages.values():
+        compiled = [entry for entry in names(package) if entry.endswith(".so")]
+        assert compiled and all(f".{tag}-x86_64-linux-gnu.so" in entry for entry in compiled)
+    if target_version() == "3.10":
+        assert "async_timeout/__init__.py" in names(built_packages["event"])
+        assert "exceptiongroup/__init__.py" in names(built_packages["http"])
+
+
+def test_both_zips_pin_the_same_versions_of_what_they_share(built_packages):
+    def pins(package: Path) -> dict[str, str]:
+        with zipfile.ZipFile(package) as archive:
+            header = archive.read("MANIFEST.txt").decode().splitlines()
+        line = next(line for line in header if line.startswith("# dependencies: "))
+        return dict(pin.split("==") for pin in line.removeprefix("# dependencies: ").split())
+
+    event, http = pins(built_packages["event"]), pins(built_packages["http"])
+    assert "redis" in event and set(event) <= set(http)
+    assert {name: http[name] for name in event} == event
+
+
+def test_every_zip_has_a_manifest_of_every_file_and_its_size(built_packages):
+    for package in built_packages.values():
+        with zipfile.ZipFile(package) as archive:
+            sizes = {info.filename: info.file_size for info in archive.infolist()}
+            manifest = archive.read("MANIFEST.txt").decode()
+        listed = dict(
+            reversed(line.split("\t")) for line in manifest.splitlines() if line[:1].isdigit()
+        )
+        del sizes["MANIFEST.txt"]
+        assert {path: int(size) for path, size in listed.items()} == sizes
+        beside = package.with_name(package.stem + ".MANIFEST.txt").read_text()
+        assert beside.startswith(manifest) and f"{package.stat().st_size} bytes" in beside
+
+
+def test_zip_entries_are_sorted_and_bootstrap_is_executable(built_packages):
+    for package in built_packages.values():
+        with zipfile.ZipFile(package) as archive:
+            infos = archive.infolist()
+        assert [i.filename for i in infos] == sorted(i.filename for i in infos)
+        modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in infos}
+        assert modes.get("bootstrap", 0o755) == 0o755
+    bootstrap = zipfile.ZipFile(built_packages["http"]).read("bootstrap").decode()
+    assert f'target_python_version="{target_version()}"' in bootstrap
+
+
+# --------------------------------------------------------------------------------- running
+
+
+@pytest.mark.parametrize("state", ["sqlite", "redis"])
+def test_the_event_zip_restores_an_smn_trigger_event_under_the_target_python(
+    state, built_packages, runtime_bin, emulator, tmp_path, request
+):
+    code = unpack(built_packages["event"], tmp_path / "code")
+    if state == "redis":
+        state_url = request.getfixturevalue("redis_url")
+    else:
+        state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    env = function_environment("restore-event", emulator.url, {"RESTORE_STATE_URL": state_url})
+    assert "OBS_ACCESS_KEY_ID" not in env  # the agency's keys are the only credentials
+
+    first = run_event_function(code, runtime_bin, env, [SMN_EVENT, EVENTGRID_EVENT], tmp_path)
+
+    assert first["python"] == [int(part) for part in target_version().split(".")]
+    assert Path(first["requestsFrom"]).is_relative_to(code)  # from the zip, nowhere else
+    assert first["webModulesLoaded"] == []
+    smn, eventgrid = first["answers"]
+    assert smn["statusCode"] == 200 and smn["summary"] == {"restored": 2, "skipped": 1}
+    assert eventgrid["summary"] == {"restored": 1}  # a CloudEvent, read with the cloudevents SDK
+    for graph, execution in [*SMN_RESTORES, ("eventgrid-graph", "eg-exec-1")]:
+        assert emulator.state(graph, execution) == "RUNNING"
+        assert emulator.restores(graph, execution) == 1
+
+    # Another cold start gets the same delivery again: the state store remembers it.
+    again = run_event_function(code, runtime_bin, env, [SMN_EVENT], tmp_path)
+    assert again["answers"][0]["summary"] == {"duplicate": 2, "skipped": 1}
+    assert all(emulator.restores(g, e) == 1 for g, e in SMN_RESTORES)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_http_zip_bootstrap_serves_and_restores_under_the_target_python(
+    built_packages, runtime_bin, emulator, tmp_path
+):
+    code = unpack(built_packages["http"], tmp_path / "code")
+    secrets = {
+        "OBS_ACCESS_KEY_ID": STATIC_AK,  # not accepted: only the agency's header keys work
+        "OBS_SECRET_ACCESS_KEY": STATIC_SK,
+        "RESTORE_AUTH_TOKEN": AUTH_TOKEN,
+        "RESTORE_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+    }
+    env = function_environment("restore-http", emulator.url, secrets)
+    port = free_port()
+    env.update(
+        PATH=f"{runtime_bin}:/usr/bin:/bin", RUNTIME_CODE_ROOT=str(code), BOOTSTRAP_PORT=str(port)
+    )
+    log = tmp_path / "server.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [str(code / "bootstrap")],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: bootstrap → python → workers
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        health = wait_for_health(url, server, log)
+        assert health["status"] == "ok"
+        if Path("/proc").is_dir():  # bootstrap exec'd the interpreter: same pid, its binary
+            assert f"python{target_version()}" in os.readlink(f"/proc/{server.pid}/exe")
+        answer = requests.post(
+            url,
+            json={"graphName": SMN_RESTORES[0][0], "executionName": SMN_RESTORES[0][1]},
+            headers={
+                "Authorization": f"Bearer {AUTH_TOKEN}",
+                "X-CFF-Request-Id": "cff-request-package-test",
+                "X-CFF-Security-Access-Key": AGENCY_AK,
+                "X-CFF-Security-Secret-Key": AGENCY_SK,
+                "X-CFF-Security-Token": AGENCY_TOKEN,
+            },
+            timeout=RUN_TIMEOUT,
+        )
+        assert answer.status_code == 200, answer.text
+        assert outcomes(answer.json()) == [(*SMN_RESTORES[0], "restored")]
+        assert emulator.state(*SMN_RESTORES[0]) == "RUNNING"
+        unauthenticated = requests.post(url, json={}, timeout=RUN_TIMEOUT)
+        assert unauthenticated.status_code == 401
+    finally:
+        stop(server)
+    text = log.read_text(errors="replace")
+    for secret in SECRETS:
+        assert secret not in text
+
+
+def wait_for_health(url: str, server: subprocess.Popen, log: Path) -> dict:
+    give_up = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < give_up:
+        if server.poll() is not None:
+            pytest.fail(f"bootstrap exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            return requests.get(url, timeout=1).json()
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    pytest.fail(f"bootstrap did not serve within {START_TIMEOUT}s:\n{log.read_text()}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """End the server's process group (only the processes this test started), bounded."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -410,3 +410,25 @@ def test_a_binary_cloudevent_missing_a_required_header_is_rejected_by_name(
     error = response.get_json()["error"]
     assert error["code"] == "IncompleteCloudEvent" and "ce-type" in error["message"]
     assert httpserver.log == []
+
+
+@pytest.mark.parametrize("path", ["/ready", "/?ready=1"])
+def test_readiness_is_200_when_the_state_store_can_be_written(httpserver, http_function, path):
+    response = http_function().get(path)
+    assert response.status_code == 200 and response.get_json()["status"] == "ready"
+
+
+def test_readiness_is_503_when_the_state_store_cannot_be_written(
+    httpserver, http_function, function_env, tmp_path
+):
+    from handler.store import open_store
+
+    path = tmp_path / "ro.db"
+    open_store(f"sqlite:///{path}").close()
+    function_env["RESTORE_STATE_URL"] = f"sqlite:///{path}?mode=ro"
+    client = http_function()
+    assert client.get("/").status_code == 200  # liveness: the process is fine
+    response = client.get("/ready")
+    assert response.status_code == 503
+    document = response.get_json()
+    assert document["status"] == "unready" and str(tmp_path) not in json.dumps(document)

@@ -24,14 +24,30 @@ def test_defaults_are_secure_and_documented():
 
 
 def test_every_setting_read_is_documented():
+    """Each name the loader reads (``env.<reader>("NAME", ...)``) is a row of the table or an
+    alias its row names, and each row is read."""
+    import ast
     import inspect
 
     from handler import settings as module
 
-    source = inspect.getsource(module.load_settings) + inspect.getsource(module._sink)
-    source += inspect.getsource(module._verify) + inspect.getsource(module._log_level)
-    read = {name for name in SETTINGS_DOC if f'"{name}"' in source}
-    assert read == set(SETTINGS_DOC)
+    tree = ast.parse(inspect.getsource(module))
+    read = {
+        argument.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "env"
+        for argument in node.args
+        if isinstance(argument, ast.Constant) and isinstance(argument.value, str)
+    }
+    meanings = " ".join(meaning for _default, meaning in SETTINGS_DOC.values())
+    undocumented = {
+        name for name in read if name not in SETTINGS_DOC and f"`{name}`" not in meanings
+    }
+    assert undocumented == set()
+    assert set(SETTINGS_DOC) <= read
 
 
 def test_seed_credential_names_are_aliases():
@@ -189,3 +205,51 @@ def test_the_store_settings_need_no_obs_endpoint():
     with pytest.raises(SettingsError) as error:
         load_store_settings({"RESTORE_STATE_URL": "sqlite:////tmp/x.db?busy=1"})
     assert error.value.variable == "RESTORE_STATE_URL"
+
+
+DWR = {"WORKFLOW_API": "dwr", "DWR_REGION": "cn-south-1", "DWR_PROJECT_ID": "0123abcd" * 4}
+
+
+def test_dwr_is_chosen_with_a_region_or_an_endpoint_and_a_project():
+    settings = load_settings(DWR)
+    assert (settings.workflow_api, settings.endpoint) == (
+        "dwr",
+        "https://dwr.cn-south-1.myhuaweicloud.com",
+    )
+    assert settings.redacted()["workflowApi"] == "dwr"
+    explicit = {**DWR, "DWR_REGION": "", "DWR_ENDPOINT": "http://127.0.0.1:9000"}
+    assert load_settings(explicit).endpoint == "http://127.0.0.1:9000"
+
+
+def test_huawei_cloud_sdk_names_are_aliases():
+    environ = {
+        "WORKFLOW_API": "dwr",
+        "DWR_REGION": "cn-east-3",
+        "HUAWEICLOUD_SDK_PROJECT_ID": "proj-1",
+        "HUAWEICLOUD_SDK_AK": "AK",
+        "HUAWEICLOUD_SDK_SK": "SK-secret",
+        "HUAWEICLOUD_SDK_SECURITY_TOKEN": "TOKEN-secret",
+    }
+    settings = load_settings(environ)
+    assert (settings.project_id, settings.access_key_id) == ("proj-1", "AK")
+    assert (settings.secret_access_key, settings.security_token) == ("SK-secret", "TOKEN-secret")
+    assert "SK-secret" not in repr(settings) and "TOKEN-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"WORKFLOW_API": "soap"}, "WORKFLOW_API"),
+        ({**DWR, "DWR_PROJECT_ID": ""}, "DWR_PROJECT_ID"),
+        ({**DWR, "DWR_PROJECT_ID": "a/../b"}, "DWR_PROJECT_ID"),
+        ({**DWR, "DWR_REGION": "mars-1"}, "DWR_REGION"),
+        ({**DWR, "DWR_ENDPOINT": "https://dwr.example"}, "DWR_REGION"),
+        ({"WORKFLOW_API": "dwr", "DWR_PROJECT_ID": "p"}, "DWR_ENDPOINT"),
+        ({**DWR, "OBS_ENDPOINT": "obs.example"}, "OBS_ENDPOINT"),
+        ({**BASE, "DWR_REGION": "cn-south-1"}, "DWR_REGION"),
+    ],
+)
+def test_invalid_api_combinations_stop_at_start_naming_the_setting(environ, variable):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ)
+    assert caught.value.variable == variable

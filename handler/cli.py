@@ -123,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _restore(args: argparse.Namespace) -> int:
     from handler.client import InvalidNameError
+    from handler.credentials import Credentials
     from handler.pipeline import make_client
-    from handler.signing import Credentials
 
     settings = load_settings()
     if not (settings.access_key_id and settings.secret_access_key):

@@ -113,8 +113,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request
 
+from handler.client.obs_signing import (
+    SECURITY_TOKEN_HEADER,
+    Credentials,
+    Signer,
+    http_date,
+    string_to_sign,
+)
 from handler.names import InvalidNameError, validate_name
-from handler.signing import SECURITY_TOKEN_HEADER, Credentials, Signer, http_date, string_to_sign
 
 __all__ = ["STATES", "Call", "Emulator", "main", "read_seed"]
 

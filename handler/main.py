@@ -34,8 +34,8 @@ if __name__ != "handler.main":  # loaded by path: functions-framework --source h
         sys.path.insert(0, _ROOT)
 
 from handler import __version__, intake
+from handler.credentials import Credentials
 from handler.settings import Settings, load_settings
-from handler.signing import Credentials
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 AUTH_CHALLENGE = 'Bearer realm="obs-workflow-restore"'

@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from handler.client import DEADLINE_EXCEEDED, RetryPolicy, WorkflowClient, WorkflowResult
-from handler.dwr_client import DwrClient
+from handler.client import DEADLINE_EXCEEDED, DwrClient, RetryPolicy, WorkflowClient, WorkflowResult
+from handler.credentials import Credentials
 from handler.intake import Item
 from handler.policy import Policy, Settlement, Ticket, Verdict
 from handler.report import (
@@ -27,7 +27,6 @@ from handler.report import (
     monotonic_ms,
 )
 from handler.settings import Settings
-from handler.signing import Credentials
 from handler.store import StateStore, StoreUnavailable, open_store_deferred
 
 # 4xx answers that may mean "this execution is not failed (any more)": checked with a query.

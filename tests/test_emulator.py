@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from handler.client import RetryPolicy, WorkflowClient
+from handler.client.obs_signing import Credentials, Signer, http_date
 from handler.emulator import Call, Emulator, main
 from handler.names import InvalidNameError
-from handler.signing import Credentials, Signer, http_date
 
 AK = "AK-emulator-test"
 SK = "SK-emulator-test-secret-0123456789"

@@ -28,10 +28,12 @@ def test_every_test_the_delivery_guarantees_cite_exists():
     assert len(cited) >= 10
     defined = {
         name
-        for path in (ROOT / "tests").glob("test_*.py")
+        for path in (ROOT / "tests").rglob("test_*.py")
         for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)
     }
     assert cited <= defined, cited - defined
+    for path, name in re.findall(r"`(tests/[\w/]+\.py)::(test_\w+)`", README):
+        assert f"def {name}(" in (ROOT / path).read_text(), f"{path}::{name}"
 
 
 def test_the_documented_commands_exist():

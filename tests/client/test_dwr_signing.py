@@ -12,8 +12,8 @@ from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer as SdkSigner
 
-from handler.dwr_client import DwrClient
-from handler.dwr_signing import (
+from handler.client import DwrClient
+from handler.client.dwr_signing import (
     EMPTY_BODY_SHA256,
     DwrSigner,
     canonical_query,
@@ -21,7 +21,7 @@ from handler.dwr_signing import (
     canonical_uri,
     sdk_date,
 )
-from handler.signing import Credentials
+from handler.client.obs_signing import Credentials
 
 HOST = "dwr.cn-south-1.myhuaweicloud.com"
 DATE = "20261127T184128Z"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from urllib.parse import quote, unquote
 
-from handler.signing import Credentials
+from handler.credentials import Credentials
 
 __all__ = [
     "ALGORITHM",

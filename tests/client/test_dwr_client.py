@@ -14,18 +14,13 @@ from urllib.parse import parse_qsl
 import pytest
 from werkzeug import Response
 
-from handler import dwr_client as dwr_module
-from handler.client import RestoreBody, RetryPolicy
-from handler.dwr_client import (
-    DwrClient,
-    DwrExecutionInfo,
-    ExecutionPage,
-    ExecutionSummary,
-    normalise_status,
-)
-from handler.dwr_signing import DwrSigner
+from handler.client import DwrClient, ExecutionPage, ExecutionSummary, RestoreBody, RetryPolicy
+from handler.client import ExecutionInfo as DwrExecutionInfo
+from handler.client import dwr as dwr_module
+from handler.client import normalise_state as normalise_status
+from handler.client.dwr_signing import DwrSigner
+from handler.client.obs_signing import Credentials
 from handler.names import InvalidNameError
-from handler.signing import Credentials
 from tests.conftest import AK, SK, TOKEN
 
 PROJECT = "0123456789abcdef0123456789abcdef"

@@ -1,18 +1,19 @@
-"""The one shared client for the OBS workflow API: signed calls, bounded retries, typed results.
+"""The transport both API clients share: one keep-alive session, bounded retries, typed results.
 
-The public surface mirrors the official SDK's ``WorkflowClient`` (``esdk-obs-python``), so code
-written against its documentation works unchanged, but this client also:
+An API client (:mod:`handler.client.obs`, :mod:`handler.client.dwr`) knows its paths and
+signs its requests; everything on the wire is here, so both APIs behave alike and are fixed
+in one place:
 
-* validates names before any I/O (the SDK sends ``a/../b`` as a path);
-* keeps one keep-alive session per instance (the SDK is a process-wide singleton that re-keys
-  itself when a second client is built, and opens a new connection per call);
-* never follows redirects, so signed requests and credentials never reach another host;
-* retries connection errors, timeouts, 429 and 5xx with full-jitter backoff, honouring
-  ``Retry-After`` and an optional caller deadline, re-signing every attempt - except that a
-  restore that may have reached the service (no answer after sending) is never sent again:
-  its caller must ask the service what happened first;
-* always returns a result - unparsable, HTML or truncated bodies become an ``errorMessage``,
-  transport failures a result with ``status == 0`` - and never puts a secret in a message.
+* one keep-alive ``requests`` session per client, proxies read once, the adapter called
+  directly (``Session.send`` would add cookie, hook and redirect work a signed API call never
+  uses), and redirects never followed, so signed requests never reach another host;
+* retries of connection errors, timeouts, 429 and 5xx with full-jitter backoff, honouring
+  ``Retry-After`` and an optional caller deadline, every attempt signed afresh - except that
+  an operation that is not idempotent (a restore) is never sent again once it may have
+  reached the service: the caller must ask the service what happened first;
+* always a :class:`~handler.client.results.WorkflowResult`: unparsable, HTML or truncated
+  bodies become an ``errorMessage``, transport failures a result with ``status == 0``, and no
+  message ever carries a secret.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 from xml.etree import ElementTree
@@ -30,24 +31,13 @@ import requests
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from handler import __version__
+from handler.client.results import WorkflowResult, text_or_none
 from handler.endpoint import normalise_endpoint
-from handler.names import InvalidNameError, validate_name
-from handler.signing import Credentials, Signer, http_date
 
-__all__ = [
-    "ExecutionInfo",
-    "InvalidNameError",
-    "RestoreBody",
-    "RetryPolicy",
-    "WorkflowClient",
-    "WorkflowResult",
-]
-
-EXECUTIONS_PATH = "/v2/workflowexecutions/"
-GRAPH_QUERY = "x-workflow-graph-name"
 JSON = "application/json"
 MAX_BODY_BYTES = 1 << 20  # an answer larger than this is not a workflow API answer
 DEADLINE_EXCEEDED = "DeadlineExceeded"  # errorCode of a call the deadline stopped before sending
+USER_AGENT = f"obs-workflow-restore/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -70,78 +60,22 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
 
 
-@dataclass(frozen=True)
-class RestoreBody:
-    """What a successful restore answers with."""
+class Transport:
+    """Sends one API client's requests to its endpoint: see the module docstring.
 
-    executionUrn: str | None
-    restoredAt: str | None
-    executionName: str | None
-
-
-@dataclass(frozen=True)
-class ExecutionInfo:
-    """What a successful execution query answers with: the service's ``execution_info``."""
-
-    executionInfo: dict[str, Any]
-
-
-@dataclass
-class WorkflowResult:
-    """The outcome of one API operation, shaped like the SDK's ``GetResult``.
-
-    ``status`` is the HTTP status of the last attempt, or ``0`` when no answer arrived
-    (connection refused, reset, timed out). ``attempts`` counts the tries made.
-    ``maybe_applied`` is true when no answer arrived but the request may have reached the
-    service (a read timeout or a reset after sending): the operation's effect is unknown.
-    """
-
-    status: int
-    reason: str = ""
-    errorCode: str | None = None
-    errorMessage: str | None = None
-    requestId: str | None = None
-    indicator: str | None = None
-    hostId: str | None = None
-    resource: str | None = None
-    header: list[tuple[str, str]] = field(default_factory=list)
-    body: Any = None
-    attempts: int = 1
-    maybe_applied: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    @property
-    def retryable(self) -> bool:
-        """True for failures that may succeed later: no answer, 429 or 5xx."""
-        return self.status == 0 or self.status == 429 or self.status >= 500
-
-
-class WorkflowClient:
-    """Client for the OBS workflow execution API.
-
-    ``server`` is the regional endpoint, e.g. ``https://obs.cn-north-4.myhuaweicloud.com``
-    (``https://`` is assumed for a bare host; ``http://`` is accepted for local emulators).
-    ``timeout`` is ``(connect, read)`` seconds. ``verify`` is ``True``, ``False`` or a CA
-    bundle path. Every call takes an optional ``deadline``: a ``time.monotonic()`` value past
-    which no attempt starts and no backoff sleeps.
+    ``timeout`` is ``(connect, read)`` seconds; ``verify`` is ``True``, ``False`` or a CA
+    bundle path; ``sleep`` is replaceable so retry tests need not wait.
     """
 
     def __init__(
         self,
-        access_key_id: str,
-        secret_access_key: str,
-        security_token: str | None = None,
-        server: str = "",
+        server: str,
         *,
-        timeout: tuple[float, float] = (3.05, 10.0),
-        retry: RetryPolicy | None = None,
-        verify: bool | str = True,
-        sleep: Callable[[float], None] = time.sleep,
+        timeout: tuple[float, float],
+        retry: RetryPolicy | None,
+        verify: bool | str,
+        sleep: Callable[[float], None],
     ) -> None:
-        self._signer = Signer(Credentials(access_key_id, secret_access_key, security_token))
         self.server = normalise_endpoint(server)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -150,110 +84,46 @@ class WorkflowClient:
         # Proxy settings are read from the environment once, here, instead of on every call:
         # requests' per-call environment merge is a measurable share of a restore's cost.
         self._session.trust_env = False
-        # The session's adapter is called directly: Session.send would add cookie handling,
-        # hooks and redirect bookkeeping that a signed, redirect-free API call never uses.
         self._adapter = self._session.get_adapter(self.server)
         self._send_options = {
             "verify": verify,
             "proxies": requests.utils.get_environ_proxies(self.server),
             "stream": True,
         }
-        self._user_agent = f"obs-workflow-restore/{__version__}"
-
-    def __repr__(self) -> str:
-        return f"WorkflowClient(server={self.server!r}, signer={self._signer!r})"
-
-    def __enter__(self) -> WorkflowClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
-        """Close the keep-alive connections; the client is not used afterwards."""
+        """Close the keep-alive connections."""
         self._session.close()
 
-    def restoreFailedWorkflowExecution(
-        self, executionName: str, graphName: str, *, deadline: float | None = None
-    ) -> WorkflowResult:
-        """Resume a failed execution from its failed state (``PUT``); ``body`` is a RestoreBody."""
-        result = self._call("PUT", executionName, graphName, deadline, resend_unanswered=False)
-        if result.ok and isinstance(result.body, dict):
-            payload = result.body
-            result.body = RestoreBody(
-                executionUrn=payload.get("execution_urn"),
-                restoredAt=payload.get("restored_at"),
-                executionName=payload.get("execution_name"),
-            )
-        return result
-
-    def getWorkflowExecution(
-        self, executionName: str, graphName: str, *, deadline: float | None = None
-    ) -> WorkflowResult:
-        """Query one execution (``GET``); ``body.executionInfo`` is the service's dict."""
-        result = self._call("GET", executionName, graphName, deadline)
-        if result.ok and isinstance(result.body, dict):
-            info = result.body.get("execution_info")
-            result.body = ExecutionInfo(info if isinstance(info, dict) else {})
-        return result
-
-    # Thin snake_case aliases for code that is not copied from the SDK's documentation.
-    restore_failed_workflow_execution = restoreFailedWorkflowExecution
-    get_workflow_execution = getWorkflowExecution
-
-    def _call(
+    def call(
         self,
         method: str,
-        execution_name: str,
-        graph_name: str,
+        url: str,
+        signed_headers: Callable[[], dict[str, str]],
         deadline: float | None,
         *,
-        resend_unanswered: bool = True,
+        resend_unanswered: bool,
     ) -> WorkflowResult:
-        """Send with bounded retries.
+        """Send ``method url`` with bounded retries; ``signed_headers()`` signs each attempt.
 
         ``resend_unanswered=False`` is for operations that are not idempotent (restore): an
         attempt that got no answer after the request left may have been applied, and sending
         it again blindly could restore twice, so such a result is returned at once.
         """
-        validate_name(graph_name, "graphName")
-        validate_name(execution_name, "executionName")
-        # Valid names need no percent-encoding, so the signed resource is the path as sent.
-        resource = f"{EXECUTIONS_PATH}{execution_name}?{GRAPH_QUERY}={graph_name}"
-        url = self.server + resource
         attempt = 0
         while True:
             attempt += 1
-            result = self._attempt(method, url, resource, deadline)
+            request = _prepared(method, url, signed_headers())
+            result = _send(self._adapter, request, self.timeout, deadline, self._send_options)
             result.attempts = attempt
-            if not result.retryable or attempt >= self.retry.max_attempts:
-                return result
             if result.maybe_applied and not resend_unanswered:
                 return result
-            delay = self._backoff(attempt, result)
+            if not result.retryable or attempt >= self.retry.max_attempts:
+                return result
+            delay = _backoff_delay(self.retry, attempt, result)
             if delay is None or not _fits(deadline, delay):
                 return result
             self._sleep(delay)
-
-    def _attempt(
-        self, method: str, url: str, resource: str, deadline: float | None
-    ) -> WorkflowResult:
-        request = _prepared(method, url, self._headers(method, resource))
-        return _send(self._adapter, request, self.timeout, deadline, self._send_options)
-
-    def _headers(self, method: str, resource: str) -> dict[str, str]:
-        date = http_date()
-        headers = {
-            "Content-Type": JSON,
-            "Date": date,
-            "Accept": JSON,
-            "User-Agent": self._user_agent,
-        }
-        headers.update(self._signer.sign(method, resource, date, JSON))
-        return headers
-
-    def _backoff(self, attempt: int, result: WorkflowResult) -> float | None:
-        return _backoff_delay(self.retry, attempt, result)
 
 
 def _send(
@@ -385,9 +255,9 @@ def _parse_success(result: WorkflowResult, raw: bytes, content_type: str) -> Non
 def _parse_error(result: WorkflowResult, raw: bytes, content_type: str) -> None:
     document = _json_object(raw) if content_type in ("", JSON) or raw[:1] == b"{" else None
     if document is not None:
-        result.errorCode = _text(document.get("code") or document.get("error_code"))
-        result.errorMessage = _text(document.get("message") or document.get("error_msg"))
-        result.requestId = result.requestId or _text(document.get("request_id"))
+        result.errorCode = text_or_none(document.get("code") or document.get("error_code"))
+        result.errorMessage = text_or_none(document.get("message") or document.get("error_msg"))
+        result.requestId = result.requestId or text_or_none(document.get("request_id"))
     elif raw.lstrip()[:6] in (b"<?xml ", b"<Error"):
         _parse_xml_error(result, raw)
     if not result.errorCode:
@@ -403,11 +273,11 @@ def _parse_xml_error(result: WorkflowResult, raw: bytes) -> None:
         root = ElementTree.fromstring(raw)  # noqa: S314
     except ElementTree.ParseError:
         return
-    result.errorCode = _text(root.findtext("Code"))
-    result.errorMessage = _text(root.findtext("Message"))
-    result.requestId = result.requestId or _text(root.findtext("RequestId"))
-    result.hostId = _text(root.findtext("HostId"))
-    result.resource = _text(root.findtext("Resource"))
+    result.errorCode = text_or_none(root.findtext("Code"))
+    result.errorMessage = text_or_none(root.findtext("Message"))
+    result.requestId = result.requestId or text_or_none(root.findtext("RequestId"))
+    result.hostId = text_or_none(root.findtext("HostId"))
+    result.resource = text_or_none(root.findtext("Resource"))
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
@@ -416,12 +286,6 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return document if isinstance(document, dict) else None
-
-
-def _text(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    return str(value)[:500]
 
 
 def _describe(raw: bytes, content_type: str) -> str:

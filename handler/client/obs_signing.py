@@ -15,10 +15,11 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from email.utils import formatdate
 
-from handler.redaction import redact
+from handler.credentials import Credentials
+
+__all__ = ["SECURITY_TOKEN_HEADER", "Credentials", "Signer", "http_date", "string_to_sign"]
 
 SECURITY_TOKEN_HEADER = "x-obs-security-token"  # noqa: S105 - a header name
 
@@ -43,27 +44,6 @@ def string_to_sign(
         if name.startswith("x-obs-")
     )
     return f"{method}\n{content_md5}\n{content_type}\n{date}\n{canonical_headers}{resource}"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An access key pair, optionally temporary (with a security token).
-
-    ``repr`` shows only the start of the access key id, so credentials can sit inside
-    objects that get logged without leaking.
-    """
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    security_token: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.access_key_id or not self.secret_access_key:
-            raise ValueError("access key id and secret access key are both required")
-
-    def __repr__(self) -> str:
-        token = ", temporary" if self.security_token else ""
-        return f"Credentials(access_key_id={redact(self.access_key_id)!r}{token})"
 
 
 class Signer:

@@ -6,8 +6,8 @@ import pytest
 from obs.auth import Authentication
 from obs.convertor import Adapter
 
+from handler.client.obs_signing import Credentials, Signer, string_to_sign
 from handler.redaction import redact
-from handler.signing import Credentials, Signer, string_to_sign
 
 DATE = "Fri, 27 Nov 2026 18:41:28 GMT"
 RESOURCE = "/v2/workflowexecutions/exec-1?x-workflow-graph-name=graph-1"

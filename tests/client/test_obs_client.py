@@ -8,11 +8,11 @@ import time
 import pytest
 from werkzeug import Response
 
-from handler import client as client_module
 from handler.client import RestoreBody, RetryPolicy, WorkflowClient
+from handler.client import obs as client_module
+from handler.client.obs_signing import Credentials, Signer
 from handler.endpoint import normalise_endpoint
 from handler.names import InvalidNameError
-from handler.signing import Credentials, Signer
 from tests.conftest import AK, PATH, RESTORED, SK, TOKEN
 
 QUERY = {"x-workflow-graph-name": "graph-1"}

@@ -36,6 +36,7 @@ if __name__ != "handler.main":  # loaded by path: functions-framework --source h
 from handler import __version__, intake
 from handler.credentials import Credentials
 from handler.settings import Settings, load_settings
+from handler.sweep import SweepRequest, parse_overrides
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 AUTH_CHALLENGE = 'Bearer realm="obs-workflow-restore"'
@@ -93,6 +94,8 @@ def restore(request: Any) -> Answer:
     request_id = request.headers.get("X-Cff-Request-Id") or request.headers.get("X-Request-ID")
     invocation = _invocation(request_id, _claim_deadline(), _header_credentials(request))
     runtime = _get_runtime()
+    if request.path.rstrip("/").endswith("/sweep"):
+        return _json(*_sweep(runtime, lambda: _sweep_body(request), invocation))
     try:
         body = _read_body(request)
         items = intake.from_http(body, dict(request.headers))
@@ -137,6 +140,15 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     if _is_api_gateway(event):
         return _api_gateway(event, context)
     runtime = _get_runtime()
+    if _is_timer(event):
+        invocation = _invocation(
+            _context_call(context, "getRequestID"), _deadline(context), _agency_credentials(context)
+        )
+        document, status = _sweep(
+            runtime, lambda: parse_overrides(event.get("user_event")), invocation
+        )
+        _flush_sink(runtime, context)
+        return {"statusCode": status, **document}  # timers are not retried: never raise
     delivery = _deliver_event(runtime, event, context)
     _flush_sink(runtime, context)
     if delivery.retry:
@@ -188,6 +200,32 @@ def crash_answer(exc: BaseException) -> Answer:
         return _json(exc.document, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     _get_runtime().reporter.crashed(exc)
     return _json(_error("InternalError", "unexpected error; see the function's log"), 500)
+
+
+def _sweep(runtime: Any, overrides: Any, invocation: Any) -> tuple[dict[str, Any], int]:
+    """Run one sweep; ``overrides()`` reads the caller's JSON overrides (may raise 4xx)."""
+    try:
+        request = SweepRequest.from_settings(SETTINGS).overridden(overrides())
+    except intake.IntakeError as exc:
+        delivery = runtime.rejected(exc.code, exc.message, exc.status, invocation)
+        return delivery.document(), exc.status
+    delivery, summary = runtime.sweep(request, invocation)
+    status = 503 if summary.stopped == "state store unavailable" else 200
+    return {**delivery.document(), "sweep": summary.document()}, status
+
+
+def _sweep_body(request: Any) -> Any:
+    body = _read_body(request)
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise intake.IntakeError(400, "BadSweepRequest", "the sweep body is not JSON") from None
+
+
+def _is_timer(event: Any) -> bool:
+    return isinstance(event, dict) and str(event.get("trigger_type", "")).upper() == "TIMER"
 
 
 def _get_runtime() -> Any:

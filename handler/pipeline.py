@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from handler.client import DEADLINE_EXCEEDED, DwrClient, RetryPolicy, WorkflowClient, WorkflowResult
@@ -28,9 +28,18 @@ from handler.report import (
 )
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable, open_store_deferred
+from handler.sweep import (
+    SWEEP,
+    Lister,
+    ListingError,
+    SweepRequest,
+    SweepSummary,
+    time_left_until,
+)
 
 # 4xx answers that may mean "this execution is not failed (any more)": checked with a query.
 _AMBIGUOUS_REFUSALS = frozenset({400, 409, 412, 422})
+SWEEP_LEASE = "sweep:lease"  # the state-store key one sweep at a time holds
 # Answers that refuse the caller, not the request: keys, token, clock or permissions.
 _CREDENTIAL_REFUSALS = frozenset({401, 403})
 
@@ -42,6 +51,7 @@ class Invocation:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     deadline: float | None = None  # time.monotonic() seconds
     credentials: Credentials | None = None  # overrides the settings' (FunctionGraph agency)
+    dry_run: bool = False  # this invocation only: everything but the restore call
 
 
 @dataclass
@@ -94,17 +104,32 @@ class Restorer:
         """Process every item of one delivery; each ends in exactly one reported outcome."""
         delivery = Delivery([])
         for item in items:
-            started = monotonic_ms()
-            failure = None
-            try:
-                result, redeliver = self._process(item, invocation)
-            except Exception as exc:  # a bug in one item must not cost the others theirs
-                failure = exc
-                result, redeliver = _internal_error(item, exc), True
-            self.reporter.item(result, invocation.id, monotonic_ms() - started, failure)
-            delivery.results.append(result)
-            delivery.retry = delivery.retry or redeliver
+            self._handle(item, invocation, delivery)
         return delivery
+
+    def sweep(self, request: SweepRequest, invocation: Invocation) -> tuple[Delivery, SweepSummary]:
+        """Find failures by listing (:mod:`handler.sweep`) and restore them like events.
+
+        One sweep at a time: a lease in the state store makes an overlapping sweep (a slow one
+        and the next timer, or instances sharing Redis) end at once, "sweep in progress".
+        """
+        started = time.monotonic()
+        summary = SweepSummary()
+        delivery = Delivery([])
+        invocation = replace(invocation, dry_run=invocation.dry_run or request.dry_run)
+        lease = self._take_sweep_lease(invocation, summary)
+        if lease is not None:
+            try:
+                client = self._client_for(invocation.credentials)
+                if client is None:
+                    summary.errors.append({"graph": None, "errorCode": "NoCredentials"})
+                else:
+                    self._sweep_graphs(client, request, invocation, summary, delivery)
+            finally:
+                self._policy.release_lease(SWEEP_LEASE, lease)
+        summary.duration_ms = (time.monotonic() - started) * 1000.0
+        self.reporter.sweep_summary(summary.document(), invocation.id)
+        return delivery, summary
 
     def rejected(self, code: str, message: str, status: int, invocation: Invocation) -> Delivery:
         """A delivery the intake could not read at all: one log line, no items."""
@@ -132,6 +157,80 @@ class Restorer:
                 self._client.close()
         self.store.close()
 
+    def _handle(self, item: Item, invocation: Invocation, delivery: Delivery) -> str:
+        """Process and report one item into ``delivery``; return its outcome."""
+        started = monotonic_ms()
+        failure = None
+        try:
+            result, redeliver = self._process(item, invocation)
+        except Exception as exc:  # a bug in one item must not cost the others theirs
+            failure = exc
+            result, redeliver = _internal_error(item, exc), True
+        self.reporter.item(result, invocation.id, monotonic_ms() - started, failure)
+        delivery.results.append(result)
+        delivery.retry = delivery.retry or redeliver
+        return result["outcome"]
+
+    def _take_sweep_lease(self, invocation: Invocation, summary: SweepSummary) -> str | None:
+        ttl = self.settings.claim_ttl
+        if invocation.deadline is not None:
+            ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
+        try:
+            lease = self._policy.take_lease(SWEEP_LEASE, ttl)
+        except StoreUnavailable as exc:
+            summary.stopped = "state store unavailable"
+            summary.errors.append({"graph": None, "errorCode": "StoreUnavailable"})
+            self.reporter.store_problem(str(exc))
+            return None
+        if lease is None:
+            summary.stopped = "sweep in progress"
+        return lease
+
+    def _sweep_graphs(
+        self,
+        client: WorkflowClient | DwrClient,
+        request: SweepRequest,
+        invocation: Invocation,
+        summary: SweepSummary,
+        delivery: Delivery,
+    ) -> None:
+        time_left = time_left_until(invocation.deadline)
+        lister = Lister(
+            client,
+            self.settings.workflow_api,
+            summary,
+            time_left=time_left,
+            deadline=invocation.deadline,
+            max_pages=self.settings.sweep_max_pages,
+        )
+        graphs = request.graphs or (g for g in lister.graphs() if self.settings.graph_allowed(g))
+        restored = 0
+        try:
+            for graph in graphs:
+                if not time_left():
+                    summary.stopped = "deadline"
+                    return
+                summary.graphs_scanned += 1
+                try:
+                    for failure in lister.failures(graph, request.lookback):
+                        summary.failures_found += 1
+                        self.reporter.failure_found(failure.event_data())
+                        if restored >= request.max_restores:
+                            summary.waiting += 1
+                            continue
+                        if not time_left():
+                            summary.stopped = "deadline"
+                            return
+                        outcome = self._handle(failure.item(), invocation, delivery)
+                        summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + 1
+                        restored += outcome == "restored"
+                except ListingError as exc:
+                    summary.errors.append(_listing_error(exc))
+            if not time_left():
+                summary.stopped = "deadline"
+        except ListingError as exc:  # the list of graphs itself
+            summary.errors.append(_listing_error(exc))
+
     def _process(self, item: Item, invocation: Invocation) -> tuple[dict[str, Any], bool]:
         """The item's result, and whether it must be delivered again."""
         base = {
@@ -143,7 +242,7 @@ class Restorer:
         claim_ttl = None
         if invocation.deadline is not None:
             claim_ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
-        decision = self._policy.admit(item, claim_ttl)
+        decision = self._policy.admit(item, claim_ttl, dry_run=invocation.dry_run)
         if isinstance(decision, Verdict):
             result = {**base, "outcome": decision.outcome, "reason": decision.reason}
             result.update(decision.fields)
@@ -169,6 +268,15 @@ class Restorer:
                 "reason": "no OBS credentials: set OBS_ACCESS_KEY_ID and "
                 "OBS_SECRET_ACCESS_KEY, or give the function an agency",
             }
+        if item.shape == SWEEP:
+            # A list answer may be stale: an execution restored a moment ago (by an event, or
+            # by an earlier sweep) can still be listed as failed. Ask before restoring.
+            state = _execution_state(client, item, invocation)
+            if state is not None and state != "FAILED":
+                reason = f"execution is {state} now: the list answer was stale"
+                result = {**base, "outcome": "skipped", "reason": reason}
+                self._policy.settle(ticket, Settlement.REFUSED, _record(result))
+                return result
         response = client.restoreFailedWorkflowExecution(
             item.execution_name, item.graph_name, deadline=invocation.deadline
         )
@@ -286,6 +394,10 @@ def _credential_refusal(response: WorkflowResult, invocation: Invocation) -> str
         f"OBS refused our credentials ({response.errorCode or response.status}): check {where}; "
         "nothing was recorded, so a delivery after the fix restores"
     )
+
+
+def _listing_error(exc: ListingError) -> dict[str, Any]:
+    return {"graph": exc.graph, "status": exc.status, "errorCode": exc.error_code}
 
 
 def _response_fields(response: WorkflowResult) -> dict[str, Any]:

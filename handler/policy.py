@@ -24,6 +24,7 @@ from typing import Any
 from handler.intake import Item
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable
+from handler.sweep import SWEEP
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,12 @@ class Policy:
         self._settings = settings
         self._store = store
 
-    def admit(self, item: Item, claim_ttl: float | None = None) -> Ticket | Verdict:
-        """Return a Ticket to go ahead, or the Verdict that ends the item here."""
+    def admit(
+        self, item: Item, claim_ttl: float | None = None, *, dry_run: bool = False
+    ) -> Ticket | Verdict:
+        """Return a Ticket to go ahead, or the Verdict that ends the item here.
+
+        ``dry_run`` makes this one item a dry run even when ``RESTORE_DRY_RUN`` is off."""
         if item.verdict == "skip":
             return Verdict("skipped", item.reason)
         if item.verdict == "reject":
@@ -82,7 +87,11 @@ class Policy:
         if not claim.acquired:
             # Not final: if that invocation dies, only a redelivery can still restore this item.
             return Verdict("duplicate", "in progress in another invocation", redeliver=True)
-        if self._settings.dry_run:
+        if item.shape == SWEEP and self._settings.sweep_grace > 0:
+            recent = self._recently_restored(item, claim.token)
+            if recent is not None:
+                return recent
+        if self._settings.dry_run or dry_run:
             self._release(item.event_id, claim.token)
             return Verdict("dry_run", "RESTORE_DRY_RUN is on: restore not called")
         return self._reserve(item, claim.token)
@@ -100,6 +109,39 @@ class Policy:
         except StoreUnavailable as exc:
             return f"outcome not recorded, state store unavailable: {exc}"
         return None
+
+    def _recently_restored(self, item: Item, claim_token: str) -> Verdict | None:
+        """A sweep leaves alone an execution restored within the grace period.
+
+        List answers lag behind restores, and a just-restored execution may still read as
+        failed for a moment; a second restore then could be accepted. The marker is released,
+        not recorded: if the execution really failed again, the next sweep restores it.
+        """
+        subject = f"{item.graph_name}/{item.execution_name}"
+        grace = self._settings.sweep_grace
+        try:
+            recent = self._store.budget_used(subject, grace)
+        except StoreUnavailable as exc:
+            self._release(item.event_id, claim_token)
+            return _store_down(exc)
+        if not recent:
+            return None
+        self._release(item.event_id, claim_token)
+        return Verdict(
+            "skipped",
+            f"restored within the last {grace:g}s (RESTORE_SWEEP_GRACE); "
+            "the next sweep looks again",
+        )
+
+    def take_lease(self, key: str, ttl: float) -> str | None:
+        """A lease on ``key`` for ``ttl`` seconds (its token), or None while another holds it.
+
+        Raises :class:`StoreUnavailable`: without the store no lease can be promised."""
+        claim = self._store.claim(key, ttl)
+        return claim.token if claim.acquired else None
+
+    def release_lease(self, key: str, token: str) -> None:
+        self._release(key, token)
 
     def _reserve(self, item: Item, claim_token: str) -> Ticket | Verdict:
         subject = f"{item.graph_name}/{item.execution_name}"

@@ -22,6 +22,7 @@ from typing import IO, Any
 LOGGER_NAME = "obs_workflow_restore"
 EVENT_SOURCE = "obs-workflow-restore"
 EVENT_TYPE_PREFIX = "com.huaweicloud.obs.workflow.execution."
+FAILED_SUFFIX = "failed"  # type suffix of the failures a sweep publishes
 SINK_QUEUE_SIZE = 1000  # results waiting for the sink; beyond this they are dropped, counted
 SINK_SHUTDOWN_SECONDS = 2.0  # how long a stopping process waits for queued sink events
 
@@ -119,7 +120,27 @@ class Reporter:
             level, f"restore {result['outcome']}", extra={"fields": fields}, exc_info=failure
         )
         if self._sink is not None:
-            self._sink.submit(result)
+            _, suffix = OUTCOMES[result["outcome"]]
+            subject = f"{result.get('graphName')}/{result.get('executionName')}"
+            data = {name: result.get(name) for name in RESULT_FIELDS}
+            self._sink.submit(suffix, subject, data)
+
+    def failure_found(self, failure: dict[str, Any]) -> None:
+        """Publish a failure a sweep found as ``…execution.failed``: the event Huawei Cloud
+        does not emit, for alerting and other consumers (only when a sink is configured)."""
+        if self._sink is not None:
+            subject = f"{failure.get('graphName')}/{failure.get('executionName')}"
+            self._sink.submit(FAILED_SUFFIX, subject, failure)
+
+    def store_problem(self, detail: str) -> None:
+        """The state store failed outside an item (a sweep's lease): why, for the operator."""
+        self._logger.error("state store unavailable", extra={"fields": {"detail": detail}})
+
+    def sweep_summary(self, summary: dict[str, Any], invocation_id: str) -> None:
+        """The one line a sweep ends with; ERROR when a graph could not be listed."""
+        level = logging.ERROR if summary.get("errors") else logging.INFO
+        fields = {"sweep": summary, "invocationId": invocation_id}
+        self._logger.log(level, "sweep finished", extra={"fields": fields})
 
     def delivery_rejected(self, code: str, message: str, invocation_id: str) -> None:
         """Record a delivery that held no readable item at all (so it still leaves a line)."""
@@ -174,20 +195,26 @@ class SinkSender:
         self.dropped = 0
         self._logger = logger
         self._timeout = timeout
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(max_queued)
+        self._queue: queue.Queue[tuple[str, str, dict[str, Any]] | None] = queue.Queue(max_queued)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def submit(self, result: dict[str, Any]) -> bool:
-        """Queue one result for the sink; False when the queue is full and it was dropped."""
+    def submit(self, type_suffix: str, subject: str, data: dict[str, Any]) -> bool:
+        """Queue one CloudEvent for the sink; False when the queue is full and it was dropped."""
         self._ensure_thread()
         try:
-            self._queue.put_nowait(result)
+            self._queue.put_nowait((type_suffix, subject, data))
         except queue.Full:
             self.dropped += 1
             self._logger.warning(
                 "sink event dropped: queue full",
-                extra={"fields": {"eventId": result.get("eventId"), "dropped": self.dropped}},
+                extra={
+                    "fields": {
+                        "eventId": data.get("eventId"),
+                        "subject": subject,
+                        "dropped": self.dropped,
+                    }
+                },
             )
             return False
         return True
@@ -231,36 +258,37 @@ class SinkSender:
 
         session = requests.Session()
         while True:
-            result = self._queue.get()
+            event = self._queue.get()
             try:
-                if result is None:
+                if event is None:
                     return
-                error = self._post(session, result)
+                error = self._post(session, *event)
                 if error is None:
                     self.sent += 1
                 else:
                     self.failed += 1
+                    _, subject, data = event
+                    fields = {"eventId": data.get("eventId"), "subject": subject}
                     self._logger.warning(
-                        "sink event not delivered",
-                        extra={"fields": {"eventId": result.get("eventId"), "sinkError": error}},
+                        "sink event not delivered", extra={"fields": {**fields, "sinkError": error}}
                     )
             finally:
                 self._queue.task_done()
 
-    def _post(self, session: Any, result: dict[str, Any]) -> str | None:
+    def _post(
+        self, session: Any, type_suffix: str, subject: str, data: dict[str, Any]
+    ) -> str | None:
         """POST one structured CloudEvent; return an error text instead of raising."""
         from cloudevents.conversion import to_structured
         from cloudevents.http import CloudEvent
 
-        _, suffix = OUTCOMES[result["outcome"]]
         attributes = {
             "id": str(uuid.uuid4()),
             "source": EVENT_SOURCE,
-            "type": EVENT_TYPE_PREFIX + suffix,
-            "subject": f"{result.get('graphName')}/{result.get('executionName')}",
+            "type": EVENT_TYPE_PREFIX + type_suffix,
+            "subject": subject,
             "datacontenttype": "application/json",
         }
-        data = {name: result.get(name) for name in RESULT_FIELDS}
         try:
             headers, body = to_structured(CloudEvent(attributes, data))
             response = session.post(

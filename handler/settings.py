@@ -85,6 +85,20 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "5m",
         "how long a finished outcome answers a request without an id (same content)",
     ),
+    "RESTORE_SWEEP_GRAPHS": (
+        "",
+        "comma-separated graphs a sweep lists; empty: every graph, filtered by the allowlist",
+    ),
+    "RESTORE_SWEEP_LOOKBACK": ("24h", "a sweep restores failures that stopped this recently"),
+    "RESTORE_SWEEP_MAX_RESTORES": (
+        "50",
+        "restores per sweep; the rest wait for the next sweep (counted)",
+    ),
+    "RESTORE_SWEEP_MAX_PAGES": ("100", "list pages a sweep reads per graph"),
+    "RESTORE_SWEEP_GRACE": (
+        "10m",
+        "a sweep leaves an execution restored this recently alone (list answers lag)",
+    ),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
 }
 
@@ -137,6 +151,11 @@ class Settings:
     claim_ttl: float = 300.0
     dedupe_retention: float = 86400.0
     plain_dedupe_window: float = 300.0
+    sweep_graphs: tuple[str, ...] = ()
+    sweep_lookback: float = 86400.0
+    sweep_max_restores: int = 50
+    sweep_max_pages: int = 100
+    sweep_grace: float = 600.0
     log_level: str = "INFO"
 
     def __repr__(self) -> str:
@@ -173,6 +192,11 @@ class Settings:
             "maxAttempts": self.max_attempts,
             "credentialsFromHeaders": self.credentials_from_headers,
             "tlsVerify": self.verify if isinstance(self.verify, bool) else "ca-bundle",
+            "sweepGraphs": list(self.sweep_graphs),
+            "sweepLookbackSeconds": self.sweep_lookback,
+            "sweepMaxRestores": self.sweep_max_restores,
+            "sweepMaxPages": self.sweep_max_pages,
+            "sweepGraceSeconds": self.sweep_grace,
             "logLevel": self.log_level,
         }
 
@@ -201,9 +225,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         auth_token=env.text("RESTORE_AUTH_TOKEN") or None,
         allow_unauthenticated=env.flag("RESTORE_ALLOW_UNAUTHENTICATED"),
         dry_run=env.flag("RESTORE_DRY_RUN"),
-        graph_allowlist=tuple(
-            p.strip() for p in env.text("RESTORE_GRAPH_ALLOWLIST").split(",") if p.strip()
-        ),
+        graph_allowlist=env.names("RESTORE_GRAPH_ALLOWLIST"),
         event_sink=_sink(env),
         state_url=env.text("RESTORE_STATE_URL") or f"sqlite:///{DEFAULT_STATE_FILE}",
         max_restores=env.integer("RESTORE_MAX_RESTORES", 3, minimum=1, maximum=1000),
@@ -211,6 +233,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         claim_ttl=env.seconds("RESTORE_CLAIM_TTL", 300.0, minimum=1),
         dedupe_retention=env.seconds("RESTORE_DEDUPE_RETENTION", 86400.0, minimum=1),
         plain_dedupe_window=env.seconds("RESTORE_PLAIN_DEDUPE_WINDOW", 300.0, minimum=1),
+        sweep_graphs=_graph_names("RESTORE_SWEEP_GRAPHS", env.names("RESTORE_SWEEP_GRAPHS")),
+        sweep_lookback=env.seconds("RESTORE_SWEEP_LOOKBACK", 86400.0, minimum=60),
+        sweep_max_restores=env.integer("RESTORE_SWEEP_MAX_RESTORES", 50, minimum=1, maximum=10000),
+        sweep_max_pages=env.integer("RESTORE_SWEEP_MAX_PAGES", 100, minimum=1, maximum=100000),
+        sweep_grace=env.seconds("RESTORE_SWEEP_GRACE", 600.0, minimum=0),
         log_level=_log_level(env),
     )
     if bool(settings.access_key_id) != bool(settings.secret_access_key):
@@ -218,6 +245,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(missing, "access key id and secret access key must be set together")
     _check_state_url(settings.state_url)
     return settings
+
+
+def parse_duration(text: str, name: str, *, minimum: float) -> float:
+    """Seconds from ``30s``, ``5m``, ``24h``, ``7d`` or a bare number of seconds.
+
+    Public because sweep overrides (a timer's ``user_event``) use the same form; ``name`` is
+    the setting or field a :class:`SettingsError` names.
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        shown = ascii(text[:40])
+        raise SettingsError(name, f"must be a duration like 30s, 5m, 24h or 7d, got {shown}")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < minimum:
+        raise SettingsError(name, f"must be at least {minimum:g} seconds")
+    return seconds
 
 
 class _Env:
@@ -254,18 +297,16 @@ class _Env:
         return number
 
     def seconds(self, name: str, default: float, *, minimum: float) -> float:
-        value = self.text(name).lower()
+        value = self.text(name)
         if not value:
             return default
-        match = _DURATION.fullmatch(value)
-        if match is None:
-            raise SettingsError(
-                name, f"must be a duration like 30s, 5m, 24h or 7d, got {self.shown(name)}"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        if seconds < minimum:
-            raise SettingsError(name, f"must be at least {minimum} seconds")
-        return seconds
+        if name in SECRET_SETTINGS:  # never echoed, whatever parse_duration would say
+            raise SettingsError(name, "durations are not secrets")
+        return parse_duration(value, name, minimum=minimum)
+
+    def names(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list, blanks dropped."""
+        return tuple(part.strip() for part in self.text(name).split(",") if part.strip())
 
     def shown(self, name: str) -> str:
         return "a secret value" if name in SECRET_SETTINGS else ascii(self.text(name)[:40])
@@ -313,6 +354,15 @@ def _dwr_endpoint(env: _Env) -> tuple[str, str]:
     except ValueError as exc:
         raise SettingsError(name, str(exc)) from None
     return endpoint, project_id
+
+
+def _graph_names(name: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    for graph in names:
+        try:
+            validate_name(graph, "graph name")
+        except ValueError as exc:
+            raise SettingsError(name, str(exc)) from None
+    return names
 
 
 def _verify(env: _Env) -> bool | str:

@@ -24,8 +24,10 @@ from handler.client.results import (
     DWR_STATUSES,
     ExecutionInfo,
     ExecutionPage,
+    GraphPage,
     WorkflowResult,
     execution_summaries,
+    graph_names,
     int_or_none,
     normalise_state,
     restore_body,
@@ -114,7 +116,7 @@ class DwrClient:
         """Query one execution (``GET``); ``body`` is an :class:`ExecutionInfo` (with the failed
         nodes' ``errorMessages``)."""
         path = self._execution_path(executionName, graphName)
-        result = self._call("GET", path, {}, deadline, resend_unanswered=True)
+        result = self._call("GET", path, {}, deadline)
         if result.ok and isinstance(result.body, dict):
             result.body = _execution_info(result.body)
         return result
@@ -153,15 +155,46 @@ class DwrClient:
         if offset is not None:
             query["offset"] = str(bounded_int(offset, "offset", 0, None))
         path = f"{self._base_path}/workflowexecutions"
-        result = self._call("GET", path, query, deadline, resend_unanswered=True)
+        result = self._call("GET", path, query, deadline)
         if result.ok and isinstance(result.body, dict):
             result.body = _execution_page(result.body)
+        return result
+
+    def listWorkflow(
+        self,
+        graphNamePrefix: str = "",
+        *,
+        start: int | None = None,
+        limit: int | None = None,
+        deadline: float | None = None,
+    ) -> WorkflowResult:
+        """One page of graph names (``GET .../workflows``); ``body`` is a :class:`GraphPage`.
+
+        The same call as :meth:`WorkflowClient.listWorkflow`: pass ``body.next_start`` (DWR's
+        ``next_offset``) as ``start`` for the next page; ``limit`` is 1-1000.
+        """
+        query: dict[str, str] = {}
+        if graphNamePrefix:
+            query["prefix"] = validate_name(graphNamePrefix, "graphNamePrefix")
+        if start is not None:
+            query["offset"] = str(bounded_int(start, "start", 1, None))
+        if limit is not None:
+            query["limit"] = str(bounded_int(limit, "limit", 1, 1000))
+        result = self._call("GET", f"{self._base_path}/workflows", query, deadline)
+        if result.ok and isinstance(result.body, dict):
+            truncated = result.body.get("is_truncated") is True
+            result.body = GraphPage(
+                names=graph_names(result.body),
+                is_truncated=truncated,
+                next_start=int_or_none(result.body.get("next_offset")) if truncated else None,
+            )
         return result
 
     # Thin snake_case aliases for code that is not copied from the SDK's documentation.
     restore_failed_workflow_execution = restoreFailedWorkflowExecution
     get_workflow_execution = getWorkflowExecution
     list_workflow_execution = listWorkflowExecution
+    list_workflow = listWorkflow
 
     def _execution_path(self, execution_name: str, graph_name: str) -> str:
         validate_name(graph_name, "graphName")
@@ -175,7 +208,7 @@ class DwrClient:
         query: dict[str, str],
         deadline: float | None,
         *,
-        resend_unanswered: bool,
+        resend_unanswered: bool = True,
     ) -> WorkflowResult:
         """Send with bounded retries; ``resend_unanswered`` is False for non-idempotent calls.
 

@@ -21,6 +21,7 @@ from handler.client.results import (
     GraphPage,
     WorkflowResult,
     execution_summaries,
+    graph_names,
     int_or_none,
     normalise_state,
     restore_body,
@@ -167,15 +168,9 @@ class WorkflowClient:
         result = self._call("GET", GRAPHS_PATH + graphNamePrefix, query, deadline)
         if result.ok and isinstance(result.body, dict):
             payload = result.body
-            graphs = payload.get("graphs")
-            names = tuple(
-                name
-                for graph in (graphs if isinstance(graphs, list) else ())
-                if isinstance(graph, dict) and (name := text_or_none(graph.get("name")))
-            )
             truncated = payload.get("is_truncated") is True
             result.body = GraphPage(
-                names=names,
+                names=graph_names(payload),
                 is_truncated=truncated,
                 next_start=int_or_none(payload.get("next_start")) if truncated else None,
             )

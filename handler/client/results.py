@@ -186,3 +186,13 @@ def restore_body(payload: dict[str, Any]) -> RestoreBody:
         restoredAt=text_or_none(payload.get("restored_at")),
         executionName=text_or_none(payload.get("execution_name")),
     )
+
+
+def graph_names(payload: dict[str, Any]) -> tuple[str, ...]:
+    """The graph names of a list-graphs answer (``graphs[].name`` in both APIs)."""
+    graphs = payload.get("graphs")
+    return tuple(
+        name
+        for graph in (graphs if isinstance(graphs, list) else ())
+        if isinstance(graph, dict) and (name := text_or_none(graph.get("name")))
+    )

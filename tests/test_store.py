@@ -783,7 +783,7 @@ def test_redis_scripts_are_idempotent_for_a_retried_call(redis_url, monkeypatch)
     """The client retries once after a lost reply; the same token must not count twice."""
     store = open_store(redis_url)
     assert isinstance(store, RedisStore)
-    monkeypatch.setattr("handler.store.base._new_token", lambda: "same-token")
+    monkeypatch.setattr("handler.store.redis.new_token", lambda: "same-token")
     assert store.claim("event", ttl=60).acquired
     assert store.claim("event", ttl=60).acquired  # our own marker, seen by the retry
     assert store.reserve_budget("exec", 3, HOUR) == "same-token"

@@ -176,7 +176,18 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-def newest_first(items: list[dict], by: str, limit: int) -> list[dict]:
-    """The ``limit`` newest ``items`` by their field ``by``, for :meth:`~StateStore.recent`."""
+def recent_view(dedupe: list[dict], budget: list[dict], limit: int) -> dict:
+    """:meth:`~StateStore.recent`'s answer from every live entry a backend collected.
+
+    For backends that cannot sort and cut on the server: each ``dedupe`` item carries its
+    ``updated_at`` to sort by, which the answer leaves out.
+    """
+    dedupe = _newest_first(dedupe, "updated_at", limit)
+    for item in dedupe:
+        del item["updated_at"]
+    return {"dedupe": dedupe, "budget": _newest_first(budget, "last_at", limit)}
+
+
+def _newest_first(items: list[dict], by: str, limit: int) -> list[dict]:
     items.sort(key=lambda item: item[by], reverse=True)
     return items[: max(limit, 0)]

@@ -21,8 +21,8 @@ from handler.store.base import (
     check_text,
     dump_record,
     new_token,
-    newest_first,
     positive_seconds,
+    recent_view,
 )
 
 
@@ -132,10 +132,7 @@ class MemoryStore:
                 ]
                 if live:
                     budget.append({"subject": subject, "used": len(live), "last_at": max(live)})
-        dedupe = newest_first(dedupe, "updated_at", limit)
-        for item in dedupe:
-            del item["updated_at"]
-        return {"dedupe": dedupe, "budget": newest_first(budget, "last_at", limit)}
+        return recent_view(dedupe, budget, limit)
 
     def forget(self, key: str) -> bool:
         check_text("key", key)

@@ -30,8 +30,8 @@ from handler.store.base import (
     check_text,
     dump_record,
     new_token,
-    newest_first,
     positive_seconds,
+    recent_view,
 )
 from handler.store.redis_scripts import (
     CHECK_WRITABLE_LUA,
@@ -250,10 +250,7 @@ class RedisStore:
                             "last_at": float(last[0][1]),
                         }
                     )
-        dedupe = newest_first(dedupe, "updated_at", limit)
-        for item in dedupe:
-            del item["updated_at"]
-        return {"dedupe": dedupe, "budget": newest_first(budget, "last_at", limit)}
+        return recent_view(dedupe, budget, limit)
 
     def forget(self, key: str) -> bool:
         check_text("key", key)

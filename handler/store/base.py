@@ -1,0 +1,193 @@
+"""The store's contract: what every backend promises, and the records and checks they share.
+
+Failure events arrive at least once, and several function instances may handle copies of one
+event at the same time. Two questions must therefore be answered atomically by a store that
+every instance sees:
+
+* *dedupe* - has this event been handled (then answer with the recorded outcome), or is some
+  instance handling it right now (then back off)? :meth:`StateStore.claim` takes an
+  in-progress marker that expires after a TTL, so a crashed instance cannot block an event
+  forever; :meth:`~StateStore.finish` replaces it with the final outcome, kept for a
+  retention period; :meth:`~StateStore.release` drops it after a transient failure so a
+  redelivery can try again.
+* *budget* - how many restores has this execution had within a sliding window?
+  :meth:`~StateStore.reserve_budget` counts and reserves in one atomic step, so concurrent
+  instances can never exceed the limit; :meth:`~StateStore.refund_budget` returns a unit
+  that turned out not to be consumed.
+
+For operators and readiness probes: :meth:`~StateStore.forget` drops one event's outcome or
+marker, :meth:`~StateStore.reset_budget` one execution's reservations, and
+:meth:`~StateStore.check_writable` proves a write works now without leaving anything behind.
+
+All times come from the injectable ``clock`` (wall-clock seconds, which must agree across the
+processes sharing a store). Every backend failure - unreachable, read-only, locked past the
+busy timeout - raises :class:`StoreUnavailable`, whose message never contains a password from
+the URL. The argument checks live here, so a bad argument fails the same way, before any I/O,
+on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Protocol
+
+ACQUIRED = "acquired"
+IN_PROGRESS = "in_progress"
+DONE = "done"
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or written; the caller should treat it as transient.
+
+    The message names the store by its redacted description and never contains a password.
+    """
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to :meth:`StateStore.claim`.
+
+    ``state`` is ``"acquired"`` (``acquired`` is true and ``token`` identifies our marker),
+    ``"in_progress"`` (someone else holds a live marker) or ``"done"`` (``record`` is the
+    recorded outcome).
+    """
+
+    acquired: bool
+    token: str
+    state: str
+    record: dict | None
+
+
+class StateStore(Protocol):
+    """What the pipeline needs from a store; see the module docstring for the semantics."""
+
+    @property
+    def describe(self) -> str:
+        """A redacted one-line description for logs, e.g. ``redis://:***@host:6379/0``."""
+        ...
+
+    def claim(self, key: str, ttl: float) -> Claim:
+        """Atomically answer "done", "in progress", or take a marker expiring in ``ttl`` s.
+
+        An expired marker or an expired outcome counts as absent and is taken over.
+        """
+        ...
+
+    def finish(self, key: str, token: str, record: dict, retention: float) -> None:
+        """Record ``key``'s final outcome for ``retention`` s, replacing any marker.
+
+        Recorded even if our marker expired meanwhile: the outcome is true regardless.
+        """
+        ...
+
+    def release(self, key: str, token: str) -> None:
+        """Drop the in-progress marker if ``token`` still owns it, so a redelivery can retry."""
+        ...
+
+    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+        """Reserve one unit if fewer than ``limit`` were reserved in the last ``window`` s.
+
+        Returns the reservation's token, or ``None`` when the budget is spent (always for
+        ``limit < 1``). Concurrent callers can never exceed ``limit``.
+        """
+        ...
+
+    def refund_budget(self, subject: str, token: str) -> None:
+        """Remove a reservation: the operation turned out not to consume budget."""
+        ...
+
+    def budget_used(self, subject: str, window: float) -> int:
+        """How many reservations ``subject`` holds from the last ``window`` seconds."""
+        ...
+
+    def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
+        """A snapshot for operators: ``{"dedupe": [...], "budget": [...]}``, newest first.
+
+        ``dedupe`` items are ``{"key", "state", "expires_at", "record"}`` for live entries;
+        ``budget`` items ``{"subject", "used", "last_at"}``. ``used`` counts reservations
+        within ``window`` when given, else every reservation the store still holds.
+        """
+        ...
+
+    def forget(self, key: str) -> bool:
+        """Drop ``key``'s recorded outcome or in-progress marker, so the event can run again.
+
+        For operators undoing a wrong outcome; returns whether a live entry was there.
+        """
+        ...
+
+    def reset_budget(self, subject: str) -> int:
+        """Drop every budget reservation of ``subject``; returns how many the store held.
+
+        The count may include reservations already outside the window that the store had
+        not collected yet.
+        """
+        ...
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreUnavailable` unless a write succeeds now (readiness probes).
+
+        The probe write is undone in the same step: it leaves nothing behind.
+        """
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+        ...
+
+
+def new_token() -> str:
+    """A marker's or reservation's owner: unguessable, so no other caller can release it."""
+    return secrets.token_hex(16)
+
+
+def dump_record(record: dict) -> str:
+    """Serialise before any I/O, so a bad record fails the same way on every backend."""
+    if not isinstance(record, dict):
+        raise TypeError(f"record must be a dict, not {type(record).__name__}")
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+
+
+def positive_seconds(name: str, value: float) -> float:
+    """A TTL, retention or window: zero, negative, NaN or infinite would never expire right."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_text(name: str, value: object) -> str:
+    """A key or subject: an empty one would merge unrelated events into one entry."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def check_limit(limit: int) -> int:
+    """A budget limit: ``True`` is an int to Python, but never a meant number of restores."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    return limit
+
+
+def recent_view(dedupe: list[dict], budget: list[dict], limit: int) -> dict:
+    """:meth:`~StateStore.recent`'s answer from every live entry a backend collected.
+
+    For backends that cannot sort and cut on the server: each ``dedupe`` item carries its
+    ``updated_at`` to sort by, which the answer leaves out.
+    """
+    dedupe = _newest_first(dedupe, "updated_at", limit)
+    for item in dedupe:
+        del item["updated_at"]
+    return {"dedupe": dedupe, "budget": _newest_first(budget, "last_at", limit)}
+
+
+def _newest_first(items: list[dict], by: str, limit: int) -> list[dict]:
+    items.sort(key=lambda item: item[by], reverse=True)
+    return items[: max(limit, 0)]

@@ -1,0 +1,176 @@
+"""The in-process backend (``memory://``): tests, the demo and the operator CLI.
+
+Nothing to set up and nothing left behind, with the same contract as the shared backends - so
+tests and the demo exercise the pipeline's real dedupe and budget logic. A function instance
+in production uses SQLite or Redis: what is held here dies with the process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+from handler.store.base import (
+    ACQUIRED,
+    DONE,
+    IN_PROGRESS,
+    Claim,
+    check_limit,
+    check_text,
+    dump_record,
+    new_token,
+    positive_seconds,
+    recent_view,
+)
+
+
+class MemoryStore:
+    """In-process store: correct for the threads of one process, invisible to any other.
+
+    Expired entries are swept once the calls since the last sweep outnumber the entries, so
+    the sweeping cost per call stays constant on average.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        # key -> (state, token, expires_at, record_json, updated_at)
+        self._dedupe: dict[str, tuple[str, str, float, str | None, float]] = {}
+        # subject -> token -> (at, expires_at)
+        self._budget: dict[str, dict[str, tuple[float, float]]] = {}
+        self._calls = 0
+
+    @property
+    def describe(self) -> str:
+        return "memory://"
+
+    def __repr__(self) -> str:
+        return "MemoryStore('memory://')"
+
+    def claim(self, key: str, ttl: float) -> Claim:
+        check_text("key", key)
+        ttl = positive_seconds("ttl", ttl)
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            entry = self._dedupe.get(key)
+            if entry is not None and entry[2] > now:
+                if entry[0] == DONE:
+                    return Claim(False, "", DONE, json.loads(entry[3] or "{}"))
+                return Claim(False, "", IN_PROGRESS, None)
+            token = new_token()
+            self._dedupe[key] = (IN_PROGRESS, token, now + ttl, None, now)
+            return Claim(True, token, ACQUIRED, None)
+
+    def finish(self, key: str, token: str, record: dict, retention: float) -> None:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        data = dump_record(record)
+        with self._lock:
+            now = self._clock()
+            self._dedupe[key] = (DONE, token, now + retention, data, now)
+
+    def release(self, key: str, token: str) -> None:
+        check_text("key", key)
+        with self._lock:
+            entry = self._dedupe.get(key)
+            if entry is not None and entry[0] == IN_PROGRESS and entry[1] == token:
+                del self._dedupe[key]
+
+    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+        check_text("subject", subject)
+        limit = check_limit(limit)
+        window = positive_seconds("window", window)
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            held = self._budget.get(subject, {})
+            used = sum(1 for at, _ in held.values() if at > now - window)
+            if used >= limit:
+                return None
+            token = new_token()
+            self._budget.setdefault(subject, {})[token] = (now, now + window)
+            return token
+
+    def refund_budget(self, subject: str, token: str) -> None:
+        with self._lock:
+            held = self._budget.get(subject)
+            if held is not None:
+                held.pop(token, None)
+                if not held:
+                    del self._budget[subject]
+
+    def budget_used(self, subject: str, window: float) -> int:
+        window = positive_seconds("window", window)
+        with self._lock:
+            now = self._clock()
+            held = self._budget.get(subject, {})
+            return sum(1 for at, _ in held.values() if at > now - window)
+
+    def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
+        with self._lock:
+            now = self._clock()
+            dedupe = [
+                {
+                    "key": key,
+                    "state": state,
+                    "expires_at": expires_at,
+                    "record": json.loads(data) if data is not None else None,
+                    "updated_at": updated_at,
+                }
+                for key, (state, _, expires_at, data, updated_at) in self._dedupe.items()
+                if expires_at > now
+            ]
+            budget = []
+            for subject, held in self._budget.items():
+                live = [
+                    at
+                    for at, expires_at in held.values()
+                    if (at > now - window if window is not None else expires_at > now)
+                ]
+                if live:
+                    budget.append({"subject": subject, "used": len(live), "last_at": max(live)})
+        return recent_view(dedupe, budget, limit)
+
+    def forget(self, key: str) -> bool:
+        check_text("key", key)
+        with self._lock:
+            entry = self._dedupe.pop(key, None)
+            return entry is not None and entry[2] > self._clock()
+
+    def reset_budget(self, subject: str) -> int:
+        check_text("subject", subject)
+        with self._lock:
+            return len(self._budget.pop(subject, {}))
+
+    def check_writable(self) -> None:
+        return None  # process memory: writable while the process lives
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired entries, amortised: one full pass per ``len(entries)`` calls."""
+        self._calls += 1
+        if self._calls < max(64, len(self._dedupe) + len(self._budget)):
+            return
+        self._calls = 0
+        for key in [k for k, entry in self._dedupe.items() if entry[2] <= now]:
+            del self._dedupe[key]
+        for subject in list(self._budget):
+            held = self._budget[subject]
+            for token in [t for t, (_, expires_at) in held.items() if expires_at <= now]:
+                del held[token]
+            if not held:
+                del self._budget[subject]

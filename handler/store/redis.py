@@ -1,0 +1,378 @@
+"""The Redis backend (``redis://``, ``rediss://``): one server shared by every instance.
+
+redis-py is imported when a :class:`RedisStore` is made, not when this module is: only
+deployments that use Redis install it, and the cold path of the others stays light. The
+``import redis`` below is absolute, as every import is in Python 3, so it names the redis-py
+library, not this module.
+
+Redis' own key expiry is used only to collect garbage, a grace period after the logical
+expiry, so clock skew between an instance and Redis never ends a marker early.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from handler.redaction import redact_url
+from handler.store.base import (
+    ACQUIRED,
+    DONE,
+    IN_PROGRESS,
+    Claim,
+    StoreUnavailable,
+    check_limit,
+    check_text,
+    dump_record,
+    new_token,
+    positive_seconds,
+    recent_view,
+)
+from handler.store.redis_scripts import (
+    CHECK_WRITABLE_LUA,
+    CLAIM_LUA,
+    FINISH_LUA,
+    FORGET_LUA,
+    LATE,
+    RELEASE_LUA,
+    RESERVE_LUA,
+    RESET_BUDGET_LUA,
+)
+
+DEFAULT_REDIS_PREFIX = "obs-workflow-restore:"
+REDIS_TIMEOUT = 2.0  # seconds to connect to / hear back from Redis: "down" must fail fast
+REDIS_EXPIRY_GRACE_MS = 60_000  # Redis drops a key this long after its logical expiry
+REDIS_SCAN_LIMIT = 10_000  # keys recent() examines at most on Redis
+REDIS_CALIBRATE_EVERY = 300.0  # seconds between re-reading Redis' clock (see RedisStore)
+REDIS_LOST_LIMIT = 1_000  # claims/reservations whose reply was lost, kept to undo later
+
+
+def _redis_ttl_ms(seconds: float) -> int:
+    return math.ceil(seconds * 1000) + REDIS_EXPIRY_GRACE_MS
+
+
+def _redis_secrets(url: str) -> list[str]:
+    """Every form in which a URL's password could show up in a message."""
+    parts = urlsplit(url)
+    found = []
+    if parts.password:
+        found += [parts.password, unquote(parts.password)]
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if "pass" in name.lower() and value:
+            found += [value, quote(value)]
+    return sorted(set(found), key=len, reverse=True)
+
+
+class RedisStore:
+    """A Redis server shared by every instance; one Lua script per read-decide-write step.
+
+    A marker or outcome is a hash ``<prefix>dedupe:<key>``; a budget is a sorted set
+    ``<prefix>budget:<subject>`` of reservation tokens scored by time. Connections are made
+    lazily with 2-second connect/read timeouts (URL query options such as
+    ``socket_timeout`` override them) and one immediate retry; the scripts are idempotent
+    for a given token, so a retry after a lost reply cannot take a second budget unit or
+    turn our own marker into someone else's.
+
+    A stalled server (``SIGSTOP``, a long fork, a saturated network) still holds the commands
+    it was sent, and runs them once it resumes - after the caller gave up. So that such a
+    late :meth:`claim` cannot leave an in-progress marker that blocks every redelivery for the
+    whole claim TTL (nor a late :meth:`reserve_budget` spend a unit for nothing), each call
+    carries a deadline - when the call started plus the socket timeout, in Redis' own clock -
+    and the script refuses to act past it. Redis' clock is read with ``TIME`` now and then
+    and mapped onto this process' monotonic clock, so the wall clocks need not agree; an
+    answer "late" that does arrive only means the mapping drifted: it is read again and the
+    call retried once. A claim or reservation whose reply never came back is remembered and
+    undone, best effort, at the next use of the store.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        key_prefix: str = DEFAULT_REDIS_PREFIX,
+    ) -> None:
+        self._clock = clock
+        self._prefix = key_prefix
+        self._describe = redact_url(url)
+        self._secrets = _redis_secrets(url)
+        try:
+            import redis  # lazily: only deployments that use Redis install redis-py
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise StoreUnavailable(
+                f"state store {self._describe} needs redis-py: "
+                "pip install 'obs-workflow-restore[redis]'"
+            ) from None
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        try:
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+                retry=Retry(NoBackoff(), 1),
+                health_check_interval=30,
+                decode_responses=True,
+            )
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"invalid Redis store URL: {self._scrub(str(exc))}") from None
+        # How long one attempt waits for its answer: past it the caller has given up.
+        self._answer_within = float(
+            self._redis.connection_pool.connection_kwargs.get("socket_timeout") or REDIS_TIMEOUT
+        )
+        self._redis_minus_monotonic: float | None = None
+        self._calibrated_at = -math.inf
+        self._lost: list[tuple[str, str, str]] = []  # ("claim"|"budget", key or subject, token)
+        self._lost_lock = threading.Lock()
+        self._claim = self._redis.register_script(CLAIM_LUA)
+        self._finish = self._redis.register_script(FINISH_LUA)
+        self._release = self._redis.register_script(RELEASE_LUA)
+        self._reserve = self._redis.register_script(RESERVE_LUA)
+        self._forget = self._redis.register_script(FORGET_LUA)
+        self._reset_budget = self._redis.register_script(RESET_BUDGET_LUA)
+        self._check_writable = self._redis.register_script(CHECK_WRITABLE_LUA)
+
+    @property
+    def describe(self) -> str:
+        return self._describe
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._describe!r})"
+
+    def claim(self, key: str, ttl: float) -> Claim:
+        check_text("key", key)
+        ttl = positive_seconds("ttl", ttl)
+        token = new_token()
+        now = self._clock()
+        self._undo_lost()
+        with self._remember_if_lost("claim", key, token), self._guard():
+            state, record = self._in_time(
+                self._claim,
+                keys=[self._dedupe_key(key)],
+                args=[repr(now), token, repr(now + ttl), _redis_ttl_ms(ttl)],
+            )
+        if state == DONE:
+            return Claim(False, "", DONE, json.loads(record or "{}"))
+        if state == IN_PROGRESS:
+            return Claim(False, "", IN_PROGRESS, None)
+        return Claim(True, token, ACQUIRED, None)
+
+    def finish(self, key: str, token: str, record: dict, retention: float) -> None:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        data = dump_record(record)
+        now = self._clock()
+        self._undo_lost()
+        with self._guard():
+            self._finish(
+                keys=[self._dedupe_key(key)],
+                args=[repr(now), token, repr(now + retention), data, _redis_ttl_ms(retention)],
+            )
+
+    def release(self, key: str, token: str) -> None:
+        check_text("key", key)
+        self._undo_lost()
+        with self._guard():
+            self._release(keys=[self._dedupe_key(key)], args=[token])
+
+    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+        check_text("subject", subject)
+        limit = check_limit(limit)
+        window = positive_seconds("window", window)
+        if limit < 1:
+            return None
+        token = new_token()
+        now = self._clock()
+        self._undo_lost()
+        with self._remember_if_lost("budget", subject, token), self._guard():
+            (answer, *_) = self._in_time(
+                self._reserve,
+                keys=[self._budget_key(subject)],
+                args=[repr(now), repr(now - window), limit, token, _redis_ttl_ms(window)],
+            )
+        return token if answer == token else None
+
+    def refund_budget(self, subject: str, token: str) -> None:
+        self._undo_lost()
+        with self._guard():
+            self._redis.zrem(self._budget_key(subject), token)
+
+    def budget_used(self, subject: str, window: float) -> int:
+        window = positive_seconds("window", window)
+        since = self._clock() - window
+        with self._guard():
+            return int(self._redis.zcount(self._budget_key(subject), f"({since!r}", "+inf"))
+
+    def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
+        """See :meth:`StateStore.recent`; here it SCANs at most ``REDIS_SCAN_LIMIT`` keys."""
+        now = self._clock()
+        with self._guard():
+            dedupe = []
+            keys = self._scan("dedupe:")
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, "state", "expires_at", "record", "updated_at")
+            for key, (state, expires_at, record, updated_at) in zip(
+                keys, pipe.execute(), strict=True
+            ):
+                if state is None or float(expires_at) <= now:
+                    continue
+                dedupe.append(
+                    {
+                        "key": key[len(self._prefix) + len("dedupe:") :],
+                        "state": state,
+                        "expires_at": float(expires_at),
+                        "record": json.loads(record) if record is not None else None,
+                        "updated_at": float(updated_at),
+                    }
+                )
+            budget = []
+            keys = self._scan("budget:")
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                low = f"({now - window!r}" if window is not None else "-inf"
+                pipe.zcount(key, low, "+inf")
+                pipe.zrange(key, -1, -1, withscores=True)
+            answers = pipe.execute()
+            for index, key in enumerate(keys):
+                used, last = answers[2 * index], answers[2 * index + 1]
+                if used and last:
+                    budget.append(
+                        {
+                            "subject": key[len(self._prefix) + len("budget:") :],
+                            "used": int(used),
+                            "last_at": float(last[0][1]),
+                        }
+                    )
+        return recent_view(dedupe, budget, limit)
+
+    def forget(self, key: str) -> bool:
+        check_text("key", key)
+        with self._guard():
+            return bool(self._forget(keys=[self._dedupe_key(key)], args=[repr(self._clock())]))
+
+    def reset_budget(self, subject: str) -> int:
+        check_text("subject", subject)
+        with self._guard():
+            return int(self._reset_budget(keys=[self._budget_key(subject)]))
+
+    def check_writable(self) -> None:
+        self._undo_lost()
+        with self._guard():
+            self._check_writable(keys=[f"{self._prefix}check-writable:{new_token()}"])
+
+    def ping(self) -> None:
+        self._undo_lost()
+        with self._guard():
+            self._redis.ping()
+
+    def close(self) -> None:
+        try:
+            self._redis.close()
+            self._redis.connection_pool.disconnect()
+        except self._errors:
+            pass
+
+    def __enter__(self) -> RedisStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # internals
+
+    def _dedupe_key(self, key: str) -> str:
+        return f"{self._prefix}dedupe:{key}"
+
+    def _budget_key(self, subject: str) -> str:
+        return f"{self._prefix}budget:{subject}"
+
+    def _scan(self, kind: str) -> list[str]:
+        pattern = _glob_escape(self._prefix + kind) + "*"
+        keys = []
+        for key in self._redis.scan_iter(match=pattern, count=500):
+            keys.append(key)
+            if len(keys) >= REDIS_SCAN_LIMIT:
+                break
+        return keys
+
+    def _in_time(self, script: Callable[..., list], keys: list[str], args: list) -> list:
+        """Run a deadline-checking script; an answer "late" that arrives means drift: retry."""
+        for attempt in range(2):
+            answer = script(keys=keys, args=[*args, repr(self._deadline(fresh=attempt > 0))])
+            if not answer or answer[0] != LATE:
+                return answer
+        raise StoreUnavailable(
+            f"state store {self._describe} unavailable: answers arrive after the "
+            f"{self._answer_within:g}s socket timeout"
+        )
+
+    def _deadline(self, *, fresh: bool) -> float:
+        """Now plus one attempt's socket timeout, in Redis' clock (seconds since the epoch)."""
+        if fresh or time.monotonic() - self._calibrated_at > REDIS_CALIBRATE_EVERY:
+            seconds, microseconds = self._redis.time()
+            after = time.monotonic()
+            # Redis read its clock at some moment before `after`; assuming `after` can only
+            # make the deadline earlier than the caller's, never later.
+            self._redis_minus_monotonic = seconds + microseconds / 1e6 - after
+            self._calibrated_at = after
+        assert self._redis_minus_monotonic is not None
+        return time.monotonic() + self._redis_minus_monotonic + self._answer_within
+
+    @contextmanager
+    def _remember_if_lost(self, kind: str, name: str, token: str) -> Iterator[None]:
+        """If the call fails, its script may still have run: remember what to undo."""
+        try:
+            yield
+        except StoreUnavailable:
+            with self._lost_lock:
+                if len(self._lost) < REDIS_LOST_LIMIT:
+                    self._lost.append((kind, name, token))
+            raise
+
+    def _undo_lost(self) -> None:
+        """Release markers and refund units taken by calls whose reply was lost (best effort).
+
+        Safe at any later time: the caller gave up after the script's deadline, so a script
+        not yet run never acts, and the release and refund only touch our own token.
+        """
+        with self._lost_lock:
+            lost, self._lost = self._lost, []
+        for index, (kind, name, token) in enumerate(lost):
+            try:
+                if kind == "claim":
+                    self._release(keys=[self._dedupe_key(name)], args=[token])
+                else:
+                    self._redis.zrem(self._budget_key(name), token)
+            except self._errors:
+                with self._lost_lock:
+                    self._lost[:0] = lost[index:]  # still down: try again next time
+                return
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn every Redis failure into StoreUnavailable with a password-free message."""
+        try:
+            yield
+        except self._errors as exc:
+            detail = self._scrub(f"{type(exc).__name__}: {exc}")
+            raise StoreUnavailable(f"state store {self._describe} unavailable: {detail}") from None
+
+
+def _glob_escape(text: str) -> str:
+    """Escape the glob metacharacters of Redis' SCAN MATCH."""
+    escaped = text.replace("\\", "\\\\")
+    for char in "*?[]":
+        escaped = escaped.replace(char, "\\" + char)
+    return escaped

@@ -1,0 +1,92 @@
+"""The Lua scripts of the Redis backend: each read-decide-write step is one script.
+
+Redis runs a script atomically, so a claim or a budget reservation cannot interleave with
+another instance's. The scripts are idempotent for a given token, so the client's retry after
+a lost reply cannot take a second budget unit or turn our own marker into someone else's.
+"""
+
+# Every script that takes something (a marker, a budget unit) first compares Redis' own clock
+# with the caller's deadline, in Redis time (the last ARGV): a script that a stalled server runs
+# only after the caller gave up must not take anything the caller will never use or release.
+LATE = "late"
+DEADLINE_LUA = """
+local clock = redis.call('TIME')
+if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > tonumber(ARGV[#ARGV]) then
+  return {'late', ''}
+end
+"""
+
+# KEYS[1] marker hash; ARGV: now, token, expires_at, redis_ttl_ms, deadline
+CLAIM_LUA = (
+    DEADLINE_LUA
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'state', 'token', 'expires_at', 'record')
+if cur[1] and tonumber(cur[3]) > tonumber(ARGV[1]) then
+  if cur[1] == 'done' then return {'done', cur[4] or ''} end
+  if cur[2] == ARGV[2] then return {'acquired', ''} end
+  return {'in_progress', ''}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'state', 'in_progress', 'token', ARGV[2],
+           'expires_at', ARGV[3], 'updated_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {'acquired', ''}
+"""
+)
+
+# KEYS[1] marker hash; ARGV: now, token, expires_at, record, redis_ttl_ms
+FINISH_LUA = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'state', 'done', 'token', ARGV[2], 'expires_at', ARGV[3],
+           'record', ARGV[4], 'updated_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+# KEYS[1] marker hash; ARGV: token
+RELEASE_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'state', 'token')
+if cur[1] == 'in_progress' and cur[2] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] marker hash; ARGV: now. Answers 1 when a live entry was dropped.
+FORGET_LUA = """
+local expires_at = redis.call('HGET', KEYS[1], 'expires_at')
+redis.call('DEL', KEYS[1])
+if expires_at and tonumber(expires_at) > tonumber(ARGV[1]) then return 1 end
+return 0
+"""
+
+# KEYS[1] budget sorted set. Answers how many reservations it held.
+RESET_BUDGET_LUA = """
+local held = redis.call('ZCARD', KEYS[1])
+redis.call('DEL', KEYS[1])
+return held
+"""
+
+# KEYS[1] a probe key nobody else uses. A replica, a full maxmemory or min-replicas-to-write
+# refuse the SET; PX collects the key should the DEL never run.
+CHECK_WRITABLE_LUA = """
+redis.call('SET', KEYS[1], '1', 'PX', 10000)
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS[1] budget sorted set (member token, score time); ARGV: now, window_start, limit,
+# token, redis_ttl_ms, deadline. Answers {token} when reserved, {false} when spent.
+RESERVE_LUA = (
+    DEADLINE_LUA
+    + """
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return {ARGV[4]} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'spent'} end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
+return {ARGV[4]}
+"""
+)

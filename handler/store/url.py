@@ -1,0 +1,162 @@
+"""State store URLs, checked in full before anything is opened.
+
+``memory://``
+    In-process dicts behind a lock: tests, the demo and the operator CLI.
+``sqlite:///path`` (optional ``?busy_timeout=SECONDS&mode=ro``)
+    One file shared by the threads and processes of one machine. As in SQLAlchemy, the path
+    is everything after ``sqlite:///``: ``sqlite:////tmp/state.db`` is the absolute
+    ``/tmp/state.db``, ``sqlite:///state.db`` is ``state.db`` relative to the working
+    directory at open time. ``mode=ro`` opens an existing file read-only (for inspection:
+    every write raises :class:`~handler.store.base.StoreUnavailable`).
+``redis://...`` / ``rediss://...``
+    A Redis server shared by every instance anywhere, with redis-py's own query options.
+
+Settings check ``RESTORE_STATE_URL`` with :func:`validate_state_url` when the function
+starts, so a configuration error stops it there instead of failing every delivery. That check
+runs on FunctionGraph's cold path: this module uses the standard library only - it opens no
+file and never imports redis-py.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from handler.store.base import positive_seconds
+
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite write waits for another writer
+
+# Query options a redis:// URL may carry: redis-py's own names, each with the check its value
+# must pass. redis-py passes an unknown name on to the connection as a keyword argument and only
+# fails (with a TypeError) at the first command, so every name is checked here, at load time.
+_REDIS_NUMBER_OPTIONS = ("socket_timeout", "socket_connect_timeout")
+_REDIS_FLAG_OPTIONS = ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname")
+_REDIS_TEXT_OPTIONS = ("client_name", "username", "password")
+_REDIS_TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_REDIS_OPTIONS = frozenset(
+    (
+        "db",
+        "health_check_interval",
+        "max_connections",
+        "protocol",
+        *_REDIS_NUMBER_OPTIONS,
+        *_REDIS_FLAG_OPTIONS,
+        *_REDIS_TEXT_OPTIONS,
+        *_REDIS_TLS_OPTIONS,
+    )
+)
+_FLAG_VALUES = ("true", "false", "1", "0", "yes", "no", "on", "off")
+
+
+def validate_state_url(url: str) -> None:
+    """Check a state store URL completely, without opening anything or importing redis-py.
+
+    Raises :class:`ValueError` naming the part that is wrong - the scheme, the SQLite path or
+    an option, the Redis host, port, database index or an option - so a configuration error
+    stops the function at start-up instead of failing every delivery. Messages never contain
+    the URL itself, a password or the value of an option that may be secret.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("the state store URL is empty: use memory://, sqlite:/// or redis://")
+    if any(ord(char) < 32 or ord(char) == 127 for char in url):
+        raise ValueError("the state store URL contains a control character")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        if url.split(":", 1)[1].strip("/"):
+            raise ValueError("a memory:// store URL takes no path or options")
+    elif scheme == "sqlite":
+        parse_sqlite_url(url)
+    elif scheme in ("redis", "rediss"):
+        _validate_redis_url(url, tls=scheme == "rediss")
+    elif not scheme:
+        raise ValueError("the state store URL has no scheme: use memory://, sqlite:/// or redis://")
+    else:
+        raise ValueError(
+            f"unsupported state store scheme {scheme!r}: use memory://, sqlite:///, redis:// "
+            "or rediss://"
+        )
+
+
+def _validate_redis_url(url: str, *, tls: bool) -> None:
+    parts = urlsplit(url)
+    if parts.fragment:
+        raise ValueError("a Redis store URL takes no #fragment")
+    if not parts.hostname:
+        raise ValueError("a Redis store URL needs a host, e.g. redis://127.0.0.1:6379/0")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the Redis port must be a whole number from 1 to 65535")
+    path = parts.path.strip("/")
+    if path and not (path.isascii() and path.isdigit()):
+        raise ValueError("the Redis database index (the URL path) must be a whole number >= 0")
+    seen = set()
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in _REDIS_OPTIONS:
+            known = ", ".join(sorted(_REDIS_OPTIONS))
+            raise ValueError(f"unsupported Redis store option {name[:40]!r} (known: {known})")
+        if name in seen:
+            raise ValueError(f"Redis store option {name!r} is given twice")
+        seen.add(name)
+        if name in (*_REDIS_TLS_OPTIONS, "ssl_check_hostname") and not tls:
+            raise ValueError(f"Redis store option {name!r} needs a rediss:// (TLS) URL")
+        _check_redis_option(name, value)
+
+
+def _check_redis_option(name: str, value: str) -> None:
+    shown = ascii(value[:40])
+    if name in _REDIS_NUMBER_OPTIONS:
+        try:
+            positive_seconds(name, float(value))
+        except ValueError:
+            raise ValueError(f"{name} must be a positive number of seconds, got {shown}") from None
+    elif name in _REDIS_FLAG_OPTIONS:
+        if value.lower() not in _FLAG_VALUES:
+            raise ValueError(f"{name} must be true or false, got {shown}")
+    elif name in ("db", "health_check_interval"):  # redis-py reads both as int
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"{name} must be a whole number >= 0, got {shown}")
+    elif name == "max_connections":
+        if not (value.isascii() and value.isdigit() and int(value) >= 1):
+            raise ValueError(f"max_connections must be a whole number >= 1, got {shown}")
+    elif name == "protocol":
+        if value not in ("2", "3"):
+            raise ValueError(f"protocol must be 2 or 3, got {shown}")
+    elif name == "ssl_cert_reqs":
+        if value.lower() not in ("none", "optional", "required"):
+            raise ValueError(f"ssl_cert_reqs must be none, optional or required, got {shown}")
+    elif not value:  # a text option, possibly secret: its value is never shown
+        raise ValueError(f"Redis store option {name!r} is empty")
+
+
+def parse_sqlite_url(url: str) -> tuple[str, float, bool]:
+    """Split ``sqlite:///PATH[?busy_timeout=S&mode=ro|rw]`` into its parts."""
+    prefix = "sqlite:///"
+    if url[: len(prefix)].lower() != prefix:
+        raise ValueError("a SQLite store URL is sqlite:/// followed by a path")
+    path, _, query = url[len(prefix) :].partition("?")
+    if not path or path == ":memory:":
+        raise ValueError("a SQLite store URL needs a file path (use memory:// for no file)")
+    busy_timeout, read_only = DEFAULT_BUSY_TIMEOUT, False
+    seen = set()
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in seen:
+            raise ValueError(f"SQLite store option {name[:40]!r} is given twice")
+        seen.add(name)
+        if name == "busy_timeout":
+            try:
+                busy_timeout = positive_seconds("busy_timeout", float(value))
+            except ValueError:
+                raise ValueError(
+                    f"busy_timeout must be a positive number of seconds, got {value[:40]!a}"
+                ) from None
+        elif name == "mode":
+            if value not in ("ro", "rw"):
+                raise ValueError(f"mode must be ro or rw, got {value[:40]!a}")
+            read_only = value == "ro"
+        else:
+            raise ValueError(
+                f"unsupported SQLite store option {name[:40]!r} (known: busy_timeout, mode)"
+            )
+    return path, busy_timeout, read_only

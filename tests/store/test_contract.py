@@ -1,0 +1,267 @@
+"""The state store's contract, run against every backend: memory, SQLite and a real Redis.
+
+Concurrency uses real threads; the behaviour one backend alone has lives beside it in
+test_sqlite.py and test_redis.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from handler.store import Claim
+from tests.store.conftest import HOUR, START
+
+pytest_plugins = ["tests.redis_server"]  # redis_url, redis_server_factory
+
+
+def run_threads(count: int, work: Callable[[], object]) -> list[object]:
+    """Run ``work`` in ``count`` threads released together; return results, re-raise errors."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[index] = work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+# --- dedupe -----------------------------------------------------------------------------------
+
+
+def test_claim_then_in_progress_then_done_with_the_record(store):
+    first = store.claim("event-1", ttl=60)
+    assert first.acquired and first.state == "acquired" and first.record is None
+    assert len(first.token) >= 16
+
+    assert store.claim("event-1", ttl=60) == Claim(False, "", "in_progress", None)
+
+    outcome = {"status": "restored", "attempts": 2, "nested": {"urn": "x"}, "list": [1, None]}
+    store.finish("event-1", first.token, outcome, retention=HOUR)
+    assert store.claim("event-1", ttl=60) == Claim(False, "", "done", outcome)
+    # Another key is unaffected.
+    assert store.claim("event-2", ttl=60).acquired
+
+
+def test_release_lets_a_redelivery_acquire(store):
+    first = store.claim("event", ttl=60)
+    store.release("event", first.token)
+    second = store.claim("event", ttl=60)
+    assert second.acquired and second.token != first.token
+
+
+def test_release_with_a_wrong_token_does_nothing(store):
+    first = store.claim("event", ttl=60)
+    store.release("event", "not-the-token")
+    store.release("event", "")
+    assert store.claim("event", ttl=60).state == "in_progress"
+    # Nor does release touch a recorded outcome.
+    store.finish("event", first.token, {"ok": True}, retention=HOUR)
+    store.release("event", first.token)
+    assert store.claim("event", ttl=60).state == "done"
+
+
+def test_an_expired_marker_is_taken_over(store, clock):
+    first = store.claim("event", ttl=30)
+    clock.advance(29.9)
+    assert store.claim("event", ttl=30).state == "in_progress"
+    clock.advance(0.2)
+    second = store.claim("event", ttl=30)
+    assert second.acquired and second.token != first.token
+    # The crashed holder coming back cannot drop the new holder's marker.
+    store.release("event", first.token)
+    assert store.claim("event", ttl=30).state == "in_progress"
+
+
+def test_finish_records_the_outcome_even_after_the_marker_expired(store, clock):
+    first = store.claim("event", ttl=10)
+    clock.advance(60)
+    store.finish("event", first.token, {"status": "restored"}, retention=HOUR)
+    assert store.claim("event", ttl=10).record == {"status": "restored"}
+
+
+def test_an_outcome_is_kept_for_its_retention_then_forgotten(store, clock):
+    first = store.claim("event", ttl=10)
+    store.finish("event", first.token, {"status": "skipped"}, retention=100)
+    clock.advance(99)
+    assert store.claim("event", ttl=10).state == "done"
+    clock.advance(2)
+    assert store.claim("event", ttl=10).acquired
+
+
+def test_keys_are_arbitrary_strings(store):
+    keys = ["a" * 300, "ünïcødé/ключ:💥", "glob*?[x]\\", "with space and 'quotes'", ":"]
+    claims = {key: store.claim(key, ttl=60) for key in keys}
+    assert all(claim.acquired for claim in claims.values())
+    for key, claim in claims.items():
+        store.finish(key, claim.token, {"key": key}, retention=HOUR)
+    for key in keys:
+        assert store.claim(key, ttl=60).record == {"key": key}
+
+
+def test_invalid_arguments_fail_before_any_io(store):
+    with pytest.raises(ValueError, match="ttl"):
+        store.claim("event", ttl=0)
+    with pytest.raises(ValueError, match="key"):
+        store.claim("", ttl=10)
+    with pytest.raises(TypeError):
+        store.finish("event", "t", {"not json": object()}, retention=10)
+    with pytest.raises(TypeError, match="dict"):
+        store.finish("event", "t", ["a", "list"], retention=10)
+    with pytest.raises(ValueError, match="window"):
+        store.reserve_budget("subject", 3, window=-1)
+    # Nothing was written by the failed calls.
+    assert store.claim("event", ttl=10).acquired
+
+
+def test_sixteen_threads_claiming_one_key_yield_exactly_one_holder(make_store):
+    store = make_store()
+    claims = run_threads(16, lambda: store.claim("contended", ttl=60))
+    assert sorted(claim.state for claim in claims) == ["acquired"] + ["in_progress"] * 15
+
+
+# --- budget -----------------------------------------------------------------------------------
+
+
+def test_budget_stops_at_the_limit_slides_with_the_window_and_refunds(store, clock):
+    window = 10 * HOUR
+    first = store.reserve_budget("exec-1", limit=3, window=window)
+    clock.advance(HOUR)
+    second = store.reserve_budget("exec-1", limit=3, window=window)
+    third = store.reserve_budget("exec-1", limit=3, window=window)
+    assert None not in (first, second, third) and len({first, second, third}) == 3
+    assert store.reserve_budget("exec-1", limit=3, window=window) is None
+    assert store.budget_used("exec-1", window) == 3
+    assert store.reserve_budget("exec-2", limit=3, window=window) is not None  # per subject
+
+    store.refund_budget("exec-1", second)
+    assert store.budget_used("exec-1", window) == 2
+    fourth = store.reserve_budget("exec-1", limit=3, window=window)
+    assert fourth is not None
+    assert store.reserve_budget("exec-1", limit=3, window=window) is None
+
+    # The window slides: the first reservation (made an hour before the others) ages out first.
+    clock.advance(window - HOUR - 1)
+    assert store.budget_used("exec-1", window) == 3
+    clock.advance(1.5)
+    assert store.budget_used("exec-1", window) == 2
+    assert store.reserve_budget("exec-1", limit=3, window=window) is not None
+    assert store.reserve_budget("exec-1", limit=3, window=window) is None
+    # Refunding an unknown token is harmless.
+    store.refund_budget("exec-1", "unknown")
+    store.refund_budget("never-seen", "unknown")
+
+
+def test_a_limit_below_one_never_reserves(store):
+    assert store.reserve_budget("exec", limit=0, window=60) is None
+    assert store.budget_used("exec", 60) == 0
+
+
+def test_twenty_threads_reserving_with_limit_three_get_exactly_three(make_store):
+    store = make_store()
+    tokens = run_threads(20, lambda: store.reserve_budget("exec", limit=3, window=HOUR))
+    granted = [token for token in tokens if token is not None]
+    assert len(granted) == 3 and len(set(granted)) == 3
+    assert store.budget_used("exec", HOUR) == 3
+
+
+# --- operator view ----------------------------------------------------------------------------
+
+
+def test_recent_lists_live_entries_newest_first(store, clock):
+    done = store.claim("old", ttl=60)
+    store.finish("old", done.token, {"status": "restored"}, retention=HOUR)
+    clock.advance(1)
+    store.claim("new", ttl=60)
+    clock.advance(1)
+    store.claim("gone", ttl=1)
+    store.reserve_budget("exec-a", limit=5, window=HOUR)
+    clock.advance(1)
+    store.reserve_budget("exec-b", limit=5, window=HOUR)
+    store.reserve_budget("exec-b", limit=5, window=HOUR)
+    clock.advance(1)  # "gone" has expired by now
+
+    view = store.recent()
+    assert view["dedupe"] == [
+        {"key": "new", "state": "in_progress", "expires_at": START + 61, "record": None},
+        {
+            "key": "old",
+            "state": "done",
+            "expires_at": START + HOUR,
+            "record": {"status": "restored"},
+        },
+    ]
+    assert view["budget"] == [
+        {"subject": "exec-b", "used": 2, "last_at": START + 3},
+        {"subject": "exec-a", "used": 1, "last_at": START + 2},
+    ]
+    assert store.recent(limit=1)["dedupe"][0]["key"] == "new"
+    assert store.recent(window=1.5)["budget"] == [
+        {"subject": "exec-b", "used": 2, "last_at": START + 3}
+    ]
+
+
+def test_ping_and_describe(store, make_store):
+    store.ping()
+    assert isinstance(store.describe, str) and "\n" not in store.describe
+    assert store.describe.split("://", 1)[0] == make_store.kind
+    assert store.describe in repr(store)
+
+
+# --- operators and readiness -----------------------------------------------------------------
+
+
+def test_forget_drops_an_outcome_or_a_marker_so_the_event_runs_again(store, clock):
+    done = store.claim("finished", ttl=60)
+    store.finish("finished", done.token, {"outcome": "failed"}, retention=HOUR)
+    store.claim("in-flight", ttl=60)
+    old = store.claim("expired", ttl=10)
+    clock.advance(11)
+
+    assert store.forget("finished") is True
+    assert store.forget("in-flight") is True
+    assert store.forget("expired") is False  # nothing live to forget
+    assert store.forget("never-seen") is False
+    assert store.recent()["dedupe"] == []
+    assert store.claim("finished", ttl=60).acquired
+    assert store.claim("in-flight", ttl=60).acquired
+    store.release("expired", old.token)  # harmless after a forget
+    with pytest.raises(ValueError, match="key"):
+        store.forget("")
+
+
+def test_reset_budget_drops_one_executions_reservations(store):
+    for _ in range(3):
+        assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is not None
+    store.reserve_budget("graph/exec-2", limit=3, window=HOUR)
+    assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is None
+
+    assert store.reset_budget("graph/exec-1") == 3
+    assert store.budget_used("graph/exec-1", HOUR) == 0
+    assert store.budget_used("graph/exec-2", HOUR) == 1  # another execution is untouched
+    assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is not None
+    assert store.reset_budget("graph/never-seen") == 0
+    with pytest.raises(ValueError, match="subject"):
+        store.reset_budget("")
+
+
+def test_check_writable_writes_nothing(store):
+    for _ in range(3):
+        store.check_writable()
+    assert store.recent() == {"dedupe": [], "budget": []}
+    assert store.claim("event", ttl=60).acquired

@@ -8,17 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from handler.intake.cloud_events import read_each
-from handler.intake.items import EVENTGRID, IntakeError, ItemCollector
-from handler.intake.messages import kind
+from handler.intake.items import EVENTGRID, ItemCollector
+from handler.intake.limits import envelope_array
 
 
 def read_eventgrid(envelope: dict[str, Any], out: ItemCollector) -> None:
     """Every event of the envelope; an envelope that is not a non-empty array fails whole."""
-    events = envelope["events"]
-    if not isinstance(events, list):
-        raise IntakeError(
-            400, "BadEnvelope", f"EventGrid 'events' must be an array, not {kind(events)}"
-        )
-    if not events:
-        raise IntakeError(400, "EmptyDelivery", "EventGrid envelope has no events")
+    events = envelope_array(envelope, "events", "EventGrid", "EventGrid envelope has no events")
     read_each(events, EVENTGRID, "events[{}]", out)

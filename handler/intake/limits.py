@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from handler.intake.items import IntakeError
-from handler.intake.messages import preview
+from handler.intake.messages import kind, preview
 
 MAX_BODY_BYTES = 256 * 1024  # EventGrid's own per-request limit; nothing legitimate is larger
 MAX_DEPTH = 16  # nested arrays/objects; the deepest legitimate shape needs about 6
@@ -156,3 +156,16 @@ def nested_payload(value: Any, what: str) -> tuple[Any, str | None]:
     except IntakeError as exc:
         return None, exc.message
     return parsed, None
+
+
+def envelope_array(envelope: dict[str, Any], key: str, name: str, empty: str) -> list[Any]:
+    """An envelope's list of events or records; one that is not a non-empty array fails whole.
+
+    ``name`` says whose ``key`` it is in the message; ``empty`` is the message for ``[]``.
+    """
+    value = envelope[key]
+    if not isinstance(value, list):
+        raise IntakeError(400, "BadEnvelope", f"{name} {key!r} must be an array, not {kind(value)}")
+    if not value:
+        raise IntakeError(400, "EmptyDelivery", empty)
+    return value

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from handler.intake.identity import hash_id, rejected_value, safe_id
-from handler.intake.items import REJECT, SKIP, SMN, SMN_TRIGGER, IntakeError, Item, ItemCollector
-from handler.intake.limits import nested_payload
+from handler.intake.items import REJECT, SKIP, SMN, SMN_TRIGGER, Item, ItemCollector
+from handler.intake.limits import envelope_array, nested_payload
 from handler.intake.messages import kind, loggable, nonempty_str, preview
 from handler.intake.plain import read_payload
 
@@ -34,13 +34,7 @@ def is_smn_message(value: dict[str, Any]) -> bool:
 
 def read_smn_trigger(event: dict[str, Any], out: ItemCollector) -> None:
     """FunctionGraph's SMN trigger: ``{"record": [{"event_source": "smn", "smn": {...}}]}``."""
-    records = event["record"]
-    if not isinstance(records, list):
-        raise IntakeError(
-            400, "BadEnvelope", f"SMN trigger 'record' must be an array, not {kind(records)}"
-        )
-    if not records:
-        raise IntakeError(400, "EmptyDelivery", "SMN trigger event has no records")
+    records = envelope_array(event, "record", "SMN trigger", "SMN trigger event has no records")
     for index, record in enumerate(records):
         problem = _record_problem(index, record)
         if problem is None:

@@ -7,6 +7,12 @@ the function should not care which. The intake reads them all and answers with a
 :class:`Item`, exactly one per request the delivery carries, each saying what to do with it:
 ``restore``, ``skip`` (readable, but nothing to do) or ``reject`` (this request is unusable).
 
+In any envelope a request may also be what either query API answers: the OBS
+``execution_info`` object, or the DWR v3 answer ``{"workflow_urn", "execution_id",
+"status"}`` (``workflow_urn`` a graph URN, ``execution_id`` the execution's name). It restores
+when its state is a failure (OBS ``FAILED``, DWR ``fail``) and is skipped in any other state
+(``running``, ``success``, ``timeout``, ``cancel``, ...).
+
 Two levels of failure, so one bad request never costs its neighbours their restore:
 
 * :class:`IntakeError` - the *delivery* cannot be read at all (too large, not UTF-8, not JSON,
@@ -44,7 +50,8 @@ The package, one module per concern (envelope modules after powertools' ``data_c
   :func:`from_cloudevent`, and which envelope a delivery is;
 * ``cloud_events``, ``eventgrid``, ``smn`` (HTTP messages and the FunctionGraph trigger),
   ``apigateway`` - one per envelope family;
-* ``plain`` - the restore request every envelope finally carries: names, URNs, states;
+* ``plain`` - the restore request every envelope finally carries: names, URNs (OBS and
+  DWR spellings), states;
 * ``items`` (what the intake answers with), ``identity``, ``limits`` (bytes to checked JSON)
   and ``messages`` (how input is quoted) - shared by all of the above.
 

@@ -1,14 +1,16 @@
 """Plain restore requests: the object every envelope finally carries, and its name rules.
 
 A request names one execution by ``graphName``/``executionName`` (or snake_case), by the URNs
-FunctionGraph uses, or by an ``execution_info`` object as the query API returns it; every
-name that is given must agree, and both names pass :func:`handler.names.validate_name` before
-an Item carries them. A request that gives a state other than a failure is skipped.
+FunctionGraph uses, by an ``execution_info`` object as the OBS query API returns it, or as
+the DWR v3 query answer does: ``workflow_urn`` (a graph URN, also of kind ``workflow`` or
+service ``dwr``) and ``execution_id`` (the execution's name). Every name that is given must
+agree, and both names pass :func:`handler.names.validate_name` before an Item carries them.
+A request that gives a state other than a failure (OBS ``FAILED``, DWR ``fail``) is skipped.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.intake.identity import MAX_ID_CHARS, hash_id, safe_id
 from handler.intake.items import REJECT, RESTORE, SKIP, Item, ItemCollector
@@ -18,14 +20,52 @@ from handler.names import InvalidNameError, validate_name
 REQUEST_ID_KEY = "eventId"  # a plain request's own id, for callers that redeliver
 GRAPH_NAME_KEYS = ("graphName", "graph_name")
 EXECUTION_NAME_KEYS = ("executionName", "execution_name")
-GRAPH_URN_KEYS = ("graph_urn", "graphUrn")
-EXECUTION_URN_KEYS = ("execution_urn", "executionUrn")
+# A DWR query answer names the execution only by its execution_id, which is the name.
+EXECUTION_ID_KEYS = ("execution_id", "executionId")
 EXECUTION_INFO_KEYS = ("execution_info", "executionInfo")
 STATE_KEYS = ("execution_state", "executionState", "status", "state")
-FAILURE_STATES = frozenset({"failed", "fail"})
+FAILURE_STATES = frozenset({"failed", "fail"})  # OBS says FAILED, DWR says fail
 
-EXECUTION_URN_FORM = "urn:fgs:<region>:<project>:execution:<graph>:<execution>:<domain>"
-GRAPH_URN_FORM = "urn:fgs:<region>:<project>:graph:<graph>"
+
+class UrnForm(NamedTuple):
+    """One URN spelling: where it may come from and which of its parts are names."""
+
+    keys: tuple[str, ...]
+    services: tuple[str, ...]  # the part after "urn:"
+    kinds: tuple[str, ...]  # the fifth part
+    size: int  # how many colon-separated parts
+    execution_at: int | None  # the part holding the execution name; the graph is always 5th
+    text: str  # the form, for messages
+
+
+URN_FORMS = (
+    UrnForm(
+        ("execution_urn", "executionUrn"),
+        ("fgs",),
+        ("execution",),
+        8,
+        6,
+        "urn:fgs:<region>:<project>:execution:<graph>:<execution>:<domain>",
+    ),
+    UrnForm(
+        ("graph_urn", "graphUrn"),
+        ("fgs",),
+        ("graph",),
+        6,
+        None,
+        "urn:fgs:<region>:<project>:graph:<graph>",
+    ),
+    # DWR's query answer names the graph as workflow_urn; the project's DWR test data spells
+    # it urn:dwr:..., and "workflow" is DWR's word for a graph, so both are read.
+    UrnForm(
+        ("workflow_urn", "workflowUrn"),
+        ("fgs", "dwr"),
+        ("graph", "workflow"),
+        6,
+        None,
+        "urn:fgs:<region>:<project>:graph:<graph> (or urn:dwr:, or kind workflow)",
+    ),
+)
 
 
 def read_payload(
@@ -95,7 +135,7 @@ def _read_request(request: dict[str, Any]) -> tuple[str, str, Any] | str:
     if not graphs and not executions:
         return (
             "not a restore request: no graphName/executionName, graph_name/execution_name, "
-            "execution_urn, graph_urn or execution_info found"
+            "execution_urn, graph_urn, workflow_urn/execution_id or execution_info found"
         )
     graph, problem = _one_name(graphs, "graphName")
     if problem is None:
@@ -126,18 +166,15 @@ def _name_sources(
     executions: list[tuple[str, Any]] = []
     for prefix, layer in layers:
         graphs += _present(layer, GRAPH_NAME_KEYS, prefix)
-        executions += _present(layer, EXECUTION_NAME_KEYS, prefix)
-        for label, urn in _present(layer, EXECUTION_URN_KEYS, prefix):
-            parts = _parse_urn(urn, label, "execution", 8, EXECUTION_URN_FORM)
-            if isinstance(parts, str):
-                return parts
-            graphs.append((label, parts[5]))
-            executions.append((label, parts[6]))
-        for label, urn in _present(layer, GRAPH_URN_KEYS, prefix):
-            parts = _parse_urn(urn, label, "graph", 6, GRAPH_URN_FORM)
-            if isinstance(parts, str):
-                return parts
-            graphs.append((label, parts[5]))
+        executions += _present(layer, EXECUTION_NAME_KEYS + EXECUTION_ID_KEYS, prefix)
+        for form in URN_FORMS:
+            for label, urn in _present(layer, form.keys, prefix):
+                parts = _parse_urn(urn, label, form)
+                if isinstance(parts, str):
+                    return parts
+                graphs.append((label, parts[5]))
+                if form.execution_at is not None:
+                    executions.append((label, parts[form.execution_at]))
     return graphs, executions
 
 
@@ -146,18 +183,20 @@ def _present(layer: dict[str, Any], keys: tuple[str, ...], prefix: str) -> list[
     return [(prefix + key, layer[key]) for key in keys if layer.get(key) is not None]
 
 
-def _parse_urn(value: object, label: str, urn_kind: str, size: int, form: str) -> list[str] | str:
-    """The colon-separated parts of a FunctionGraph URN of ``urn_kind``, or what is wrong."""
+def _parse_urn(value: object, label: str, form: UrnForm) -> list[str] | str:
+    """The colon-separated parts of a URN of ``form``, or what is wrong with it."""
     if not isinstance(value, str):
         return f"malformed {label}: must be a string, not {kind(value)}"
     shown = preview(value, 160)
     parts = value.split(":")
-    if parts[:2] != ["urn", "fgs"]:
-        return f"malformed {label}: {shown} does not start with 'urn:fgs:'"
-    if len(parts) > 4 and parts[4] != urn_kind:
-        return f"malformed {label}: {shown} has kind {preview(parts[4])}, expected {urn_kind!r}"
-    if len(parts) != size or not all(parts):
-        return f"malformed {label}: {shown} is not of the form {form}"
+    if len(parts) < 2 or parts[0] != "urn" or parts[1] not in form.services:
+        starts = " or ".join(repr(f"urn:{service}:") for service in form.services)
+        return f"malformed {label}: {shown} does not start with {starts}"
+    if len(parts) > 4 and parts[4] not in form.kinds:
+        expected = " or ".join(map(repr, form.kinds))
+        return f"malformed {label}: {shown} has kind {preview(parts[4])}, expected {expected}"
+    if len(parts) != form.size or not all(parts):
+        return f"malformed {label}: {shown} is not of the form {form.text}"
     return parts
 
 

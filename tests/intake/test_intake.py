@@ -22,7 +22,7 @@ from handler.intake import (
     from_http,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JSON_HEADERS = {"Content-Type": "application/json"}
 CE_TYPE = "com.huaweicloud.obs.workflow.execution.failed"
 

@@ -16,7 +16,7 @@ import pytest
 
 from handler.intake import Item, from_cloudevent, from_event, from_http
 
-FIXTURES = Path(__file__).parent / "fixtures" / "events"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "events"
 FILES = sorted(FIXTURES.glob("*.json"))
 
 

@@ -20,7 +20,7 @@ test: lint
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/python -m handler.demo
+	$(BIN)/python -m handler.devtools.demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from handler.emulator import Emulator
+from handler.devtools.emulator import Emulator
 from tests.packages import ROOT, names, target_version, unpack
 
 pytest_plugins = ["tests.package_fixtures", "tests.redis_server"]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # A shell left configured for a real deployment (or a broken one): none of it may reach the demo.
@@ -29,7 +29,7 @@ CALLERS_SETTINGS = {
 
 def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
     done = subprocess.run(
-        [sys.executable, "-m", "handler.demo"],
+        [sys.executable, "-m", "handler.devtools.demo"],
         env={**os.environ, **CALLERS_SETTINGS},
         cwd=ROOT,
         capture_output=True,

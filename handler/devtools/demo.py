@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from handler.cli import serve_command
-from handler.emulator import Emulator
+from handler.devtools.emulator import Emulator
 
 GRAPH, EXECUTION = "nightly-etl", "run-20261127-0200"
 ACCESS_KEY, SECRET_KEY = "DEMOACCESSKEY", "demo-secret-key"

@@ -7,8 +7,10 @@ at a time; this emulator keeps executions in memory, so a restore loop can be wa
 end, and it injects the faults a client must survive (5xx, resets, garbage, redirects, latency).
 
 Modules: :mod:`.core` (executions, faults, the server's life: what every API shares),
-:mod:`.wire` (the keep-alive HTTP handler), :mod:`.obs` (the OBS API: paths, V2 signature
-check, answers), :mod:`.cli` (the command line). Development only: nothing under
+:mod:`.faults` (fault injection), :mod:`.wire` (the keep-alive HTTP handler), one module per
+API - :mod:`.obs` (the OBS v2 API, :class:`Emulator`) and :mod:`.dwr` (the DWR v3 API,
+:class:`DwrEmulator`): paths, signature check, answers - and :mod:`.cli` (the command line,
+``--api obs|dwr``). Development only: nothing under
 ``handler/devtools`` ships in a function package, and no production module imports it.
 
 Python use::
@@ -34,8 +36,9 @@ Seed file (JSON; every key but ``credentials`` is optional, unknown keys are rej
     }
 """
 
-from handler.devtools.emulator.cli import main
+from handler.devtools.emulator.cli import EMULATORS, main
 from handler.devtools.emulator.core import Call, read_seed
+from handler.devtools.emulator.dwr import DwrEmulator
 from handler.devtools.emulator.obs import STATES, Emulator
 
-__all__ = ["STATES", "Call", "Emulator", "main", "read_seed"]
+__all__ = ["EMULATORS", "STATES", "Call", "DwrEmulator", "Emulator", "main", "read_seed"]

@@ -14,6 +14,9 @@ does not show in ``ps``::
 The faults can be queued from the command line too - ``--fail-next N [--fail-status S]
 [--retry-after S]``, ``--reset-next N [--reset-applied]``, ``--garbage-next N``,
 ``--redirect-next N [--redirect-location URL]`` - and are served in that order.
+
+``--api dwr --project-id P`` serves the DWR v3 API for project P instead of the OBS one
+(states in DWR's words: ``--execution graph-1/exec-1=fail``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from handler.devtools.emulator.core import EmulatorCore, read_seed
+from handler.devtools.emulator.dwr import DwrEmulator
 from handler.devtools.emulator.obs import Emulator
 from handler.devtools.emulator.wire import logger
+
+# The emulator class for each workflow API, by the name WORKFLOW_API and --api use.
+EMULATORS: dict[str, type[EmulatorCore]] = {"obs": Emulator, "dwr": DwrEmulator}
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -74,7 +81,10 @@ def _serve_until_signalled(emulator: EmulatorCore) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m handler.devtools.emulator",
-        description="Local stand-in for the OBS workflow execution API (prints its URL).",
+        description="Local stand-in for the workflow execution API (prints its URL).",
+    )
+    parser.add_argument(
+        "--api", choices=sorted(EMULATORS), default="obs", help="the API to serve (default: obs)"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=9000, help="port; 0 picks a free one")
@@ -92,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         help="its secret key (never printed); prefer the EMULATOR_SECRET_ACCESS_KEY "
         "environment variable, which `ps` does not show",
     )
-    parser.add_argument("--security-token", help="require this x-obs-security-token")
+    parser.add_argument("--security-token", help="require this security token")
     parser.add_argument("--region")
     parser.add_argument("--project-id")
     parser.add_argument("--domain-id")
@@ -129,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emulator_from_args(args: argparse.Namespace) -> Emulator:
+def _emulator_from_args(args: argparse.Namespace) -> EmulatorCore:
     if bool(args.access_key) != bool(args.secret_key):
         raise ValueError(
             "--access-key needs its secret key: set EMULATOR_SECRET_ACCESS_KEY (or give "
@@ -143,17 +153,17 @@ def _emulator_from_args(args: argparse.Namespace) -> Emulator:
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.after_restore:
-        options["after_restore"] = _after_restore_from_flag(args.after_restore)
+        options["after_restore"] = _after_restore_from_flag(args.after_restore, EMULATORS[args.api])
     if not seed.get("credentials") and "credentials" not in options:
         raise ValueError("no credentials: give --access-key/--secret-key or a seed with them")
-    emulator = Emulator.from_seed(seed, **options)
+    emulator = EMULATORS[args.api].from_seed(seed, **options)
     emulator.load_executions(_execution_from_flag(flag) for flag in args.execution)
     emulator.latency(args.latency)
     _queue_faults_from_args(emulator, args)
     return emulator
 
 
-def _queue_faults_from_args(emulator: Emulator, args: argparse.Namespace) -> None:
+def _queue_faults_from_args(emulator: EmulatorCore, args: argparse.Namespace) -> None:
     if not 100 <= args.fail_status <= 599:
         raise ValueError(f"--fail-status wants an HTTP status, got {args.fail_status}")
     emulator.fail_next(args.fail_next, args.fail_status, retry_after=args.retry_after)
@@ -167,13 +177,13 @@ def _execution_from_flag(flag: str) -> dict[str, str]:
     graph, slash, execution = target.partition("/")
     if not slash:
         raise ValueError(f"--execution wants GRAPH/EXECUTION[=STATE], got {flag!r}")
-    return {"graph": graph, "execution": execution, "state": state or "FAILED"}
+    return {"graph": graph, "execution": execution, **({"state": state} if state else {})}
 
 
-def _after_restore_from_flag(flag: str) -> tuple[str, float]:
+def _after_restore_from_flag(flag: str, api: type[EmulatorCore]) -> tuple[str, float]:
     state, _, delay = flag.partition(":")
     try:
-        return (state.upper(), float(delay or 0))
+        return (api.state_word(state), float(delay or 0))
     except ValueError:
         raise ValueError(f"--after-restore wants STATE:SECONDS, got {flag!r}") from None
 

@@ -8,22 +8,7 @@ signer checks its requests (``_signer_for``) and which state words it speaks (``
 transitions, faults, latency, the call log, start and stop - is here, so every API behaves
 alike under the same faults.
 
-Faults (thread-safe, one queue, first in first out; each consumes one request, whatever its
-path or method, before authentication and before any state change unless said otherwise):
-
-* ``fail_next(n, status, retry_after, body, content_type)`` - answer with that status;
-  the default body is the API's JSON error.
-* ``garbage_next(n, body, status, content_type, declared_length)`` - HTML or other non-JSON
-  bodies; a ``declared_length`` larger than the body sends a short body and then closes the
-  connection, so the client sees a truncated answer.
-* ``redirect_next(n, location, status)`` - a 3xx with ``Location``.
-* ``reset_next(n, partial=b"", applied=False)`` - reads the request, writes ``partial`` (by
-  default nothing; e.g. a status line and half the headers), then closes the socket with
-  ``SO_LINGER`` 0, so the client gets a TCP reset, never a complete answer. With
-  ``applied=True`` the request is carried out first (a restore really happens) and only the
-  answer is lost - the "maybe applied" case.
-* ``latency(seconds)`` - every answer is delayed by that much *after* the request was carried
-  out (a client that times out has still restored the execution). ``latency(0)`` ends it.
+Faults and latency: :mod:`.faults`.
 
 Observability: ``calls`` (a snapshot list of :class:`Call` records; a reset is recorded with
 status 0), ``restores(graph, execution)``, ``state(graph, execution)``,
@@ -53,17 +38,15 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 
+from handler.devtools.emulator.faults import Fault, FaultInjection
 from handler.devtools.emulator.wire import (
-    JSON,
     SERVER_NAME,
     Answer,
     RequestHandler,
-    body_bytes,
     consume_body,
     finish,
     logger,
     not_used,
-    retry_after_value,
     shutdown_quietly,
 )
 from handler.names import validate_name
@@ -97,15 +80,10 @@ class Execution:
     updated_at: str
     restore_count: int = 0
     restored_at: str | None = None
+    error_message: str | None = None  # why it failed; only the DWR API shows it
 
 
-@dataclass(frozen=True)
-class Fault:
-    answer: Answer
-    applied: bool = False  # carry the request out first, then give this answer instead
-
-
-class EmulatorCore:
+class EmulatorCore(FaultInjection):
     """In-memory workflow executions behind a signed HTTP API on loopback.
 
     ``credentials`` maps access key ids to secret keys. ``security_token``, when set, must be
@@ -210,14 +188,27 @@ class EmulatorCore:
         """Seed each ``{"graph", "execution", "state"}`` entry (state defaults to failed)."""
         for entry in entries:
             entry = mapping(entry, "execution entry")
-            self.seed(entry.get("graph"), entry.get("execution"), entry.get("state", self.FAILED))
+            self.seed(
+                entry.get("graph"),
+                entry.get("execution"),
+                entry.get("state", self.FAILED),
+                error_message=entry.get("error_message"),
+            )
 
     # --- state ----------------------------------------------------------------------------
 
-    def seed(self, graph: str, execution: str, state: str | None = None) -> None:
+    def seed(
+        self,
+        graph: str,
+        execution: str,
+        state: str | None = None,
+        *,
+        error_message: str | None = None,
+    ) -> None:
         """Create an execution, or set the state of an existing one (its history is kept).
 
-        The state defaults to the API's failed state.
+        The state defaults to the API's failed state; ``error_message`` is why it failed (the
+        DWR API shows it on the failed node; a default one is made up when not given).
         """
         state = self.FAILED if state is None else state
         validate_name(graph, "graph")
@@ -227,9 +218,10 @@ class EmulatorCore:
         with self._lock:
             current = self._executions.get((graph, execution))
             if current is None:
-                self._executions[(graph, execution)] = Execution(state, now, now)
+                current = self._executions[(graph, execution)] = Execution(state, now, now)
             else:
                 current.state, current.updated_at = state, now
+            current.error_message = error_message
 
     def state(self, graph: str, execution: str) -> str | None:
         """The execution's state, or None when it does not exist."""
@@ -281,6 +273,11 @@ class EmulatorCore:
             value = (target, float(delay))
         self._after_restore = value
 
+    @classmethod
+    def state_word(cls, text: str) -> str:
+        """The API's spelling of a state given in any case (``failed`` -> ``FAILED``)."""
+        return next((state for state in cls.STATES if state.lower() == text.lower()), text)
+
     def _check_state(self, state: object) -> None:
         if state not in self.STATES:
             raise ValueError(f"state must be one of {', '.join(self.STATES)}, got {state!r}")
@@ -305,68 +302,6 @@ class EmulatorCore:
 
     def _now(self) -> str:
         return iso(self._clock())
-
-    # --- faults ---------------------------------------------------------------------------
-
-    def fail_next(
-        self,
-        n: int = 1,
-        status: int = 503,
-        retry_after: float | str | None = None,
-        body: bytes | str | Mapping[str, Any] | None = None,
-        content_type: str = JSON,
-    ) -> None:
-        """Answer the next ``n`` requests with ``status`` (a JSON error unless ``body``)."""
-        headers = () if retry_after is None else (("Retry-After", retry_after_value(retry_after)),)
-        answer = Answer(status, body_bytes(body), content_type, headers)
-        self._queue(n, Fault(answer))
-
-    def garbage_next(
-        self,
-        n: int = 1,
-        body: bytes | str = b"<html><body><h1>502 Bad Gateway</h1></body></html>",
-        status: int = 502,
-        content_type: str = "text/html",
-        declared_length: int | None = None,
-    ) -> None:
-        """Answer with a non-JSON body; ``declared_length`` > len(body) truncates the answer."""
-        answer = Answer(status, body_bytes(body), content_type, (), declared_length)
-        self._queue(n, Fault(answer))
-
-    def redirect_next(
-        self, n: int = 1, location: str = "http://127.0.0.1:9/", status: int = 302
-    ) -> None:
-        """Answer with a redirect: a client must not follow it with its signed request."""
-        if not 300 <= status < 400:
-            raise ValueError("a redirect status is 3xx")
-        answer = Answer(status, b"", "", (("Location", location),))
-        self._queue(n, Fault(answer))
-
-    def reset_next(self, n: int = 1, partial: bytes = b"", *, applied: bool = False) -> None:
-        """Reset the connection of the next ``n`` requests after sending ``partial`` bytes.
-
-        With ``applied`` the request is carried out first, so only its answer is lost.
-        """
-        self._queue(n, Fault(Answer(0, reset=bytes(partial)), applied=applied))
-
-    def latency(self, seconds: float) -> None:
-        """Delay every answer by ``seconds`` (after the request took effect); 0 ends it."""
-        if not seconds >= 0:
-            raise ValueError("latency must be >= 0 seconds")
-        with self._lock:
-            self._latency = float(seconds)
-
-    def clear_faults(self) -> None:
-        """Drop queued faults and latency."""
-        with self._lock:
-            self._faults.clear()
-            self._latency = 0.0
-
-    def _queue(self, n: int, fault: Fault) -> None:
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        with self._lock:
-            self._faults.extend([fault] * n)
 
     # --- serving --------------------------------------------------------------------------
 
@@ -451,10 +386,6 @@ class EmulatorCore:
         if delay:
             time.sleep(delay)
         return answer
-
-    def _next_fault(self) -> Fault | None:
-        with self._lock:
-            return self._faults.popleft() if self._faults else None
 
     # --- background transitions -----------------------------------------------------------
 

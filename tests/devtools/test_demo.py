@@ -42,3 +42,29 @@ def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
     assert '"outcome": "duplicate"' in done.stdout
     assert "OBS saw 1 restore call(s)" in done.stdout
     assert "demo-secret-key" not in done.stdout + done.stderr
+
+
+def test_the_demo_on_the_dwr_api_restores_once_and_reports_the_redelivery_as_duplicate():
+    shell = {
+        **CALLERS_SETTINGS,
+        "WORKFLOW_API": "obs",
+        "DWR_REGION": "cn-south-1",
+        "DWR_PROJECT_ID": "project-of-the-shell",
+        "HUAWEICLOUD_SDK_AK": "AK-of-the-shell",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "handler.devtools.demo", "--api", "dwr"],
+        env={**os.environ, **shell},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DWR emulator on http://127.0.0.1:" in done.stdout
+    assert '"outcome": "restored"' in done.stdout
+    assert '"executionUrn": "urn:dwr:' in done.stdout
+    assert "the execution is now running" in done.stdout
+    assert '"outcome": "duplicate"' in done.stdout
+    assert "DWR saw 1 restore call(s)" in done.stdout
+    assert "demo-secret-key" not in done.stdout + done.stderr

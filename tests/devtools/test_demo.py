@@ -27,15 +27,19 @@ CALLERS_SETTINGS = {
 }
 
 
-def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
-    done = subprocess.run(
-        [sys.executable, "-m", "handler.devtools.demo"],
-        env={**os.environ, **CALLERS_SETTINGS},
+def run_demo(arguments: list[str], shell: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "handler.devtools.demo", *arguments],
+        env={**os.environ, **shell},
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
+    done = run_demo([], CALLERS_SETTINGS)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"outcome": "restored"' in done.stdout
     assert "the execution is now RUNNING" in done.stdout
@@ -52,14 +56,7 @@ def test_the_demo_on_the_dwr_api_restores_once_and_reports_the_redelivery_as_dup
         "DWR_PROJECT_ID": "project-of-the-shell",
         "HUAWEICLOUD_SDK_AK": "AK-of-the-shell",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "handler.devtools.demo", "--api", "dwr"],
-        env={**os.environ, **shell},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_demo(["--api", "dwr"], shell)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "DWR emulator on http://127.0.0.1:" in done.stdout
     assert '"outcome": "restored"' in done.stdout

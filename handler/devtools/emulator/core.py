@@ -45,6 +45,7 @@ from handler.devtools.emulator.wire import (
     RequestHandler,
     consume_body,
     finish,
+    json_answer,
     logger,
     not_used,
     shutdown_quietly,
@@ -94,6 +95,8 @@ class EmulatorCore(FaultInjection):
     STATES: ClassVar[tuple[str, ...]] = ()
     FAILED: ClassVar[str] = ""
     RUNNING: ClassVar[str] = ""
+    NOT_FOUND_CODE: ClassVar[str] = ""  # the error codes of a refused restore or query
+    NOT_FAILED_CODE: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -149,6 +152,41 @@ class EmulatorCore(FaultInjection):
 
     def _info(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _query_answer(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The query's answer document around :meth:`_info`."""
+        raise NotImplementedError
+
+    def _execution_urn(self, graph: str, execution: str) -> str:
+        raise NotImplementedError
+
+    # --- the operations both APIs have, in their words -------------------------------------
+
+    def _restore(self, graph: str, execution: str, request_id: str) -> Answer:
+        taken, restored, now = self._take_restore(graph, execution)
+        if taken is None:
+            return self._not_found(graph, execution, request_id)
+        if not restored:
+            message = (
+                f"execution state is {taken.state}; only {self.FAILED} executions can be restored"
+            )
+            return self._error(409, self.NOT_FAILED_CODE, message, request_id)
+        document = {
+            "execution_urn": self._execution_urn(graph, execution),
+            "restored_at": now,
+            "execution_name": execution,
+        }
+        return json_answer(200, document)
+
+    def _describe(self, graph: str, execution: str, request_id: str) -> Answer:
+        info = self.execution_info(graph, execution)
+        if info is None:
+            return self._not_found(graph, execution, request_id)
+        return json_answer(200, self._query_answer(info))
+
+    def _not_found(self, graph: str, execution: str, request_id: str) -> Answer:
+        message = f"execution {execution} of graph {graph} does not exist"
+        return self._error(404, self.NOT_FOUND_CODE, message, request_id)
 
     # --- construction from a seed -------------------------------------------------------
 

@@ -75,6 +75,8 @@ class DwrEmulator(EmulatorCore):
     STATES: ClassVar[tuple[str, ...]] = STATES
     FAILED: ClassVar[str] = "fail"
     RUNNING: ClassVar[str] = "running"
+    NOT_FOUND_CODE: ClassVar[str] = "DWR.ExecutionNotFound"
+    NOT_FAILED_CODE: ClassVar[str] = "DWR.ExecutionNotFailed"
 
     def _signer_for(self, credentials: Credentials) -> DwrSigner:
         return DwrSigner(credentials)
@@ -160,30 +162,6 @@ class DwrEmulator(EmulatorCore):
 
     # --- operations -----------------------------------------------------------------------
 
-    def _restore(self, graph: str, execution: str, request_id: str) -> Answer:
-        taken, restored, now = self._take_restore(graph, execution)
-        if taken is None:
-            return self._not_found(graph, execution, request_id)
-        if not restored:
-            message = f"execution status is {taken.state}; only fail executions can be retried"
-            return self._error(409, "DWR.ExecutionNotFailed", message, request_id)
-        document = {
-            "execution_urn": self._execution_urn(graph, execution),
-            "restored_at": now,
-            "execution_name": execution,
-        }
-        return json_answer(200, document)
-
-    def _describe(self, graph: str, execution: str, request_id: str) -> Answer:
-        info = self.execution_info(graph, execution)
-        if info is None:
-            return self._not_found(graph, execution, request_id)
-        return json_answer(200, info)
-
-    def _not_found(self, graph: str, execution: str, request_id: str) -> Answer:
-        message = f"execution {execution} of workflow {graph} does not exist"
-        return self._error(404, "DWR.ExecutionNotFound", message, request_id)
-
     def _list(self, args: Mapping[str, str], request_id: str) -> Answer:
         try:
             graph, status, start, end, limit, offset = self._list_parameters(args)
@@ -256,6 +234,9 @@ class DwrEmulator(EmulatorCore):
             "restore_count": current.restore_count,
             "node_execution_details": [node],
         }
+
+    def _query_answer(self, info: dict[str, Any]) -> dict[str, Any]:
+        return info
 
     def _summary(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
         return {

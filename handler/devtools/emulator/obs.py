@@ -52,6 +52,8 @@ class Emulator(EmulatorCore):
     STATES: ClassVar[tuple[str, ...]] = STATES
     FAILED: ClassVar[str] = "FAILED"
     RUNNING: ClassVar[str] = "RUNNING"
+    NOT_FOUND_CODE: ClassVar[str] = "WF.ExecutionNotFound"
+    NOT_FAILED_CODE: ClassVar[str] = "WF.ExecutionNotFailed"
 
     def _signer_for(self, credentials: Credentials) -> Signer:
         return Signer(credentials)
@@ -120,30 +122,6 @@ class Emulator(EmulatorCore):
             return self._error(403, "InvalidSecurityToken", message, request_id)
         return None
 
-    def _restore(self, graph: str, execution: str, request_id: str) -> Answer:
-        taken, restored, now = self._take_restore(graph, execution)
-        if taken is None:
-            return self._not_found(graph, execution, request_id)
-        if not restored:
-            message = f"execution state is {taken.state}; only FAILED executions can be restored"
-            return self._error(409, "WF.ExecutionNotFailed", message, request_id)
-        document = {
-            "execution_urn": self._execution_urn(graph, execution),
-            "restored_at": now,
-            "execution_name": execution,
-        }
-        return json_answer(200, document)
-
-    def _describe(self, graph: str, execution: str, request_id: str) -> Answer:
-        info = self.execution_info(graph, execution)
-        if info is None:
-            return self._not_found(graph, execution, request_id)
-        return json_answer(200, {"execution_info": info})
-
-    def _not_found(self, graph: str, execution: str, request_id: str) -> Answer:
-        message = f"execution {execution} of graph {graph} does not exist"
-        return self._error(404, "WF.ExecutionNotFound", message, request_id)
-
     def _info(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
         return {
             "execution_name": execution,
@@ -156,6 +134,9 @@ class Emulator(EmulatorCore):
             "restored_at": current.restored_at,
             "restore_count": current.restore_count,
         }
+
+    def _query_answer(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {"execution_info": info}
 
     def _execution_urn(self, graph: str, execution: str) -> str:
         return (

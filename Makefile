@@ -19,8 +19,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# `make demo API=dwr` shows the same story on the DWR v3 API.
+API ?= obs
+
 demo: $(STAMP)
-	$(BIN)/python -m handler.demo
+	$(BIN)/python -m handler.devtools.demo --api $(API)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -108,7 +108,7 @@ def serve() -> int:
     """Child side: run the emulator on a free loopback port and obey commands until stop."""
     import os
 
-    from handler.emulator import Emulator
+    from handler.devtools.emulator import Emulator
 
     keys = {os.environ["BENCH_ACCESS_KEY"]: os.environ["BENCH_SECRET_KEY"]}
     with Emulator(credentials=keys) as emulator:

@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "emulator":
-        from handler import emulator
+        from handler.devtools.emulator import cli as emulator_cli
 
-        return emulator.main(rest)
+        return emulator_cli.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

@@ -426,7 +426,7 @@ def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettin
     return settings
 
 
-# The loopback emulator (handler/emulator.py) is a development tool, not part of the function,
+# The loopback emulator (handler/devtools/emulator/) is a development tool, not the function,
 # but its secret key must not have to sit on a command line, where `ps` shows it to everyone.
 EMULATOR_SECRET_VARIABLE = "EMULATOR_SECRET_ACCESS_KEY"  # noqa: S105 - a name, not a secret
 

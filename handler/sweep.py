@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from handler.intake import RESTORE, IntakeError, Item
+from handler.intake import IntakeError, Item
+from handler.intake.items import RESTORE
 from handler.names import InvalidNameError, validate_name
 from handler.settings import Settings, SettingsError, parse_duration
 

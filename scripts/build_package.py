@@ -45,11 +45,10 @@ PLATFORM = "manylinux2014_x86_64"  # FunctionGraph runs x86_64 Linux with a glib
 # FunctionGraph's Python runtimes (huawei-platform.md); older ones are below requires-python.
 FUNCTIONGRAPH_PYTHONS = ("3.10", "3.12")
 
-# Parts of the handler package that no function runs: the local OBS stand-in, the demo that
-# drives it, and the operator's command line (which starts them). Paths are relative to
-# handler/; a directory excludes everything under it, so a future handler/devtools/ package
-# holding the first two is excluded as well.
-DEV_ONLY = ("emulator.py", "demo.py", "cli.py", "devtools/")
+# Parts of the handler package that no function runs: the development tools (the local
+# workflow API emulator and the demo that drives it) and the operator's command line (which
+# starts them). Paths are relative to handler/; a directory excludes everything under it.
+DEV_ONLY = ("cli.py", "devtools/")
 # Dependencies only the HTTP function imports (its web server); the event function never does.
 HTTP_ONLY = frozenset({"functions-framework"})
 # pyproject extras every function gets: RESTORE_STATE_URL=redis://… needs redis-py.

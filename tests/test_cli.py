@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from handler import cli
-from handler.emulator import Emulator
+from handler.devtools.emulator import Emulator
 from tests.conftest import AK, SK
 from tests.function_server import free_port
 

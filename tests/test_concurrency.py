@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from handler.emulator import Emulator
+from handler.devtools.emulator import Emulator
 from tests.conftest import AK, AUTH_TOKEN, SK
 from tests.function_server import function_server
 

@@ -281,7 +281,7 @@ def test_an_unanswered_restore_is_confirmed_by_a_query_not_sent_again(
 
 def test_redeliveries_against_a_slow_service_never_exceed_the_budget(http_function, function_env):
     """The issue's case: answers slower than the read timeout, executions that fail again."""
-    from handler.emulator import Emulator
+    from handler.devtools.emulator import Emulator
     from tests.conftest import AK, SK
 
     emulator = Emulator({AK: SK}, after_restore=("FAILED", 0.05))

@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from handler.emulator import Emulator
+from handler.devtools.emulator import Emulator
 from tests.packages import ROOT, names, target_version, unpack
 
 pytest_plugins = ["tests.package_fixtures", "tests.redis_server"]
@@ -37,7 +37,7 @@ SECRETS = (AGENCY_SK, AGENCY_TOKEN, STATIC_SK, AUTH_TOKEN)
 
 WEB_FRAMEWORK = ("flask", "werkzeug", "functions_framework", "gunicorn", "uvicorn", "starlette")
 WEB_FRAMEWORK += ("jinja2", "markupsafe", "itsdangerous", "click", "watchdog", "anyio")
-DEV_ONLY = ("handler/emulator.py", "handler/demo.py", "handler/cli.py", "handler/devtools/")
+DEV_ONLY = ("handler/cli.py", "handler/devtools/")
 RUN_TIMEOUT = 60.0
 START_TIMEOUT = 30.0
 

@@ -1,6 +1,9 @@
 """``make demo``: the whole job end to end on loopback, with no cloud account.
 
-1. start the OBS workflow emulator with one FAILED execution;
+``make demo`` shows it on the OBS workflow API, ``make demo API=dwr`` (``--api dwr``) on the
+DWR v3 API - the same story, as the function tells both apart only by its settings:
+
+1. start the workflow emulator with one failed execution;
 2. start the function exactly as deployed (functions-framework, SQLite state, an auth token);
 3. send a realistic EventGrid failure event to its URL and show the answer and the log line;
 4. show the execution is RUNNING again;
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import queue
@@ -25,10 +29,12 @@ from typing import Any
 import requests
 
 from handler.cli import serve_command
-from handler.emulator import Emulator
+from handler.devtools.emulator import EMULATORS
 
 GRAPH, EXECUTION = "nightly-etl", "run-20261127-0200"
 ACCESS_KEY, SECRET_KEY = "DEMOACCESSKEY", "demo-secret-key"
+PROJECT_ID = "0123456789abcdef0123456789abcdef"  # the DWR project the demo's workflows live in
+WHY_IT_FAILED = "transcode-videos: ffmpeg exited with status 1"
 AUTH_TOKEN = "demo-auth-token"  # noqa: S105 - a loopback demo value
 START_TIMEOUT = 30.0
 
@@ -49,19 +55,24 @@ FAILURE_EVENT = {"events": [{
 }]}  # fmt: skip
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the demo; 0 when every step showed what it should."""
+    parser = argparse.ArgumentParser(prog="python -m handler.devtools.demo", description=__doc__)
+    parser.add_argument("--api", choices=sorted(EMULATORS), default="obs", help="default: obs")
+    api = parser.parse_args(argv).api
+    emulator_class, service = EMULATORS[api], api.upper()
     with (
         tempfile.TemporaryDirectory(prefix="obs-workflow-restore-demo-") as workdir,
-        Emulator(credentials={ACCESS_KEY: SECRET_KEY}) as emulator,
+        emulator_class({ACCESS_KEY: SECRET_KEY}, project_id=PROJECT_ID) as emulator,
     ):
-        emulator.seed(GRAPH, EXECUTION, "FAILED")
+        emulator.seed(GRAPH, EXECUTION, emulator.FAILED, error_message=WHY_IT_FAILED)
         step(
             1,
-            f"OBS emulator on {emulator.url}: {GRAPH}/{EXECUTION} is "
+            f"{service} emulator on {emulator.url}: {GRAPH}/{EXECUTION} is "
             f"{emulator.state(GRAPH, EXECUTION)}",
         )
-        with Function(emulator.url, Path(workdir) / "state.db") as function:
+        settings = _api_settings(api, emulator.url)
+        with Function(settings, Path(workdir) / "state.db") as function:
             step(2, f"function listening on {function.url} (functions-framework, SQLite state)")
             step(3, "EventGrid delivers the failure event")
             first = function.deliver(FAILURE_EVENT)
@@ -72,10 +83,10 @@ def main() -> int:
             second = function.deliver(FAILURE_EVENT)
             show_answer(second, function.log_lines())
             restores = emulator.restores(GRAPH, EXECUTION)
-        step(6, f"stopped. OBS saw {restores} restore call(s) for two deliveries.")
+        step(6, f"stopped. {service} saw {restores} restore call(s) for two deliveries.")
     ok = (
         outcome_of(first) == "restored"
-        and state == "RUNNING"
+        and state == emulator.RUNNING
         and outcome_of(second) == "duplicate"
         and restores == 1
     )
@@ -83,16 +94,23 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def _api_settings(api: str, url: str) -> dict[str, str]:
+    """The settings that point the function at the emulator's API (handler/settings.py)."""
+    if api == "dwr":
+        return {"WORKFLOW_API": "dwr", "DWR_ENDPOINT": url, "DWR_PROJECT_ID": PROJECT_ID}
+    return {"OBS_ENDPOINT": url}
+
+
 class Function:
     """The HTTP function in its own functions-framework process, as it is deployed."""
 
-    def __init__(self, obs_url: str, state_file: Path) -> None:
+    def __init__(self, api_settings: dict[str, str], state_file: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self._env = {
             **_inherited_environment(),
             "LOG_LEVEL": "INFO",  # the demo shows the function's item log lines
-            "OBS_ENDPOINT": obs_url,
+            **api_settings,
             "OBS_ACCESS_KEY_ID": ACCESS_KEY,
             "OBS_SECRET_ACCESS_KEY": SECRET_KEY,
             "RESTORE_AUTH_TOKEN": AUTH_TOKEN,
@@ -163,7 +181,15 @@ class Function:
 # K_SINK a Knative shell may carry: the demo sets what it needs and must not pick up the rest
 # from the caller's shell (a RESTORE_STATE_URL, RESTORE_DRY_RUN or FUNCTION_TARGET there would
 # change or break it).
-_NOT_INHERITED_PREFIXES = ("RESTORE_", "OBS_", "FUNCTION_", "EMULATOR_")
+_NOT_INHERITED_PREFIXES = (
+    "RESTORE_",
+    "OBS_",
+    "DWR_",
+    "WORKFLOW_",
+    "HUAWEICLOUD_SDK_",
+    "FUNCTION_",
+    "EMULATOR_",
+)
 _NOT_INHERITED = frozenset({"K_SINK", "LOG_LEVEL", "AccessKeyID", "SecretAccessKey", "WORKERS"})
 
 

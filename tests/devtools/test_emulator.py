@@ -18,7 +18,7 @@ import requests
 
 from handler.client import RetryPolicy, WorkflowClient
 from handler.client.obs_signing import Credentials, Signer, http_date
-from handler.emulator import Call, Emulator, main
+from handler.devtools.emulator import Call, Emulator, main
 from handler.names import InvalidNameError
 
 AK = "AK-emulator-test"
@@ -27,7 +27,7 @@ TOKEN = "TOKEN-emulator-temporary-0123456789"
 GRAPH = "graph-1"
 EXECUTION = "exec-1"
 REGION, PROJECT, DOMAIN = "cn-north-4", "project0123", "domain0123"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -680,7 +680,7 @@ def test_cli_serves_until_sigterm(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "handler.emulator",
+        "handler.devtools.emulator",
         "--port",
         "0",
         "--seed",
@@ -741,7 +741,7 @@ def test_cli_main_can_be_stopped_by_a_signal_in_process(capsys):
 
 
 def test_cli_reads_the_secret_key_from_the_environment_not_the_command_line():
-    command = [sys.executable, "-m", "handler.emulator", "--port", "0", "--access-key", AK]
+    command = [sys.executable, "-m", "handler.devtools.emulator", "--port", "0", "--access-key", AK]
     command += ["--execution", f"{GRAPH}/{EXECUTION}=FAILED"]
     environment = {**os.environ, "EMULATOR_SECRET_ACCESS_KEY": SK}
     process = subprocess.Popen(
@@ -780,7 +780,7 @@ def test_cli_secret_key_flag_still_wins_and_the_key_is_required(capsys):
 
 
 def test_cli_queues_the_faults_in_order():
-    command = [sys.executable, "-m", "handler.emulator", "--port", "0", "--access-key", AK]
+    command = [sys.executable, "-m", "handler.devtools.emulator", "--port", "0", "--access-key", AK]
     command += ["--execution", f"{GRAPH}/{EXECUTION}=FAILED"]
     command += ["--fail-next", "2", "--fail-status", "429", "--retry-after", "3"]
     command += ["--reset-next", "1", "--garbage-next", "1", "--redirect-next", "1"]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # A shell left configured for a real deployment (or a broken one): none of it may reach the demo.
@@ -27,18 +27,41 @@ CALLERS_SETTINGS = {
 }
 
 
-def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
-    done = subprocess.run(
-        [sys.executable, "-m", "handler.demo"],
-        env={**os.environ, **CALLERS_SETTINGS},
+def run_demo(arguments: list[str], shell: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "handler.devtools.demo", *arguments],
+        env={**os.environ, **shell},
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
+    done = run_demo([], CALLERS_SETTINGS)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"outcome": "restored"' in done.stdout
     assert "the execution is now RUNNING" in done.stdout
     assert '"outcome": "duplicate"' in done.stdout
     assert "OBS saw 1 restore call(s)" in done.stdout
+    assert "demo-secret-key" not in done.stdout + done.stderr
+
+
+def test_the_demo_on_the_dwr_api_restores_once_and_reports_the_redelivery_as_duplicate():
+    shell = {
+        **CALLERS_SETTINGS,
+        "WORKFLOW_API": "obs",
+        "DWR_REGION": "cn-south-1",
+        "DWR_PROJECT_ID": "project-of-the-shell",
+        "HUAWEICLOUD_SDK_AK": "AK-of-the-shell",
+    }
+    done = run_demo(["--api", "dwr"], shell)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DWR emulator on http://127.0.0.1:" in done.stdout
+    assert '"outcome": "restored"' in done.stdout
+    assert '"executionUrn": "urn:dwr:' in done.stdout
+    assert "the execution is now running" in done.stdout
+    assert '"outcome": "duplicate"' in done.stdout
+    assert "DWR saw 1 restore call(s)" in done.stdout
     assert "demo-secret-key" not in done.stdout + done.stderr

@@ -1,0 +1,483 @@
+"""What every emulated API shares: executions in memory, fault injection, the server's life.
+
+An API (:mod:`.obs`) subclasses :class:`EmulatorCore` and says how a request is routed,
+authenticated and answered (``_dispatch``), how its errors look (``_error``), which graph and
+execution a request names (``_target``), how an execution is described (``_info``), which
+signer checks its requests (``_signer_for``) and which state words it speaks (``STATES``,
+``FAILED``, ``RUNNING``). Everything else - seeding, restore bookkeeping, background
+transitions, faults, latency, the call log, start and stop - is here, so every API behaves
+alike under the same faults.
+
+Faults and latency: :mod:`.faults`.
+
+Observability: ``calls`` (a snapshot list of :class:`Call` records; a reset is recorded with
+status 0), ``restores(graph, execution)``, ``state(graph, execution)``,
+``execution_info(graph, execution)`` and ``connections_opened`` (TCP connections accepted:
+two calls over one keep-alive connection count one).
+
+Background transition: ``after_restore=("FAILED", 0.5)`` flips a restored execution from
+running to that state after 0.5 s, unless it was restored again or re-seeded meanwhile.
+
+Imports only :mod:`.wire` and the project's name and signing rules.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request
+
+from handler.credentials import Credentials
+from handler.devtools.emulator.faults import Fault, FaultInjection
+from handler.devtools.emulator.wire import (
+    SERVER_NAME,
+    Answer,
+    RequestHandler,
+    consume_body,
+    finish,
+    json_answer,
+    logger,
+    not_used,
+    shutdown_quietly,
+)
+from handler.names import validate_name
+
+MAX_SKEW_SECONDS = 15 * 60
+DEFAULT_REGION = "cn-north-4"
+DEFAULT_PROJECT_ID = "emulator-project"
+DEFAULT_DOMAIN_ID = "emulator-domain"
+SEED_KEYS = frozenset(
+    {"credentials", "security_token", "region", "project_id", "domain_id"}
+    | {"after_restore", "executions"}
+)
+
+Self = TypeVar("Self", bound="EmulatorCore")
+
+
+class Call(NamedTuple):
+    """One request the emulator answered; ``status`` is 0 when the connection was reset."""
+
+    method: str
+    graph: str | None
+    execution: str | None
+    status: int
+
+
+@dataclass
+class Execution:
+    state: str
+    started_at: str
+    updated_at: str
+    restore_count: int = 0
+    restored_at: str | None = None
+    error_message: str | None = None  # why it failed; only the DWR API shows it
+
+
+class EmulatorCore(FaultInjection):
+    """In-memory workflow executions behind a signed HTTP API on loopback.
+
+    ``credentials`` maps access key ids to secret keys. ``security_token``, when set, must be
+    carried by every request. ``clock`` (seconds since the epoch) is what request dates are
+    checked against and what timestamps are made from; tests can pin it.
+    """
+
+    STATES: ClassVar[tuple[str, ...]] = ()
+    FAILED: ClassVar[str] = ""
+    RUNNING: ClassVar[str] = ""
+    NOT_FOUND_CODE: ClassVar[str] = ""  # the error codes of a refused restore or query
+    NOT_FAILED_CODE: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        credentials: Mapping[str, str],
+        security_token: str | None = None,
+        *,
+        region: str = DEFAULT_REGION,
+        project_id: str = DEFAULT_PROJECT_ID,
+        domain_id: str = DEFAULT_DOMAIN_ID,
+        after_restore: tuple[str, float] | None = None,
+        clock: Callable[[], float] = time.time,
+        max_skew: float = MAX_SKEW_SECONDS,
+    ) -> None:
+        if not credentials:
+            raise ValueError("at least one access key / secret key pair is required")
+        self._signers = {
+            ak: self._signer_for(Credentials(ak, sk)) for ak, sk in credentials.items()
+        }
+        self._security_token = security_token or None
+        self.region, self.project_id, self.domain_id = region, project_id, domain_id
+        self._clock = clock
+        self._max_skew = max_skew
+        self._lock = threading.Lock()
+        self._executions: dict[tuple[str, str], Execution] = {}
+        self._faults: deque[Fault] = deque()
+        self._latency = 0.0
+        self._calls: list[Call] = []
+        self._open: set[socket.socket] = set()
+        self._connections_opened = 0
+        self._timers: set[threading.Timer] = set()
+        self._after_restore: tuple[str, float] | None = None
+        self.after_restore = after_restore
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        where = self.url if self._server is not None else "stopped"
+        return f"{type(self).__name__}({where}, access_keys={sorted(self._signers)!r})"
+
+    # --- what an API defines --------------------------------------------------------------
+
+    def _signer_for(self, credentials: Credentials) -> Any:
+        raise NotImplementedError
+
+    def _dispatch(self, request: Request, request_id: str) -> Answer:
+        raise NotImplementedError
+
+    def _error(self, status: int, code: str, message: str, request_id: str) -> Answer:
+        raise NotImplementedError
+
+    def _target(self, request: Request) -> tuple[str | None, str | None]:
+        raise NotImplementedError
+
+    def _info(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _query_answer(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The query's answer document around :meth:`_info`."""
+        raise NotImplementedError
+
+    def _execution_urn(self, graph: str, execution: str) -> str:
+        raise NotImplementedError
+
+    # --- the operations both APIs have, in their words -------------------------------------
+
+    def _restore(self, graph: str, execution: str, request_id: str) -> Answer:
+        taken, restored, now = self._take_restore(graph, execution)
+        if taken is None:
+            return self._not_found(graph, execution, request_id)
+        if not restored:
+            message = (
+                f"execution state is {taken.state}; only {self.FAILED} executions can be restored"
+            )
+            return self._error(409, self.NOT_FAILED_CODE, message, request_id)
+        document = {
+            "execution_urn": self._execution_urn(graph, execution),
+            "restored_at": now,
+            "execution_name": execution,
+        }
+        return json_answer(200, document)
+
+    def _describe(self, graph: str, execution: str, request_id: str) -> Answer:
+        info = self.execution_info(graph, execution)
+        if info is None:
+            return self._not_found(graph, execution, request_id)
+        return json_answer(200, self._query_answer(info))
+
+    def _not_found(self, graph: str, execution: str, request_id: str) -> Answer:
+        message = f"execution {execution} of graph {graph} does not exist"
+        return self._error(404, self.NOT_FOUND_CODE, message, request_id)
+
+    # --- construction from a seed -------------------------------------------------------
+
+    @classmethod
+    def from_seed(cls: type[Self], seed: Mapping[str, Any], **options: Any) -> Self:
+        """Build from a seed document (the JSON format in the package docstring).
+
+        ``options`` are constructor arguments that win over the seed's; ``credentials`` given
+        here are added to the seed's, so a command line can add a key to a shared seed file.
+        """
+        seed = mapping(seed, "seed")
+        unknown = set(seed) - SEED_KEYS
+        if unknown:
+            raise ValueError(f"unknown seed keys: {sorted(unknown)}")
+        names = ("security_token", "region", "project_id", "domain_id")
+        settings: dict[str, Any] = {name: seed[name] for name in names if name in seed}
+        if seed.get("after_restore") is not None:
+            settings["after_restore"] = cls._after_restore_from_seed(seed["after_restore"])
+        credentials = {**mapping(seed.get("credentials") or {}, "credentials")}
+        credentials.update(options.pop("credentials", None) or {})
+        settings.update(options)
+        emulator = cls(credentials, **settings)
+        emulator.load_executions(seed.get("executions") or [])
+        return emulator
+
+    @classmethod
+    def from_seed_file(cls: type[Self], path: str | Path, **options: Any) -> Self:
+        """Build from a seed file; see :meth:`from_seed`."""
+        return cls.from_seed(read_seed(path), **options)
+
+    @classmethod
+    def _after_restore_from_seed(cls, value: object) -> tuple[str, float]:
+        settings = mapping(value, "after_restore")
+        return (settings.get("state", cls.FAILED), float(settings.get("delay", 0.0)))
+
+    def load_executions(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Seed each ``{"graph", "execution", "state"}`` entry (state defaults to failed)."""
+        for entry in entries:
+            entry = mapping(entry, "execution entry")
+            self.seed(
+                entry.get("graph"),
+                entry.get("execution"),
+                entry.get("state", self.FAILED),
+                error_message=entry.get("error_message"),
+            )
+
+    # --- state ----------------------------------------------------------------------------
+
+    def seed(
+        self,
+        graph: str,
+        execution: str,
+        state: str | None = None,
+        *,
+        error_message: str | None = None,
+    ) -> None:
+        """Create an execution, or set the state of an existing one (its history is kept).
+
+        The state defaults to the API's failed state; ``error_message`` is why it failed (the
+        DWR API shows it on the failed node; a default one is made up when not given).
+        """
+        state = self.FAILED if state is None else state
+        validate_name(graph, "graph")
+        validate_name(execution, "execution")
+        self._check_state(state)
+        now = self._now()
+        with self._lock:
+            current = self._executions.get((graph, execution))
+            if current is None:
+                current = self._executions[(graph, execution)] = Execution(state, now, now)
+            else:
+                current.state, current.updated_at = state, now
+            current.error_message = error_message
+
+    def state(self, graph: str, execution: str) -> str | None:
+        """The execution's state, or None when it does not exist."""
+        with self._lock:
+            current = self._executions.get((graph, execution))
+            return current.state if current else None
+
+    def restores(self, graph: str, execution: str) -> int:
+        """How many restores of this execution were accepted (answered 200 or applied)."""
+        with self._lock:
+            current = self._executions.get((graph, execution))
+            return current.restore_count if current else 0
+
+    def execution_info(self, graph: str, execution: str) -> dict[str, Any] | None:
+        """What a query of this execution answers about it, or None."""
+        with self._lock:
+            current = self._executions.get((graph, execution))
+            return self._info(graph, execution, current) if current else None
+
+    @property
+    def calls(self) -> list[Call]:
+        """A snapshot of every request answered so far, oldest first."""
+        with self._lock:
+            return list(self._calls)
+
+    def clear_calls(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    @property
+    def connections_opened(self) -> int:
+        """TCP connections accepted since start: tells keep-alive apart from reconnecting."""
+        with self._lock:
+            return self._connections_opened
+
+    @property
+    def after_restore(self) -> tuple[str, float] | None:
+        return self._after_restore
+
+    @after_restore.setter
+    def after_restore(self, value: tuple[str, float] | None) -> None:
+        """Set or clear the background transition that follows each accepted restore."""
+        if value is not None:
+            target, delay = value
+            self._check_state(target)
+            if target == self.RUNNING or not delay >= 0:
+                finished = " or ".join(s for s in self.STATES if s != self.RUNNING)
+                raise ValueError(f"after_restore must be ({finished}, delay >= 0 seconds)")
+            value = (target, float(delay))
+        self._after_restore = value
+
+    @classmethod
+    def state_word(cls, text: str) -> str:
+        """The API's spelling of a state given in any case (``failed`` -> ``FAILED``)."""
+        return next((state for state in cls.STATES if state.lower() == text.lower()), text)
+
+    def _check_state(self, state: object) -> None:
+        if state not in self.STATES:
+            raise ValueError(f"state must be one of {', '.join(self.STATES)}, got {state!r}")
+
+    def _take_restore(self, graph: str, execution: str) -> tuple[Execution | None, bool, str]:
+        """Restore a failed execution: ``(a copy of it, restored?, now)``.
+
+        A refusal (not failed) changes nothing; the copy is None when it does not exist.
+        """
+        now = self._now()
+        with self._lock:
+            current = self._executions.get((graph, execution))
+            if current is None or current.state != self.FAILED:
+                return (replace_execution(current) if current else None), False, now
+            current.state, current.updated_at, current.restored_at = self.RUNNING, now, now
+            current.restore_count += 1
+            generation, transition = current.restore_count, self._after_restore
+            taken = replace_execution(current)
+        if transition is not None:
+            self._schedule(graph, execution, generation, *transition)
+        return taken, True, now
+
+    def _now(self) -> str:
+        return iso(self._clock())
+
+    # --- serving --------------------------------------------------------------------------
+
+    def start(self: Self, host: str = "127.0.0.1", port: int = 0) -> Self:
+        """Listen on ``host:port`` (0: a free port) in a daemon thread; returns self."""
+        if self._server is not None:
+            raise RuntimeError(f"already running at {self.url}")
+        try:
+            server = make_server(
+                host, port, not_used, threaded=True, request_handler=RequestHandler
+            )
+        except SystemExit:  # werkzeug prints the reason and exits when it cannot bind
+            raise OSError(f"cannot listen on {host}:{port}") from None
+        server.emulator = self
+        with self._lock:
+            self._connections_opened = 0
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits at most this long for the loop
+            name=f"{SERVER_NAME}:{server.port}",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        return self
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running emulator."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        host = self._server.server_address[0]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self._server.port}"
+
+    def stop(self) -> None:
+        """Stop listening, drop open keep-alive connections and pending transitions."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections, timers = list(self._open), list(self._timers)
+            self._timers.clear()
+        for connection in connections:
+            shutdown_quietly(connection)
+        for timer in timers:
+            timer.cancel()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self: Self) -> Self:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- one request ----------------------------------------------------------------------
+
+    def _handle(self, request: Request) -> Answer:
+        """Decide the answer to one request, record it, and apply latency."""
+        request_id = uuid.uuid4().hex.upper()
+        graph, execution = self._target(request)
+        answer = consume_body(request, request_id, self._error)
+        if answer is None:
+            fault = self._next_fault()
+            if fault is None or fault.applied:
+                answer = self._dispatch(request, request_id)
+            if fault is not None:
+                answer = fault.answer
+        answer = finish(answer, request_id, self._error)
+        status = 0 if answer.reset is not None else answer.status
+        call = Call(request.method, graph, execution, status)
+        with self._lock:
+            self._calls.append(call)
+            delay = self._latency
+        logger.debug("%s %s/%s -> %s", *call)
+        if delay:
+            time.sleep(delay)
+        return answer
+
+    # --- background transitions -----------------------------------------------------------
+
+    def _schedule(
+        self, graph: str, execution: str, generation: int, target: str, delay: float
+    ) -> None:
+        timer = threading.Timer(
+            delay, self._transition, args=(graph, execution, generation, target)
+        )
+        timer.daemon = True
+        with self._lock:
+            self._timers.add(timer)
+        timer.start()
+
+    def _transition(self, graph: str, execution: str, generation: int, target: str) -> None:
+        """Finish a restored run, unless a later restore or a re-seed has overtaken it."""
+        with self._lock:
+            self._timers.discard(threading.current_thread())  # type: ignore[arg-type]
+            current = self._executions.get((graph, execution))
+            if current and current.state == self.RUNNING and current.restore_count == generation:
+                current.state, current.updated_at = target, iso(self._clock())
+
+    # --- connection bookkeeping, called by the request handler -----------------------------
+
+    def _opened(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._open.add(connection)
+            self._connections_opened += 1
+
+    def _closed(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(connection)
+
+
+def replace_execution(current: Execution) -> Execution:
+    """A copy to answer from outside the lock."""
+    return Execution(**vars(current))
+
+
+def iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- seeds ----------------------------------------------------------------------------------
+
+
+def read_seed(path: str | Path) -> dict[str, Any]:
+    """Load and shape-check a seed file (see the package docstring for the format)."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    return mapping(document, "seed")
+
+
+def mapping(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a JSON object")
+    return dict(value)

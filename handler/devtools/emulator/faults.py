@@ -1,0 +1,112 @@
+"""Fault injection: the answers a client must survive, queued for the next requests.
+
+Faults (thread-safe, one queue, first in first out; each consumes one request, whatever its
+path or method, before authentication and before any state change unless said otherwise):
+
+* ``fail_next(n, status, retry_after, body, content_type)`` - answer with that status;
+  the default body is the API's JSON error.
+* ``garbage_next(n, body, status, content_type, declared_length)`` - HTML or other non-JSON
+  bodies; a ``declared_length`` larger than the body sends a short body and then closes the
+  connection, so the client sees a truncated answer.
+* ``redirect_next(n, location, status)`` - a 3xx with ``Location``.
+* ``reset_next(n, partial=b"", applied=False)`` - reads the request, writes ``partial`` (by
+  default nothing; e.g. a status line and half the headers), then closes the socket with
+  ``SO_LINGER`` 0, so the client gets a TCP reset, never a complete answer. With
+  ``applied=True`` the request is carried out first (a restore really happens) and only the
+  answer is lost - the "maybe applied" case.
+* ``latency(seconds)`` - every answer is delayed by that much *after* the request was carried
+  out (a client that times out has still restored the execution). ``latency(0)`` ends it.
+
+A mixin of :class:`~handler.devtools.emulator.core.EmulatorCore`, which owns the lock, the
+queue and the latency and consumes one fault per request; imports only :mod:`.wire`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from handler.devtools.emulator.wire import JSON, Answer, body_bytes, retry_after_value
+
+
+@dataclass(frozen=True)
+class Fault:
+    answer: Answer
+    applied: bool = False  # carry the request out first, then give this answer instead
+
+
+class FaultInjection:
+    """Queue faults and set latency; ``_next_fault`` hands the next one to the request."""
+
+    _lock: threading.Lock
+    _faults: deque[Fault]
+    _latency: float
+
+    # --- faults ---------------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 503,
+        retry_after: float | str | None = None,
+        body: bytes | str | Mapping[str, Any] | None = None,
+        content_type: str = JSON,
+    ) -> None:
+        """Answer the next ``n`` requests with ``status`` (a JSON error unless ``body``)."""
+        headers = () if retry_after is None else (("Retry-After", retry_after_value(retry_after)),)
+        answer = Answer(status, body_bytes(body), content_type, headers)
+        self._queue(n, Fault(answer))
+
+    def garbage_next(
+        self,
+        n: int = 1,
+        body: bytes | str = b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+        status: int = 502,
+        content_type: str = "text/html",
+        declared_length: int | None = None,
+    ) -> None:
+        """Answer with a non-JSON body; ``declared_length`` > len(body) truncates the answer."""
+        answer = Answer(status, body_bytes(body), content_type, (), declared_length)
+        self._queue(n, Fault(answer))
+
+    def redirect_next(
+        self, n: int = 1, location: str = "http://127.0.0.1:9/", status: int = 302
+    ) -> None:
+        """Answer with a redirect: a client must not follow it with its signed request."""
+        if not 300 <= status < 400:
+            raise ValueError("a redirect status is 3xx")
+        answer = Answer(status, b"", "", (("Location", location),))
+        self._queue(n, Fault(answer))
+
+    def reset_next(self, n: int = 1, partial: bytes = b"", *, applied: bool = False) -> None:
+        """Reset the connection of the next ``n`` requests after sending ``partial`` bytes.
+
+        With ``applied`` the request is carried out first, so only its answer is lost.
+        """
+        self._queue(n, Fault(Answer(0, reset=bytes(partial)), applied=applied))
+
+    def latency(self, seconds: float) -> None:
+        """Delay every answer by ``seconds`` (after the request took effect); 0 ends it."""
+        if not seconds >= 0:
+            raise ValueError("latency must be >= 0 seconds")
+        with self._lock:
+            self._latency = float(seconds)
+
+    def clear_faults(self) -> None:
+        """Drop queued faults and latency."""
+        with self._lock:
+            self._faults.clear()
+            self._latency = 0.0
+
+    def _queue(self, n: int, fault: Fault) -> None:
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            self._faults.extend([fault] * n)
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None

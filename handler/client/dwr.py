@@ -33,7 +33,7 @@ from handler.client.results import (
     restore_body,
     text_or_none,
 )
-from handler.client.transport import JSON, USER_AGENT, RetryPolicy, Transport
+from handler.client.transport import JSON, USER_AGENT, KeepAliveClient, RetryPolicy, Transport
 from handler.credentials import Credentials
 from handler.names import validate_name
 
@@ -44,7 +44,7 @@ _LIST_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _LIST_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
-class DwrClient:
+class DwrClient(KeepAliveClient):
     """Client for the DWR v3 workflow execution API.
 
     ``server`` is the regional endpoint, e.g. ``https://dwr.cn-south-1.myhuaweicloud.com``
@@ -86,16 +86,6 @@ class DwrClient:
             f"DwrClient(server={self.server!r}, project_id={self.project_id!r}, "
             f"signer={self._signer!r})"
         )
-
-    def __enter__(self) -> DwrClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the keep-alive connections; the client is not used afterwards."""
-        self._transport.close()
 
     def restoreFailedWorkflowExecution(
         self, executionName: str, graphName: str, *, deadline: float | None = None

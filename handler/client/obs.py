@@ -27,7 +27,7 @@ from handler.client.results import (
     restore_body,
     text_or_none,
 )
-from handler.client.transport import JSON, USER_AGENT, RetryPolicy, Transport
+from handler.client.transport import JSON, USER_AGENT, KeepAliveClient, RetryPolicy, Transport
 from handler.credentials import Credentials
 from handler.names import validate_name
 
@@ -40,7 +40,7 @@ EXECUTION_TYPES = frozenset({"APICALL", "TRIGGERCAL"})
 _MARKER_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
-class WorkflowClient:
+class WorkflowClient(KeepAliveClient):
     """Client for the OBS workflow execution API.
 
     ``server`` is the regional endpoint, e.g. ``https://obs.cn-north-4.myhuaweicloud.com``
@@ -70,16 +70,6 @@ class WorkflowClient:
 
     def __repr__(self) -> str:
         return f"WorkflowClient(server={self.server!r}, signer={self._signer!r})"
-
-    def __enter__(self) -> WorkflowClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the keep-alive connections; the client is not used afterwards."""
-        self._transport.close()
 
     def restoreFailedWorkflowExecution(
         self, executionName: str, graphName: str, *, deadline: float | None = None

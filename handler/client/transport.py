@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from xml.etree import ElementTree
 
 import requests
@@ -124,6 +124,25 @@ class Transport:
             if delay is None or not _fits(deadline, delay):
                 return result
             self._sleep(delay)
+
+
+_Client = TypeVar("_Client", bound="KeepAliveClient")
+
+
+class KeepAliveClient:
+    """What every API client shares: the lifetime of its transport (``close``, ``with``)."""
+
+    _transport: Transport
+
+    def __enter__(self: _Client) -> _Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the keep-alive connections; the client is not used afterwards."""
+        self._transport.close()
 
 
 def _send(

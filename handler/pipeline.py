@@ -39,6 +39,7 @@ from handler.sweep import (
 
 # 4xx answers that may mean "this execution is not failed (any more)": checked with a query.
 _AMBIGUOUS_REFUSALS = frozenset({400, 409, 412, 422})
+EXECUTION_ERROR_CHARS = 300  # of the service's failure text kept in a result
 SWEEP_LEASE = "sweep:lease"  # the state-store key one sweep at a time holds
 # Answers that refuse the caller, not the request: keys, token, clock or permissions.
 _CREDENTIAL_REFUSALS = frozenset({401, 403})
@@ -271,7 +272,7 @@ class Restorer:
         if item.shape == SWEEP:
             # A list answer may be stale: an execution restored a moment ago (by an event, or
             # by an earlier sweep) can still be listed as failed. Ask before restoring.
-            state = _execution_state(client, item, invocation)
+            state = _execution_state(client, item, invocation, base)
             if state is not None and state != "FAILED":
                 reason = f"execution is {state} now: the list answer was stale"
                 result = {**base, "outcome": "skipped", "reason": reason}
@@ -281,7 +282,7 @@ class Restorer:
             item.execution_name, item.graph_name, deadline=invocation.deadline
         )
         result = {**base, **_response_fields(response)}
-        outcome, settlement, reason = self._classify(client, item, response, invocation)
+        outcome, settlement, reason = self._classify(client, item, response, invocation, result)
         result.update(outcome=outcome, reason=reason)
         if response.status in _CREDENTIAL_REFUSALS:
             result["severity"] = "ERROR"  # nothing restores until an operator acts
@@ -291,14 +292,19 @@ class Restorer:
         return result
 
     def _classify(
-        self, client: WorkflowClient, item: Item, response: WorkflowResult, invocation: Invocation
+        self,
+        client: WorkflowClient | DwrClient,
+        item: Item,
+        response: WorkflowResult,
+        invocation: Invocation,
+        result: dict[str, Any],
     ) -> tuple[str, Settlement, str]:
         """Map the service's answer to an outcome and what it means for budget and dedupe."""
         if response.ok:
             return "restored", Settlement.CONSUMED, ""
         if response.status == 0:
             if response.maybe_applied:
-                return self._after_unanswered_restore(client, item, invocation)
+                return self._after_unanswered_restore(client, item, invocation, result)
             if response.errorCode == DEADLINE_EXCEEDED:
                 return (
                     "retryable_error",
@@ -313,7 +319,7 @@ class Restorer:
             # recorded failure would make the redelivery after the fix a "duplicate".
             return "retryable_error", Settlement.RETRY, _credential_refusal(response, invocation)
         if response.status in _AMBIGUOUS_REFUSALS:
-            state = _execution_state(client, item, invocation)
+            state = _execution_state(client, item, invocation, result)
             if state and state != "FAILED":
                 return (
                     "skipped",
@@ -323,7 +329,11 @@ class Restorer:
         return "failed", Settlement.REFUSED, "OBS refused the restore"
 
     def _after_unanswered_restore(
-        self, client: WorkflowClient, item: Item, invocation: Invocation
+        self,
+        client: WorkflowClient | DwrClient,
+        item: Item,
+        invocation: Invocation,
+        result: dict[str, Any],
     ) -> tuple[str, Settlement, str]:
         """The restore left but no answer came back: ask the service what happened.
 
@@ -332,7 +342,7 @@ class Restorer:
         applied, or applied and failed again): the unit stays spent and the platform delivers
         again, so a second restore goes through the budget like any other - never blindly.
         """
-        state = _execution_state(client, item, invocation)
+        state = _execution_state(client, item, invocation, result)
         if state and state != "FAILED":
             reason = f"no answer to the restore, but the execution is {state} now: it took effect"
             return "restored", Settlement.CONSUMED, reason
@@ -371,13 +381,23 @@ def _internal_error(item: Item, exc: Exception) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _execution_state(client: WorkflowClient, item: Item, invocation: Invocation) -> str | None:
-    """The execution's current state as the query API reports it, or None if unknown."""
+def _execution_state(
+    client: WorkflowClient | DwrClient, item: Item, invocation: Invocation, result: dict[str, Any]
+) -> str | None:
+    """The execution's current state as the query API reports it, or None if unknown.
+
+    When the answer says why the execution failed (DWR's failed nodes), ``result`` carries
+    the first reason as ``executionError``, cut short: it is the service's text about the
+    user's data, for the operator, and never holds one of our secrets.
+    """
     answer = client.getWorkflowExecution(
         item.execution_name, item.graph_name, deadline=invocation.deadline
     )
     if not answer.ok or answer.body is None:
         return None
+    errors = getattr(answer.body, "errorMessages", ())
+    if errors:
+        result["executionError"] = errors[0][:EXECUTION_ERROR_CHARS]
     state = answer.body.executionInfo.get("execution_state")
     return str(state).upper() if state else None
 

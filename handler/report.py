@@ -41,14 +41,14 @@ OUTCOMES: dict[str, tuple[int, str]] = {
 # The fields of one item's result, as answered to the caller and sent to the sink.
 RESULT_FIELDS = (
     "eventId", "graphName", "executionName", "outcome", "status", "requestId", "executionUrn",
-    "restoredAt", "errorCode", "errorMessage", "attempts", "reason",
+    "restoredAt", "errorCode", "errorMessage", "attempts", "reason", "executionError",
 )  # fmt: skip
 
 # The fields of a log line, in order; absent values are written as null so every line has
 # the same keys and queries never need an "exists" test.
 LINE_FIELDS = (
     "outcome", "graphName", "executionName", "eventId", "invocationId", "requestId",
-    "attempts", "durationMs", "errorCode", "errorMessage", "reason",
+    "attempts", "durationMs", "errorCode", "errorMessage", "reason", "executionError",
 )  # fmt: skip
 
 

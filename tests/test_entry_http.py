@@ -23,6 +23,7 @@ RESULT_KEYS = {
     "errorMessage",
     "attempts",
     "reason",
+    "executionError",
 }
 
 

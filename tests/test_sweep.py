@@ -88,9 +88,11 @@ class WorkflowService:
         if request.method == "GET":
             state = row["execution_state"]
             if path.startswith("/v3"):
-                return _json(
-                    {"status": {"FAILED": "fail", "RUNNING": "running"}.get(state, state.lower())}
-                )
+                status = {"FAILED": "fail", "RUNNING": "running"}.get(state, state.lower())
+                nodes = [{"status": "success", "error_message": ""}]
+                if state == "FAILED":
+                    nodes.append({"status": "fail", "error_message": f"{key[1]}: disk full"})
+                return _json({"status": status, "node_execution_details": nodes})
             return _json({"execution_info": {"execution_state": state}})
         self.restore_calls += 1
         if row["execution_state"] != "FAILED":
@@ -345,3 +347,12 @@ def test_an_authenticated_post_to_sweep_runs_one_from_the_http_function(service,
     )
     assert response.status_code == 200
     assert response.get_json()["sweep"]["outcomes"] == {"restored": 1}
+
+
+def test_a_dwr_failure_carries_the_failed_node_s_error_message(service, sweeper, capsys):
+    service.add("graph-1", "run-1", "FAILED", NOW - timedelta(minutes=5))
+    document = sweeper("dwr")()
+    (result,) = document["results"]
+    assert (result["outcome"], result["executionError"]) == ("restored", "run-1: disk full")
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if line.get("eventId")]
+    assert line["executionError"] == "run-1: disk full"

@@ -32,6 +32,8 @@ from handler.settings import Settings, SettingsError, parse_duration
 
 SWEEP = "sweep"  # Item.shape of what a sweep found
 LIST_PAGE_SIZE = {"obs": 1000, "dwr": 200}  # the largest page each API serves
+DWR_WINDOW_START_SLACK = timedelta(days=1)
+DWR_WINDOW_END_SLACK = timedelta(minutes=1)
 # Time kept back from the invocation's deadline for the items already found and the summary.
 DEADLINE_RESERVE_SECONDS = 2.0
 
@@ -223,11 +225,15 @@ class Lister:
         for _ in range(self._max_pages):
             if not self._time_left():
                 return
+            # The service's window may be on start time, in whole seconds: start a day early
+            # (a run that started before the lookback may have failed inside it) and end a
+            # minute late (a run from this very second is not cut off); the stop time is
+            # then checked here, as for OBS.
             result = self._client.listWorkflowExecution(
                 graph,
                 status="fail",
-                start_time=since,
-                end_time=self._now(),
+                start_time=since - DWR_WINDOW_START_SLACK,
+                end_time=self._now() + DWR_WINDOW_END_SLACK,
                 limit=LIST_PAGE_SIZE["dwr"],
                 offset=offset,
                 deadline=self._deadline,

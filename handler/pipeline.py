@@ -224,7 +224,9 @@ class Restorer:
                             return
                         outcome = self._handle(failure.item(), invocation, delivery)
                         summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + 1
-                        restored += outcome == "restored"
+                        if outcome == "restored":
+                            restored += 1
+                            lister.restored()
                 except ListingError as exc:
                     summary.errors.append(_listing_error(exc))
             if not time_left():

@@ -172,6 +172,16 @@ class Lister:
         self._deadline = deadline
         self._max_pages = max_pages
         self._now = now
+        self._left_the_list = 0  # failures restored since the current page was read
+
+    def restored(self) -> None:
+        """Tell the lister the failure it last yielded was restored.
+
+        DWR lists only what is failed *now*, by offset: each failure restored while a page is
+        being worked through leaves that list, and the next page would start that many
+        entries too far. OBS pages by a marker (type and name), which a restore does not move.
+        """
+        self._left_the_list += 1
 
     def graphs(self) -> Iterator[str]:
         """Every graph name the list-graphs API returns, page by page."""
@@ -222,6 +232,7 @@ class Lister:
 
     def _dwr_pages(self, graph: str, since: datetime) -> Iterator[Any]:
         offset = None
+        self._left_the_list = 0
         for _ in range(self._max_pages):
             if not self._time_left():
                 return
@@ -243,7 +254,8 @@ class Lister:
             yield result.body
             if not result.body.is_truncated or result.body.next_offset is None:
                 return
-            offset = result.body.next_offset
+            offset = max(1, result.body.next_offset - self._left_the_list)
+            self._left_the_list = 0
 
 
 def time_left_until(deadline: float | None) -> Callable[[], bool]:

@@ -108,18 +108,7 @@ def restore_counts(emu, executions) -> dict:
     return {key: emu.restores(*key) for key in executions if emu.restores(*key)}
 
 
-# DWR pages by offset over a list the server filters to failed executions; each restore
-# between two pages drops an execution from that list, so the next offset skips as many
-# failures (handler/sweep.py Lister._dwr_pages). A later sweep finds them, but one sweep
-# misses them: the DWR cases are expected to fail until the sweep pages differently.
-DWR_OFFSET_SKIPS = pytest.mark.xfail(
-    strict=True, reason="DWR offset paging skips failures restored between pages"
-)
-
-
-def test_a_timer_restores_every_failure_in_the_window_exactly_once(emu, sweeper, api, request):
-    if api == "dwr":
-        request.applymarker(DWR_OFFSET_SKIPS)
+def test_a_timer_restores_every_failure_in_the_window_exactly_once(emu, sweeper, api):
     inside, everything = seed(emu)
     assert len(inside) == 440  # 22 of each graph's 30 failures, over many pages
     sweep = sweeper()
@@ -151,8 +140,6 @@ def test_one_sweep_restores_every_failure_of_a_graph_listed_over_several_pages(
     emu, sweeper, api, request
 ):
     """The smallest case of the skip: one graph, 25 failures, 10 a DWR page."""
-    if api == "dwr":
-        request.applymarker(DWR_OFFSET_SKIPS)
     now = datetime.now(timezone.utc)
     emu.seed_many(
         {

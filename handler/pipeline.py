@@ -97,6 +97,7 @@ class Restorer:
         self.store = store
         self.reporter = reporter
         self._policy = Policy(settings, store)
+        self._api = settings.workflow_api.upper()  # "OBS" or "DWR", for reasons
         self._lock = threading.Lock()
         self._client: WorkflowClient | None = None
         self._client_credentials: Credentials | None = None
@@ -268,7 +269,7 @@ class Restorer:
                 **base,
                 "outcome": "retryable_error",
                 "errorCode": "NoCredentials",
-                "reason": "no OBS credentials: set OBS_ACCESS_KEY_ID and "
+                "reason": "no credentials: set OBS_ACCESS_KEY_ID and "
                 "OBS_SECRET_ACCESS_KEY, or give the function an agency",
             }
         if item.shape == SWEEP:
@@ -313,13 +314,21 @@ class Restorer:
                     Settlement.RETRY,
                     "the invocation's deadline passed before the restore was sent",
                 )
-            return "retryable_error", Settlement.RETRY, "OBS could not be reached"
+            return "retryable_error", Settlement.RETRY, f"{self._api} could not be reached"
         if response.retryable:
-            return "retryable_error", Settlement.RETRY, "OBS answered with a transient error"
+            return (
+                "retryable_error",
+                Settlement.RETRY,
+                f"{self._api} answered with a transient error",
+            )
         if response.status in _CREDENTIAL_REFUSALS:
             # A wrong key, a skewed clock or a missing permission is the operator's to fix; a
             # recorded failure would make the redelivery after the fix a "duplicate".
-            return "retryable_error", Settlement.RETRY, _credential_refusal(response, invocation)
+            return (
+                "retryable_error",
+                Settlement.RETRY,
+                _credential_refusal(self._api, response, invocation),
+            )
         if response.status in _AMBIGUOUS_REFUSALS:
             state = _execution_state(client, item, invocation, result)
             if state and state != "FAILED":
@@ -328,7 +337,7 @@ class Restorer:
                     Settlement.REFUSED,
                     f"execution is {state}, not failed (restored already?)",
                 )
-        return "failed", Settlement.REFUSED, "OBS refused the restore"
+        return "failed", Settlement.REFUSED, f"{self._api} refused the restore"
 
     def _after_unanswered_restore(
         self,
@@ -404,7 +413,7 @@ def _execution_state(
     return str(state).upper() if state else None
 
 
-def _credential_refusal(response: WorkflowResult, invocation: Invocation) -> str:
+def _credential_refusal(api: str, response: WorkflowResult, invocation: Invocation) -> str:
     """Why the service refused us, naming what the operator should check."""
     if invocation.credentials is not None:
         where = "the function's agency (or the X-CFF-Security-* keys)"
@@ -413,7 +422,8 @@ def _credential_refusal(response: WorkflowResult, invocation: Invocation) -> str
     if response.errorCode == "RequestTimeTooSkewed":
         where = "the clock of the function's host"
     return (
-        f"OBS refused our credentials ({response.errorCode or response.status}): check {where}; "
+        f"{api} refused our credentials ({response.errorCode or response.status}): "
+        f"check {where}; "
         "nothing was recorded, so a delivery after the fix restores"
     )
 

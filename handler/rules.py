@@ -35,6 +35,7 @@ RULE_FIELDS = frozenset(
 SPACING_FIELDS = frozenset({"first", "interval", "backoff", "max_interval", "jitter"})
 MAX_RULES = 100
 MAX_PATTERNS = 50
+NEVER_SECONDS = 10 * 365 * 86400.0  # a backoff without a cap that outgrows any window
 EXCERPT_CHARS = 120  # how much of an error text a result quotes
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -67,26 +68,26 @@ class Spacing:
     max_interval: float | None = None
     jitter: float = 0.0
 
-    def delay(self, restores_before: int, subject: str = "") -> float:
-        """Seconds between the reference time and the next restore, given ``restores_before``
-        restores of ``subject`` within the window (the reference is the failure for 0, else
-        the last restore)."""
-        if restores_before <= 0:
-            seconds = self.first
-        else:
-            exponent = restores_before - 1
-            # backoff ** exponent overflows for absurd counts; the cap makes that moot.
-            try:
-                seconds = self.interval * self.backoff**exponent
-            except OverflowError:
-                seconds = math.inf
-            if self.max_interval is not None:
-                seconds = min(seconds, self.max_interval)
-            if not math.isfinite(seconds):
-                seconds = 10 * 365 * 86400.0  # no cap and a huge backoff: effectively never
+    def delay(self, restores_before: int, subject: str) -> float:
+        """Seconds between the reference time and the next restore of ``subject``, given
+        ``restores_before`` restores within the window (the reference is the failure for 0,
+        else the last restore); jitter applied."""
+        seconds = self.nominal_delay(restores_before)
         if self.jitter and seconds:
             seconds *= 1.0 - self.jitter * _unit_fraction(f"{subject}#{restores_before}")
         return seconds
+
+    def nominal_delay(self, restores_before: int) -> float:
+        """:meth:`delay` before jitter shortens it."""
+        if restores_before <= 0:
+            return self.first
+        try:  # backoff ** exponent overflows for absurd counts; the cap makes that moot
+            seconds = float(self.interval) * float(self.backoff) ** (restores_before - 1)
+        except OverflowError:
+            seconds = math.inf
+        if self.max_interval is not None:
+            seconds = min(seconds, self.max_interval)
+        return min(seconds, NEVER_SECONDS)
 
     @property
     def is_immediate(self) -> bool:

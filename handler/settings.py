@@ -477,6 +477,24 @@ def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettin
     return settings
 
 
+def load_policy(
+    environ: Mapping[str, str] | None = None, *, file: str | None = None
+) -> RestorePolicy:
+    """The restore rules in force, validated as in :func:`load_settings`, for the ``policy``
+    commands: ``file`` instead of the environment's policy when given; only
+    ``RESTORE_MAX_RESTORES`` and ``RESTORE_BUDGET_WINDOW`` are read besides (the defaults of
+    rules that do not name their budget)."""
+    values = dict(os.environ if environ is None else environ)
+    if file is not None:
+        values.pop("RESTORE_POLICY", None)
+        values["RESTORE_POLICY_FILE"] = file
+    env = _Env(values)
+    max_restores = env.integer("RESTORE_MAX_RESTORES", 3, minimum=1, maximum=1000)
+    window = env.seconds("RESTORE_BUDGET_WINDOW", 86400.0, minimum=1)
+    policy = _restore_policy(env, max_restores, window)
+    return policy if policy is not None else default_policy(max_restores, window)
+
+
 # The loopback emulator (handler/devtools/emulator/) is a development tool, not the function,
 # but its secret key must not have to sit on a command line, where `ps` shows it to everyone.
 EMULATOR_SECRET_VARIABLE = "EMULATOR_SECRET_ACCESS_KEY"  # noqa: S105 - a name, not a secret

@@ -96,7 +96,16 @@ class Failure:
         """The restore item: its identity is this failure, not just the execution."""
         when = self.stopped_at or self.started_at or "unknown"
         event_id = f"sweep:{self.graph}/{self.execution}@{when}"
-        return Item(RESTORE, event_id, SWEEP, self.graph, self.execution, source=SWEEP)
+        moment = _parse_time(self.stopped_at) if self.stopped_at else None
+        return Item(
+            RESTORE,
+            event_id,
+            SWEEP,
+            self.graph,
+            self.execution,
+            source=SWEEP,
+            failed_at=moment.timestamp() if moment else None,
+        )
 
     def event_data(self) -> dict[str, Any]:
         """What the published ``…execution.failed`` CloudEvent carries."""

@@ -111,6 +111,13 @@ def restore_counts(emu, executions) -> dict:
 def test_a_timer_restores_every_failure_in_the_window_exactly_once(emu, sweeper, api):
     inside, everything = seed(emu)
     assert len(inside) == 440  # 22 of each graph's 30 failures, over many pages
+    stale = sorted(inside)[:25]
+    stop_times = {
+        (graph, name): next(
+            e["stopped_at"] for e in emu_summaries(emu, graph) if e["execution_name"] == name
+        )
+        for graph, name in stale
+    }
     sweep = sweeper()
     summary = sweep()["sweep"]
 
@@ -127,12 +134,10 @@ def test_a_timer_restores_every_failure_in_the_window_exactly_once(emu, sweeper,
     assert (again["failuresFound"], again["outcomes"]) == (0, {})
     # A list answer that is stale (the old failures shown failed again, same stop time) is
     # the same failure: not restored a second time.
-    stale = sorted(inside)[:25]
     for graph, name in stale:
-        stopped = next(e for e in emu_summaries(emu, graph) if e["execution_name"] == name)
-        emu.seed(graph, name, emu.FAILED, stopped_at=stopped["stopped_at"])
+        emu.seed(graph, name, emu.FAILED, stopped_at=stop_times[graph, name])
     third = sweep()["sweep"]
-    assert third["failuresFound"] == len(stale) and "restored" not in third["outcomes"]
+    assert third["failuresFound"] == len(stale) and "restored" not in third["outcomes"], third
     assert restore_counts(emu, everything) == dict.fromkeys(inside, 1)
 
 

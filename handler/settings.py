@@ -4,6 +4,11 @@ No other module reads the environment: entry points call :func:`load_settings` o
 the resulting :class:`Settings` to the pipeline. Invalid values fail at start-up with a
 :class:`SettingsError` that names the variable and never echoes a secret's value.
 The README's settings table lists the same names, defaults and meanings as ``SETTINGS_DOC``.
+
+This module is a little over 500 lines on purpose: every variable the function reads, its
+default, its check and its redacted view stand in one place, which is what lets the tests
+prove the README table and the code agree. What a value *means* lives elsewhere (state URLs in
+:mod:`handler.store.url`, restore rules in :mod:`handler.rules`).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from handler import __version__
 from handler.settings import SettingsError, load_settings, load_store_settings
 from handler.store import StateStore, StoreUnavailable
 
-MAIN_SOURCE = Path(__file__).resolve().parent / "main.py"
+MAIN_SOURCE = Path(__file__).resolve().parent.parent / "main.py"
 TABLE_COLUMNS = ("outcome", "graphName", "executionName", "status", "attempts", "reason")
 
 
@@ -536,7 +536,3 @@ def _print_table(document: dict[str, Any], status: int, *, footer: bool = True) 
 def _cell(value: Any) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-if __name__ == "__main__":
-    sys.exit(main())

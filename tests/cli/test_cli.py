@@ -21,7 +21,6 @@ from tests.conftest import AK, SK
 from tests.function_server import free_port
 from tests.test_sweep import NOW, PROJECT, WorkflowService, seed_many
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(Path(sys.executable).parent / "obs-workflow-restore")
 
 

@@ -11,11 +11,13 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from handler.settings import load_store_settings
 from handler.store import StateStore
+
+T = TypeVar("T")
 
 
 def add_commands(commands: Any) -> None:
@@ -63,10 +65,7 @@ def _state(args: argparse.Namespace) -> int:
 
 
 def _state_forget(args: argparse.Namespace) -> int:
-    settings = load_store_settings()
-    with _opened_store(settings.state_url) as store:
-        forgotten = store.forget(args.event_id)
-        describe = store.describe
+    forgotten, describe = _in_store(lambda store: store.forget(args.event_id))
     if args.json:
         print(json.dumps({"store": describe, "key": args.event_id, "forgotten": forgotten}))
     elif forgotten:
@@ -88,15 +87,19 @@ def _state_reset_budget(args: argparse.Namespace) -> int:
     except InvalidNameError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = load_store_settings()
-    with _opened_store(settings.state_url) as store:
-        dropped = store.reset_budget(args.subject)
-        describe = store.describe
+    dropped, describe = _in_store(lambda store: store.reset_budget(args.subject))
     if args.json:
         print(json.dumps({"store": describe, "subject": args.subject, "dropped": dropped}))
     else:
         print(f"dropped {dropped} budget reservation(s) of {args.subject}")
     return 0
+
+
+def _in_store(change: Callable[[StateStore], T]) -> tuple[T, str]:
+    """Apply one change to the configured store; returns its answer and the store's name."""
+    settings = load_store_settings()
+    with _opened_store(settings.state_url) as store:
+        return change(store), store.describe
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ FUNCTIONGRAPH_PYTHONS = ("3.10", "3.12")
 # Parts of the handler package that no function runs: the development tools (the local
 # workflow API emulator and the demo that drives it) and the operator's command line (which
 # starts them). Paths are relative to handler/; a directory excludes everything under it.
-DEV_ONLY = ("cli.py", "devtools/")
+DEV_ONLY = ("cli/", "devtools/")
 # Dependencies only the HTTP function imports (its web server); the event function never does.
 HTTP_ONLY = frozenset({"functions-framework"})
 # pyproject extras every function gets: RESTORE_STATE_URL=redis://… needs redis-py.

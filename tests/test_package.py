@@ -37,7 +37,7 @@ SECRETS = (AGENCY_SK, AGENCY_TOKEN, STATIC_SK, AUTH_TOKEN)
 
 WEB_FRAMEWORK = ("flask", "werkzeug", "functions_framework", "gunicorn", "uvicorn", "starlette")
 WEB_FRAMEWORK += ("jinja2", "markupsafe", "itsdangerous", "click", "watchdog", "anyio")
-DEV_ONLY = ("handler/cli.py", "handler/devtools/")
+DEV_ONLY = ("handler/cli/", "handler/devtools/")
 RUN_TIMEOUT = 60.0
 START_TIMEOUT = 30.0
 

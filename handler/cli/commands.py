@@ -1,0 +1,81 @@
+"""``obs-workflow-restore``: operate the function from a terminal.
+
+Every command reads the same environment variables as the deployed function (see the README's
+settings table), so what works here works there:
+
+    obs-workflow-restore restore --graph G --execution E   one restore through the shared client
+    obs-workflow-restore replay FILE|-                      a saved delivery through the pipeline
+    obs-workflow-restore sweep [--graph G ...] [--lookback 6h] [--dry-run]
+                                                            list failed executions, restore them
+    obs-workflow-restore serve [--port 8080]                the HTTP function (functions-framework)
+    obs-workflow-restore emulator [...]                     the local OBS workflow emulator
+    obs-workflow-restore state                              recent dedupe and budget records
+    obs-workflow-restore state forget EVENT_ID              drop a recorded outcome or marker
+    obs-workflow-restore state reset-budget GRAPH/EXECUTION drop an execution's restore budget
+    obs-workflow-restore policy check FILE                  validate restore rules, print them
+    obs-workflow-restore policy explain --graph G [--error T]  which rule decides, and how
+
+``--json`` prints machine-readable results on every command that prints results. Exit codes:
+0 done, 1 done but the answer was not a success, 2 could not run (a flag, a setting, an
+unreadable file, an unreachable state store - said in one line on standard error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from handler import __version__
+from handler.cli import policy, restore, serve, state, sweep
+from handler.settings import SettingsError
+from handler.store import StoreUnavailable
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the return value is the process exit code."""
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "emulator":
+        from handler.devtools.emulator import cli as emulator_cli
+
+        return emulator_cli.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return args.run(args)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes end in one line on standard error and exit 2, like every other error
+    here: scripts and schedulers that capture the output get the reason, not a usage page."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _OneLineErrors(
+        prog="obs-workflow-restore",
+        description="Restore failed OBS workflow executions; settings come from the environment.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_OneLineErrors
+    )
+    restore.add_commands(commands)
+    sweep.add_commands(commands)
+    serve.add_commands(commands)
+    # Its flags are the emulator's own: main() hands everything after the name to its parser.
+    commands.add_parser(
+        "emulator", help="run the local OBS workflow emulator (see its --help)", add_help=False
+    )
+    state.add_commands(commands)
+    policy.add_commands(commands)
+    return parser

@@ -1,0 +1,113 @@
+"""``state``, ``state forget`` and ``state reset-budget``: what the state store remembers, and
+the two ways an operator lets something run again.
+
+They need only the store's settings (RESTORE_STATE_URL, RESTORE_BUDGET_WINDOW), so they work
+where no workflow API is configured - on the machine that only holds the store's address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from handler.settings import load_store_settings
+from handler.store import StateStore
+
+T = TypeVar("T")
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``state`` and its actions to the command line's subparsers."""
+    state = commands.add_parser(
+        "state",
+        help="show recent dedupe and budget records; forget an outcome, reset a budget",
+        description="Needs only RESTORE_STATE_URL (and RESTORE_BUDGET_WINDOW).",
+    )
+    state.add_argument("--limit", type=int, default=20, help="records to show (default: 20)")
+    state.add_argument("--json", action="store_true", help="print the records as JSON")
+    state.set_defaults(run=_state)
+    actions = state.add_subparsers(dest="action", metavar="ACTION")
+    forget = actions.add_parser(
+        "forget",
+        help="drop an event's recorded outcome or in-progress marker, so it can run again",
+    )
+    forget.add_argument("event_id", metavar="EVENT_ID", help="the key `state` lists")
+    forget.add_argument("--json", action="store_true", help="print the result as JSON")
+    forget.set_defaults(run=_state_forget)
+    reset = actions.add_parser(
+        "reset-budget", help="drop the restore budget reservations of one execution"
+    )
+    reset.add_argument("subject", metavar="GRAPH/EXECUTION")
+    reset.add_argument("--json", action="store_true", help="print the result as JSON")
+    reset.set_defaults(run=_state_reset_budget)
+
+
+def _state(args: argparse.Namespace) -> int:
+    settings = load_store_settings()  # the store's settings only: no OBS_ENDPOINT needed
+    with _opened_store(settings.state_url) as store:
+        records = store.recent(args.limit, window=settings.budget_window)
+    if args.json:
+        print(json.dumps({"store": store.describe, **records}, default=str))
+        return 0
+    print(f"store: {store.describe}")
+    print("dedupe:")
+    for record in records["dedupe"]:
+        outcome = (record.get("record") or {}).get("outcome", "")
+        print(f"  {record['state']:<12} {outcome:<17} {record['key']}")
+    print("budget:")
+    for record in records["budget"]:
+        print(f"  {record['used']:>3} used  {record['subject']}")
+    return 0
+
+
+def _state_forget(args: argparse.Namespace) -> int:
+    forgotten, describe = _in_store(lambda store: store.forget(args.event_id))
+    if args.json:
+        print(json.dumps({"store": describe, "key": args.event_id, "forgotten": forgotten}))
+    elif forgotten:
+        print(f"forgot {args.event_id}: a redelivery will be handled again")
+    else:
+        print(f"nothing recorded for {args.event_id}")
+    return 0
+
+
+def _state_reset_budget(args: argparse.Namespace) -> int:
+    from handler.names import InvalidNameError, validate_name
+
+    graph, slash, execution = args.subject.partition("/")
+    try:
+        if not slash:
+            raise InvalidNameError("subject", "must be GRAPH/EXECUTION")
+        validate_name(graph, "graph")
+        validate_name(execution, "execution")
+    except InvalidNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dropped, describe = _in_store(lambda store: store.reset_budget(args.subject))
+    if args.json:
+        print(json.dumps({"store": describe, "subject": args.subject, "dropped": dropped}))
+    else:
+        print(f"dropped {dropped} budget reservation(s) of {args.subject}")
+    return 0
+
+
+def _in_store(change: Callable[[StateStore], T]) -> tuple[T, str]:
+    """Apply one change to the configured store; returns its answer and the store's name."""
+    settings = load_store_settings()
+    with _opened_store(settings.state_url) as store:
+        return change(store), store.describe
+
+
+@contextlib.contextmanager
+def _opened_store(url: str) -> Iterator[StateStore]:
+    from handler.store import open_store
+
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()

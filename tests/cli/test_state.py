@@ -1,0 +1,104 @@
+"""``state``, ``state forget`` and ``state reset-budget``, on SQLite and an unreachable Redis."""
+
+from __future__ import annotations
+
+import json
+
+from handler import cli
+from tests.cli.conftest import one_line_error
+from tests.function_server import free_port
+
+
+def test_state_shows_dedupe_and_budget_records(emulator, cli_env, tmp_path, capsys):
+    delivery = tmp_path / "one.json"
+    delivery.write_text(json.dumps({"graphName": "graph-1", "executionName": "exec-1"}))
+    cli.main(["replay", str(delivery)])
+    capsys.readouterr()
+    assert cli.main(["state", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records["dedupe"][0]["record"]["outcome"] == "restored"
+    budget = records["budget"][0]
+    assert (budget["subject"], budget["used"]) == ("graph-1/exec-1", 1)
+
+
+def test_state_needs_only_the_store_settings(tmp_path, monkeypatch, capsys):
+    for name in ("OBS_ENDPOINT", "OBS_ACCESS_KEY_ID", "OBS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RESTORE_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    assert cli.main(["state", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dedupe"] == []
+    monkeypatch.setenv("RESTORE_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}?busy=1")
+    assert cli.main(["state"]) == 2
+    assert one_line_error(capsys).startswith("configuration error: RESTORE_STATE_URL:")
+
+
+def test_state_with_the_store_down_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OBS_ENDPOINT", raising=False)
+    monkeypatch.setenv("RESTORE_STATE_URL", f"redis://:pw-hunter2@127.0.0.1:{free_port()}/0")
+    for command in (["state"], ["state", "forget", "x"], ["state", "reset-budget", "g/e"]):
+        assert cli.main(command) == 2
+        line = one_line_error(capsys)
+        assert line.startswith("error: state store") and "hunter2" not in line
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("RESTORE_STATE_URL", f"sqlite:///{blocker / 'state.db'}")
+    assert cli.main(["state"]) == 2
+    assert "a-file" in one_line_error(capsys)
+
+
+def test_state_forget_lets_an_event_run_again(emulator, cli_env, tmp_path, capsys):
+    delivery = tmp_path / "event.json"
+    delivery.write_text(
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "event-1",
+                "source": "HC.OBS",
+                "type": "com.huaweicloud.obs.workflow.execution.failed",
+                "subject": "graph-1/exec-1",
+                "data": {
+                    "execution_urn": "urn:fgs:cn-north-4:0123456789abcdef:execution:graph-1:"
+                    "exec-1:fedcba9876543210",
+                    "execution_state": "FAILED",
+                },
+            }
+        )
+    )
+    assert cli.main(["replay", str(delivery), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"] == {"restored": 1}
+    emulator.seed("graph-1", "exec-1", "FAILED")  # it failed again
+    assert cli.main(["replay", str(delivery), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"] == {"duplicate": 1}
+
+    assert cli.main(["state", "--json"]) == 0
+    key = json.loads(capsys.readouterr().out)["dedupe"][0]["key"]
+    assert cli.main(["state", "forget", key, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["forgotten"] is True
+    assert cli.main(["state", "forget", key]) == 0
+    assert "nothing recorded" in capsys.readouterr().out
+
+    assert cli.main(["replay", str(delivery), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"] == {"restored": 1}
+    assert emulator.restores("graph-1", "exec-1") == 2
+
+
+def test_state_reset_budget_lets_an_execution_be_restored_again(
+    emulator, cli_env, monkeypatch, capsys
+):
+    monkeypatch.setenv("RESTORE_MAX_RESTORES", "1")
+    assert cli.main(["restore", "--graph", "graph-1", "--execution", "exec-1"]) == 0
+    capsys.readouterr()
+    from handler.store import open_store
+
+    with open_store(cli_env["RESTORE_STATE_URL"]) as store:  # as the function would have
+        assert store.reserve_budget("graph-1/exec-1", 1, 3600) is not None
+        assert store.reserve_budget("graph-1/exec-1", 1, 3600) is None
+    assert cli.main(["state", "reset-budget", "graph-1/exec-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped"] == 1
+    with open_store(cli_env["RESTORE_STATE_URL"]) as store:
+        assert store.budget_used("graph-1/exec-1", 3600) == 0
+    assert cli.main(["state", "reset-budget", "graph-1/exec-1"]) == 0
+    assert "dropped 0" in capsys.readouterr().out
+    for bad in ("no-slash", "graph-1/../x", "/exec-1"):
+        assert cli.main(["state", "reset-budget", bad]) == 2
+        assert one_line_error(capsys).startswith("error: invalid")

@@ -2,7 +2,7 @@
 
 One pipeline, one room per stage; data flows one way:
 
-- entry points: ``main`` (HTTP URL, CloudEvent target, FunctionGraph handler), ``cli``,
+- entry points: ``main`` (HTTP URL, CloudEvent target, FunctionGraph handler), ``cli/``,
   ``framework`` (functions-framework hooks);
 - intake: ``intake/`` (any event shape → items) and ``sweep`` (listing → items);
 - policy: ``policy`` (allowlist, dedupe, budget) over ``store/``;

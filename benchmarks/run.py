@@ -1,24 +1,31 @@
-"""``make bench``: every benchmark side by side, in one run, on one loopback emulator.
+"""``make bench``: every benchmark side by side, in one run, on loopback emulators.
 
-    python benchmarks/run.py            # the full suite (a few minutes); writes RESULTS.md
-    python benchmarks/run.py --quick    # a ~30 s smoke run; writes results/quick.json only
+    python benchmarks/run.py            # the full suite (~5 minutes); writes RESULTS.md and
+                                        # the README's Performance table
+    python benchmarks/run.py --quick    # a ~1 minute smoke run; writes results/quick.json only
 
-Sections, each ours against the official SDK (``esdk-obs-python``) or a naive function built
-on it, in the same run:
+Real endpoints are HTTPS only, so TLS is the headline: every figure that touches the wire is
+measured against an emulator serving HTTPS with a throwaway certificate (every client
+verifies it) and, as the second column, against one serving plain HTTP - both in the same
+run, interleaved. Sections, each ours against the official SDK (``esdk-obs-python``,
+``huaweicloudsdkdwr``) or a naive function built on it:
 
 1. import time (:mod:`bench_import`) and cold start (:mod:`bench_cold`);
-2. per-restore client cost (:mod:`bench_client`);
-3. HTTP throughput and latency at several concurrencies, and peak memory (:mod:`bench_http`).
+2. per-restore client cost, OBS and DWR (:mod:`bench_client`);
+3. the sweep against the SDK's list loop (:mod:`bench_sweep`);
+4. HTTP throughput and latency, and peak memory (:mod:`bench_http`).
 
-Prints a table (metric | ours | SDK / naive | ratio | target | result), writes every raw
-number to ``benchmarks/results/latest.json`` and, for a full run, the table with the machine
-it ran on to ``benchmarks/RESULTS.md``. Everything listens on and talks to 127.0.0.1 only;
-every loop is bounded in requests and in time.
+Prints a table (metric | ours | SDK / naive | ratio TLS | ratio plain | target | result),
+writes every raw number to ``benchmarks/results/latest.json`` and, for a full run, the table
+with the machine it ran on to ``benchmarks/RESULTS.md`` and into README.md's Performance
+section. Everything listens on and talks to 127.0.0.1 only; every loop is bounded in requests
+and in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -34,13 +41,19 @@ import bench_client
 import bench_cold
 import bench_http
 import bench_import
-from common import ACCESS_KEY, BENCH_DIR, SECRET_KEY, THREADS, WORKERS, clean_environ
+import bench_sweep
+from common import ACCESS_KEY, BENCH_DIR, ROOT, SECRET_KEY, THREADS, WORKERS, clean_environ
 from emulator_process import EmulatorProcess
 from report import Row, markdown_table, text_table
+from tls import make_certificate
 
 RESULTS_DIR = BENCH_DIR / "results"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
-TIME_BUDGET_SECONDS = 300.0
+README = ROOT / "README.md"
+# The README's Performance table sits between these lines; only that part is rewritten.
+README_BEGIN = "<!-- bench:begin (written by make bench) -->"
+README_END = "<!-- bench:end -->"
+TIME_BUDGET_SECONDS = 360.0
 
 
 @dataclass(frozen=True)
@@ -49,18 +62,20 @@ class Profile:
     imports: bench_import.Settings
     cold: bench_cold.Settings
     client: bench_client.Settings
+    sweep: bench_sweep.Settings
     http: bench_http.Settings
 
 
 FULL = Profile(
     "full",
     bench_import.Settings(runs=15),
-    bench_cold.Settings(functiongraph_runs=9, http_runs=5),
-    bench_client.Settings(rounds=20, calls_per_round=100, warmup_calls=100),
+    bench_cold.Settings(functiongraph_runs=7, http_runs=3),
+    bench_client.Settings(rounds=12, calls_per_round=100, warmup_calls=100),
+    bench_sweep.Settings(graphs=20, executions_per_graph=500, rounds=5),
     bench_http.Settings(
-        concurrencies=(1, 8, 32),
+        concurrencies=(1, 8),
         repetitions=2,
-        duration=6.0,
+        duration=5.0,
         request_cap=12_000,
         warmup_requests=300,
     ),
@@ -70,8 +85,9 @@ QUICK = Profile(
     bench_import.Settings(runs=3),
     bench_cold.Settings(functiongraph_runs=2, http_runs=1),
     bench_client.Settings(rounds=4, calls_per_round=50, warmup_calls=20),
+    bench_sweep.Settings(graphs=20, executions_per_graph=500, rounds=1),
     bench_http.Settings(
-        concurrencies=(1, 8, 32),
+        concurrencies=(1, 8),
         repetitions=1,
         duration=1.5,
         request_cap=3_000,
@@ -113,18 +129,29 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     _loopback_only()
     print(f"obs-workflow-restore benchmarks ({profile.name}); ~{_estimate(profile)}", flush=True)
+    load = _load_average()
     with (
         tempfile.TemporaryDirectory(prefix="obs-workflow-restore-bench-") as work,
-        EmulatorProcess(ACCESS_KEY, SECRET_KEY) as emulator,
+        contextlib.ExitStack() as stack,
     ):
         work_dir = Path(work)
-        rows, raw = _run_sections(profile, emulator, work_dir)
+        tls = make_certificate(work_dir)
+        emulators = {
+            (api, wire): stack.enter_context(
+                EmulatorProcess(ACCESS_KEY, SECRET_KEY, api=api, tls=tls if wire == "tls" else None)
+            )
+            for api in ("obs", "dwr")
+            for wire in ("tls", "plain")
+        }
+        rows, raw = _run_sections(profile, emulators, work_dir)
+    raw["load_average"] = {"before": load, "after": _load_average()}
     elapsed = time.monotonic() - began
     document = _document(profile, rows, raw, elapsed)
     print()
     print(text_table(rows))
     _print_notes(rows)
     print(f"\ncores busy during the HTTP runs: {_cores(raw['http']['cores_used'])}")
+    print(f"load average (1 min) before / after: {load:.2f} / {raw['load_average']['after']:.2f}")
     print(f"total runtime {elapsed:.0f}s")
     if elapsed > TIME_BUDGET_SECONDS:
         print(f"WARNING: over the {TIME_BUDGET_SECONDS:.0f}s budget for `make bench`")
@@ -146,15 +173,22 @@ def _loopback_only() -> None:
 
 
 def _run_sections(
-    profile: Profile, emulator: EmulatorProcess, work_dir: Path
+    profile: Profile, emulators: dict[tuple[str, str], EmulatorProcess], work_dir: Path
 ) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     raw: dict[str, Any] = {}
+
+    def pair(api: str) -> dict[str, EmulatorProcess]:
+        return {wire: emulators[(api, wire)] for wire in ("tls", "plain")}
+
+    obs_plain = emulators[("obs", "plain")]
     sections = (
-        ("import", lambda: bench_import.run(profile.imports, emulator.url, str(work_dir))),
-        ("cold_start", lambda: bench_cold.run(profile.cold, emulator, work_dir)),
-        ("client", lambda: bench_client.run(profile.client, emulator)),
-        ("http", lambda: bench_http.run(profile.http, emulator, work_dir)),
+        ("import", lambda: bench_import.run(profile.imports, obs_plain.url, str(work_dir))),
+        ("cold_start", lambda: bench_cold.run(profile.cold, pair("obs"), work_dir)),
+        ("client_obs", lambda: bench_client.run(profile.client, pair("obs"), "obs")),
+        ("client_dwr", lambda: bench_client.run(profile.client, pair("dwr"), "dwr")),
+        ("sweep", lambda: bench_sweep.run(profile.sweep, pair("dwr"))),
+        ("http", lambda: bench_http.run(profile.http, pair("obs"), work_dir)),
     )
     for name, section in sections:
         started = time.monotonic()
@@ -168,8 +202,16 @@ def _run_sections(
 
 def _estimate(profile: Profile) -> str:
     http = profile.http
-    load = len(http.concurrencies) * http.repetitions * 2 * http.duration
+    load = len(http.concurrencies) * http.repetitions * 4 * http.duration
     return f"{load:.0f}s of HTTP load plus start-ups"
+
+
+def _load_average() -> float:
+    """The 1-minute load average: other work on the machine, recorded with the numbers."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def _machine() -> dict[str, Any]:
@@ -215,8 +257,8 @@ def _print_notes(rows: list[Row]) -> None:
 
 def _notes(rows: list[Row]) -> list[str]:
     """Each missed target with how far off it is, then why, once per section (from NOTES)."""
-    missed = [row for row in rows if row.miss()]
-    lines = [f"- {row.metric}: {row.miss()}" for row in missed]
+    missed = [row for row in rows if row.misses()]
+    lines = [line for row in missed for line in row.misses()]
     for section in dict.fromkeys(row.section for row in missed):
         if section in NOTES:
             lines += ["", f"Why ({section}): {NOTES[section]}"]
@@ -231,22 +273,46 @@ def _write(document: dict[str, Any], rows: list[Row], profile: Profile, elapsed:
     if profile is FULL:
         RESULTS_MD.write_text(_markdown(document, rows, profile, elapsed), encoding="utf-8")
         print(f"wrote {RESULTS_MD.relative_to(BENCH_DIR.parent)}")
+        if _write_readme(_machine_line(document, elapsed), rows):
+            print(f"wrote the Performance table of {README.relative_to(BENCH_DIR.parent)}")
+
+
+def _write_readme(machine: str, rows: list[Row]) -> bool:
+    """Replace the README's table between its markers; leave the file alone without them."""
+    text = README.read_text(encoding="utf-8")
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        print(f"README.md has no {README_BEGIN!r} ... {README_END!r} lines: not updated")
+        return False
+    block = "\n".join([README_BEGIN, machine, "", markdown_table(rows), ""])
+    README.write_text(text[:begin] + block + text[end:], encoding="utf-8")
+    return True
+
+
+def _machine_line(document: dict[str, Any], elapsed: float) -> str:
+    machine = document["machine"]
+    load = document["raw"]["load_average"]
+    return (
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['implementation']} {machine['python']}, {machine['os']}; "
+        f"run {machine['date']}, total {elapsed:.0f} s; load average (1 min) "
+        f"{load['before']:.2f} before, {load['after']:.2f} after."
+    )
 
 
 def _markdown(document: dict[str, Any], rows: list[Row], profile: Profile, elapsed: float) -> str:
-    machine = document["machine"]
     notes = _notes(rows) or ["- every target holds in this run."]
     return "\n".join([
         "# Benchmark results",
         "",
-        "Written by `make bench` (`benchmarks/run.py`); every number in one run, against one "
-        "loopback OBS emulator. Ratios are ours ÷ baseline; only ratios have targets, because "
-        "absolute times depend on the machine. Raw numbers: `benchmarks/results/latest.json` "
-        "(not committed).",
+        "Written by `make bench` (`benchmarks/run.py`); every number in one run, against "
+        "loopback emulators. Ratios are ours ÷ baseline; only ratios have targets, because "
+        "absolute times depend on the machine. **TLS is the headline** (real OBS and DWR "
+        "endpoints are HTTPS only): `ours` and `SDK / naive` are the TLS numbers, "
+        "`ratio (plain)` the same figure against a plain-HTTP emulator in the same run. Raw "
+        "numbers: `benchmarks/results/latest.json` (not committed).",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, "
-        f"{machine['implementation']} {machine['python']}, {machine['os']}; "
-        f"run {machine['date']}, total {elapsed:.0f} s.",
+        _machine_line(document, elapsed),
         "",
         markdown_table(rows),
         "",
@@ -260,58 +326,75 @@ def _markdown(document: dict[str, Any], rows: list[Row], profile: Profile, elaps
         "",
         "## How it is measured",
         "",
-        *_method(profile, document["raw"]["http"]),
+        *_method(profile, document["raw"]),
         "",
     ])  # fmt: skip
 
 
 def _import_profile(top: dict[str, list[tuple[str, int]]]) -> list[str]:
-    """The costliest modules per side, from one ``python -X importtime`` run each."""
+    """The costliest modules per statement, from one ``python -X importtime`` run each."""
     return [
         f"- {side}: " + ", ".join(f"`{name}` {us / 1000:.0f} ms" for name, us in modules)
         for side, modules in top.items()
     ] + ["", "(cumulative, one run each; the first entry is the whole import)"]
 
 
-def _method(profile: Profile, http_raw: dict[str, Any]) -> list[str]:
+def _method(profile: Profile, raw: dict[str, Any]) -> list[str]:
     """How each number was taken, with this profile's counts, for RESULTS.md."""
     imports, cold, client, http = profile.imports, profile.cold, profile.client, profile.http
+    sweep = profile.sweep
     concurrencies = ", ".join(str(c) for c in http.concurrencies)
     return [
-        "- Baselines: the official SDK `esdk-obs-python` (`from obs import WorkflowClient`), "
-        "and for HTTP a naive function (`benchmarks/naive_function.py`) that builds the SDK "
-        "client per request and restores: no auth, dedupe, budget or log line.",
+        "- Baselines: the official SDKs `esdk-obs-python` (`from obs import WorkflowClient`) "
+        "and `huaweicloudsdkdwr` (`DwrClient`), and for HTTP a naive function "
+        "(`benchmarks/naive_function.py`) that builds the OBS SDK client per request and "
+        "restores: no auth, dedupe, budget or log line.",
+        "- TLS: each emulator (OBS and DWR) runs twice, in processes of their own: once "
+        "serving HTTPS with a throwaway self-signed certificate for 127.0.0.1 made by "
+        "`openssl` for this run, once plain HTTP. Every client verifies the certificate: ours "
+        "with `verify=` / `OBS_CA_BUNDLE`, the OBS SDK with `ssl_verify=`, the DWR SDK with "
+        "`HttpConfig.ssl_ca_cert` (and `ignore_ssl_verification=False`).",
         f"- Import: a fresh interpreter per measurement timing only the import statement, "
-        f"{imports.runs} runs per side, alternating, median; bytecode cached, as in a deployed "
-        "package. `handler.main` is imported with the function's full environment (it "
-        "validates its settings at import).",
+        f"{imports.runs} runs per statement, the order rotating, median; bytecode cached, as in "
+        "a deployed package. `handler.main` is imported with the function's full environment "
+        "(it validates its settings at import).",
         "- Cold start: from just before spawning a fresh process to reading the first restore "
         "result, so interpreter start-up (the same for both) is included. Event entry: "
         "`handler(event, None)` with SQLite state in a new directory, against SDK client + "
-        f"restore ({cold.functiongraph_runs} runs per side). HTTP entry: spawn "
+        f"restore ({cold.functiongraph_runs} runs per side and transport). HTTP entry: spawn "
         "`functions-framework --source … --target restore` and POST until answered "
-        f"({cold.http_runs} runs per side). Each run restores a fresh FAILED execution; "
-        "alternating; medians.",
-        f"- Client: both clients in one process, the emulator in another; {client.rounds} "
-        f"rounds x {client.calls_per_round} restores per client, order alternating, fresh "
-        "FAILED executions, every answer checked to be a 200 by the client and by the "
-        "emulator's count; median of per-round ratios. Our client is built once (keep-alive); "
-        "the SDK's is its process-wide singleton, built once (a new connection per call).",
-        f"- HTTP: both servers under functions-framework with WORKERS={WORKERS}, "
-        f"THREADS={THREADS}; ours with bearer auth, SQLite dedupe + budget and INFO JSON "
-        "logging (stdout to a file). Closed-loop load generator: Python threads with one "
-        "keep-alive `http.client` connection each, on the same machine, so it takes CPU from "
-        f"the servers, identically for both. Concurrency {concurrencies}: "
-        f"{http.repetitions} runs x {http.duration:g} s per server (at most "
-        f"{http.request_cap:,} requests each), order alternating; every request a distinct "
-        "event on a distinct FAILED execution; only a 200 that reports a restore counts, and "
-        "the emulator's count of accepted restores must match. Throughput = successes ÷ "
-        "time; latency percentiles pooled over the runs.",
+        f"({cold.http_runs} runs per side and transport). Each run restores a fresh FAILED "
+        "execution; the order rotates; medians.",
+        f"- Client: all clients in one process, the emulators in others; {client.rounds} "
+        f"rounds x {client.calls_per_round} restores per client and transport, the order of "
+        "the four (transport, side) batches rotating, fresh failed executions, every answer "
+        "checked to be a 200 by the client and by the emulator's count; median of per-round "
+        "ratios. Our clients are built once (keep-alive); the OBS SDK's is its process-wide "
+        "singleton (a new connection per call), built again untimed before each batch so it "
+        "points at the right emulator; the DWR SDK's client is built once.",
+        f"- Sweep: {sweep.graphs} graphs x {sweep.executions_per_graph} failed executions on "
+        "the DWR emulator (the OBS emulator has no list API yet); ours is "
+        "`Restorer.sweep` with the graphs named, `max_restores=0` (it finds every failure "
+        "and restores none, so every round sees the same executions), memory:// state; the "
+        "baseline pages `list_workflow_instance(status=fail, window, limit=200, offset)` per "
+        f"graph. {sweep.rounds} rounds, order alternating, median of per-round ratios. Memory: "
+        "`tracemalloc`'s peak during one untimed sweep, above its start.",
+        f"- HTTP: four servers under functions-framework with WORKERS={WORKERS}, "
+        f"THREADS={THREADS} (ours and naive, against the TLS and the plain emulator); ours "
+        "with bearer auth, SQLite dedupe + budget and INFO JSON logging (stdout to a file). "
+        "Closed-loop load generator: Python threads with one keep-alive `http.client` "
+        "connection each, on the same machine, so it takes CPU from the servers, identically "
+        f"for both. Concurrency {concurrencies}: {http.repetitions} runs x "
+        f"{http.duration:g} s per server (at most {http.request_cap:,} requests each), the "
+        "order rotating; every request a distinct event on a distinct FAILED execution; only "
+        "a 200 that reports a restore counts, and the emulator's count of accepted restores "
+        "must match. Throughput = successes ÷ time; latency percentiles pooled over the runs.",
         "- Memory: `VmHWM` (peak resident set) from `/proc/<pid>/status` after all the load, "
         "summed over the gunicorn arbiter and its worker (pages shared after fork count "
         "twice, for both servers alike).",
-        "- The emulator, both servers and the load generator share the machine's cores; "
-        f"average cores busy during the HTTP runs: {_cores(http_raw['cores_used'])}.",
+        "- Load: the machine is shared (other work runs on it): the 1-minute load average is "
+        "recorded above, and every figure is a ratio of interleaved measurements. Average "
+        f"cores busy during the HTTP runs: {_cores(raw['http']['cores_used'])}.",
     ]
 
 

@@ -41,8 +41,14 @@ def open_store(
     if scheme == "memory":
         return MemoryStore(clock=clock)
     if scheme == "sqlite":
-        path, busy_timeout, read_only = parse_sqlite_url(url)
-        return SQLiteStore(path, clock=clock, busy_timeout=busy_timeout, read_only=read_only)
+        parts = parse_sqlite_url(url)
+        return SQLiteStore(
+            parts.path,
+            clock=clock,
+            busy_timeout=parts.busy_timeout,
+            read_only=parts.read_only,
+            synchronous=parts.synchronous,
+        )
     return RedisStore(url, clock=clock, key_prefix=key_prefix)
 
 

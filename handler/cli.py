@@ -5,15 +5,19 @@ settings table), so what works here works there:
 
     obs-workflow-restore restore --graph G --execution E   one restore through the shared client
     obs-workflow-restore replay FILE|-                      a saved delivery through the pipeline
+    obs-workflow-restore sweep [--graph G ...] [--lookback 6h] [--dry-run]
+                                                            list failed executions, restore them
     obs-workflow-restore serve [--port 8080]                the HTTP function (functions-framework)
     obs-workflow-restore emulator [...]                     the local OBS workflow emulator
     obs-workflow-restore state                              recent dedupe and budget records
     obs-workflow-restore state forget EVENT_ID              drop a recorded outcome or marker
     obs-workflow-restore state reset-budget GRAPH/EXECUTION drop an execution's restore budget
+    obs-workflow-restore policy check FILE                  validate restore rules, print them
+    obs-workflow-restore policy explain --graph G [--error T]  which rule decides, and how
 
 ``--json`` prints machine-readable results on every command that prints results. Exit codes:
-0 done, 1 done but the answer was not a success, 2 could not run (a setting, an unreadable
-file, an unreachable state store - said in one line on standard error).
+0 done, 1 done but the answer was not a success, 2 could not run (a flag, a setting, an
+unreadable file, an unreachable state store - said in one line on standard error).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from handler import __version__
 from handler.settings import SettingsError, load_settings, load_store_settings
@@ -55,13 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes end in one line on standard error and exit 2, like every other error
+    here: scripts and schedulers that capture the output get the reason, not a usage page."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="obs-workflow-restore",
         description="Restore failed OBS workflow executions; settings come from the environment.",
     )
     parser.add_argument("--version", action="version", version=__version__)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_OneLineErrors
+    )
 
     restore = commands.add_parser("restore", help="restore one failed execution now")
     restore.add_argument("--graph", required=True, help="workflow (graph) name")
@@ -86,6 +100,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--json", action="store_true", help="print the result document as JSON")
     replay.set_defaults(run=_replay)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="list executions, restore the failed ones (one sweep, as the timer runs it)",
+        description="One sweep with the function's settings (RESTORE_SWEEP_*); the flags "
+        "narrow it for this run. Exit 0 when it ran, 1 when a graph could not be listed, an "
+        "item is left to retry or another sweep holds the lease, 2 on a flag or setting error.",
+    )
+    sweep.add_argument(
+        "--graph",
+        action="append",
+        dest="graphs",
+        metavar="G",
+        help="a graph to sweep (repeat for more; default: RESTORE_SWEEP_GRAPHS, else every "
+        "graph the list API returns that the allowlist admits)",
+    )
+    sweep.add_argument(
+        "--lookback",
+        metavar="DURATION",
+        help="restore failures that stopped this recently, e.g. 6h "
+        "(default: RESTORE_SWEEP_LOOKBACK)",
+    )
+    sweep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list and decide, but send no restore (also when RESTORE_DRY_RUN=true)",
+    )
+    sweep.add_argument("--json", action="store_true", help="print the sweep document as JSON")
+    sweep.set_defaults(run=_sweep)
 
     serve = commands.add_parser("serve", help="serve the HTTP function with functions-framework")
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
@@ -118,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("subject", metavar="GRAPH/EXECUTION")
     reset.add_argument("--json", action="store_true", help="print the result as JSON")
     reset.set_defaults(run=_state_reset_budget)
+    _policy_parser(commands)
     return parser
 
 
@@ -211,6 +255,84 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if delivery.status == 200 else 1
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from handler.intake import IntakeError
+    from handler.pipeline import Invocation, build_restorer
+    from handler.sweep import SweepRequest
+
+    settings = load_settings()
+    if not (settings.access_key_id and settings.secret_access_key):
+        # A terminal has no agency: without keys every list call would be refused.
+        raise SettingsError("OBS_ACCESS_KEY_ID", "credentials are required for sweep")
+    overrides: dict[str, Any] = {}
+    if args.graphs:
+        overrides["graphs"] = args.graphs
+    if args.lookback is not None:
+        overrides["lookback"] = args.lookback
+    if args.dry_run:
+        overrides["dryRun"] = True
+    try:
+        # The same checks as a timer's user_event, so a flag means what the override means.
+        request = SweepRequest.from_settings(settings).overridden(overrides)
+    except IntakeError as exc:
+        print(f"error: {_flag_message(exc.message)}", file=sys.stderr)
+        return 2
+    restorer = build_restorer(settings, log_stream=sys.stderr)
+    try:
+        delivery, summary = restorer.sweep(request, Invocation())
+    finally:
+        restorer.close()
+    if summary.stopped == "state store unavailable":
+        print("error: state store unavailable: nothing was swept", file=sys.stderr)
+        return 2
+    document = {**delivery.document(), "sweep": summary.document()}
+    if args.json:
+        print(json.dumps(document))
+    else:
+        _print_sweep(document)
+    incomplete = summary.errors or summary.stopped or delivery.retry
+    return 1 if incomplete else 0
+
+
+# How an override's message names its field, and the flag that set it here.
+_FLAG_PREFIXES = (("invalid graphs[]:", "invalid --graph:"), ("lookback:", "--lookback:"))
+
+
+def _flag_message(message: str) -> str:
+    """An override's message in the words of the flag that set it (only the leading field
+    name: the rest quotes the user's value, which is left as given)."""
+    for field, flag in _FLAG_PREFIXES:
+        if message.startswith(field):
+            return flag + message[len(field) :]
+    return message
+
+
+def _print_sweep(document: dict[str, Any]) -> None:
+    """The items the sweep handled (if any), then its summary, one figure a line."""
+    if document["results"]:
+        _print_table(document, 200, footer=False)
+        print()
+    sweep = document["sweep"]
+    figures = [
+        ("graphs scanned", sweep["graphsScanned"]),
+        ("pages", sweep["pages"]),
+        ("executions listed", sweep["executionsListed"]),
+        ("failures found", sweep["failuresFound"]),
+        *sorted(sweep["outcomes"].items()),
+        ("waiting for next sweep", sweep["waitingForNextSweep"]),
+        ("listing errors", len(sweep["errors"])),
+        ("duration ms", round(sweep["durationMs"])),
+    ]
+    if sweep["stopped"]:
+        figures.append(("stopped", sweep["stopped"]))
+    width = max(len(name) for name, _ in figures)
+    for name, value in figures:
+        print(f"{name:<{width}}  {value}")
+    for error in sweep["errors"]:
+        graph = error.get("graph") or "(list of graphs)"
+        print(f"error: {graph}: {error.get('status', '')} {error.get('errorCode') or ''}".rstrip())
+
+
 def _serve(args: argparse.Namespace) -> int:
     load_settings()  # fail here, with the variable's name, rather than inside the server
     command = serve_command(args.host, args.port)
@@ -280,6 +402,107 @@ def _state_reset_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- policy: restore rules, checked and explained --------------------------------------------
+
+
+def _policy_parser(commands: Any) -> None:
+    policy = commands.add_parser(
+        "policy",
+        help="check restore rules and explain what they decide",
+        description="Needs no OBS or DWR setting: only the policy and RESTORE_MAX_RESTORES, "
+        "RESTORE_BUDGET_WINDOW (the budget of rules that name none).",
+    )
+    actions = policy.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = actions.add_parser("check", help="validate a policy file; print the effective rules")
+    check.add_argument("file", metavar="FILE", help="a YAML or JSON policy file")
+    check.add_argument("--json", action="store_true", help="print the rules as JSON")
+    check.set_defaults(run=_policy_check)
+    explain = actions.add_parser(
+        "explain", help="say which rule decides a failure and what would happen"
+    )
+    explain.add_argument("--graph", required=True, help="the failed execution's graph")
+    explain.add_argument(
+        "--error",
+        action="append",
+        help="the failure's error text (repeat for several failed nodes); "
+        "leave out for the OBS API, which gives none",
+    )
+    explain.add_argument(
+        "--restores",
+        type=int,
+        default=0,
+        help="restores of the execution already within the rule's window (default: 0)",
+    )
+    explain.add_argument("--file", help="a policy file (default: the environment's policy)")
+    explain.add_argument("--json", action="store_true", help="print the answer as JSON")
+    explain.set_defaults(run=_policy_explain)
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from handler.settings import load_policy
+
+    policy = load_policy(file=args.file)
+    if args.json:
+        print(json.dumps(policy.describe()))
+        return 0
+    print(f"policy {policy.source}: valid, digest {policy.digest}, {len(policy.rules)} rule(s)")
+    for number, rule in enumerate(policy.rules, start=1):
+        print(f"{number}. {rule.name}")
+        for key, value in rule.describe().items():
+            if key != "name":
+                print(f"     {key}: {json.dumps(value)}")
+    return 0
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    from handler.settings import load_policy
+
+    if args.restores < 0:
+        print("error: --restores must be 0 or more", file=sys.stderr)
+        return 2
+    policy = load_policy(file=args.file)
+    errors = tuple(args.error) if args.error else None
+    match = policy.match(args.graph, errors)
+    answer: dict[str, Any] = {
+        "policy": policy.source,
+        "digest": policy.digest,
+        "rule": match.rule.name if match.rule else None,
+        "pattern": match.pattern,
+        "excerpt": match.excerpt,
+        "note": match.note or None,
+    }
+    rule = match.rule
+    if rule is None:
+        answer["decision"] = "skipped: no rule of the policy matches this failure"
+    elif match.leave:
+        answer["decision"] = f"skipped: left alone, leave_on pattern {match.pattern!r} matches"
+    elif args.restores >= rule.max_restores:
+        answer["decision"] = (
+            f"budget_exhausted: {rule.max_restores} restores within {rule.window:g}s already"
+        )
+    else:
+        wait = rule.spacing.nominal_delay(args.restores)
+        since = "the last restore" if args.restores else "the failure"
+        answer["decision"] = f"restore {args.restores + 1} of {rule.max_restores}: " + (
+            "at once" if wait <= 0 else f"due {wait:g}s after {since} (deferred until then)"
+        )
+        answer["waitSeconds"] = wait
+        # Seconds before each restore; jitter shortens each by up to its fraction.
+        answer["schedule"] = [rule.spacing.nominal_delay(n) for n in range(rule.max_restores)]
+        answer["jitter"] = rule.spacing.jitter
+    if args.json:
+        print(json.dumps(answer))
+        return 0
+    for key in ("policy", "digest", "rule", "pattern", "excerpt", "note", "decision"):
+        if answer.get(key) is not None:
+            print(f"{key:>9}: {answer[key]}")
+    if "schedule" in answer:
+        jitter = f" (each up to {answer['jitter']:.0%} sooner)" if answer["jitter"] else ""
+        schedule = ", ".join(f"{seconds:g}s" for seconds in answer["schedule"])
+        print(f"{'schedule':>9}: {schedule}{jitter}")
+    return 0
+
+
 @contextlib.contextmanager
 def _opened_store(url: str) -> Iterator[StateStore]:
     from handler.store import open_store
@@ -291,7 +514,7 @@ def _opened_store(url: str) -> Iterator[StateStore]:
         store.close()
 
 
-def _print_table(document: dict[str, Any], status: int) -> None:
+def _print_table(document: dict[str, Any], status: int, *, footer: bool = True) -> None:
     rows = [
         [_cell(result.get(column)) for column in TABLE_COLUMNS] for result in document["results"]
     ]
@@ -303,6 +526,8 @@ def _print_table(document: dict[str, Any], status: int) -> None:
     )
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if not footer:
+        return
     summary = ", ".join(f"{count} {outcome}" for outcome, count in document["summary"].items())
     error = document.get("error")
     print(f"status {status}: {summary or 'no items'}" + (f" ({error['message']})" if error else ""))

@@ -1,16 +1,21 @@
 """Entry points: the function's HTTP URL, a CloudEvent target and the FunctionGraph handler.
 
-All three are thin: read the delivery, hand it to :mod:`handler.intake`, run the items through
-the shared :class:`~handler.pipeline.Restorer`, and translate its :class:`Delivery` into the
-answer each platform understands.
+All are thin: authenticate what an outsider can reach, read the delivery with
+:mod:`handler.intake`, run the items (or a sweep) through the shared
+:class:`~handler.pipeline.Restorer`, and translate its answer into what each platform
+understands.
 
 * ``restore(request)`` - functions-framework HTTP target (the function URL)::
 
       functions-framework --source handler/main.py --target restore
 
-* ``restore_cloudevent(cloud_event)`` - ``--signature-type cloudevent``; a delivery that must be
-  retried raises, so the framework answers 500 and the platform delivers again.
-* ``handler(event, context)`` - FunctionGraph event functions (``index.handler`` style).
+  ``POST /sweep`` runs a sweep; ``GET``/``HEAD`` are liveness, ``GET /ready`` readiness.
+* ``restore_cloudevent(cloud_event)`` - ``--signature-type cloudevent``; the caller is
+  checked before the framework parses the event (:mod:`handler.framework`), and a delivery
+  that must be retried is answered 503 so the platform delivers again.
+* ``handler(event, context)`` - FunctionGraph event functions (``index.handler`` style):
+  API Gateway events are authenticated like the URL, TIMER events run a sweep, platform
+  triggers (SMN, EventGrid) need no token.
 
 Settings are read and validated here, once, at import: a misconfigured function fails at
 start-up with the variable's name. The pipeline (and with it ``requests``) is imported on the

@@ -12,13 +12,14 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from handler.client import DEADLINE_EXCEEDED, DwrClient, RetryPolicy, WorkflowClient, WorkflowResult
 from handler.credentials import Credentials
 from handler.intake import Item
-from handler.policy import Policy, Settlement, Ticket, Verdict
+from handler.policy import FailureFacts, Policy, Settlement, Ticket, Verdict
 from handler.report import (
     RESULT_FIELDS,
     Reporter,
@@ -92,11 +93,18 @@ class Delivery:
 class Restorer:
     """Runs items through policy, client and report; safe to share between threads."""
 
-    def __init__(self, settings: Settings, store: StateStore, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        reporter: Reporter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.reporter = reporter
-        self._policy = Policy(settings, store)
+        self._policy = Policy(settings, store, clock)
+        self._api = settings.workflow_api.upper()  # "OBS" or "DWR", for reasons
         self._lock = threading.Lock()
         self._client: WorkflowClient | None = None
         self._client_credentials: Credentials | None = None
@@ -224,7 +232,9 @@ class Restorer:
                             return
                         outcome = self._handle(failure.item(), invocation, delivery)
                         summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + 1
-                        restored += outcome == "restored"
+                        if outcome == "restored":
+                            restored += 1
+                            lister.restored()
                 except ListingError as exc:
                     summary.errors.append(_listing_error(exc))
             if not time_left():
@@ -243,21 +253,32 @@ class Restorer:
         claim_ttl = None
         if invocation.deadline is not None:
             claim_ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
-        decision = self._policy.admit(item, claim_ttl, dry_run=invocation.dry_run)
+        lookup = _ExecutionLookup(self, item, invocation)
+        decision = self._policy.admit(
+            item, claim_ttl, dry_run=invocation.dry_run, facts=lookup.facts
+        )
         if isinstance(decision, Verdict):
             result = {**base, "outcome": decision.outcome, "reason": decision.reason}
             result.update(decision.fields)
             if decision.detail:
                 result["detail"] = decision.detail
         else:
-            result = self._restore(item, decision, invocation, base)
+            result = self._restore(
+                item, decision, invocation, {**base, "rule": decision.rule}, lookup
+            )
+        lookup.note_execution_error(result)
         redeliver = result["outcome"] == "retryable_error" or (
             isinstance(decision, Verdict) and decision.redeliver
         )
         return result, redeliver
 
     def _restore(
-        self, item: Item, ticket: Ticket, invocation: Invocation, base: dict[str, Any]
+        self,
+        item: Item,
+        ticket: Ticket,
+        invocation: Invocation,
+        base: dict[str, Any],
+        lookup: _ExecutionLookup | None = None,
     ) -> dict[str, Any]:
         client = self._client_for(invocation.credentials)
         if client is None:
@@ -266,13 +287,18 @@ class Restorer:
                 **base,
                 "outcome": "retryable_error",
                 "errorCode": "NoCredentials",
-                "reason": "no OBS credentials: set OBS_ACCESS_KEY_ID and "
+                "reason": "no credentials: set OBS_ACCESS_KEY_ID and "
                 "OBS_SECRET_ACCESS_KEY, or give the function an agency",
             }
         if item.shape == SWEEP:
             # A list answer may be stale: an execution restored a moment ago (by an event, or
             # by an earlier sweep) can still be listed as failed. Ask before restoring.
-            state = _execution_state(client, item, invocation, base)
+            answer = lookup.answer() if lookup is not None else None
+            state = (
+                _state_of(answer, base)
+                if answer
+                else _execution_state(client, item, invocation, base)
+            )
             if state is not None and state != "FAILED":
                 reason = f"execution is {state} now: the list answer was stale"
                 result = {**base, "outcome": "skipped", "reason": reason}
@@ -311,13 +337,21 @@ class Restorer:
                     Settlement.RETRY,
                     "the invocation's deadline passed before the restore was sent",
                 )
-            return "retryable_error", Settlement.RETRY, "OBS could not be reached"
+            return "retryable_error", Settlement.RETRY, f"{self._api} could not be reached"
         if response.retryable:
-            return "retryable_error", Settlement.RETRY, "OBS answered with a transient error"
+            return (
+                "retryable_error",
+                Settlement.RETRY,
+                f"{self._api} answered with a transient error",
+            )
         if response.status in _CREDENTIAL_REFUSALS:
             # A wrong key, a skewed clock or a missing permission is the operator's to fix; a
             # recorded failure would make the redelivery after the fix a "duplicate".
-            return "retryable_error", Settlement.RETRY, _credential_refusal(response, invocation)
+            return (
+                "retryable_error",
+                Settlement.RETRY,
+                _credential_refusal(self._api, response, invocation),
+            )
         if response.status in _AMBIGUOUS_REFUSALS:
             state = _execution_state(client, item, invocation, result)
             if state and state != "FAILED":
@@ -326,7 +360,7 @@ class Restorer:
                     Settlement.REFUSED,
                     f"execution is {state}, not failed (restored already?)",
                 )
-        return "failed", Settlement.REFUSED, "OBS refused the restore"
+        return "failed", Settlement.REFUSED, f"{self._api} refused the restore"
 
     def _after_unanswered_restore(
         self,
@@ -381,18 +415,69 @@ def _internal_error(item: Item, exc: Exception) -> dict[str, Any]:
     }  # fmt: skip
 
 
+class _ExecutionLookup:
+    """One query of an item's execution, made when first needed and answered from then on.
+
+    The policy asks it why the execution failed (rules with error patterns), and a sweep asks
+    it whether a listed failure is still failed before restoring: one call serves both.
+    """
+
+    def __init__(self, restorer: Restorer, item: Item, invocation: Invocation) -> None:
+        self._restorer = restorer
+        self._item = item
+        self._invocation = invocation
+        self._answer: WorkflowResult | None = None
+
+    def answer(self) -> WorkflowResult | None:
+        """The query's answer, or None without credentials (nothing can be asked)."""
+        if self._answer is None:
+            client = self._restorer._client_for(self._invocation.credentials)
+            if client is None:
+                return None
+            self._answer = client.getWorkflowExecution(
+                self._item.execution_name, self._item.graph_name, deadline=self._invocation.deadline
+            )
+        return self._answer
+
+    def note_execution_error(self, result: dict[str, Any]) -> None:
+        """Put why the execution failed into ``result``, if a query made for it said so."""
+        if self._answer is not None and "executionError" not in result:
+            _state_of(self._answer, result)
+
+    def facts(self) -> FailureFacts:
+        """Why the execution failed: the DWR failed nodes' messages; the OBS API gives none."""
+        if self._restorer.settings.workflow_api != "dwr":
+            return FailureFacts(None)
+        answer = self.answer()
+        if answer is None:
+            return FailureFacts(None, "no credentials to query the execution", "NoCredentials")
+        if answer.ok and answer.body is not None:
+            return FailureFacts(tuple(answer.body.errorMessages))
+        if answer.retryable or answer.status in _CREDENTIAL_REFUSALS:
+            return FailureFacts(
+                None, f"the query answered {answer.status or 'nothing'}", answer.errorCode
+            )
+        # A definite refusal (no such execution): nothing to match; the restore says the rest.
+        return FailureFacts(())
+
+
 def _execution_state(
     client: WorkflowClient | DwrClient, item: Item, invocation: Invocation, result: dict[str, Any]
 ) -> str | None:
-    """The execution's current state as the query API reports it, or None if unknown.
+    """The execution's current state as the query API reports it, or None if unknown."""
+    answer = client.getWorkflowExecution(
+        item.execution_name, item.graph_name, deadline=invocation.deadline
+    )
+    return _state_of(answer, result)
+
+
+def _state_of(answer: WorkflowResult, result: dict[str, Any]) -> str | None:
+    """The state a query answered, or None if unknown.
 
     When the answer says why the execution failed (DWR's failed nodes), ``result`` carries
     the first reason as ``executionError``, cut short: it is the service's text about the
     user's data, for the operator, and never holds one of our secrets.
     """
-    answer = client.getWorkflowExecution(
-        item.execution_name, item.graph_name, deadline=invocation.deadline
-    )
     if not answer.ok or answer.body is None:
         return None
     errors = getattr(answer.body, "errorMessages", ())
@@ -402,7 +487,7 @@ def _execution_state(
     return str(state).upper() if state else None
 
 
-def _credential_refusal(response: WorkflowResult, invocation: Invocation) -> str:
+def _credential_refusal(api: str, response: WorkflowResult, invocation: Invocation) -> str:
     """Why the service refused us, naming what the operator should check."""
     if invocation.credentials is not None:
         where = "the function's agency (or the X-CFF-Security-* keys)"
@@ -411,7 +496,8 @@ def _credential_refusal(response: WorkflowResult, invocation: Invocation) -> str
     if response.errorCode == "RequestTimeTooSkewed":
         where = "the clock of the function's host"
     return (
-        f"OBS refused our credentials ({response.errorCode or response.status}): check {where}; "
+        f"{api} refused our credentials ({response.errorCode or response.status}): "
+        f"check {where}; "
         "nothing was recorded, so a delivery after the fix restores"
     )
 
@@ -437,7 +523,7 @@ def _record(result: dict[str, Any]) -> dict[str, Any]:
     """What a redelivery of this item will be answered with."""
     keys = (
         "outcome", "status", "requestId", "executionUrn", "restoredAt", "errorCode",
-        "errorMessage", "reason",
+        "errorMessage", "reason", "rule",
     )  # fmt: skip
     return {k: result.get(k) for k in keys}
 

@@ -5,9 +5,12 @@ In order, for each item the intake accepted:
 1. the graph allowlist (``RESTORE_GRAPH_ALLOWLIST``) - a graph outside it is skipped;
 2. deduplication by the item's identity - an in-progress marker is claimed before the call,
    so a redelivery of an item that is in flight or finished never calls OBS again;
-3. the restore budget - at most ``RESTORE_MAX_RESTORES`` restores per execution within
-   ``RESTORE_BUDGET_WINDOW``, reserved atomically before the call so concurrent deliveries
-   cannot exceed it.
+3. the restore rules (:mod:`handler.rules`) - the first rule that matches the graph and the
+   failure's error text decides: left alone (``skipped``), not due yet (``deferred``: the
+   marker is released, so the sweep that finds the failure later restores it), or restored
+   within the rule's budget - at most ``max_restores`` per execution within ``window``,
+   reserved atomically before the call so concurrent deliveries cannot exceed it. Without a
+   policy the one default rule is ``RESTORE_MAX_RESTORES`` within ``RESTORE_BUDGET_WINDOW``.
 
 Afterwards :meth:`Policy.settle` keeps or refunds the budget unit and records the outcome, or
 releases the marker so a redelivery can try again. Fail closed: if the store cannot be reached
@@ -17,11 +20,15 @@ nothing is called and the item ends ``retryable_error``.
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
 from handler.intake import Item
+from handler.rules import DEFAULT_RULE_NAME, Match, Rule
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable
 from handler.sweep import SWEEP
@@ -47,6 +54,16 @@ class Ticket:
     subject: str
     budget_token: str
     retention: float  # how long the recorded outcome answers redeliveries
+    rule: str = DEFAULT_RULE_NAME  # the rule that allowed the restore
+
+
+@dataclass(frozen=True)
+class FailureFacts:
+    """What the service says about why an execution failed, for rules with error patterns."""
+
+    errors: tuple[str, ...] | None  # the failed nodes' messages; None: the API gives none
+    problem: str | None = None  # the query failed transiently: decide on a later delivery
+    error_code: str | None = None
 
 
 class Settlement(Enum):
@@ -61,16 +78,28 @@ class Settlement(Enum):
 class Policy:
     """Applies allowlist, dedupe and budget over one state store."""
 
-    def __init__(self, settings: Settings, store: StateStore) -> None:
+    def __init__(
+        self, settings: Settings, store: StateStore, clock: Callable[[], float] = time.time
+    ) -> None:
         self._settings = settings
         self._store = store
+        self._rules = settings.policy
+        # Wall-clock seconds; must be the store's clock, since spacing compares the two.
+        self._clock = clock
 
     def admit(
-        self, item: Item, claim_ttl: float | None = None, *, dry_run: bool = False
+        self,
+        item: Item,
+        claim_ttl: float | None = None,
+        *,
+        dry_run: bool = False,
+        facts: Callable[[], FailureFacts] | None = None,
     ) -> Ticket | Verdict:
         """Return a Ticket to go ahead, or the Verdict that ends the item here.
 
-        ``dry_run`` makes this one item a dry run even when ``RESTORE_DRY_RUN`` is off."""
+        ``dry_run`` makes this one item a dry run even when ``RESTORE_DRY_RUN`` is off.
+        ``facts`` asks the service why the execution failed; it is called only when a rule
+        has error patterns, at most once."""
         if item.verdict == "skip":
             return Verdict("skipped", item.reason)
         if item.verdict == "reject":
@@ -91,10 +120,139 @@ class Policy:
             recent = self._recently_restored(item, claim.token)
             if recent is not None:
                 return recent
-        if self._settings.dry_run or dry_run:
+        dry_run = self._settings.dry_run or dry_run
+        try:
+            return self._decide(item, claim.token, facts, dry_run=dry_run)
+        except StoreUnavailable as exc:
             self._release(item.event_id, claim.token)
-            return Verdict("dry_run", "RESTORE_DRY_RUN is on: restore not called")
-        return self._reserve(item, claim.token)
+            return _store_down(exc)
+
+    def _decide(
+        self,
+        item: Item,
+        claim_token: str,
+        facts: Callable[[], FailureFacts] | None,
+        *,
+        dry_run: bool,
+    ) -> Ticket | Verdict:
+        """Match the rules, then check the matching rule's budget and spacing."""
+        assert item.graph_name is not None
+        errors: tuple[str, ...] | None = None
+        if self._rules.needs_error_text:
+            known = facts() if facts is not None else FailureFacts(None)
+            if known.problem is not None:
+                self._release(item.event_id, claim_token)
+                return Verdict(
+                    "retryable_error",
+                    f"the failure's error text is needed by a rule but could not be read: "
+                    f"{known.problem}",
+                    {"errorCode": known.error_code or "ErrorTextUnavailable"},
+                )
+            errors = known.errors
+        match = self._rules.match(item.graph_name, errors)
+        if match.rule is None or match.leave:
+            return self._left_alone(item, claim_token, match, dry_run=dry_run)
+        return self._when_due(item, claim_token, match, dry_run=dry_run)
+
+    def _left_alone(self, item: Item, claim_token: str, match: Match, *, dry_run: bool) -> Verdict:
+        """A failure no rule restores: recorded, so a redelivery answers the same."""
+        if match.rule is None:
+            reason = "no rule of the policy matches this failure"
+        else:
+            reason = (
+                f"left alone: leave_on pattern {match.pattern!r} of rule {match.rule.name} "
+                f"matches the error: {match.excerpt!r}"
+            )
+        if match.note:
+            reason = f"{reason} ({match.note})"
+        fields = {"rule": match.rule.name if match.rule else None}
+        if dry_run:
+            self._release(item.event_id, claim_token)
+        else:
+            record = {"outcome": "skipped", "reason": reason, **fields}
+            self._store.finish(item.event_id, claim_token, record, self._retention(item))
+        return Verdict("skipped", reason, fields)
+
+    def _when_due(
+        self, item: Item, claim_token: str, match: Match, *, dry_run: bool
+    ) -> Ticket | Verdict:
+        """Restore now if the rule's budget has room and its spacing says the time has come.
+
+        Not due yet ends ``deferred`` and releases the marker rather than recording an
+        outcome: the sweep that finds the same failure later (its own identity, or this one
+        redelivered) must still be able to restore it.
+        """
+        rule = match.rule
+        assert rule is not None
+        subject = f"{item.graph_name}/{item.execution_name}"
+        fields: dict[str, Any] = {"rule": rule.name}
+        note = f" ({match.note})" if match.note else ""
+        times = self._store.budget_times(subject, rule.window)
+        if len(times) >= rule.max_restores:
+            return self._exhausted(item, claim_token, rule, fields)
+        now = self._clock()
+        due = self.due_time(rule, subject, times, item.failed_at, now)
+        if due > now:
+            self._release(item.event_id, claim_token)
+            return Verdict(
+                "deferred",
+                f"next restore due at {_iso(due)} (in {due - now:.0f}s): rule {rule.name}, "
+                f"restore {len(times) + 1} of {rule.max_restores}{note}",
+                fields,
+            )
+        if dry_run:
+            self._release(item.event_id, claim_token)
+            return Verdict(
+                "dry_run", f"RESTORE_DRY_RUN is on: restore not called (rule {rule.name}){note}",
+                fields,
+            )  # fmt: skip
+        budget_token = self._store.reserve_budget(subject, rule.max_restores, rule.window)
+        if budget_token is None:
+            return self._exhausted(item, claim_token, rule, fields)
+        if not rule.spacing.is_immediate:
+            # Spacing is checked, then reserved: two deliveries for one execution at the same
+            # moment could both pass the check. The one that sees another reservation beside
+            # its own steps back (both may: then the sweep restores later, never too soon).
+            try:
+                crowded = len(self._store.budget_times(subject, rule.window)) > len(times) + 1
+            except StoreUnavailable:
+                crowded = False  # the unit is reserved: going ahead is what it was taken for
+            if crowded:
+                self._store.refund_budget(subject, budget_token)
+                self._release(item.event_id, claim_token)
+                return Verdict(
+                    "deferred",
+                    f"another restore of this execution was reserved at the same moment: "
+                    f"rule {rule.name} spaces restores{note}",
+                    fields,
+                )
+        return Ticket(
+            item.event_id, claim_token, subject, budget_token, self._retention(item), rule.name
+        )
+
+    @staticmethod
+    def due_time(
+        rule: Rule, subject: str, times: list[float], failed_at: float | None, now: float
+    ) -> float:
+        """When the next restore of ``subject`` may happen: ``times`` are its restores within
+        the rule's window (oldest first); the first is spaced from the failure (from ``now``
+        when the failure time is unknown)."""
+        reference = times[-1] if times else (failed_at if failed_at is not None else now)
+        return reference + rule.spacing.delay(len(times), subject)
+
+    def _exhausted(
+        self, item: Item, claim_token: str, rule: Rule, fields: dict[str, Any]
+    ) -> Verdict:
+        source = "RESTORE_MAX_RESTORES" if rule.name == DEFAULT_RULE_NAME else f"rule {rule.name}"
+        verdict = Verdict(
+            "budget_exhausted",
+            f"{rule.max_restores} restores of this execution within "
+            f"{rule.window:g}s already ({source})",
+            fields,
+        )
+        record = {"outcome": verdict.outcome, "reason": verdict.reason, **fields}
+        self._store.finish(item.event_id, claim_token, record, self._retention(item))
+        return verdict
 
     def settle(self, ticket: Ticket, settlement: Settlement, record: dict[str, Any]) -> str | None:
         """Apply a settlement; return a note when the store could not take it (never raise)."""
@@ -115,16 +273,18 @@ class Policy:
 
         List answers lag behind restores, and a just-restored execution may still read as
         failed for a moment; a second restore then could be accepted. The marker is released,
-        not recorded: if the execution really failed again, the next sweep restores it.
+        not recorded: if the execution really failed again, the next sweep restores it. A
+        failure that stopped after the last restore is no stale answer (only the restored run
+        can have failed then), so the grace does not hold up a rule's shorter spacing.
         """
         subject = f"{item.graph_name}/{item.execution_name}"
         grace = self._settings.sweep_grace
         try:
-            recent = self._store.budget_used(subject, grace)
+            recent = self._store.budget_times(subject, grace)
         except StoreUnavailable as exc:
             self._release(item.event_id, claim_token)
             return _store_down(exc)
-        if not recent:
+        if not recent or (item.failed_at is not None and item.failed_at > recent[-1]):
             return None
         self._release(item.event_id, claim_token)
         return Verdict(
@@ -142,31 +302,6 @@ class Policy:
 
     def release_lease(self, key: str, token: str) -> None:
         self._release(key, token)
-
-    def _reserve(self, item: Item, claim_token: str) -> Ticket | Verdict:
-        subject = f"{item.graph_name}/{item.execution_name}"
-        settings = self._settings
-        try:
-            budget_token = self._store.reserve_budget(
-                subject, settings.max_restores, settings.budget_window
-            )
-            if budget_token is None:
-                verdict = Verdict(
-                    "budget_exhausted",
-                    f"{settings.max_restores} restores of this execution within "
-                    f"{settings.budget_window:g}s already (RESTORE_MAX_RESTORES)",
-                )
-                self._store.finish(
-                    item.event_id,
-                    claim_token,
-                    {"outcome": verdict.outcome, "reason": verdict.reason},
-                    self._retention(item),
-                )
-                return verdict
-        except StoreUnavailable as exc:
-            self._release(item.event_id, claim_token)
-            return _store_down(exc)
-        return Ticket(item.event_id, claim_token, subject, budget_token, self._retention(item))
 
     def _retention(self, item: Item) -> float:
         """A request without an id of its own is only its content: the same content an hour
@@ -193,10 +328,16 @@ def _store_down(exc: StoreUnavailable) -> Verdict:
 
 def _duplicate_of(record: dict[str, Any]) -> Verdict:
     """A redelivery answers with what the first delivery recorded."""
-    keys = ("status", "requestId", "executionUrn", "restoredAt", "errorCode", "errorMessage")
+    keys = (
+        "status", "requestId", "executionUrn", "restoredAt", "errorCode", "errorMessage", "rule",
+    )  # fmt: skip
     fields = {k: record.get(k) for k in keys}
     return Verdict(
         "duplicate",
         f"already handled: {record.get('outcome', 'unknown')}",
         {k: v for k, v in fields.items() if v is not None},
     )
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -36,19 +36,20 @@ OUTCOMES: dict[str, tuple[int, str]] = {
     "retryable_error": (logging.WARNING, "restore_failed"),
     "failed": (logging.ERROR, "restore_failed"),
     "budget_exhausted": (logging.ERROR, "restore_failed"),
+    "deferred": (logging.INFO, "restore_deferred"),
 }
 
 # The fields of one item's result, as answered to the caller and sent to the sink.
 RESULT_FIELDS = (
     "eventId", "graphName", "executionName", "outcome", "status", "requestId", "executionUrn",
-    "restoredAt", "errorCode", "errorMessage", "attempts", "reason", "executionError",
+    "restoredAt", "errorCode", "errorMessage", "attempts", "reason", "rule", "executionError",
 )  # fmt: skip
 
 # The fields of a log line, in order; absent values are written as null so every line has
 # the same keys and queries never need an "exists" test.
 LINE_FIELDS = (
     "outcome", "graphName", "executionName", "eventId", "invocationId", "requestId",
-    "attempts", "durationMs", "errorCode", "errorMessage", "reason", "executionError",
+    "attempts", "durationMs", "errorCode", "errorMessage", "reason", "rule", "executionError",
 )  # fmt: skip
 
 

@@ -4,6 +4,11 @@ No other module reads the environment: entry points call :func:`load_settings` o
 the resulting :class:`Settings` to the pipeline. Invalid values fail at start-up with a
 :class:`SettingsError` that names the variable and never echoes a secret's value.
 The README's settings table lists the same names, defaults and meanings as ``SETTINGS_DOC``.
+
+This module is a little over 500 lines on purpose: every variable the function reads, its
+default, its check and its redacted view stand in one place, which is what lets the tests
+prove the README table and the code agree. What a value *means* lives elsewhere (state URLs in
+:mod:`handler.store.url`, restore rules in :mod:`handler.rules`).
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from handler.endpoint import normalise_endpoint
 from handler.names import validate_name
 from handler.redaction import redact, redact_url
+from handler.rules import PolicyError, RestorePolicy, default_policy, parse_policy_text
 from handler.store import validate_state_url
 
 DEFAULT_STATE_FILE = os.path.join(tempfile.gettempdir(), "obs-workflow-restore.db")
@@ -75,6 +81,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     ),
     "RESTORE_MAX_RESTORES": ("3", "restores per execution within the budget window"),
     "RESTORE_BUDGET_WINDOW": ("24h", "the restore budget's sliding window (`s`, `m`, `h`, `d`)"),
+    "RESTORE_POLICY_FILE": (
+        "",
+        "restore rules in a YAML or JSON file (see Restore policy); empty: one default rule",
+    ),
+    "RESTORE_POLICY": ("", "the restore rules as inline JSON (instead of a file)"),
     "RESTORE_CLAIM_TTL": (
         "300s",
         "how long an in-progress marker holds; set to the function timeout",
@@ -159,6 +170,8 @@ class Settings:
     sweep_max_pages: int = 100
     sweep_grace: float = 600.0
     log_level: str = "INFO"
+    # None: no policy was given, the single default rule of max_restores and budget_window
+    restore_policy: RestorePolicy | None = None
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()})"
@@ -168,6 +181,13 @@ class Settings:
         return not self.graph_allowlist or any(
             fnmatch.fnmatchcase(graph_name, pattern) for pattern in self.graph_allowlist
         )
+
+    @property
+    def policy(self) -> RestorePolicy:
+        """The rules in force: the configured policy, or today's behaviour as one rule."""
+        if self.restore_policy is not None:
+            return self.restore_policy
+        return default_policy(self.max_restores, self.budget_window)
 
     def redacted(self) -> dict[str, object]:
         """The effective settings for the start-up log line: no secret, only whether it is set."""
@@ -200,6 +220,7 @@ class Settings:
             "sweepMaxPages": self.sweep_max_pages,
             "sweepGraceSeconds": self.sweep_grace,
             "logLevel": self.log_level,
+            "policy": self.policy.summary(),
         }
 
 
@@ -242,6 +263,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sweep_grace=env.seconds("RESTORE_SWEEP_GRACE", 600.0, minimum=0),
         log_level=_log_level(env),
     )
+    policy = _restore_policy(env, settings.max_restores, settings.budget_window)
+    if policy is not None:
+        settings = replace(settings, restore_policy=policy)
     if bool(settings.access_key_id) != bool(settings.secret_access_key):
         missing = "OBS_SECRET_ACCESS_KEY" if settings.access_key_id else "OBS_ACCESS_KEY_ID"
         raise SettingsError(missing, "access key id and secret access key must be set together")
@@ -396,6 +420,38 @@ def _log_level(env: _Env) -> str:
     return value
 
 
+def _restore_policy(env: _Env, max_restores: int, window: float) -> RestorePolicy | None:
+    """The rules of ``RESTORE_POLICY_FILE`` or ``RESTORE_POLICY``, validated now, so a typo in
+    a rule stops the start rather than the first restore it should have governed."""
+    path, inline = env.text("RESTORE_POLICY_FILE"), env.text("RESTORE_POLICY")
+    if path and inline:
+        raise SettingsError("RESTORE_POLICY", "set RESTORE_POLICY_FILE or RESTORE_POLICY, not both")
+    if path:
+        variable, source = "RESTORE_POLICY_FILE", f"RESTORE_POLICY_FILE={path}"
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read(1_000_001)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SettingsError(variable, f"cannot read {path!a}: {reason}") from None
+        if len(text) > 1_000_000:
+            raise SettingsError(variable, "the policy file is larger than 1 MB")
+    elif inline:
+        variable, source, text = "RESTORE_POLICY", "RESTORE_POLICY", inline
+    else:
+        return None
+    try:
+        return parse_policy_text(
+            text,
+            source=source,
+            yaml_allowed=variable == "RESTORE_POLICY_FILE",
+            max_restores=max_restores,
+            window=window,
+        )
+    except PolicyError as exc:
+        raise SettingsError(variable, str(exc)) from None
+
+
 def _check_state_url(url: str) -> None:
     """The whole URL - scheme, path or host, port, database, every option - at load time."""
     try:
@@ -426,6 +482,24 @@ def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettin
     )
     _check_state_url(settings.state_url)
     return settings
+
+
+def load_policy(
+    environ: Mapping[str, str] | None = None, *, file: str | None = None
+) -> RestorePolicy:
+    """The restore rules in force, validated as in :func:`load_settings`, for the ``policy``
+    commands: ``file`` instead of the environment's policy when given; only
+    ``RESTORE_MAX_RESTORES`` and ``RESTORE_BUDGET_WINDOW`` are read besides (the defaults of
+    rules that do not name their budget)."""
+    values = dict(os.environ if environ is None else environ)
+    if file is not None:
+        values.pop("RESTORE_POLICY", None)
+        values["RESTORE_POLICY_FILE"] = file
+    env = _Env(values)
+    max_restores = env.integer("RESTORE_MAX_RESTORES", 3, minimum=1, maximum=1000)
+    window = env.seconds("RESTORE_BUDGET_WINDOW", 86400.0, minimum=1)
+    policy = _restore_policy(env, max_restores, window)
+    return policy if policy is not None else default_policy(max_restores, window)
 
 
 # The loopback emulator (handler/devtools/emulator/) is a development tool, not the function,

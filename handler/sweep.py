@@ -32,6 +32,8 @@ from handler.settings import Settings, SettingsError, parse_duration
 
 SWEEP = "sweep"  # Item.shape of what a sweep found
 LIST_PAGE_SIZE = {"obs": 1000, "dwr": 200}  # the largest page each API serves
+DWR_WINDOW_START_SLACK = timedelta(days=1)
+DWR_WINDOW_END_SLACK = timedelta(minutes=1)
 # Time kept back from the invocation's deadline for the items already found and the summary.
 DEADLINE_RESERVE_SECONDS = 2.0
 
@@ -94,7 +96,16 @@ class Failure:
         """The restore item: its identity is this failure, not just the execution."""
         when = self.stopped_at or self.started_at or "unknown"
         event_id = f"sweep:{self.graph}/{self.execution}@{when}"
-        return Item(RESTORE, event_id, SWEEP, self.graph, self.execution, source=SWEEP)
+        moment = _parse_time(self.stopped_at) if self.stopped_at else None
+        return Item(
+            RESTORE,
+            event_id,
+            SWEEP,
+            self.graph,
+            self.execution,
+            source=SWEEP,
+            failed_at=moment.timestamp() if moment else None,
+        )
 
     def event_data(self) -> dict[str, Any]:
         """What the published ``…execution.failed`` CloudEvent carries."""
@@ -170,6 +181,16 @@ class Lister:
         self._deadline = deadline
         self._max_pages = max_pages
         self._now = now
+        self._left_the_list = 0  # failures restored since the current page was read
+
+    def restored(self) -> None:
+        """Tell the lister the failure it last yielded was restored.
+
+        DWR lists only what is failed *now*, by offset: each failure restored while a page is
+        being worked through leaves that list, and the next page would start that many
+        entries too far. OBS pages by a marker (type and name), which a restore does not move.
+        """
+        self._left_the_list += 1
 
     def graphs(self) -> Iterator[str]:
         """Every graph name the list-graphs API returns, page by page."""
@@ -220,14 +241,19 @@ class Lister:
 
     def _dwr_pages(self, graph: str, since: datetime) -> Iterator[Any]:
         offset = None
+        self._left_the_list = 0
         for _ in range(self._max_pages):
             if not self._time_left():
                 return
+            # The service's window may be on start time, in whole seconds: start a day early
+            # (a run that started before the lookback may have failed inside it) and end a
+            # minute late (a run from this very second is not cut off); the stop time is
+            # then checked here, as for OBS.
             result = self._client.listWorkflowExecution(
                 graph,
                 status="fail",
-                start_time=since,
-                end_time=self._now(),
+                start_time=since - DWR_WINDOW_START_SLACK,
+                end_time=self._now() + DWR_WINDOW_END_SLACK,
                 limit=LIST_PAGE_SIZE["dwr"],
                 offset=offset,
                 deadline=self._deadline,
@@ -237,7 +263,8 @@ class Lister:
             yield result.body
             if not result.body.is_truncated or result.body.next_offset is None:
                 return
-            offset = result.body.next_offset
+            offset = max(1, result.body.next_offset - self._left_the_list)
+            self._left_the_list = 0
 
 
 def time_left_until(deadline: float | None) -> Callable[[], bool]:

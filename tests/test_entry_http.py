@@ -23,6 +23,7 @@ RESULT_KEYS = {
     "errorMessage",
     "attempts",
     "reason",
+    "rule",
     "executionError",
 }
 
@@ -48,6 +49,7 @@ def test_a_failure_event_is_restored_and_answered_with_the_result_document(
     (result,) = document["results"]
     assert set(result) == RESULT_KEYS
     assert result["outcome"] == "restored"
+    assert result["rule"] == "default"  # no policy: the one default rule decided
     assert (result["status"], result["requestId"], result["attempts"]) == (200, "rid-1", 1)
     assert result["executionUrn"] == RESTORED["execution_urn"]
     assert result["restoredAt"] == RESTORED["restored_at"]

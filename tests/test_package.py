@@ -2,9 +2,9 @@
 
 Each zip is unpacked into a temporary directory and run under the target CPython (a bare venv
 of the Makefile's PYTHON_VERSION) with a clean environment: only the variables template.yaml
-gives the function, plus PATH. The OBS workflow API is the project's emulator on loopback,
-which accepts only the agency's temporary keys, so a restore proves the function signed with
-the keys FunctionGraph hands it.
+gives the function, plus PATH. The workflow API is the project's emulator on loopback, which
+accepts only the agency's temporary keys, so a restore proves the function signed with the
+keys FunctionGraph hands it. The timer's sweep lists executions, which the DWR emulator serves.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from handler.devtools.emulator import Emulator
+from handler.devtools.emulator import DwrEmulator, Emulator
 from tests.packages import ROOT, names, target_version, unpack
 
 pytest_plugins = ["tests.package_fixtures", "tests.redis_server"]
@@ -44,6 +44,15 @@ START_TIMEOUT = 30.0
 SMN_EVENT = json.loads((ROOT / "tests/fixtures/events/smn_trigger.json").read_text())["event"]
 # (graph, execution) the SMN trigger fixture asks to restore; its third request is RUNNING.
 SMN_RESTORES = [("video-transcode", "exec-3001"), ("archive", "nightly-04")]
+# What the template's TIMER trigger delivers (huawei-platform.md), with its empty userEvent.
+TIMER_EVENT = {
+    "version": "v1.0",
+    "time": "2026-11-27T10:00:00Z",
+    "trigger_type": "TIMER",
+    "trigger_name": "obs_workflow_restore_sweep",
+    "user_event": "",
+}
+DWR_PROJECT = "0123456789abcdef0123456789abcdef"
 EVENTGRID_EVENT = {
     "events": [
         {
@@ -150,7 +159,7 @@ def run_event_function(code: Path, runtime_bin: Path, env: dict, events: list, t
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     for secret in SECRETS:
         assert secret not in result.stdout + result.stderr
-    return json.loads(report.read_text())
+    return {**json.loads(report.read_text()), "log": result.stdout}
 
 
 def outcomes(answer: dict) -> list[tuple[str, str, str]]:
@@ -265,6 +274,83 @@ def test_the_event_zip_restores_an_smn_trigger_event_under_the_target_python(
     again = run_event_function(code, runtime_bin, env, [SMN_EVENT], tmp_path)
     assert again["answers"][0]["summary"] == {"duplicate": 2, "skipped": 1}
     assert all(emulator.restores(g, e) == 1 for g, e in SMN_RESTORES)
+
+
+# graph -> (execution, DWR status): failures spread over graphs among other states.
+SWEPT_GRAPHS = {
+    "nightly-etl": [("etl-01", "fail"), ("etl-02", "success"), ("etl-03", "fail"),
+                    ("etl-04", "running"), ("etl-05", "fail"), ("etl-06", "cancel")],
+    "video-transcode": [("vt-01", "fail"), ("vt-02", "timeout")],
+}  # fmt: skip
+UNSWEPT = ("archive", "nightly-04")  # failed too, in a graph outside RESTORE_SWEEP_GRAPHS
+
+
+@pytest.fixture
+def dwr_emulator():
+    """The DWR API on loopback (it lists executions), accepting only the agency's keys.
+
+    Its clock runs a minute behind: the seeded executions failed a minute before the sweep,
+    not within the second the sweep's window ends in (the list's times are whole seconds).
+    """
+    emu = DwrEmulator(
+        {AGENCY_AK: AGENCY_SK},
+        security_token=AGENCY_TOKEN,
+        project_id=DWR_PROJECT,
+        clock=lambda: time.time() - 60,
+    )
+    for graph, executions in SWEPT_GRAPHS.items():
+        for execution, status in executions:
+            emu.seed(graph, execution, status)
+    emu.seed(*UNSWEPT, "fail")
+    with emu:
+        yield emu
+
+
+@pytest.mark.parametrize("state", ["sqlite", "redis"])
+def test_the_event_zip_sweeps_on_a_timer_event_under_the_target_python(
+    state, built_packages, runtime_bin, dwr_emulator, tmp_path, request
+):
+    code = unpack(built_packages["event"], tmp_path / "code")
+    if state == "redis":
+        state_url = request.getfixturevalue("redis_url")
+    else:
+        state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    env = function_environment("restore-event", "unused", {"RESTORE_STATE_URL": state_url})
+    del env["OBS_ENDPOINT"]
+    env.update(
+        WORKFLOW_API="dwr",
+        DWR_ENDPOINT=dwr_emulator.url,
+        DWR_PROJECT_ID=DWR_PROJECT,
+        RESTORE_SWEEP_GRAPHS=",".join(SWEPT_GRAPHS),
+    )
+    failed = {(g, e) for g, runs in SWEPT_GRAPHS.items() for e, status in runs if status == "fail"}
+
+    first = run_event_function(code, runtime_bin, env, [TIMER_EVENT], tmp_path)
+
+    assert first["python"] == [int(part) for part in target_version().split(".")]
+    assert first["webModulesLoaded"] == []
+    (answer,) = first["answers"]
+    assert answer["statusCode"] == 200, answer
+    sweep = answer["sweep"]
+    assert sweep["errors"] == [] and sweep["stopped"] is None
+    assert sweep["graphsScanned"] == len(SWEPT_GRAPHS) and sweep["failuresFound"] == len(failed)
+    assert {(g, e) for g, e, outcome in outcomes(answer) if outcome == "restored"} == failed
+    for graph, executions in SWEPT_GRAPHS.items():
+        for execution, status in executions:
+            restored = int((graph, execution) in failed)
+            assert dwr_emulator.restores(graph, execution) == restored, (graph, execution)
+            assert dwr_emulator.state(graph, execution) == ("running" if restored else status)
+    assert dwr_emulator.state(*UNSWEPT) == "fail" and dwr_emulator.restores(*UNSWEPT) == 0
+    summaries = [line for line in map(json.loads, first["log"].splitlines())
+                 if line.get("message") == "sweep finished"]  # fmt: skip
+    assert [line["sweep"]["outcomes"] for line in summaries] == [{"restored": len(failed)}]
+
+    # The next timer, in another cold start: the failures are running now, nothing to do.
+    again = run_event_function(code, runtime_bin, env, [TIMER_EVENT], tmp_path)
+    (answer,) = again["answers"]
+    assert answer["statusCode"] == 200 and answer["results"] == []
+    assert answer["sweep"]["failuresFound"] == 0 and answer["sweep"]["errors"] == []
+    assert all(dwr_emulator.restores(g, e) == 1 for g, e in failed)
 
 
 def free_port() -> int:

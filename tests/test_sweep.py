@@ -37,6 +37,7 @@ class WorkflowService:
         self.fail_list: dict[str, int] = {}  # graph -> status its list calls answer
         self.stale: set[tuple[str, str]] = set()  # listed as failed, really running
         self.sink_events: list[dict] = []  # what the function published to /sink
+        self.list_queries: list[dict] = []  # the query of every list call
         self.lock = threading.Lock()
 
     def add(self, graph: str, name: str, state: str, stopped: datetime | None, kind="APICALL"):
@@ -103,6 +104,7 @@ class WorkflowService:
         return _json({"execution_urn": row["execution_urn"], "execution_name": key[1]})
 
     def _page(self, graph: str, args, *, dwr: bool) -> Response:
+        self.list_queries.append(args.to_dict())
         rows = self.listed(graph)
         if dwr:
             rows = [r for r in rows if r["execution_state"] == "FAILED"]
@@ -356,3 +358,17 @@ def test_a_dwr_failure_carries_the_failed_node_s_error_message(service, sweeper,
     assert (result["outcome"], result["executionError"]) == ("restored", "run-1: disk full")
     (line,) = [line for line in log_lines(capsys.readouterr().out) if line.get("eventId")]
     assert line["executionError"] == "run-1: disk full"
+
+
+def test_the_dwr_window_reaches_back_past_the_lookback_and_past_now(service, sweeper):
+    """The service's window may filter on start time in whole seconds: a run that started
+    before the lookback but failed inside it, or one from this very second, must be listed."""
+    service.add("graph-1", "run-1", "FAILED", NOW - timedelta(minutes=5))
+    sweeper("dwr", RESTORE_SWEEP_LOOKBACK="6h")()
+    (query,) = service.list_queries
+    start = datetime.strptime(query["start_time"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=timezone.utc
+    )
+    end = datetime.strptime(query["end_time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert start <= NOW - timedelta(hours=6 + 23)
+    assert end > datetime.now(timezone.utc)

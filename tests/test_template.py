@@ -8,9 +8,11 @@ import stat
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
-from handler.settings import SETTINGS_DOC
+from handler.settings import SETTINGS_DOC, parse_duration
+from handler.sweep import SweepRequest, parse_overrides
 from tests.packages import names, target_version
 
 pytest_plugins = ["tests.package_fixtures"]
@@ -85,6 +87,59 @@ def test_every_setting_the_template_sets_is_one_the_code_reads():
         unknown = set(environment) - set(SETTINGS_DOC)
         assert not unknown, f"{name} sets settings the code never reads: {unknown}"
         assert "OBS_ENDPOINT" in environment
+        assert len(environment) <= 20, f"{name}: FunctionGraph allows at most 20 variables"
+
+
+def event_service() -> dict:
+    (service,) = [
+        s for s in services().values() if s["props"]["function"]["runtime"].startswith("Python")
+    ]
+    return service
+
+
+def timer_trigger() -> dict:
+    trigger = event_service()["props"].get("trigger")
+    assert trigger and trigger["triggerTypeCode"] == "TIMER", trigger
+    return trigger
+
+
+def test_the_event_function_has_an_active_timer_trigger_for_the_sweep():
+    """The fgs component's TIMER fields; the user event is overrides the sweep accepts."""
+    trigger = timer_trigger()
+    assert trigger["status"] == "ACTIVE"
+    data = trigger["eventData"]
+    assert set(data) == {"name", "scheduleType", "schedule", "userEvent"}
+    assert re.fullmatch(r"[A-Za-z][\w-]{0,63}", data["name"])
+    assert data["scheduleType"] == "Rate" and re.fullmatch(r"[1-9]\d*[mhd]", data["schedule"])
+    SweepRequest().overridden(parse_overrides(data["userEvent"]))  # raises if it would be a 400
+
+
+def test_only_the_event_function_has_a_timer():
+    """FunctionGraph cannot invoke HTTP functions with a timer (POST /sweep serves them)."""
+    for service in services().values():
+        trigger = service["props"].get("trigger") or {}
+        if service["props"]["function"]["runtime"] == "http":
+            assert trigger.get("triggerTypeCode") != "TIMER"
+
+
+def setting(environment: dict, name: str) -> float:
+    return parse_duration(str(environment.get(name, SETTINGS_DOC[name][0])), name, minimum=0)
+
+
+def test_the_sweep_lookback_covers_the_timer_interval_and_dedupe_remembers_it():
+    """A lookback shorter than the interval misses failures between sweeps; one longer than
+    the dedupe retention could list a failure whose refused restore has been forgotten."""
+    environment = event_service()["props"]["function"]["environmentVariables"]
+    assert "RESTORE_SWEEP_LOOKBACK" in environment
+    interval = parse_duration(timer_trigger()["eventData"]["schedule"], "schedule", minimum=60)
+    lookback = setting(environment, "RESTORE_SWEEP_LOOKBACK")
+    assert interval <= lookback <= setting(environment, "RESTORE_DEDUPE_RETENTION")
+    assert event_service()["props"]["function"]["timeout"] < interval  # sweeps rarely overlap
+
+
+@pytest.mark.parametrize("name", ["RESTORE_SWEEP_GRAPHS", "RESTORE_SWEEP_MAX_RESTORES"])
+def test_the_event_function_states_the_sweep_scope_and_cap(name):
+    assert name in event_service()["props"]["function"]["environmentVariables"]
 
 
 def test_secrets_are_references_never_inline():
@@ -103,8 +158,8 @@ def test_secrets_are_references_never_inline():
 
 
 def test_the_http_function_has_a_url_trigger():
-    triggers = [s["props"].get("trigger") for s in services().values()]
-    assert any(t and t["triggerTypeCode"] == "APIG" for t in triggers)
+    (http,) = [s for s in services().values() if s["props"]["function"]["runtime"] == "http"]
+    assert http["props"]["trigger"]["triggerTypeCode"] == "APIG"
 
 
 def test_bootstrap_is_a_posix_shell_script():

@@ -62,6 +62,7 @@ class Item:
     reason: str = ""
     source: str = ""
     identified_by_content: bool = False  # no id of its own: event_id is a hash of the request
+    failed_at: float | None = None  # when the execution failed (epoch seconds), if known
 
 
 class ItemCollector:

@@ -103,6 +103,12 @@ class StateStore(Protocol):
         """How many reservations ``subject`` holds from the last ``window`` seconds."""
         ...
 
+    def budget_times(self, subject: str, window: float) -> list[float]:
+        """When each of ``subject``'s reservations from the last ``window`` s was made, oldest
+        first: restore rules space restores from the last one (``budget_used`` is its length).
+        """
+        ...
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """A snapshot for operators: ``{"dedupe": [...], "budget": [...]}``, newest first.
 

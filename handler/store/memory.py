@@ -109,6 +109,13 @@ class MemoryStore:
             held = self._budget.get(subject, {})
             return sum(1 for at, _ in held.values() if at > now - window)
 
+    def budget_times(self, subject: str, window: float) -> list[float]:
+        window = positive_seconds("window", window)
+        with self._lock:
+            now = self._clock()
+            held = self._budget.get(subject, {})
+            return sorted(at for at, _ in held.values() if at > now - window)
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._lock:
             now = self._clock()

@@ -209,6 +209,15 @@ class RedisStore:
         with self._guard():
             return int(self._redis.zcount(self._budget_key(subject), f"({since!r}", "+inf"))
 
+    def budget_times(self, subject: str, window: float) -> list[float]:
+        window = positive_seconds("window", window)
+        since = self._clock() - window
+        with self._guard():
+            held = self._redis.zrangebyscore(
+                self._budget_key(subject), f"({since!r}", "+inf", withscores=True
+            )
+        return [float(score) for _, score in held]
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """See :meth:`StateStore.recent`; here it SCANs at most ``REDIS_SCAN_LIMIT`` keys."""
         now = self._clock()

@@ -215,6 +215,15 @@ class SQLiteStore:
             ).fetchone()
         return int(used)
 
+    def budget_times(self, subject: str, window: float) -> list[float]:
+        window = positive_seconds("window", window)
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT at FROM budget WHERE subject = ? AND at > ? ORDER BY at",
+                (subject, self._clock() - window),
+            ).fetchall()
+        return [float(at) for (at,) in rows]
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._read() as db:
             now = self._clock()

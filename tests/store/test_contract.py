@@ -167,6 +167,20 @@ def test_budget_stops_at_the_limit_slides_with_the_window_and_refunds(store, clo
     store.refund_budget("never-seen", "unknown")
 
 
+def test_budget_times_are_the_reservations_in_the_window_oldest_first(store, clock):
+    assert store.budget_times("exec", HOUR) == []
+    store.reserve_budget("exec", limit=5, window=10 * HOUR)
+    clock.advance(60)
+    refunded = store.reserve_budget("exec", limit=5, window=10 * HOUR)
+    clock.advance(60)
+    store.reserve_budget("exec", limit=5, window=10 * HOUR)
+    store.reserve_budget("other", limit=5, window=10 * HOUR)
+    store.refund_budget("exec", refunded)
+    assert store.budget_times("exec", HOUR) == pytest.approx([START, START + 120])
+    assert store.budget_times("exec", 100) == pytest.approx([START + 120])  # the window slides
+    assert len(store.budget_times("exec", HOUR)) == store.budget_used("exec", HOUR)
+
+
 def test_a_limit_below_one_never_reserves(store):
     assert store.reserve_budget("exec", limit=0, window=60) is None
     assert store.budget_used("exec", 60) == 0

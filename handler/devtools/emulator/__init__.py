@@ -32,8 +32,17 @@ Seed file (JSON; every key but ``credentials`` is optional, unknown keys are rej
       "security_token": null,
       "region": "cn-north-4", "project_id": "...", "domain_id": "...",
       "after_restore": {"state": "FAILED", "delay": 0.5},
-      "executions": [{"graph": "graph-1", "execution": "exec-1", "state": "FAILED"}]
+      "graphs": ["graph-without-executions"],
+      "executions": [{"graph": "graph-1", "execution": "exec-1", "state": "FAILED",
+                      "started_at": "2026-11-27T10:00:00Z", "stopped_at": "2026-11-27T10:05:00Z",
+                      "execution_type": "APICALL", "error_message": "why it failed"}]
     }
+
+Only ``graph`` and ``execution`` are required in an execution entry. For thousands of
+executions (a sweep's tests and benchmark), ``emu.seed_many(entries)`` takes the same entries
+from Python and checks them all before applying any. Both APIs serve their list calls
+(executions and graphs); ``emu.faults_for(graph=..., operation="list")`` aims faults at one
+graph's listing.
 """
 
 from handler.devtools.emulator.cli import EMULATORS, main

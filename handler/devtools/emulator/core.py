@@ -18,6 +18,12 @@ two calls over one keep-alive connection count one).
 Background transition: ``after_restore=("FAILED", 0.5)`` flips a restored execution from
 running to that state after 0.5 s, unless it was restored again or re-seeded meanwhile.
 
+Seeding: :meth:`EmulatorCore.seed` one execution (state, start and stop time, execution type),
+:meth:`EmulatorCore.seed_many` thousands in one go (a sweep's test or benchmark), and
+:meth:`EmulatorCore.seed_graph` a graph without executions. Listing is each API's (paging
+differs); the core keeps executions by graph so a page costs the graph's size, not the whole
+emulator's.
+
 Imports only :mod:`.wire` and the project's name and signing rules.
 """
 
@@ -60,8 +66,14 @@ DEFAULT_PROJECT_ID = "emulator-project"
 DEFAULT_DOMAIN_ID = "emulator-domain"
 SEED_KEYS = frozenset(
     {"credentials", "security_token", "region", "project_id", "domain_id"}
-    | {"after_restore", "executions"}
+    | {"after_restore", "executions", "graphs"}
 )
+EXECUTION_KEYS = frozenset(
+    {"graph", "execution", "state", "started_at", "stopped_at", "execution_type", "error_message"}
+)
+EXECUTION_TYPES = ("APICALL", "TRIGGERCAL")  # how an execution was started; lists sort by it
+# A seeded time: epoch seconds, a datetime (naive is UTC) or ISO 8601 text (``...Z``).
+Moment = float | int | datetime | str
 
 Self = TypeVar("Self", bound="EmulatorCore")
 
@@ -77,11 +89,15 @@ class Call(NamedTuple):
 
 @dataclass
 class Execution:
+    """One execution; times are epoch seconds (each API formats them in its own words)."""
+
     state: str
-    started_at: str
-    updated_at: str
+    started: float
+    updated: float
+    stopped: float | None = None  # None while running
+    execution_type: str = "APICALL"
     restore_count: int = 0
-    restored_at: str | None = None
+    restored: float | None = None
     error_message: str | None = None  # why it failed; only the DWR API shows it
 
 
@@ -122,6 +138,10 @@ class EmulatorCore(FaultInjection):
         self._max_skew = max_skew
         self._lock = threading.Lock()
         self._executions: dict[tuple[str, str], Execution] = {}
+        # The same executions by graph, and when each graph appeared: what the lists read.
+        self._by_graph: dict[str, dict[str, Execution]] = {}
+        self._graph_created: dict[str, float] = {}
+        self._graph_version: dict[str, int] = {}  # bumped when a graph's list order may change
         self._faults: deque[Fault] = deque()
         self._latency = 0.0
         self._calls: list[Call] = []
@@ -152,6 +172,10 @@ class EmulatorCore(FaultInjection):
     def _target(self, request: Request) -> tuple[str | None, str | None]:
         raise NotImplementedError
 
+    def _operation(self, request: Request) -> str:
+        """``restore``, ``query``, ``list``, ``list_graphs`` or ``other``: for targeted faults."""
+        raise NotImplementedError
+
     def _info(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -175,7 +199,7 @@ class EmulatorCore(FaultInjection):
             return self._error(409, self.NOT_FAILED_CODE, message, request_id)
         document = {
             "execution_urn": self._execution_urn(graph, execution),
-            "restored_at": now,
+            "restored_at": iso(now),
             "execution_name": execution,
         }
         return json_answer(200, document)
@@ -211,6 +235,8 @@ class EmulatorCore(FaultInjection):
         credentials.update(options.pop("credentials", None) or {})
         settings.update(options)
         emulator = cls(credentials, **settings)
+        for graph in seed.get("graphs") or []:
+            emulator.seed_graph(graph)
         emulator.load_executions(seed.get("executions") or [])
         return emulator
 
@@ -224,18 +250,38 @@ class EmulatorCore(FaultInjection):
         settings = mapping(value, "after_restore")
         return (settings.get("state", cls.FAILED), float(settings.get("delay", 0.0)))
 
-    def load_executions(self, entries: Iterable[Mapping[str, Any]]) -> None:
-        """Seed each ``{"graph", "execution", "state"}`` entry (state defaults to failed)."""
-        for entry in entries:
-            entry = mapping(entry, "execution entry")
-            self.seed(
-                entry.get("graph"),
-                entry.get("execution"),
-                entry.get("state", self.FAILED),
-                error_message=entry.get("error_message"),
-            )
+    def load_executions(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Seed each execution entry of a seed file; see :meth:`seed_many`."""
+        return self.seed_many(entries)
 
     # --- state ----------------------------------------------------------------------------
+
+    def seed_many(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Seed many executions at once; returns how many.
+
+        Each entry is ``{"graph", "execution", "state", "started_at", "stopped_at",
+        "execution_type", "error_message"}`` (all but graph and execution optional; the keys
+        of :meth:`seed`'s arguments, as a seed file writes them). Every entry is checked
+        before any is applied, so a bad one seeds nothing; thousands take milliseconds.
+        """
+        now = self._clock()
+        checked = []
+        for position, entry in enumerate(entries):
+            entry = mapping(entry, "execution entry")
+            unknown = set(entry) - EXECUTION_KEYS
+            if unknown:
+                raise ValueError(f"execution entry {position}: unknown keys {sorted(unknown)}")
+            checked.append(self._checked_seed(now=now, **entry))
+        with self._lock:
+            for item in checked:
+                self._apply_seed(now, *item)
+        return len(checked)
+
+    def seed_graph(self, graph: str) -> None:
+        """Make a graph exist (list-graphs shows it) without any execution."""
+        validate_name(graph, "graph")
+        with self._lock:
+            self._graph(graph, self._clock())
 
     def seed(
         self,
@@ -244,24 +290,98 @@ class EmulatorCore(FaultInjection):
         state: str | None = None,
         *,
         error_message: str | None = None,
+        started_at: Moment | None = None,
+        stopped_at: Moment | None = None,
+        execution_type: str | None = None,
     ) -> None:
-        """Create an execution, or set the state of an existing one (its history is kept).
+        """Create an execution, or change an existing one (its restore history is kept).
 
         The state defaults to the API's failed state; ``error_message`` is why it failed (the
         DWR API shows it on the failed node; a default one is made up when not given).
+        ``started_at`` defaults to now (or the stop time, if earlier); ``stopped_at`` to now
+        for a finished state, and a running execution has none. ``execution_type`` is
+        ``APICALL`` (default) or ``TRIGGERCAL``: the OBS list orders by it.
         """
+        now = self._clock()
+        item = self._checked_seed(
+            graph,
+            execution,
+            state,
+            error_message=error_message,
+            started_at=started_at,
+            stopped_at=stopped_at,
+            execution_type=execution_type,
+            now=now,
+        )
+        with self._lock:
+            self._apply_seed(now, *item)
+
+    def _checked_seed(
+        self,
+        graph: Any = None,
+        execution: Any = None,
+        state: Any = None,
+        *,
+        error_message: Any = None,
+        started_at: Any = None,
+        stopped_at: Any = None,
+        execution_type: Any = None,
+        now: float,
+    ) -> tuple[str, str, str, float | None, float | None, str | None, str | None]:
+        """One seed's values, checked and converted; ValueError names the bad one."""
         state = self.FAILED if state is None else state
         validate_name(graph, "graph")
         validate_name(execution, "execution")
         self._check_state(state)
-        now = self._now()
-        with self._lock:
-            current = self._executions.get((graph, execution))
-            if current is None:
-                current = self._executions[(graph, execution)] = Execution(state, now, now)
-            else:
-                current.state, current.updated_at = state, now
-            current.error_message = error_message
+        if execution_type is not None and execution_type not in EXECUTION_TYPES:
+            raise ValueError(f"execution_type must be one of {', '.join(EXECUTION_TYPES)}")
+        if error_message is not None and not isinstance(error_message, str):
+            raise ValueError("error_message must be text")
+        started = None if started_at is None else moment(started_at, "started_at")
+        stopped = None if stopped_at is None else moment(stopped_at, "stopped_at")
+        if stopped is not None and state == self.RUNNING:
+            raise ValueError(f"a {self.RUNNING} execution has no stopped_at")
+        return graph, execution, state, started, stopped, execution_type, error_message
+
+    def _apply_seed(
+        self,
+        now: float,
+        graph: str,
+        execution: str,
+        state: str,
+        started: float | None,
+        stopped: float | None,
+        execution_type: str | None,
+        error_message: str | None,
+    ) -> None:
+        """Create or change one execution; the caller holds the lock."""
+        if stopped is None and state != self.RUNNING:
+            stopped = now
+        current = self._executions.get((graph, execution))
+        if current is None:
+            if started is None:
+                started = min(now, stopped) if stopped is not None else now
+            current = Execution(state, started, now, stopped, execution_type or "APICALL")
+            self._executions[(graph, execution)] = current
+            self._graph(graph, now)[execution] = current
+            self._graph_version[graph] += 1
+        else:
+            current.state, current.updated, current.stopped = state, now, stopped
+            if started is not None:
+                current.started = started
+            if execution_type is not None and execution_type != current.execution_type:
+                current.execution_type = execution_type
+                self._graph_version[graph] += 1
+        current.error_message = error_message
+
+    def _graph(self, graph: str, now: float) -> dict[str, Execution]:
+        """The graph's executions by name, creating the graph; the caller holds the lock."""
+        executions = self._by_graph.get(graph)
+        if executions is None:
+            executions = self._by_graph[graph] = {}
+            self._graph_created[graph] = now
+            self._graph_version[graph] = 0
+        return executions
 
     def state(self, graph: str, execution: str) -> str | None:
         """The execution's state, or None when it does not exist."""
@@ -322,26 +442,24 @@ class EmulatorCore(FaultInjection):
         if state not in self.STATES:
             raise ValueError(f"state must be one of {', '.join(self.STATES)}, got {state!r}")
 
-    def _take_restore(self, graph: str, execution: str) -> tuple[Execution | None, bool, str]:
+    def _take_restore(self, graph: str, execution: str) -> tuple[Execution | None, bool, float]:
         """Restore a failed execution: ``(a copy of it, restored?, now)``.
 
         A refusal (not failed) changes nothing; the copy is None when it does not exist.
         """
-        now = self._now()
+        now = self._clock()
         with self._lock:
             current = self._executions.get((graph, execution))
             if current is None or current.state != self.FAILED:
                 return (replace_execution(current) if current else None), False, now
-            current.state, current.updated_at, current.restored_at = self.RUNNING, now, now
+            current.state, current.updated, current.restored = self.RUNNING, now, now
+            current.stopped = None
             current.restore_count += 1
             generation, transition = current.restore_count, self._after_restore
             taken = replace_execution(current)
         if transition is not None:
             self._schedule(graph, execution, generation, *transition)
         return taken, True, now
-
-    def _now(self) -> str:
-        return iso(self._clock())
 
     # --- serving --------------------------------------------------------------------------
 
@@ -428,7 +546,7 @@ class EmulatorCore(FaultInjection):
         graph, execution = self._target(request)
         answer = consume_body(request, request_id, self._error)
         if answer is None:
-            fault = self._next_fault()
+            fault = self._next_fault(graph, self._operation(request))
             if fault is None or fault.applied:
                 answer = self._dispatch(request, request_id)
             if fault is not None:
@@ -463,7 +581,8 @@ class EmulatorCore(FaultInjection):
             self._timers.discard(threading.current_thread())  # type: ignore[arg-type]
             current = self._executions.get((graph, execution))
             if current and current.state == self.RUNNING and current.restore_count == generation:
-                current.state, current.updated_at = target, iso(self._clock())
+                current.state = target
+                current.updated = current.stopped = self._clock()
 
     # --- connection bookkeeping, called by the request handler -----------------------------
 
@@ -480,6 +599,22 @@ class EmulatorCore(FaultInjection):
 def replace_execution(current: Execution) -> Execution:
     """A copy to answer from outside the lock."""
     return Execution(**vars(current))
+
+
+def moment(value: object, what: str) -> float:
+    """Epoch seconds from a seeded time: epoch seconds, a datetime (naive is UTC), ISO text."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a time")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{what} must be ISO 8601, e.g. 2026-11-27T10:00:00Z") from None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    raise ValueError(f"{what} must be epoch seconds, a datetime or ISO 8601 text")
 
 
 def iso(timestamp: float) -> str:

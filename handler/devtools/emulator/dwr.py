@@ -15,6 +15,10 @@ project id):
   when neither bound is given), oldest first, filtered by status on the server; ``limit`` is
   1-200 (default 10), ``offset`` the 1-based position the page starts at; the answer carries
   ``count`` (all matches), ``is_truncated`` and ``next_offset``.
+* ``GET /v3/{project}/workflows?prefix&offset&limit`` lists the graphs whose name starts
+  with ``prefix``, by name, ``limit`` 1-1000 (default 10) from the 1-based ``offset``:
+  ``{"count" (all matches), "graphs": [{"name", "graph_urn", "created_at", "id"}],
+  "next_offset", "is_truncated"}``.
 * Every request must carry an ``SDK-HMAC-SHA256`` signature (checked with
   :class:`handler.client.dwr_signing.DwrSigner` over the headers ``SignedHeaders`` names, which must
   include ``host`` and ``x-sdk-date``): malformed or wrong -> 401, unknown access key -> 401,
@@ -46,7 +50,7 @@ from werkzeug.wrappers import Request
 
 from handler.client.dwr_signing import DATE_HEADER, SECURITY_TOKEN_HEADER, DwrSigner
 from handler.credentials import Credentials
-from handler.devtools.emulator.core import EmulatorCore, Execution
+from handler.devtools.emulator.core import EmulatorCore, Execution, iso
 from handler.devtools.emulator.wire import Answer, json_answer
 from handler.names import InvalidNameError, validate_name
 
@@ -57,6 +61,8 @@ DEFAULT_WINDOW_SECONDS = 3 * 24 * 3600
 DEFAULT_ERROR_MESSAGE = "node failed: the emulated task returned an error"
 _EXECUTION = re.compile(r"/v3/([^/]*)/workflows/([^/]*)/workflowexecution/([^/]*)(/retry)?")
 _LIST = re.compile(r"/v3/([^/]*)/workflowexecutions")
+_GRAPHS = re.compile(r"/v3/([^/]*)/workflows")
+MAX_GRAPH_LIMIT = 1000
 _AUTHORIZATION = re.compile(
     r"SDK-HMAC-SHA256 Access=(?P<access>[^,\s]+), SignedHeaders=(?P<signed>[^,\s]+), "
     r"Signature=(?P<signature>[0-9a-f]+)"
@@ -93,9 +99,20 @@ class DwrEmulator(EmulatorCore):
         graph = request.args.get("graph_name") if _LIST.fullmatch(request.path) else None
         return (graph[:200] if graph is not None else None), None
 
+    def _operation(self, request: Request) -> str:
+        route = _EXECUTION.fullmatch(request.path)
+        if route:
+            return "restore" if route[4] else "query"
+        if _LIST.fullmatch(request.path):
+            return "list"
+        return "list_graphs" if _GRAPHS.fullmatch(request.path) else "other"
+
     def _dispatch(self, request: Request, request_id: str) -> Answer:
         route = _EXECUTION.fullmatch(request.path)
         listing = None if route else _LIST.fullmatch(request.path)
+        graphs = None if route or listing else _GRAPHS.fullmatch(request.path)
+        if graphs is not None:
+            return self._dispatch_graphs(request, graphs[1], request_id)
         if route is None and listing is None:
             return self._error(404, "DWR.NoSuchResource", "no such API resource", request_id)
         allowed = "POST" if route and route[4] else "GET"
@@ -118,6 +135,20 @@ class DwrEmulator(EmulatorCore):
         if route[4]:
             return self._restore(graph, execution, request_id)
         return self._describe(graph, execution, request_id)
+
+    def _dispatch_graphs(self, request: Request, project: str, request_id: str) -> Answer:
+        if request.method != "GET":
+            answer = self._error(405, "DWR.MethodNotAllowed", "only GET is allowed", request_id)
+            return replace(answer, headers=(("Allow", "GET"),))
+        denied = self._authenticate(request, request_id) or self._check_project(
+            request, project, request_id
+        )
+        if denied is not None:
+            return denied
+        try:
+            return json_answer(200, self._list_graphs(request.args))
+        except ValueError as exc:
+            return self._error(400, "DWR.InvalidParameter", str(exc), request_id)
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -168,12 +199,14 @@ class DwrEmulator(EmulatorCore):
         except ValueError as exc:
             return self._error(400, "DWR.InvalidParameter", str(exc), request_id)
         with self._lock:
+            if graph is None:
+                candidates = self._executions.items()
+            else:
+                candidates = (((graph, n), e) for n, e in self._by_graph.get(graph, {}).items())
             matches = sorted(
-                (_epoch(current.started_at), name, (graph_name, name), replace(current))
-                for (graph_name, name), current in self._executions.items()
-                if (graph is None or graph_name == graph)
-                and (status is None or current.state == status)
-                and start <= _epoch(current.started_at) <= end
+                (current.started, name, (graph_name, name), replace(current))
+                for (graph_name, name), current in candidates
+                if (status is None or current.state == status) and start <= current.started <= end
             )
         page = matches[offset - 1 : offset - 1 + limit]
         truncated = offset - 1 + limit < len(matches)
@@ -184,6 +217,32 @@ class DwrEmulator(EmulatorCore):
             "executions": [self._summary(*key, current) for _, _, key, current in page],
         }
         return json_answer(200, document)
+
+    def _list_graphs(self, args: Mapping[str, str]) -> dict[str, Any]:
+        """One page of graphs by name; ValueError names a bad parameter."""
+        prefix = args.get("prefix") or ""
+        if prefix:
+            validate_name(prefix, "prefix")
+        limit = _list_int(args, "limit", DEFAULT_LIMIT, 1, MAX_GRAPH_LIMIT)
+        offset = max(_list_int(args, "offset", 1, 0, None), 1)  # 0 reads as the first page
+        with self._lock:
+            names = sorted(name for name in self._graph_created if name.startswith(prefix))
+            page = [(name, self._graph_created[name]) for name in names[offset - 1 :][:limit]]
+        truncated = offset - 1 + limit < len(names)
+        return {
+            "count": len(names),
+            "graphs": [
+                {
+                    "name": name,
+                    "graph_urn": self._graph_urn(name),
+                    "created_at": iso(created),
+                    "id": uuid.uuid5(uuid.NAMESPACE_URL, name).hex,
+                }
+                for name, created in page
+            ],
+            "next_offset": offset + limit if truncated else None,
+            "is_truncated": truncated,
+        }
 
     def _list_parameters(
         self, args: Mapping[str, str]
@@ -209,26 +268,27 @@ class DwrEmulator(EmulatorCore):
         failed = current.state == self.FAILED
         finished = current.state != self.RUNNING
         message = (current.error_message or DEFAULT_ERROR_MESSAGE) if failed else ""
-        begin, updated = _epoch(current.started_at), _epoch(current.updated_at)
+        begin, updated = current.started, current.updated
+        ended = current.stopped if current.stopped is not None else updated
         node = {
             "status": current.state,
             "input": "{}",
             "output": "" if failed or not finished else "{}",
             "begin_time": int(begin * 1000),
-            "end_time": int(updated * 1000) if finished else None,
+            "end_time": int(ended * 1000) if finished else None,
             "error_message": message,
             "request_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{graph}/{execution}").hex,
         }
         return {
             "workflow_id": uuid.uuid5(uuid.NAMESPACE_URL, graph).hex,
-            "workflow_urn": f"urn:dwr:{self.region}:{self.project_id}:workflow:{graph}",
+            "workflow_urn": self._graph_urn(graph),
             "execution_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{graph}:{execution}").hex,
             "execution_name": execution,
             "status": current.state,
             "input": "{}",
             "output": "{}" if current.state == "success" else "",
             "begin_time": _list_stamp(begin),
-            "end_time": _list_stamp(updated) if finished else None,
+            "end_time": _list_stamp(ended) if finished else None,
             "last_update_time": _list_stamp(updated),
             "created_by": "emulator",
             "restore_count": current.restore_count,
@@ -240,14 +300,17 @@ class DwrEmulator(EmulatorCore):
 
     def _summary(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
         return {
-            "graph_urn": f"urn:dwr:{self.region}:{self.project_id}:workflow:{graph}",
+            "graph_urn": self._graph_urn(graph),
             "execution_urn": self._execution_urn(graph, execution),
             "execution_name": execution,
-            "execution_type": "APICALL",
+            "execution_type": current.execution_type,
             "execution_state": current.state,
-            "started_at": current.started_at,
-            "stopped_at": current.updated_at if current.state != self.RUNNING else None,
+            "started_at": iso(current.started),
+            "stopped_at": None if current.stopped is None else iso(current.stopped),
         }
+
+    def _graph_urn(self, graph: str) -> str:
+        return f"urn:dwr:{self.region}:{self.project_id}:workflow:{graph}"
 
     def _execution_urn(self, graph: str, execution: str) -> str:
         return (
@@ -262,11 +325,6 @@ def _sdk_timestamp(value: str) -> float | None:
         return float(calendar.timegm(time.strptime(value.strip(), "%Y%m%dT%H%M%SZ")))
     except ValueError:
         return None
-
-
-def _epoch(stamp: str) -> float:
-    """Seconds since the epoch from the emulator's own ISO timestamps (``...Z``)."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _list_stamp(timestamp: float) -> str:

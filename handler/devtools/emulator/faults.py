@@ -17,6 +17,16 @@ path or method, before authentication and before any state change unless said ot
 * ``latency(seconds)`` - every answer is delayed by that much *after* the request was carried
   out (a client that times out has still restored the execution). ``latency(0)`` ends it.
 
+Every fault applies to the list calls too. ``faults_for(graph=..., operation=...)`` queues
+faults that only requests naming that graph and/or doing that operation (``restore``,
+``query``, ``list``, ``list_graphs``) consume - e.g. one graph's listing fails while the
+others' succeed::
+
+    emu.faults_for(graph="graph-3", operation="list").fail_next(5, 503)
+
+Other requests pass such a fault by; untargeted faults are taken by whichever request comes
+first. The queue stays first in, first out among the faults a request may take.
+
 A mixin of :class:`~handler.devtools.emulator.core.EmulatorCore`, which owns the lock, the
 queue and the latency and consumes one fault per request; imports only :mod:`.wire`.
 """
@@ -26,26 +36,29 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from handler.devtools.emulator.wire import JSON, Answer, body_bytes, retry_after_value
+
+OPERATIONS = ("restore", "query", "list", "list_graphs")
 
 
 @dataclass(frozen=True)
 class Fault:
     answer: Answer
     applied: bool = False  # carry the request out first, then give this answer instead
+    graph: str | None = None  # only a request naming this graph takes it
+    operation: str | None = None  # only a request doing this operation takes it
+
+    def matches(self, graph: str | None, operation: str) -> bool:
+        return (self.graph is None or self.graph == graph) and (
+            self.operation is None or self.operation == operation
+        )
 
 
-class FaultInjection:
-    """Queue faults and set latency; ``_next_fault`` hands the next one to the request."""
-
-    _lock: threading.Lock
-    _faults: deque[Fault]
-    _latency: float
-
-    # --- faults ---------------------------------------------------------------------------
+class FaultQueueing:
+    """The fault-queueing calls; subclasses say where a fault goes (``_queue``)."""
 
     def fail_next(
         self,
@@ -88,6 +101,35 @@ class FaultInjection:
         """
         self._queue(n, Fault(Answer(0, reset=bytes(partial)), applied=applied))
 
+    def _queue(self, n: int, fault: Fault) -> None:
+        raise NotImplementedError
+
+
+class TargetedFaults(FaultQueueing):
+    """Queues faults on an emulator that only matching requests take (``faults_for``)."""
+
+    def __init__(self, owner: FaultInjection, graph: str | None, operation: str | None) -> None:
+        self._owner, self._graph, self._operation = owner, graph, operation
+
+    def _queue(self, n: int, fault: Fault) -> None:
+        self._owner._queue(n, replace(fault, graph=self._graph, operation=self._operation))
+
+
+class FaultInjection(FaultQueueing):
+    """Queue faults and set latency; ``_next_fault`` hands the next one to the request."""
+
+    _lock: threading.Lock
+    _faults: deque[Fault]
+    _latency: float
+
+    def faults_for(
+        self, *, graph: str | None = None, operation: str | None = None
+    ) -> TargetedFaults:
+        """Queue faults (same calls) that only requests for ``graph`` / ``operation`` take."""
+        if operation is not None and operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}")
+        return TargetedFaults(self, graph, operation)
+
     def latency(self, seconds: float) -> None:
         """Delay every answer by ``seconds`` (after the request took effect); 0 ends it."""
         if not seconds >= 0:
@@ -107,6 +149,11 @@ class FaultInjection:
         with self._lock:
             self._faults.extend([fault] * n)
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, graph: str | None = None, operation: str = "") -> Fault | None:
+        """Take the oldest fault this request may take (untargeted, or aimed at it)."""
         with self._lock:
-            return self._faults.popleft() if self._faults else None
+            for index, fault in enumerate(self._faults):
+                if fault.matches(graph, operation):
+                    del self._faults[index]
+                    return fault
+            return None

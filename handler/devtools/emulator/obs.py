@@ -6,13 +6,30 @@ Wire behaviour (as the reference notes on the OBS workflow API describe it):
   execution (200, state becomes RUNNING); any other state answers 409
   ``WF.ExecutionNotFailed``, an unknown execution 404 ``WF.ExecutionNotFound``.
 * ``GET`` on the same resource answers ``{"execution_info": {...}}`` or 404.
+* ``GET /v2/workflowexecutions?x-workflow-graph-name={graph}[&x-workflow-execution-type=
+  APICALL|TRIGGERCAL][&x-workflow-next-marker=M][&x-workflow-limit=1..1000]`` lists a graph's
+  executions (an unknown graph lists none) in lexicographic order of execution type + name,
+  ``limit`` (default 10) a page, the page after marker ``M`` (that pair, e.g.
+  ``APICALLrun-7``): ``{"count" (this page's), "is_truncated", "next_marker" (only when
+  truncated), "executions": [{"graph_urn", "execution_urn", "execution_name",
+  "execution_type", "execution_state", "started_at", "stopped_at"}]}``. No state filter: the
+  service has none.
+* ``GET /v2/workflows/{prefix}?x-workflow-prefix[&x-workflow-start=1..][&x-workflow-limit=
+  1..1000]`` lists the graphs whose name starts with ``prefix``, by name, ``start`` the
+  1-based position of the page (default 1, limit default 10): ``{"count" (this page's),
+  "is_truncated", "next_start" (only when truncated), "graphs": [{"name", "graph_urn",
+  "created_at"}]}``. Without ``x-workflow-prefix`` it is another API (get one graph),
+  which the emulator does not serve: 404.
 * Every request must carry an OBS V2 signature over its own ``Date`` (checked
   with the OBS signer): bad or missing -> 403 ``SignatureDoesNotMatch``, unknown access
   key -> 403 ``InvalidAccessKeyId``, a ``Date`` missing, unparsable or more than 15 minutes
   off the emulator's clock -> 403 ``RequestTimeTooSkewed``, and, when the emulator is given a
   security token, a missing or different ``x-obs-security-token`` -> 403
-  ``InvalidSecurityToken``. Bad names or a missing graph query -> 400 ``WF.InvalidParameter``.
-  Checks run in that order: route, authentication, names, state.
+  ``InvalidSecurityToken``. The signed CanonicalizedResource is the path as received plus
+  every ``x-workflow-*`` query parameter, sorted by name, decoded, a valueless one (the
+  list's ``x-workflow-prefix``) as its bare name - as the official SDK signs them. Bad names,
+  a missing graph query or bad list parameters -> 400 ``WF.InvalidParameter``. Checks run in
+  that order: route, authentication, names and parameters, state.
 * Every answer carries ``X-Request-ID`` and ``Content-Type: application/json`` (exactly, so
   the official SDK parses it), except where a fault says otherwise.
 
@@ -22,23 +39,35 @@ is tested against, so it takes them from the reference, not from the code under 
 
 from __future__ import annotations
 
+import bisect
 import hmac
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from werkzeug.wrappers import Request
 
 from handler.client.obs_signing import SECURITY_TOKEN_HEADER, Credentials, Signer, string_to_sign
-from handler.devtools.emulator.core import EmulatorCore, Execution
+from handler.devtools.emulator.core import EXECUTION_TYPES, EmulatorCore, Execution, iso
 from handler.devtools.emulator.wire import Answer, json_answer
 from handler.names import InvalidNameError, validate_name
 
 EXECUTIONS_PATH = "/v2/workflowexecutions/"
+LIST_PATH = "/v2/workflowexecutions"
+GRAPHS_PATH = "/v2/workflows/"
 GRAPH_QUERY = "x-workflow-graph-name"
+TYPE_QUERY = "x-workflow-execution-type"
+MARKER_QUERY = "x-workflow-next-marker"
+LIMIT_QUERY = "x-workflow-limit"
+PREFIX_QUERY = "x-workflow-prefix"
+START_QUERY = "x-workflow-start"
+SIGNED_QUERY_PREFIX = "x-workflow-"
 STATES = ("RUNNING", "SUCCESS", "FAILED")
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 1000
 
 
 class Emulator(EmulatorCore):
@@ -54,6 +83,12 @@ class Emulator(EmulatorCore):
     RUNNING: ClassVar[str] = "RUNNING"
     NOT_FOUND_CODE: ClassVar[str] = "WF.ExecutionNotFound"
     NOT_FAILED_CODE: ClassVar[str] = "WF.ExecutionNotFailed"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per graph: (the graph's version, its executions' list keys in order), rebuilt only
+        # when an execution is added or changes type, so paging a large graph stays cheap.
+        self._order: dict[str, tuple[int, list[tuple[str, str]]]] = {}
 
     def _signer_for(self, credentials: Credentials) -> Signer:
         return Signer(credentials)
@@ -71,7 +106,20 @@ class Emulator(EmulatorCore):
             execution[:200] if execution is not None else None,
         )
 
+    def _operation(self, request: Request) -> str:
+        path = request.path
+        if path == LIST_PATH:
+            return "list"
+        if path.startswith(GRAPHS_PATH) and PREFIX_QUERY in request.args:
+            return "list_graphs"
+        if path.startswith(EXECUTIONS_PATH):
+            return "restore" if request.method == "PUT" else "query"
+        return "other"
+
     def _dispatch(self, request: Request, request_id: str) -> Answer:
+        operation = self._operation(request)
+        if operation in ("list", "list_graphs"):
+            return self._dispatch_list(request, operation, request_id)
         if not request.path.startswith(EXECUTIONS_PATH):
             return self._error(404, "NoSuchResource", "no such API resource", request_id)
         if request.method not in ("GET", "PUT"):
@@ -80,7 +128,7 @@ class Emulator(EmulatorCore):
             )
             return replace(answer, headers=(("Allow", "GET, PUT"),))
         graph = request.args.get(GRAPH_QUERY)
-        denied = self._authenticate(request, graph, request_id)
+        denied = self._authenticate(request, request_id)
         if denied is not None:
             return denied
         execution = request.path[len(EXECUTIONS_PATH) :]
@@ -96,7 +144,89 @@ class Emulator(EmulatorCore):
             return self._restore(graph, execution, request_id)
         return self._describe(graph, execution, request_id)
 
-    def _authenticate(self, request: Request, graph: str | None, request_id: str) -> Answer | None:
+    def _dispatch_list(self, request: Request, operation: str, request_id: str) -> Answer:
+        if request.method != "GET":
+            answer = self._error(405, "MethodNotAllowed", "only GET is allowed", request_id)
+            return replace(answer, headers=(("Allow", "GET"),))
+        denied = self._authenticate(request, request_id)
+        if denied is not None:
+            return denied
+        try:
+            if operation == "list":
+                document = self._list_executions(request.args)
+            else:
+                document = self._list_graphs(request.path[len(GRAPHS_PATH) :], request.args)
+        except ValueError as exc:
+            return self._error(400, "WF.InvalidParameter", str(exc), request_id)
+        return json_answer(200, document)
+
+    def _list_executions(self, args: Mapping[str, str]) -> dict[str, Any]:
+        """One page of a graph's executions, ordered by type + name; ValueError if bad."""
+        graph = args.get(GRAPH_QUERY)
+        if graph is None:
+            raise ValueError(f"query parameter {GRAPH_QUERY} is required")
+        validate_name(graph, "graphName")
+        kind = args.get(TYPE_QUERY)
+        if kind is not None and kind not in EXECUTION_TYPES:
+            raise ValueError(f"{TYPE_QUERY} must be one of {', '.join(EXECUTION_TYPES)}")
+        marker = args.get(MARKER_QUERY) or ""
+        limit = _bounded(args, LIMIT_QUERY, DEFAULT_LIMIT, 1, MAX_LIMIT)
+        with self._lock:
+            executions = self._by_graph.get(graph, {})
+            order = self._ordered(graph, executions)
+            # A type filter is a key prefix: the filtered keys are one contiguous run.
+            low = bisect.bisect_right(order, (marker, "\uffff")) if marker else 0
+            if kind is not None:
+                low = max(low, bisect.bisect_left(order, (kind, "")))
+            page, truncated = [], False
+            for key, name in order[low:]:
+                if kind is not None and not key.startswith(kind):
+                    break
+                if len(page) == limit:
+                    truncated = True
+                    break
+                page.append((key, name, replace(executions[name])))
+        document: dict[str, Any] = {
+            "count": len(page),
+            "is_truncated": truncated,
+            "executions": [self._summary(graph, name, current) for _, name, current in page],
+        }
+        if truncated:
+            document["next_marker"] = page[-1][0]
+        return document
+
+    def _ordered(self, graph: str, executions: Mapping[str, Execution]) -> list[tuple[str, str]]:
+        """The graph's ``(type + name, name)`` keys in list order; the caller holds the lock."""
+        version = self._graph_version.get(graph, 0)
+        cached = self._order.get(graph)
+        if cached is None or cached[0] != version:
+            keys = sorted((e.execution_type + name, name) for name, e in executions.items())
+            cached = self._order[graph] = (version, keys)
+        return cached[1]
+
+    def _list_graphs(self, prefix: str, args: Mapping[str, str]) -> dict[str, Any]:
+        """One page of graph names starting with ``prefix``, by name; ValueError if bad."""
+        if prefix:
+            validate_name(prefix, "graphNamePrefix")
+        start = _bounded(args, START_QUERY, 1, 1, None)
+        limit = _bounded(args, LIMIT_QUERY, DEFAULT_LIMIT, 1, MAX_LIMIT)
+        with self._lock:
+            names = sorted(name for name in self._graph_created if name.startswith(prefix))
+            page = [(name, self._graph_created[name]) for name in names[start - 1 :][:limit]]
+        truncated = start - 1 + limit < len(names)
+        document: dict[str, Any] = {
+            "count": len(page),
+            "is_truncated": truncated,
+            "graphs": [
+                {"name": name, "graph_urn": self._graph_urn(name), "created_at": iso(created)}
+                for name, created in page
+            ],
+        }
+        if truncated:
+            document["next_start"] = start + limit
+        return document
+
+    def _authenticate(self, request: Request, request_id: str) -> Answer | None:
         """None when the V2 signature, Date and security token are all good, else a 403."""
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
         access_key, colon, signature = credential.rpartition(":")
@@ -111,7 +241,7 @@ class Emulator(EmulatorCore):
         if sent is None or abs(self._clock() - sent) > self._max_skew:
             message = "the difference between the request time and the server's time is too large"
             return self._error(403, "RequestTimeTooSkewed", message, request_id)
-        if not hmac.compare_digest(signature, signer.signature(_string_to_sign(request, graph))):
+        if not hmac.compare_digest(signature, signer.signature(_string_to_sign(request))):
             message = (
                 "the request signature we calculated does not match the signature you provided"
             )
@@ -127,13 +257,30 @@ class Emulator(EmulatorCore):
             "execution_name": execution,
             "execution_urn": self._execution_urn(graph, execution),
             "graph_name": graph,
-            "graph_urn": f"urn:fgs:{self.region}:{self.project_id}:graph:{graph}",
+            "graph_urn": self._graph_urn(graph),
+            "execution_type": current.execution_type,
             "execution_state": current.state,
-            "started_at": current.started_at,
-            "updated_at": current.updated_at,
-            "restored_at": current.restored_at,
+            "started_at": iso(current.started),
+            "stopped_at": _iso_or_none(current.stopped),
+            "updated_at": iso(current.updated),
+            "restored_at": _iso_or_none(current.restored),
             "restore_count": current.restore_count,
         }
+
+    def _summary(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
+        """An execution as the list shows it."""
+        return {
+            "graph_urn": self._graph_urn(graph),
+            "execution_urn": self._execution_urn(graph, execution),
+            "execution_name": execution,
+            "execution_type": current.execution_type,
+            "execution_state": current.state,
+            "started_at": iso(current.started),
+            "stopped_at": _iso_or_none(current.stopped),
+        }
+
+    def _graph_urn(self, graph: str) -> str:
+        return f"urn:fgs:{self.region}:{self.project_id}:graph:{graph}"
 
     def _query_answer(self, info: dict[str, Any]) -> dict[str, Any]:
         return {"execution_info": info}
@@ -145,10 +292,10 @@ class Emulator(EmulatorCore):
         )
 
 
-def _string_to_sign(request: Request, graph: str | None) -> str:
+def _string_to_sign(request: Request) -> str:
     """The StringToSign for this request: CanonicalizedResource uses the path as received."""
-    raw_path = urlsplit(request.environ.get("RAW_URI") or request.path).path
-    resource = raw_path if graph is None else f"{raw_path}?{GRAPH_QUERY}={graph}"
+    raw = urlsplit(request.environ.get("RAW_URI") or request.path)
+    resource = raw.path + _sub_resources(raw.query)
     obs_headers = {
         name.lower(): value
         for name, value in request.headers.items()
@@ -162,6 +309,39 @@ def _string_to_sign(request: Request, graph: str | None) -> str:
         request.headers.get("Content-MD5", ""),
         obs_headers,
     )
+
+
+def _sub_resources(query: str) -> str:
+    """The signed part of a raw query: ``x-workflow-*`` parameters sorted by name, decoded;
+    a parameter sent without ``=`` signs as its bare name (``?x-workflow-prefix&...``)."""
+    parts = []
+    for field in query.split("&"):
+        name, equals, value = field.partition("=")
+        name = unquote(name)
+        if name.lower().startswith(SIGNED_QUERY_PREFIX):
+            parts.append((name, f"{name}={unquote(value)}" if equals else name))
+    return "?" + "&".join(text for _, text in sorted(parts)) if parts else ""
+
+
+def _bounded(args: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
+    """A whole-number query parameter within bounds, or ``default``; ValueError names it."""
+    value = args.get(name)
+    if value is None:
+        return default
+    if not value.isascii() or not value.isdigit() or int(value) < low:
+        raise ValueError(_bounds_message(name, low, high))
+    if high is not None and int(value) > high:
+        raise ValueError(_bounds_message(name, low, high))
+    return int(value)
+
+
+def _bounds_message(name: str, low: int, high: int | None) -> str:
+    bounds = f"{low} to {high}" if high is not None else f"at least {low}"
+    return f"{name} must be a whole number, {bounds}"
+
+
+def _iso_or_none(timestamp: float | None) -> str | None:
+    return None if timestamp is None else iso(timestamp)
 
 
 def _timestamp(date: str) -> float | None:

@@ -1,0 +1,259 @@
+"""Restore rules end to end: deferred events restored by a later sweep, DWR error texts from the
+emulator, and the ``policy`` commands.
+
+The sweep scenario reuses tests/test_sweep.py's stand-in WorkflowService and timer fixtures;
+the DWR scenario runs the pipeline against the loopback DWR emulator with the policy the
+README shows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from handler import cli
+from handler.devtools.emulator import DwrEmulator
+from handler.intake import Item
+from handler.pipeline import Invocation, Restorer
+from handler.report import Reporter
+from handler.rules import build_policy
+from handler.settings import Settings
+from handler.store.memory import MemoryStore
+from tests.conftest import AK, REQUEST, SK, log_lines
+from tests.store.conftest import FakeClock
+from tests.test_entry_http import post
+from tests.test_rules import readme_policy
+from tests.test_sweep import PROJECT, service, sweeper  # noqa: F401 - fixtures
+
+SPACED = json.dumps({"rules": [{"name": "spaced", "spacing": {"interval": "1h"}}]})
+
+
+def shift_restores_back(function_env, seconds: float) -> None:
+    """Let time pass for the state store: its budget reservations were made earlier."""
+    path = function_env["RESTORE_STATE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE budget SET at = at - ?, expires_at = expires_at - ?", (seconds, 0))
+
+
+def test_an_event_before_the_due_time_is_deferred_answered_200_and_a_later_sweep_restores(
+    service,  # noqa: F811
+    sweeper,  # noqa: F811
+    http_function,
+    function_env,
+):
+    now = datetime.now(timezone.utc)
+    service.add("graph-1", "exec-1", "FAILED", now - timedelta(minutes=1))
+    sweep = sweeper("obs", RESTORE_POLICY=SPACED)
+    first = sweep()
+    assert first["sweep"]["outcomes"] == {"restored": 1}
+    assert first["results"][0]["rule"] == "spaced"
+
+    # The restored run fails again; its failure event arrives before the hour is up.
+    service.add("graph-1", "exec-1", "FAILED", now + timedelta(seconds=2))
+    response = post(http_function(), REQUEST)
+    assert response.status_code == 200  # deferred is final: no redelivery
+    document = response.get_json()
+    assert document["summary"] == {"deferred": 1}
+    (result,) = document["results"]
+    assert result["rule"] == "spaced"
+    assert "next restore due at" in result["reason"] and "restore 2 of 3" in result["reason"]
+
+    # The next sweep finds the same failure, still not due: deferred again, nothing recorded.
+    assert sweep()["sweep"]["outcomes"] == {"deferred": 1}
+    assert len(service.restores) == 1
+
+    shift_restores_back(function_env, 3601)  # an hour later
+    later = sweep()
+    assert later["sweep"]["outcomes"] == {"restored": 1}
+    assert later["results"][0]["rule"] == "spaced"
+    assert len(service.restores) == 2
+    assert sweep()["sweep"]["failuresFound"] == 0  # running now
+
+
+def test_a_sweep_does_not_wait_out_the_grace_for_a_failure_after_the_last_restore(
+    service,  # noqa: F811
+    sweeper,  # noqa: F811
+):
+    now = datetime.now(timezone.utc)
+    service.add("graph-1", "exec-1", "FAILED", now - timedelta(minutes=1))
+    sweep = sweeper("obs", RESTORE_SWEEP_GRACE="10m")
+    (restored,) = sweep.main.handler(REQUEST, None)["results"]
+    assert restored["outcome"] == "restored"  # by its event
+    # A stale listing (the old failure, still shown as failed): the grace holds it back.
+    service.stale.add(("graph-1", "exec-1"))
+    assert sweep()["sweep"]["outcomes"] == {"skipped": 1}
+    # A failure that stopped after the restore cannot be stale: restored within the budget.
+    service.stale.clear()
+    service.add("graph-1", "exec-1", "FAILED", now + timedelta(seconds=2))
+    assert sweep()["sweep"]["outcomes"] == {"restored": 1}
+    assert len(service.restores) == 2
+
+
+# --- DWR: error texts from the emulator -------------------------------------------------------
+
+THROTTLED = "node extract: Throttling: too many requests (DLF.0429)"
+
+
+@pytest.fixture
+def dwr():
+    emulator = DwrEmulator({AK: SK}, project_id=PROJECT, after_restore=("fail", 0.0))
+    emulator.seed("etl", "throttled", "fail", error_message=THROTTLED)
+    emulator.seed("etl", "denied", "fail", error_message="node load: 403 Forbidden: no OBS access")
+    emulator.seed("etl", "broken", "fail", error_message="node transform: division by zero")
+    with emulator:
+        yield emulator
+
+
+def wait_for_state(emulator: DwrEmulator, execution: str, state: str) -> None:
+    for _ in range(200):
+        if emulator.state("etl", execution) == state:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{execution} never became {state}")
+
+
+def test_the_readme_policy_on_dwr_restores_throttling_with_backoff_and_leaves_the_rest(dwr):
+    clock = FakeClock(time.time())
+    policy = build_policy(readme_policy(), source="README", max_restores=3, window=86400)
+    settings = Settings(
+        endpoint=dwr.url,
+        workflow_api="dwr",
+        project_id=PROJECT,
+        access_key_id=AK,
+        secret_access_key=SK,
+        max_attempts=1,
+        restore_policy=policy,
+    )
+    lines = io.StringIO()
+    logger = logging.getLogger("policy-flow-test")
+    logger.handlers[:] = [logging.StreamHandler(lines)]
+    logger.setLevel(logging.INFO)
+    restorer = Restorer(settings, MemoryStore(clock=clock), Reporter(logger), clock=clock)
+    events = iter(range(1000))
+
+    def deliver(execution: str) -> dict:
+        item = Item("restore", f"evt-{next(events)}", "json", "etl", execution)
+        (result,) = restorer.run([item], Invocation()).results
+        return result
+
+    try:
+        # Throttled: restored at once, fails again; an event 1 minute later is deferred.
+        assert deliver("throttled")["outcome"] == "restored"
+        wait_for_state(dwr, "throttled", "fail")
+        clock.advance(60)
+        deferred = deliver("throttled")
+        assert (deferred["outcome"], deferred["rule"]) == ("deferred", "throttling-and-timeouts")
+        clock.advance(60)  # 2 minutes after the first restore (jitter only shortens)
+        assert deliver("throttled")["outcome"] == "restored"
+        wait_for_state(dwr, "throttled", "fail")
+        clock.advance(200)  # backoff: 4 minutes now
+        assert deliver("throttled")["outcome"] == "deferred"
+        dwr.after_restore = ("success", 0.0)  # throttled twice, then it succeeds
+        clock.advance(40)
+        assert deliver("throttled")["outcome"] == "restored"
+        wait_for_state(dwr, "throttled", "success")
+        assert dwr.restores("etl", "throttled") == 3
+
+        denied = deliver("denied")
+        assert (denied["outcome"], denied["rule"]) == ("skipped", "throttling-and-timeouts")
+        assert "leave_on pattern 'forbidden'" in denied["reason"]
+        assert "403 Forbidden: no OBS access" in denied["reason"]  # the excerpt
+        broken = deliver("broken")
+        assert broken["outcome"] == "skipped" and broken["rule"] is None
+        assert "no rule of the policy matches" in broken["reason"]
+        assert dwr.restores("etl", "denied") == dwr.restores("etl", "broken") == 0
+    finally:
+        restorer.close()
+    logged = [line for line in lines.getvalue().splitlines() if line]
+    assert len(logged) == 7  # one line per delivered item
+
+
+def test_on_obs_the_log_line_says_that_only_graph_rules_apply(httpserver, function_env, load_main):
+    from tests.conftest import RESTORED
+
+    httpserver.expect_request("/v2/workflowexecutions/exec-1", method="PUT").respond_with_json(
+        RESTORED
+    )
+    function_env["RESTORE_POLICY"] = json.dumps(
+        {"rules": [{"name": "t", "restore_on": ["throttl"]}, {"name": "rest", "leave_on": ["x"]}]}
+    )
+    main = load_main()
+    document = main.handler(REQUEST, None)
+    (result,) = document["results"]
+    assert (result["outcome"], result["rule"]) == ("restored", "rest")
+
+
+# --- the policy commands ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def policy_file(tmp_path, monkeypatch):
+    import yaml
+
+    for name in ("RESTORE_POLICY", "RESTORE_POLICY_FILE", "RESTORE_MAX_RESTORES"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(readme_policy()))
+    return path
+
+
+def test_policy_check_prints_the_effective_rules(policy_file, capsys):
+    assert cli.main(["policy", "check", str(policy_file)]) == 0
+    out = capsys.readouterr().out
+    assert "valid, digest" in out and "1. throttling-and-timeouts" in out
+    assert '"interval": 120.0' in out and '"max_interval": 1800.0' in out
+    assert cli.main(["policy", "check", str(policy_file), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["rules"][0]["max_restores"] == 5 and len(document["digest"]) == 12
+
+
+def test_policy_check_refuses_a_bad_policy_naming_rule_and_field(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RESTORE_POLICY", raising=False)
+    path = tmp_path / "bad.yaml"
+    path.write_text("rules:\n  - name: slow\n    spacing: {backoff: 0}\n")
+    assert cli.main(["policy", "check", str(path)]) == 2
+    assert "rule 1 (slow).spacing.backoff: must be a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "rule", "decision"),
+    [
+        (["--error", "Throttling"], "throttling-and-timeouts", "restore 1 of 5: at once"),
+        (["--error", "timed out", "--restores", "2"], "throttling-and-timeouts", "due 240s after"),
+        (["--error", "Throttling", "--restores", "5"], "throttling-and-timeouts", "budget_exh"),
+        (["--error", "403 Forbidden, timed out"], "throttling-and-timeouts", "skipped: left alone"),
+        (["--error", "division by zero"], None, "skipped: no rule"),
+        ([], None, "skipped: no rule"),
+    ],
+)
+def test_policy_explain_says_which_rule_decides_and_what_happens(
+    policy_file, capsys, arguments, rule, decision
+):
+    argv = ["policy", "explain", "--file", str(policy_file), "--graph", "etl", "--json"]
+    assert cli.main(argv + arguments) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["rule"] == rule and decision in answer["decision"]
+    if not arguments:
+        assert "OBS API gives none" in answer["note"]
+
+
+def test_policy_explain_without_a_file_explains_the_default_rule(policy_file, capsys):
+    assert cli.main(["policy", "explain", "--graph", "etl"]) == 0
+    out = capsys.readouterr().out
+    assert "rule: default" in out and "restore 1 of 3: at once" in out
+
+
+def test_every_result_line_names_its_rule(httpserver, function_env, load_main, capsys):
+    from tests.conftest import RESTORED
+
+    httpserver.expect_request("/v2/workflowexecutions/exec-1").respond_with_json(RESTORED)
+    main = load_main()
+    main.handler(REQUEST, None)
+    (line,) = [x for x in log_lines(capsys.readouterr().out) if x["message"].startswith("restore")]
+    assert line["rule"] == "default"

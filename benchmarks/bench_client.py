@@ -117,6 +117,10 @@ class ObsSdkSide(Side):
             ssl_verify=self._emulator.ca_bundle or False,
         )
 
+    @property
+    def client(self) -> Any:
+        return self._client
+
     def _restore(self, execution: str, graph: str) -> bool:
         return self._client.restoreFailedWorkflowExecution(execution, graph).status == 200
 

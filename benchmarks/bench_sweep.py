@@ -1,18 +1,20 @@
-"""The sweep against the official SDK's list loop: 10,000 executions in 20 graphs.
+"""The sweep against the official SDK's list loop: 10,000 executions in 20 graphs, per API.
 
-The OBS emulator does not serve the list API yet, so the sweep is measured on the DWR API
-(the DWR emulator serves ``GET /v3/{project}/workflowexecutions``), over TLS and plain HTTP:
+Measured over TLS and plain HTTP on both emulators' list APIs:
 
-* ours - :meth:`handler.pipeline.Restorer.sweep` as a timer runs it (``WORKFLOW_API=dwr``,
-  the graphs named, a one-day lookback), with ``max_restores=0``: it lists and finds every
-  failure and restores none, so the same executions serve every round and the work measured
-  is the finding (memory:// state, log lines to /dev/null);
-* the SDK loop - what a user writes with ``huaweicloudsdkdwr``: per graph,
+* ours - :meth:`handler.pipeline.Restorer.sweep` as a timer runs it (the graphs named, a
+  one-day lookback), with ``max_restores=0``: it lists and finds every failure and restores
+  none, so the same executions serve every round and the work measured is the finding
+  (memory:// state, log lines to /dev/null);
+* the SDK loop - what a user writes with the official SDK. OBS (``esdk-obs-python``): per
+  graph, ``listWorkflowExecution(graph, nextMarker, limit=1000)`` until not truncated,
+  counting the executions whose state is FAILED (the API has no state filter; 1 in 10 is
+  failed, the rest succeeded). DWR (``huaweicloudsdkdwr``): per graph,
   ``list_workflow_instance(status="fail", start_time, end_time, limit=200, offset)`` until
-  ``is_truncated`` is false, counting the failures.
+  ``is_truncated`` is false (the server filters, so every execution is failed and both sides
+  page through all 10,000).
 
-Every execution is failed, so both sides page through all 10,000 (50 pages of 200). Rounds
-alternate which side goes first; the median of per-round ratios is reported. Memory: one
+Rounds alternate which side goes first; the median of per-round ratios is reported. Memory: one
 extra, untimed run per side under ``tracemalloc`` gives the peak of memory allocated during
 the sweep, at 10,000 executions and at 1,000 (the first 2 graphs): "flat" means the peak
 does not grow with the number of executions (pages are streamed, never all held).
@@ -27,12 +29,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from bench_client import dwr_sdk_client
+from bench_client import ObsSdkSide, dwr_sdk_client
 from common import ACCESS_KEY, PROJECT_ID, SECRET_KEY, clean_environ, median
 from emulator_process import EmulatorProcess
 from report import Measure, Row
 
-PAGE = 200  # the largest page DWR serves
+PAGE = {"obs": 1000, "dwr": 200}  # the largest page each API serves
+FAILED_ONE_IN = {"obs": 10, "dwr": 1}  # DWR filters on the server: list only failures
 TIME_TARGET = 0.5
 FLAT_TARGET = 1.25  # peak at 10x the executions, at most this many times the smaller peak
 
@@ -45,18 +48,23 @@ class Settings:
 
 
 def run(
-    settings: Settings, emulators: dict[str, EmulatorProcess]
+    settings: Settings, emulators: dict[str, EmulatorProcess], api: str
 ) -> tuple[list[Row], dict[str, Any]]:
-    """``emulators`` maps ``"tls"`` and ``"plain"`` to DWR emulators."""
-    graphs = tuple(f"sweep-{index:02d}" for index in range(settings.graphs))
+    """``emulators`` maps ``"tls"`` and ``"plain"`` to emulators of ``api`` (obs or dwr)."""
+    graphs = tuple(f"sweep-{api}-{index:02d}" for index in range(settings.graphs))
+    failed = settings.executions_per_graph // FAILED_ONE_IN[api]
     for emulator in emulators.values():
         for graph in graphs:
-            emulator.fresh(graph, settings.executions_per_graph)
+            emulator.fresh(graph, failed)
+            if failed < settings.executions_per_graph:
+                done = "SUCCESS" if api == "obs" else "success"
+                emulator.fresh(graph, settings.executions_per_graph - failed, done)
     # The list window's end is whole seconds: executions started this second are after it.
     time.sleep(1.1)
     total = settings.graphs * settings.executions_per_graph
+    loop = _ObsSdkLoop if api == "obs" else _DwrSdkLoop
     sides = {
-        wire: {"ours": _OurSweep(emulator), "sdk": _SdkLoop(emulator)}
+        wire: {"ours": _OurSweep(emulator, api), "sdk": loop(emulator)}
         for wire, emulator in emulators.items()
     }
     for wire in sides:  # warm-up: connections, imports
@@ -80,28 +88,29 @@ def run(
     for side in sides.values():
         side["ours"].close()
         side["sdk"].close()
-    valid = all(count == total for count in found.values())
-    rows = _rows(total, seconds, memory, valid)
+    valid = all(count == failed * settings.graphs for count in found.values())
+    rows = _rows(api, total, seconds, memory, valid)
     raw = {
         "settings": asdict(settings),
         "failures_found": found,
         "seconds": seconds,
         "peak_traced_kib": memory,
-        "note": "DWR API (the OBS emulator has no list API yet)",
+        "api": api,
     }
     return rows, raw
 
 
 class _OurSweep:
-    def __init__(self, emulator: EmulatorProcess) -> None:
+    def __init__(self, emulator: EmulatorProcess, api: str) -> None:
         from handler.pipeline import build_restorer
         from handler.settings import load_settings
 
         env = clean_environ()
+        if api == "dwr":
+            env.update(WORKFLOW_API="dwr", DWR_ENDPOINT=emulator.url, DWR_PROJECT_ID=PROJECT_ID)
+        else:
+            env.update(OBS_ENDPOINT=emulator.url)
         env.update(
-            WORKFLOW_API="dwr",
-            DWR_ENDPOINT=emulator.url,
-            DWR_PROJECT_ID=PROJECT_ID,
             OBS_ACCESS_KEY_ID=ACCESS_KEY,
             OBS_SECRET_ACCESS_KEY=SECRET_KEY,
             RESTORE_STATE_URL="memory://",
@@ -127,7 +136,36 @@ class _OurSweep:
         self._log.close()
 
 
-class _SdkLoop:
+class _ObsSdkLoop:
+    """The OBS SDK's list loop; its client (a process-wide singleton) is built per sweep."""
+
+    def __init__(self, emulator: EmulatorProcess) -> None:
+        self._side = ObsSdkSide(emulator)
+
+    def sweep(self, graphs: tuple[str, ...]) -> int:
+        self._side.prepare()  # re-point the singleton at this emulator (see ObsSdkSide)
+        client = self._side.client
+        failures = 0
+        for graph in graphs:
+            marker = None
+            while True:
+                page = client.listWorkflowExecution(graph, nextMarker=marker, limit=PAGE["obs"])
+                if page.status != 200:
+                    raise RuntimeError(f"the SDK's list failed: {page.status}")
+                body = page.body
+                failures += sum(
+                    1 for e in body.executions or () if e.get("execution_state") == "FAILED"
+                )
+                if not body.isTruncated or not body.nextMarker:
+                    break
+                marker = body.nextMarker
+        return failures
+
+    def close(self) -> None:
+        self._side.close()
+
+
+class _DwrSdkLoop:
     def __init__(self, emulator: EmulatorProcess) -> None:
         self._client = dwr_sdk_client(emulator)
 
@@ -143,7 +181,7 @@ class _SdkLoop:
             while True:
                 request = ListWorkflowInstanceRequest(
                     graph_name=graph, status="fail", start_time=start, end_time=end,
-                    limit=PAGE, offset=offset,
+                    limit=PAGE["dwr"], offset=offset,
                 )  # fmt: skip
                 page = self._client.list_workflow_instance(request)
                 failures += sum(1 for e in page.executions or () if e.execution_name)
@@ -169,7 +207,7 @@ def _peak_kib(side: Any, graphs: tuple[str, ...]) -> float:
 
 
 def _rows(
-    total: int, seconds: dict[str, list[float]], memory: dict[str, float], valid: bool
+    api: str, total: int, seconds: dict[str, list[float]], memory: dict[str, float], valid: bool
 ) -> list[Row]:
     measures = {}
     for wire in ("tls", "plain"):
@@ -184,23 +222,23 @@ def _rows(
     small = total // 10
     return [
         Row(
-            "sweep",
-            f"sweep of {total:,} DWR executions (20 graphs) vs the DWR SDK's list loop: time",
+            f"sweep-{api}",
+            f"{api.upper()} sweep of {total:,} executions (20 graphs) vs the SDK's list loop: time",
             "ms",
             measures["tls"],
             measures["plain"],
         ),
         Row(
-            "sweep",
-            f"sweep peak memory growth: {total:,} vs {small:,} executions, ours "
+            f"sweep-{api}",
+            f"{api.upper()} sweep peak memory growth: {total:,} vs {small:,} executions, ours "
             f"(the baseline column is ours at {small:,}; flat ≤ {FLAT_TARGET:.2f}x)",
             "KiB",
             Measure(memory[f"ours {total}"], memory[f"ours {small}"], FLAT_TARGET),
             wire=False,
         ),
         Row(
-            "sweep",
-            f"sweep peak memory growth at {total:,} executions vs the SDK loop",
+            f"sweep-{api}",
+            f"{api.upper()} sweep peak memory growth at {total:,} executions vs the SDK loop",
             "KiB",
             Measure(memory[f"ours {total}"], memory[f"sdk {total}"]),
             wire=False,

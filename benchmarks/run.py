@@ -157,8 +157,8 @@ NOTES = {
         "less CPU per page than the SDK's model deserialization, hence 0.8x, not 0.5x."
     ),
     "http": (
-        "Plain HTTP: server CPU per restore is 1.22 ms for ours against 0.79 ms for the naive "
-        "function (1.5x); one gunicorn worker is one GIL and the server is CPU-bound (0.79 "
+        "Plain HTTP: server CPU per restore is ≈1.5x the naive function's (the CPU row: "
+        "1.2 ms against 0.8 ms); one gunicorn worker is one GIL and the server is CPU-bound (0.79 "
         "cores busy), so requests/s follow CPU per restore. cProfile of 1,500 restores "
         "through the Flask test client (wall per request 1.45 ms in `restore`): the OBS call "
         "0.86 ms (mostly waiting for the emulator), policy admit + settle 0.30 ms with 6 "
@@ -170,8 +170,12 @@ NOTES = {
         "reservation into one transaction would save one of those 6 (≈0.03 ms, ≈3% of a "
         "restore's server CPU); it is not done: the admission logic in `handler/pipeline.py` "
         "and `handler/policy.py` is being changed elsewhere. c=8 p99 (plain) follows from "
-        "queueing on the one GIL-bound worker behind 1.5x the CPU per request. Over TLS the "
-        "naive function's per-request handshake dominates and ours wins (≥1.5x)."
+        "queueing on the one GIL-bound worker behind 1.5x the CPU per request (it met ≤1.2x in "
+        "the last runs, by a small margin). Over TLS the naive function pays a handshake per "
+        "request and ours wins: ≥1.5x at c=1; at c=8 both servers are CPU-bound on one core "
+        "shared with the emulator and the generator, and the ratio moved between 1.3x and "
+        "1.6x from run to run - our 1.5x plain-HTTP CPU per restore eats the handshake's "
+        "saving."
     ),
     "memory": (
         "Peak RSS of the server tree: ours 81.5 MiB against 89.1 MiB (0.92x over TLS, 0.93x "

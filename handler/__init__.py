@@ -8,7 +8,7 @@ One pipeline, one room per stage; data flows one way:
 - policy: ``policy`` (allowlist, dedupe, budget) over ``store/``;
 - client: ``client/`` (either API, signed, retried);
 - report: ``report`` (log lines, sink CloudEvents);
-- ``pipeline`` is the only module that calls more than one stage; ``settings`` is the only one
+- ``pipeline/`` is the only package that calls more than one stage; ``settings`` is the only one
   that reads the environment; ``devtools/`` is never deployed.
 
 The package is deliberately import-light: importing ``handler`` pulls in nothing but the

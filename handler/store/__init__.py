@@ -1,7 +1,7 @@
 """The state store: deduplication markers and the restore budget, shared by every instance.
 
 The policy stage (handler/policy.py) asks it whether an event was handled and whether an
-execution has restores left; handler/pipeline.py opens it, the CLI opens one for operators.
+execution has restores left; handler/pipeline/ opens it, the CLI opens one for operators.
 
 - ``base``: the :class:`StateStore` protocol every backend fulfils, :class:`Claim`,
   :class:`StoreUnavailable` and the argument checks the backends share.

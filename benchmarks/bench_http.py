@@ -18,6 +18,7 @@ server's process tree is read after all the load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +39,7 @@ from common import (
 )
 from emulator_process import EmulatorProcess
 from loadgen import LoadResult, run_load
-from report import Row
+from report import Measure, Row
 from servers import FunctionServer, tree_cpu_seconds
 
 GRAPHS = {"ours": "http-ours", "naive": "http-naive"}
@@ -55,50 +56,62 @@ class Settings:
 
 
 def run(
-    settings: Settings, emulator: EmulatorProcess, work_dir: Path
+    settings: Settings, emulators: dict[str, EmulatorProcess], work_dir: Path
 ) -> tuple[list[Row], dict[str, Any]]:
-    servers = {
-        "ours": FunctionServer(
-            "ours",
-            OUR_SOURCE,
-            server_env(function_env(emulator.url, work_dir / "http-state")),
-            work_dir / "http-ours.log",
-        ),
-        "naive": FunctionServer(
-            "naive", NAIVE_SOURCE, server_env(sdk_env(emulator.url)), work_dir / "http-naive.log"
-        ),
-    }
-    with servers["ours"], servers["naive"]:
-        for side, server in servers.items():  # connections, caches, the SQLite file
-            _run(server, side, _bodies(emulator, side, settings.warmup_requests), 8, 30.0)
-        emulator.calls()  # count from here on
-        points = _measure(settings, emulator, servers)
-        memory = {side: server.peak_memory() for side, server in servers.items()}
+    """``emulators`` maps ``"tls"`` and ``"plain"`` to OBS emulators; four servers run."""
+    servers = {}
+    for wire, emulator in emulators.items():
+        ours_env = function_env(emulator.url, work_dir / f"http-state-{wire}", emulator.ca_bundle)
+        servers[(wire, "ours")] = FunctionServer(
+            f"ours {wire}", OUR_SOURCE, server_env(ours_env), work_dir / f"http-ours-{wire}.log"
+        )
+        naive_env = server_env(sdk_env(emulator.url, emulator.ca_bundle))
+        servers[(wire, "naive")] = FunctionServer(
+            f"naive {wire}", NAIVE_SOURCE, naive_env, work_dir / f"http-naive-{wire}.log"
+        )
+    with contextlib.ExitStack() as stack:
+        for server in servers.values():
+            stack.enter_context(server)
+        for (wire, side), server in servers.items():  # connections, caches, the SQLite file
+            warmup = _bodies(emulators[wire], side, settings.warmup_requests)
+            _run(server, side, warmup, 8, 30.0)
+        for emulator in emulators.values():
+            emulator.calls()  # count from here on
+        points = _measure(settings, emulators, servers)
+        memory = {f"{wire} {side}": s.peak_memory() for (wire, side), s in servers.items()}
     rows = _rows(settings, points, memory)
     raw = {
         "settings": asdict(settings),
         "gunicorn": {"WORKERS": WORKERS, "THREADS": THREADS},
         "ours_logging": "INFO: one JSON line per restore, stdout to a file in the run directory",
         "runs": points,
-        "cores_used": {side: _cores_used(points[side]) for side in points},
+        "cores_used": {key: _cores_used(point) for key, point in points.items()},
         "peak_memory_kib": memory,
     }
     return rows, raw
 
 
 def _measure(
-    settings: Settings, emulator: EmulatorProcess, servers: dict[str, FunctionServer]
+    settings: Settings,
+    emulators: dict[str, EmulatorProcess],
+    servers: dict[tuple[str, str], FunctionServer],
 ) -> dict[str, dict[int, list[dict[str, Any]]]]:
-    """Every timed run, as ``{side: {concurrency: [run summary, ...]}}``."""
-    points: dict[str, dict[int, list[dict[str, Any]]]] = {side: {} for side in servers}
+    """Every timed run, as ``{"wire side": {concurrency: [run summary, ...]}}``.
+
+    Within a repetition every server is loaded once, in an order that rotates.
+    """
+    jobs = list(servers)
+    points: dict[str, dict[int, list[dict[str, Any]]]] = {f"{w} {s}": {} for w, s in jobs}
+    turn = 0
     for concurrency in settings.concurrencies:
-        for repetition in range(settings.repetitions):
-            order = ("ours", "naive") if repetition % 2 == 0 else ("naive", "ours")
-            for side in order:
+        for _ in range(settings.repetitions):
+            shift, turn = turn % len(jobs), turn + 1
+            for wire, side in jobs[shift:] + jobs[:shift]:
+                emulator, server = emulators[wire], servers[(wire, side)]
                 bodies = _bodies(emulator, side, settings.request_cap)
-                before = _cpu(servers[side], emulator)
-                result = _run(servers[side], side, bodies, concurrency, settings.duration)
-                after = _cpu(servers[side], emulator)
+                before = _cpu(server, emulator)
+                result = _run(server, side, bodies, concurrency, settings.duration)
+                after = _cpu(server, emulator)
                 cpu = {name: after[name] - before[name] for name in after}
                 served = emulator.calls()["calls"].get(f"{GRAPHS[side]} PUT 200", 0)
                 summary = result.summary()
@@ -108,7 +121,7 @@ def _measure(
                     latencies_ms=[round(latency, 3) for latency in result.latencies_ms],
                     error_samples=result.error_samples,
                 )
-                points[side].setdefault(concurrency, []).append(summary)
+                points[f"{wire} {side}"].setdefault(concurrency, []).append(summary)
     return points
 
 
@@ -152,6 +165,11 @@ def _naive_restored(status: int, body: bytes) -> bool:
     return status == 200 and json.loads(body).get("status") == 200
 
 
+THROUGHPUT_TARGETS = {"tls": 1.5, "plain": 0.9}  # at least, ours ÷ naive
+P99_TARGETS = {8: {"plain": 1.2}}  # at most, by concurrency
+MEMORY_TARGET = 0.9
+
+
 def _rows(
     settings: Settings,
     points: dict[str, dict[int, list[dict[str, Any]]]],
@@ -159,31 +177,51 @@ def _rows(
 ) -> list[Row]:
     rows = []
     for concurrency in settings.concurrencies:
-        ours, naive = (_combined(points[side][concurrency]) for side in ("ours", "naive"))
-        valid = ours["valid"] and naive["valid"]
-        invalid = None if valid else float("nan")
+        combined = {key: _combined(point[concurrency]) for key, point in points.items()}
         label = f"HTTP c={concurrency}"
-        rows += [
-            Row("http", f"{label}: throughput", ours["rps"], naive["rps"], "req/s", 1.0, False,
-                ratio_override=invalid),
-            Row("http", f"{label}: p50 latency", ours["p50_ms"], naive["p50_ms"], "ms",
-                ratio_override=invalid),
-            Row("http", f"{label}: p99 latency", ours["p99_ms"], naive["p99_ms"], "ms", 1.0,
-                ratio_override=invalid),
-        ]  # fmt: skip
-    cpu = {side: _cpu_per_restore(points[side]) for side in points}
+        for name, metric, limits, at_most in (
+            ("rps", "throughput", THROUGHPUT_TARGETS, False),
+            ("p50_ms", "p50 latency", {}, True),
+            ("p99_ms", "p99 latency", P99_TARGETS.get(concurrency, {}), True),
+        ):
+            measures = {}
+            for wire in ("tls", "plain"):
+                ours, naive = combined[f"{wire} ours"], combined[f"{wire} naive"]
+                valid = ours["valid"] and naive["valid"]
+                measures[wire] = Measure(
+                    ours[name],
+                    naive[name],
+                    limits.get(wire),
+                    at_most,
+                    ratio_override=None if valid else float("nan"),
+                )
+            unit = "req/s" if name == "rps" else "ms"
+            rows.append(Row("http", f"{label}: {metric}", unit, measures["tls"], measures["plain"]))
+    cpu = {key: _cpu_per_restore(point) for key, point in points.items()}
     rows.append(
-        Row("http", "HTTP server CPU per restore (all runs)", cpu["ours"], cpu["naive"], "ms")
+        Row(
+            "http",
+            "HTTP server CPU per restore (all runs)",
+            "ms",
+            Measure(cpu["tls ours"], cpu["tls naive"]),
+            Measure(cpu["plain ours"], cpu["plain naive"]),
+        )
     )
-    mib = {side: memory[side]["total_kib"] / 1024 for side in memory}
-    rows.append(
-        Row("memory", "peak RSS, server tree (arbiter + worker VmHWM)", mib["ours"],
-            mib["naive"], "MiB", 1.0)
-    )  # fmt: skip
-    workers = {side: sum(memory[side]["workers_kib"]) / 1024 for side in memory}
-    rows.append(
-        Row("memory", "peak RSS, worker only (VmHWM)", workers["ours"], workers["naive"], "MiB")
-    )
+    mib = {key: memory[key]["total_kib"] / 1024 for key in memory}
+    workers = {key: sum(memory[key]["workers_kib"]) / 1024 for key in memory}
+    for metric, values, limit in (
+        ("peak RSS, server tree (arbiter + worker VmHWM)", mib, MEMORY_TARGET),
+        ("peak RSS, worker only (VmHWM)", workers, None),
+    ):
+        rows.append(
+            Row(
+                "memory",
+                metric,
+                "MiB",
+                Measure(values["tls ours"], values["tls naive"], limit),
+                Measure(values["plain ours"], values["plain naive"], limit),
+            )
+        )
     return rows
 
 

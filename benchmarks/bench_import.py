@@ -1,4 +1,5 @@
-"""Import time: ``import handler.main`` against ``from obs import WorkflowClient``.
+"""Import time: ``import handler.main`` against ``from obs import WorkflowClient``, and our
+DWR client against the official ``huaweicloudsdkdwr`` one.
 
 This is what a FunctionGraph cold start pays before its first event, beyond the interpreter
 itself. Each measurement is a fresh interpreter that times only the import statement;
@@ -16,41 +17,66 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import PYTHON, ROOT, function_env, median, sdk_env
-from report import Row
+from report import Measure, Row
 
-OURS = "import handler.main"
-SDK = "from obs import WorkflowClient"
 TIMED = "import time; began = time.perf_counter(); {statement}; print(time.perf_counter() - began)"
 RUN_TIMEOUT = 60.0
 TOP_MODULES = 8
 
 
 @dataclass(frozen=True)
+class Comparison:
+    name: str
+    ours: str
+    sdk: str
+    limit: float | None
+
+
+COMPARISONS = (
+    Comparison("event", "import handler.main", "from obs import WorkflowClient", 0.6),
+    Comparison(
+        "dwr",
+        "from handler.client import DwrClient",
+        "from huaweicloudsdkdwr.v3 import DwrClient",
+        0.5,
+    ),
+)
+
+
+@dataclass(frozen=True)
 class Settings:
-    runs: int  # timed imports per side
+    runs: int  # timed imports per statement
 
 
 def run(settings: Settings, obs_url: str, state_dir: str) -> tuple[list[Row], dict[str, Any]]:
+    """Every statement of every comparison once per run, in an order rotating between runs."""
     envs = {"ours": function_env(obs_url, state_dir), "sdk": sdk_env(obs_url)}
-    statements = {"ours": OURS, "sdk": SDK}
-    for side in envs:  # warm-up: compile and cache bytecode outside the measurement
-        _timed_import(statements[side], envs[side])
-    seconds: dict[str, list[float]] = {"ours": [], "sdk": []}
+    jobs = [(c.name, side, getattr(c, side)) for c in COMPARISONS for side in ("ours", "sdk")]
+    for _, side, statement in jobs:  # warm-up: compile and cache bytecode outside the timing
+        _timed_import(statement, envs[side])
+    seconds: dict[str, list[float]] = {f"{name} {side}": [] for name, side, _ in jobs}
     for index in range(settings.runs):
-        order = ("ours", "sdk") if index % 2 == 0 else ("sdk", "ours")
-        for side in order:
-            seconds[side].append(_timed_import(statements[side], envs[side]))
-    ours_ms, sdk_ms = median(seconds["ours"]) * 1000, median(seconds["sdk"]) * 1000
-    row = Row("import", f"import time: `{OURS}` vs `{SDK}`", ours_ms, sdk_ms, "ms", 0.6)
+        shift = index % len(jobs)
+        for name, side, statement in jobs[shift:] + jobs[:shift]:
+            seconds[f"{name} {side}"].append(_timed_import(statement, envs[side]))
+    rows, medians = [], {}
+    for comparison in COMPARISONS:
+        ours = median(seconds[f"{comparison.name} ours"]) * 1000
+        sdk = median(seconds[f"{comparison.name} sdk"]) * 1000
+        medians[comparison.name] = {"ours": ours, "sdk": sdk}
+        metric = f"import time: `{comparison.ours}` vs `{comparison.sdk}`"
+        rows.append(Row("import", metric, "ms", Measure(ours, sdk, comparison.limit), wire=False))
     raw = {
         "runs": settings.runs,
         "seconds": seconds,
-        "median_ms": {"ours": ours_ms, "sdk": sdk_ms},
+        "median_ms": medians,
         "top_modules_cumulative_us": {
-            side: _import_profile(statements[side], envs[side]) for side in envs
+            f"{c.name} {side}": _import_profile(getattr(c, side), envs[side])
+            for c in COMPARISONS
+            for side in ("ours", "sdk")
         },
     }
-    return [row], raw
+    return rows, raw
 
 
 def _timed_import(statement: str, env: dict[str, str]) -> float:
@@ -91,6 +117,7 @@ def _import_profile(statement: str, env: dict[str, str]) -> list[tuple[str, int]
         depth = (len(name) - len(name.lstrip()) - 1) // 2
         lines.append((depth, name.strip(), int(cumulative)))
     root = statement.split()[1]  # "import handler.main" / "from obs import ..."
+    root = root.split(".")[0] if not any(n == root for _, n, _ in lines) else root
     end = max(i for i, (depth, name, _) in enumerate(lines) if depth == 0 and name == root)
     start = end
     while start > 0 and lines[start - 1][0] > 0:

@@ -24,6 +24,7 @@ NAIVE_SOURCE = "benchmarks/naive_function.py"
 LOOPBACK = "127.0.0.1"
 ACCESS_KEY, SECRET_KEY = "BENCHACCESSKEY", "bench-secret-key"
 AUTH_TOKEN = "bench-auth-token"  # a loopback-only value
+PROJECT_ID = "0123456789abcdef0123456789abcdef"  # the DWR emulator's project
 
 # Both servers get exactly these gunicorn settings (functions-framework reads them from the
 # environment); THREADS is functions-framework's own default, written out so it is recorded.
@@ -34,9 +35,10 @@ THREADS = (os.cpu_count() or 1) * 4
 # framework settings, proxies (every request here must go straight to loopback), and
 # PYTHONDONTWRITEBYTECODE (a deployed package has its bytecode compiled; without caches every
 # import would measure the compiler).
-_DROPPED_PREFIXES = ("OBS_", "RESTORE_", "FUNCTION_", "GUNICORN_")
+_DROPPED_PREFIXES = ("OBS_", "DWR_", "RESTORE_", "FUNCTION_", "GUNICORN_", "HUAWEICLOUD_")
 _DROPPED = {
-    "AccessKeyID", "SecretAccessKey", "K_SINK", "LOG_LEVEL", "WORKERS", "THREADS", "PORT",
+    "AccessKeyID", "SecretAccessKey", "K_SINK", "WORKFLOW_API", "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE", "CURL_CA_BUNDLE", "LOG_LEVEL", "WORKERS", "THREADS", "PORT",
     "HOST", "DEBUG", "CLOUD_RUN_TIMEOUT_SECONDS", "http_proxy", "https_proxy", "all_proxy",
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
 }  # fmt: skip
@@ -53,15 +55,17 @@ def clean_environ() -> dict[str, str]:
     return env
 
 
-def function_env(obs_url: str, state_dir: str | Path) -> dict[str, str]:
+def function_env(
+    url: str, state_dir: str | Path, ca_bundle: str | None = None, api: str = "obs"
+) -> dict[str, str]:
     """The environment our function runs with: dedupe and budget on SQLite, INFO logging.
 
     ``RESTORE_MAX_RESTORES`` is raised so the budget is checked on every restore but never
-    blocks one (every request also names a different execution).
+    blocks one (every request also names a different execution). ``ca_bundle`` is the
+    emulator's certificate when it serves HTTPS: verified, as against a real endpoint.
     """
     env = clean_environ()
     env.update(
-        OBS_ENDPOINT=obs_url,
         OBS_ACCESS_KEY_ID=ACCESS_KEY,
         OBS_SECRET_ACCESS_KEY=SECRET_KEY,
         RESTORE_AUTH_TOKEN=AUTH_TOKEN,
@@ -69,13 +73,21 @@ def function_env(obs_url: str, state_dir: str | Path) -> dict[str, str]:
         RESTORE_MAX_RESTORES="1000",
         LOG_LEVEL="INFO",
     )
+    if api == "dwr":
+        env.update(WORKFLOW_API="dwr", DWR_ENDPOINT=url, DWR_PROJECT_ID=PROJECT_ID)
+    else:
+        env["OBS_ENDPOINT"] = url
+    if ca_bundle:
+        env["OBS_CA_BUNDLE"] = ca_bundle
     return env
 
 
-def sdk_env(obs_url: str) -> dict[str, str]:
-    """The environment of the baseline: just the endpoint and the keys."""
+def sdk_env(url: str, ca_bundle: str | None = None) -> dict[str, str]:
+    """The environment of the baseline: the endpoint, the keys, and the CA to verify with."""
     env = clean_environ()
-    env.update(OBS_ENDPOINT=obs_url, OBS_ACCESS_KEY_ID=ACCESS_KEY, OBS_SECRET_ACCESS_KEY=SECRET_KEY)
+    env.update(OBS_ENDPOINT=url, OBS_ACCESS_KEY_ID=ACCESS_KEY, OBS_SECRET_ACCESS_KEY=SECRET_KEY)
+    if ca_bundle:
+        env["OBS_CA_BUNDLE"] = ca_bundle
     return env
 
 

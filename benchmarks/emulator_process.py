@@ -1,17 +1,18 @@
-"""The loopback OBS emulator in a process of its own, driven by one JSON line per command.
+"""A loopback emulator (OBS or DWR, HTTP or HTTPS) in a process of its own, driven by JSON lines.
 
 Why a separate process: the emulator is Python (werkzeug threads). Inside the benchmark's
 process it would share one GIL with the client or the load generator being measured, and
 the emulator's work would be billed to whichever side happened to be running.
 
-Every side of every benchmark talks to this one emulator instance. It is seeded with fresh
+Both sides of a comparison talk to the same emulator instance. It is seeded with fresh
 FAILED executions in batches (a restore moves an execution to RUNNING, and a second restore
 of it would answer 409), and it counts the answers it gave per graph, so the runner can check
 that a measurement consists of accepted restores and not of errors.
 
 Commands on stdin, answers on stdout (the first line printed is ``{"url": ...}``):
 
-* ``{"op": "seed", "graph": G, "prefix": P, "count": N}`` - executions ``P0 .. P(N-1)`` FAILED;
+* ``{"op": "seed", "graph": G, "prefix": P, "count": N}`` - executions ``P0 .. P(N-1)`` in the
+  API's failed state (``"state"`` names another);
 * ``{"op": "calls"}`` - ``{"calls": {"G PUT 200": n, ...}, "connections": n}`` since the last
   ``calls`` (the call log is cleared, so memory stays bounded);
 * ``{"op": "stop"}``.
@@ -34,11 +35,25 @@ REPLY_TIMEOUT = 120.0  # seeding tens of thousands of executions takes a second 
 class EmulatorProcess:
     """Parent side: start the emulator process, seed it, read its counters, stop it."""
 
-    def __init__(self, access_key: str, secret_key: str) -> None:
-        from common import BENCH_DIR, PYTHON, ROOT, clean_environ
+    def __init__(
+        self,
+        access_key: str,
+        secret_key: str,
+        *,
+        api: str = "obs",
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """``api`` is ``obs`` or ``dwr``; ``tls`` is ``(certificate, key)`` to serve HTTPS."""
+        from common import BENCH_DIR, PROJECT_ID, PYTHON, ROOT, clean_environ
 
         env = clean_environ()
         env["BENCH_ACCESS_KEY"], env["BENCH_SECRET_KEY"] = access_key, secret_key
+        env["BENCH_API"], env["BENCH_PROJECT_ID"] = api, PROJECT_ID
+        if tls is not None:
+            env["BENCH_TLS_CERT"], env["BENCH_TLS_KEY"] = (str(part) for part in tls)
+        self.api = api
+        self.tls = tls is not None
+        self.ca_bundle = str(tls[0]) if tls is not None else None
         self._process = subprocess.Popen(
             [PYTHON, str(BENCH_DIR / "emulator_process.py")],
             cwd=ROOT,
@@ -59,11 +74,14 @@ class EmulatorProcess:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def fresh(self, graph: str, count: int) -> list[str]:
-        """Seed ``count`` new FAILED executions of ``graph``; return their names."""
+    def fresh(self, graph: str, count: int, state: str | None = None) -> list[str]:
+        """Seed ``count`` new executions of ``graph`` (default: failed); return their names."""
         self._batches += 1
         prefix = f"b{self._batches}-"
-        self._command({"op": "seed", "graph": graph, "prefix": prefix, "count": count})
+        command = {"op": "seed", "graph": graph, "prefix": prefix, "count": count}
+        if state is not None:
+            command["state"] = state
+        self._command(command)
         return [f"{prefix}{index}" for index in range(count)]
 
     def calls(self) -> dict[str, Any]:
@@ -108,10 +126,19 @@ def serve() -> int:
     """Child side: run the emulator on a free loopback port and obey commands until stop."""
     import os
 
-    from handler.devtools.emulator import Emulator
+    from handler.devtools.emulator import DwrEmulator, Emulator
 
     keys = {os.environ["BENCH_ACCESS_KEY"]: os.environ["BENCH_SECRET_KEY"]}
-    with Emulator(credentials=keys) as emulator:
+    if os.environ.get("BENCH_API") == "dwr":
+        emulator = DwrEmulator(credentials=keys, project_id=os.environ["BENCH_PROJECT_ID"])
+    else:
+        emulator = Emulator(credentials=keys)
+    context = None
+    if os.environ.get("BENCH_TLS_CERT"):
+        from tls import server_context
+
+        context = server_context(os.environ["BENCH_TLS_CERT"], os.environ["BENCH_TLS_KEY"])
+    with emulator.start(ssl_context=context):
         _answer({"url": emulator.url})
         connections_seen = 0
         for line in sys.stdin:
@@ -120,8 +147,9 @@ def serve() -> int:
                 break
             if command["op"] == "seed":
                 prefix, graph = command["prefix"], command["graph"]
+                state = command.get("state", emulator.FAILED)
                 for index in range(command["count"]):
-                    emulator.seed(graph, f"{prefix}{index}", "FAILED")
+                    emulator.seed(graph, f"{prefix}{index}", state)
                 _answer({"ok": True})
             elif command["op"] == "calls":
                 calls = emulator.calls

@@ -26,6 +26,7 @@ def restore(request):
         access_key_id=os.environ["OBS_ACCESS_KEY_ID"],
         secret_access_key=os.environ["OBS_SECRET_ACCESS_KEY"],
         server=os.environ["OBS_ENDPOINT"],
+        ssl_verify=os.environ.get("OBS_CA_BUNDLE") or False,  # over TLS: verified, as ours is
     )
     response = client.restoreFailedWorkflowExecution(
         event.get("executionName"), event.get("graphName")

@@ -75,7 +75,9 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "RESTORE_EVENT_SINK": ("`$K_SINK`", "URL that receives one result CloudEvent per item"),
     "RESTORE_STATE_URL": (
         "`sqlite:///<tmp>/obs-workflow-restore.db`",
-        "state store: `sqlite:///path`, `redis://…` or `memory://`",
+        "state store: `sqlite:///path`, `redis://…` or `memory://`; SQLite commits without an "
+        "fsync in WAL mode (a power cut, not a process crash, may lose the last commits): "
+        "`?synchronous=full` fsyncs each one",
     ),
     "RESTORE_MAX_RESTORES": ("3", "restores per execution within the budget window"),
     "RESTORE_BUDGET_WINDOW": ("24h", "the restore budget's sliding window (`s`, `m`, `h`, `d`)"),

@@ -13,15 +13,42 @@ execution has restores left; handler/pipeline/ opens it, the CLI opens one for o
 
 What it may import: the standard library and ``handler.redaction``, no pipeline stage.
 redis-py is imported only when a Redis store is made, never by importing this package.
+
+Importing the package loads only ``base`` and ``url``: the factory and the backends load on
+first use (``handler.store.open_store`` or a backend's name), and the factory loads only the
+backend a URL names - a FunctionGraph cold start on SQLite never reads the Redis or memory
+modules.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from handler.redaction import redact_url
 from handler.store.base import Claim, StateStore, StoreUnavailable
-from handler.store.factory import DeferredStore, open_store, open_store_deferred
-from handler.store.memory import MemoryStore
-from handler.store.redis import DEFAULT_REDIS_PREFIX, RedisStore
-from handler.store.sqlite import SQLiteStore
 from handler.store.url import validate_state_url
+
+# Names loaded on first use: name -> the module that defines it.
+_LAZY = {
+    "DeferredStore": "handler.store.factory",
+    "open_store": "handler.store.factory",
+    "open_store_deferred": "handler.store.factory",
+    "MemoryStore": "handler.store.memory",
+    "DEFAULT_REDIS_PREFIX": "handler.store.redis",
+    "RedisStore": "handler.store.redis",
+    "SQLiteStore": "handler.store.sqlite",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain global
+    return value
+
 
 __all__ = [
     "DEFAULT_REDIS_PREFIX",

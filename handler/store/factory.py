@@ -15,9 +15,6 @@ from urllib.parse import urlsplit
 
 from handler.redaction import redact_url
 from handler.store.base import StateStore, StoreUnavailable
-from handler.store.memory import MemoryStore
-from handler.store.redis import DEFAULT_REDIS_PREFIX, RedisStore
-from handler.store.sqlite import SQLiteStore
 from handler.store.url import parse_sqlite_url, validate_state_url
 
 
@@ -25,7 +22,7 @@ def open_store(
     url: str,
     *,
     clock: Callable[[], float] = time.time,
-    key_prefix: str = DEFAULT_REDIS_PREFIX,
+    key_prefix: str | None = None,
 ) -> StateStore:
     """Open the store named by ``url`` (the URL forms: :mod:`handler.store.url`).
 
@@ -34,16 +31,31 @@ def open_store(
     cannot be created or read raises :class:`StoreUnavailable` here. Redis connects lazily -
     an instance should start, and answer with a retryable failure, while Redis is down - so
     call :meth:`StateStore.ping` to check it at start-up. ``key_prefix`` namespaces the
-    Redis keys.
+    Redis keys (default: ``DEFAULT_REDIS_PREFIX``).
+
+    Only the named backend's module is imported (a cold start on SQLite reads no other).
     """
     validate_state_url(url)
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
+        from handler.store.memory import MemoryStore
+
         return MemoryStore(clock=clock)
     if scheme == "sqlite":
-        path, busy_timeout, read_only = parse_sqlite_url(url)
-        return SQLiteStore(path, clock=clock, busy_timeout=busy_timeout, read_only=read_only)
-    return RedisStore(url, clock=clock, key_prefix=key_prefix)
+        from handler.store.sqlite import SQLiteStore
+
+        parts = parse_sqlite_url(url)
+        return SQLiteStore(
+            parts.path,
+            clock=clock,
+            busy_timeout=parts.busy_timeout,
+            read_only=parts.read_only,
+            synchronous=parts.synchronous,
+        )
+    from handler.store.redis import DEFAULT_REDIS_PREFIX, RedisStore
+
+    prefix = DEFAULT_REDIS_PREFIX if key_prefix is None else key_prefix
+    return RedisStore(url, clock=clock, key_prefix=prefix)
 
 
 def open_store_deferred(url: str, *, clock: Callable[[], float] = time.time) -> StateStore:

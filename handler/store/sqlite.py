@@ -4,6 +4,17 @@ The default store: it needs no server, and a ``BEGIN IMMEDIATE`` transaction (wh
 file's write lock before it reads) makes each read-decide-write step atomic across processes.
 The file uses the WAL journal, so readers work during a write. Several function instances on
 different hosts need Redis instead.
+
+Durability: in WAL mode commits run with ``PRAGMA synchronous = NORMAL`` by default - a commit
+is written to the WAL but not fsynced; the WAL is synced at each checkpoint. A process crash
+loses nothing committed (the WAL is in the OS's page cache); a power cut or an OS crash may
+roll back the last commits since the previous checkpoint: a claim or budget reservation made
+just before it can be forgotten, so one event could be restored once more. FunctionGraph's
+``/tmp`` does not survive its instance anyway. ``?synchronous=full`` (a store URL option)
+fsyncs every commit instead - three fsyncs per restore (claim, budget reservation, outcome),
+the largest single cost of the HTTP function when profiled (benchmarks/RESULTS.md). A file
+that could not be switched to WAL always uses FULL: NORMAL in rollback-journal mode can
+corrupt the file on a power cut.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from handler.store.base import (
     new_token,
     positive_seconds,
 )
-from handler.store.url import DEFAULT_BUSY_TIMEOUT
+from handler.store.url import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, SYNCHRONOUS_MODES
 
 PURGE_BATCH = 32  # expired rows removed per SQLite write: bounded cost per call
 
@@ -94,6 +105,8 @@ class SQLiteStore:
     :meth:`reserve_budget` are atomic across processes. A writer waits ``busy_timeout``
     seconds for another one, then the call raises :class:`StoreUnavailable`. Every write also
     deletes up to ``PURGE_BATCH`` expired rows. The parent directory is created if missing.
+    ``synchronous`` is ``normal`` (default) or ``full``: what a power cut may cost is in the
+    module docstring.
     """
 
     def __init__(
@@ -103,11 +116,15 @@ class SQLiteStore:
         clock: Callable[[], float] = time.time,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
+        synchronous: str = DEFAULT_SYNCHRONOUS,
     ) -> None:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be normal or full, got {synchronous!r}")
         self.path = os.path.abspath(path)
         self._clock = clock
         self._busy_timeout = positive_seconds("busy_timeout", busy_timeout)
         self._read_only = read_only
+        self._synchronous = synchronous
         self._local = threading.local()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._registry_lock = threading.Lock()
@@ -117,7 +134,10 @@ class SQLiteStore:
 
     @property
     def describe(self) -> str:
-        return f"sqlite:///{self.path}" + ("?mode=ro" if self._read_only else "")
+        options = ["mode=ro"] if self._read_only else []
+        if self._synchronous != DEFAULT_SYNCHRONOUS:
+            options.append(f"synchronous={self._synchronous}")
+        return f"sqlite:///{self.path}" + ("?" + "&".join(options) if options else "")
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.describe!r})"
@@ -295,6 +315,7 @@ class SQLiteStore:
                 db.execute("SELECT 1 FROM dedupe, budget LIMIT 1").fetchall()
                 return
             self._use_wal(db)
+            self._set_synchronous(db)
             db.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _SCHEMA:
@@ -336,8 +357,24 @@ class SQLiteStore:
             check_same_thread=False,  # only close() crosses threads
             uri=uri,
         )
-        db.execute("PRAGMA synchronous = FULL")  # a committed claim survives a power cut
+        self._set_synchronous(db)
         return db
+
+    def _set_synchronous(self, db: sqlite3.Connection) -> None:
+        """NORMAL only in WAL mode (see the module docstring); FULL otherwise or when asked.
+
+        A new file is switched to WAL after its first connection opens, so the first
+        connection is set again by :meth:`_open_file` once the switch is made.
+        """
+        wal = db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        normal = wal and self._synchronous == "normal"
+        db.execute(f"PRAGMA synchronous = {'NORMAL' if normal else 'FULL'}")
+
+    @property
+    def synchronous(self) -> str:
+        """What this connection's commits wait for: ``normal`` or ``full`` (PRAGMA value)."""
+        value = self._connection().execute("PRAGMA synchronous").fetchone()[0]
+        return {1: "normal", 2: "full"}.get(value, str(value))
 
     def _connection(self) -> sqlite3.Connection:
         holder: _Connection | None = getattr(self._local, "holder", None)

@@ -2,12 +2,15 @@
 
 ``memory://``
     In-process dicts behind a lock: tests, the demo and the operator CLI.
-``sqlite:///path`` (optional ``?busy_timeout=SECONDS&mode=ro``)
+``sqlite:///path`` (optional ``?busy_timeout=SECONDS&mode=ro&synchronous=full``)
     One file shared by the threads and processes of one machine. As in SQLAlchemy, the path
     is everything after ``sqlite:///``: ``sqlite:////tmp/state.db`` is the absolute
     ``/tmp/state.db``, ``sqlite:///state.db`` is ``state.db`` relative to the working
     directory at open time. ``mode=ro`` opens an existing file read-only (for inspection:
-    every write raises :class:`~handler.store.base.StoreUnavailable`).
+    every write raises :class:`~handler.store.base.StoreUnavailable`). ``synchronous`` is
+    ``normal`` (the default: no fsync per commit in WAL mode; a power cut or OS crash - not a
+    process crash - may lose the last commits) or ``full`` (every commit is on disk before it
+    returns); see :class:`~handler.store.sqlite.SQLiteStore`.
 ``redis://...`` / ``rediss://...``
     A Redis server shared by every instance anywhere, with redis-py's own query options.
 
@@ -19,11 +22,14 @@ file and never imports redis-py.
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from handler.store.base import positive_seconds
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite write waits for another writer
+SYNCHRONOUS_MODES = ("normal", "full")
+DEFAULT_SYNCHRONOUS = "normal"
 
 # Query options a redis:// URL may carry: redis-py's own names, each with the check its value
 # must pass. redis-py passes an unknown name on to the connection as a keyword argument and only
@@ -130,15 +136,24 @@ def _check_redis_option(name: str, value: str) -> None:
         raise ValueError(f"Redis store option {name!r} is empty")
 
 
-def parse_sqlite_url(url: str) -> tuple[str, float, bool]:
-    """Split ``sqlite:///PATH[?busy_timeout=S&mode=ro|rw]`` into its parts."""
+class SQLiteURL(NamedTuple):
+    """The parts of a ``sqlite:///`` URL."""
+
+    path: str
+    busy_timeout: float
+    read_only: bool
+    synchronous: str  # "normal" or "full"
+
+
+def parse_sqlite_url(url: str) -> SQLiteURL:
+    """Split ``sqlite:///PATH[?busy_timeout=S&mode=ro|rw&synchronous=normal|full]``."""
     prefix = "sqlite:///"
     if url[: len(prefix)].lower() != prefix:
         raise ValueError("a SQLite store URL is sqlite:/// followed by a path")
     path, _, query = url[len(prefix) :].partition("?")
     if not path or path == ":memory:":
         raise ValueError("a SQLite store URL needs a file path (use memory:// for no file)")
-    busy_timeout, read_only = DEFAULT_BUSY_TIMEOUT, False
+    busy_timeout, read_only, synchronous = DEFAULT_BUSY_TIMEOUT, False, DEFAULT_SYNCHRONOUS
     seen = set()
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name in seen:
@@ -155,8 +170,13 @@ def parse_sqlite_url(url: str) -> tuple[str, float, bool]:
             if value not in ("ro", "rw"):
                 raise ValueError(f"mode must be ro or rw, got {value[:40]!a}")
             read_only = value == "ro"
+        elif name == "synchronous":
+            if value.lower() not in SYNCHRONOUS_MODES:
+                raise ValueError(f"synchronous must be normal or full, got {value[:40]!a}")
+            synchronous = value.lower()
         else:
             raise ValueError(
-                f"unsupported SQLite store option {name[:40]!r} (known: busy_timeout, mode)"
+                f"unsupported SQLite store option {name[:40]!r} "
+                "(known: busy_timeout, mode, synchronous)"
             )
-    return path, busy_timeout, read_only
+    return SQLiteURL(path, busy_timeout, read_only, synchronous)

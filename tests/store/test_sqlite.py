@@ -277,3 +277,39 @@ def test_sqlite_waits_out_a_lock_shorter_than_the_busy_timeout(tmp_path):
         timer.join()
         blocker.close()
         store.close()
+
+
+def test_commits_skip_the_fsync_in_wal_mode_by_default_and_full_is_an_option(tmp_path):
+    default = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    durable = open_store(f"sqlite:///{tmp_path / 'b.db'}?synchronous=full")
+    try:
+        assert default.synchronous == "normal"
+        assert durable.synchronous == "full"
+        assert "synchronous=full" in durable.describe and "synchronous" not in default.describe
+        # Every thread's connection gets the same setting, not just the first one.
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(default.synchronous))
+        worker.start()
+        worker.join(timeout=10)
+        assert seen == ["normal"]
+        assert default.claim("k", ttl=60).acquired
+    finally:
+        default.close()
+        durable.close()
+
+
+def test_a_file_left_in_rollback_journal_mode_commits_with_full_sync(tmp_path):
+    # NORMAL outside WAL can corrupt the file on a power cut: such a file keeps FULL.
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    rollback = sqlite3.connect(tmp_path / "rollback.db")
+    try:
+        assert rollback.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        store._set_synchronous(rollback)
+        assert rollback.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        wal = sqlite3.connect(tmp_path / "state.db")
+        store._set_synchronous(wal)
+        assert wal.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        wal.close()
+    finally:
+        rollback.close()
+        store.close()

@@ -73,3 +73,9 @@ def test_redact_url_masks_passwords_and_drops_the_query():
     assert redact_url("rediss://app:secret@[::1]:6380/2") == "rediss://app:***@[::1]:6380/2"
     assert redact_url("redis://cache/0?password=secret") == "redis://cache/0"
     assert redact_url("redis://user@cache") == "redis://user@cache"
+
+
+@pytest.mark.parametrize("value", ["off", "extra", ""])
+def test_a_bad_synchronous_option_is_refused_by_name(tmp_path, value):
+    with pytest.raises(ValueError, match="synchronous must be normal or full"):
+        open_store(f"sqlite:///{tmp_path / 'x.db'}?synchronous={value}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -150,6 +151,7 @@ class EmulatorCore(FaultInjection):
         self._after_restore: tuple[str, float] | None = None
         self.after_restore = after_restore
         self._server: Any = None
+        self._scheme = "http"
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -461,8 +463,18 @@ class EmulatorCore(FaultInjection):
 
     # --- serving --------------------------------------------------------------------------
 
-    def start(self: Self, host: str = "127.0.0.1", port: int = 0) -> Self:
-        """Listen on ``host:port`` (0: a free port) in a daemon thread; returns self."""
+    def start(
+        self: Self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Self:
+        """Listen on ``host:port`` (0: a free port) in a daemon thread; returns self.
+
+        With ``ssl_context`` (a server context holding a certificate) it serves HTTPS, as the
+        real endpoints do, and :attr:`url` says ``https://``.
+        """
         if self._server is not None:
             raise RuntimeError(f"already running at {self.url}")
         try:
@@ -471,7 +483,14 @@ class EmulatorCore(FaultInjection):
             )
         except SystemExit:  # werkzeug prints the reason and exits when it cannot bind
             raise OSError(f"cannot listen on {host}:{port}") from None
+        if ssl_context is not None:
+            # The handshake is left to each connection's own thread (its first read), not done
+            # in the accepting thread, so one slow handshake does not hold up the others.
+            server.socket = ssl_context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         server.emulator = self
+        self._scheme = "https" if ssl_context is not None else "http"
         with self._lock:
             self._connections_opened = 0
         thread = threading.Thread(
@@ -486,12 +505,12 @@ class EmulatorCore(FaultInjection):
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the running emulator."""
+        """``http://host:port`` (``https://`` when serving TLS) of the running emulator."""
         if self._server is None:
             raise RuntimeError("the emulator is not running")
         host = self._server.server_address[0]
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self._server.port}"
+        return f"{self._scheme}://{host}:{self._server.port}"
 
     def stop(self) -> None:
         """Stop listening, drop open keep-alive connections and pending transitions."""

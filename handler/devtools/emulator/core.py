@@ -25,6 +25,11 @@ differs); the core keeps executions by graph so a page costs the graph's size, n
 emulator's.
 
 Imports only :mod:`.wire` and the project's name and signing rules.
+
+Why one module of about 640 lines: every operation here - seeding, restore bookkeeping,
+transitions, listing's per-graph index - reads or writes the same executions under one lock,
+and keeping them in one class keeps that locking visible in one place. It is a development
+tool, never deployed.
 """
 
 from __future__ import annotations

@@ -55,6 +55,9 @@ class Ticket:
     budget_token: str
     retention: float  # how long the recorded outcome answers redeliveries
     rule: str = DEFAULT_RULE_NAME  # the rule that allowed the restore
+    # A restore of this execution was accepted, or sent without an answer, within the rule's
+    # window: the caller asks the service before sending another.
+    restored_before: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,13 @@ class Policy:
                     fields,
                 )
         return Ticket(
-            item.event_id, claim_token, subject, budget_token, self._retention(item), rule.name
+            item.event_id,
+            claim_token,
+            subject,
+            budget_token,
+            self._retention(item),
+            rule.name,
+            restored_before=bool(times),
         )
 
     @staticmethod

@@ -20,6 +20,15 @@ RESTORED = {
 }
 
 
+def failed_again_when_asked(httpserver) -> None:
+    """OBS accepts every restore of exec-1, and it is failed again whenever it is asked: the
+    service a restore loop meets (a second restore is preceded by a query)."""
+    httpserver.expect_request(PATH, method="PUT").respond_with_json(RESTORED)
+    httpserver.expect_request(PATH, method="GET").respond_with_json(
+        {"execution_info": {"execution_name": "exec-1", "execution_state": "FAILED"}}
+    )
+
+
 class SleepRecorder:
     """Stands in for time.sleep so retry tests are instant and can assert the delays."""
 

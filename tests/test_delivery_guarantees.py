@@ -16,7 +16,7 @@ import pytest
 from werkzeug import Response
 
 from handler.store import open_store
-from tests.conftest import AUTH_TOKEN, PATH, RESTORED, log_lines
+from tests.conftest import AUTH_TOKEN, PATH, RESTORED, failed_again_when_asked, log_lines
 
 pytest_plugins = ["tests.redis_server"]
 
@@ -294,11 +294,46 @@ def test_redeliveries_against_a_slow_service_never_exceed_the_budget(http_functi
         client = http_function()
         outcomes = [outcome(deliver(client, event())[1]) for _ in range(6)]
         time.sleep(0.6)  # the last slow answers finish (bounded)
-        assert emulator.restores("graph-1", "exec-1") == 2
-    assert outcomes[:2] == ["retryable_error", "retryable_error"]
-    assert outcomes[2] == "budget_exhausted"
-    assert set(outcomes[3:]) == {"duplicate"}
-    assert budget_used(function_env) == 2
+        # The first restore got no answer, nor did the query after it; every redelivery asks
+        # again before sending, gets no answer either, and sends nothing.
+        assert emulator.restores("graph-1", "exec-1") == 1
+    assert outcomes == ["retryable_error"] * 6
+    assert budget_used(function_env) == 1
+
+
+def test_a_redelivery_after_an_unanswered_restore_asks_before_sending(
+    threaded_obs, http_function, function_env
+):
+    """The restore and the query after it got no answer; the redelivery asks first, learns
+    the restore took effect, and sends nothing."""
+    function_env["OBS_ENDPOINT"] = threaded_obs.url_for("").rstrip("/")
+    function_env.update(OBS_MAX_ATTEMPTS="1", OBS_READ_TIMEOUT="0.3")
+    queries = []
+
+    def slow_restore(_request):
+        time.sleep(0.6)
+        return Response(json.dumps(RESTORED), content_type="application/json")
+
+    def query(_request):
+        queries.append(1)
+        if len(queries) == 1:
+            time.sleep(0.6)  # the first query is lost too
+        running = {"execution_info": {"execution_name": "exec-1", "execution_state": "RUNNING"}}
+        return Response(json.dumps(running), content_type="application/json")
+
+    threaded_obs.expect_request(PATH, method="PUT").respond_with_handler(slow_restore)
+    threaded_obs.expect_request(PATH, method="GET").respond_with_handler(query)
+    client = http_function()
+    assert deliver(client, event())[0] == 503
+    code, document = deliver(client, event())  # the platform's redelivery
+    (result,) = document["results"]
+    assert (code, result["outcome"]) == (200, "skipped")
+    assert "restored already" in result["reason"]
+    give_up = time.monotonic() + 3  # slow answers are logged when they finish (bounded)
+    while puts(threaded_obs) == 0 and time.monotonic() < give_up:
+        time.sleep(0.05)
+    assert puts(threaded_obs) == 1
+    assert budget_used(function_env) == 1
 
 
 @pytest.mark.parametrize(
@@ -333,7 +368,7 @@ def test_odd_answers_end_in_a_clear_outcome(
 
 def test_the_restore_budget_stops_a_restore_loop(httpserver, http_function, function_env, capsys):
     function_env["RESTORE_MAX_RESTORES"] = "2"
-    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    failed_again_when_asked(httpserver)
     client = http_function()
     outcomes = [outcome(deliver(client, event(f"evt-{n}"))[1]) for n in range(4)]
     assert outcomes == ["restored", "restored", "budget_exhausted", "budget_exhausted"]
@@ -354,7 +389,7 @@ def test_refused_restores_do_not_use_the_budget(httpserver, http_function, funct
 
 def test_the_budget_holds_under_concurrency(httpserver, http_function, function_env):
     function_env["RESTORE_MAX_RESTORES"] = "3"
-    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    failed_again_when_asked(httpserver)
     client = http_function()
     outcomes: list[str] = []
     lock = threading.Lock()

@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from tests.conftest import AUTH_TOKEN, PATH, REQUEST, RESTORED, SK, log_lines
+from tests.conftest import (
+    AUTH_TOKEN,
+    PATH,
+    REQUEST,
+    RESTORED,
+    SK,
+    failed_again_when_asked,
+    log_lines,
+)
 
 BEARER = {"Authorization": f"Bearer {AUTH_TOKEN}"}
 RESULT_KEYS = {
@@ -378,7 +386,7 @@ def test_an_unexpected_exception_is_a_json_500_and_a_log_line(
 
 
 def test_a_plain_request_may_carry_its_own_id_and_is_deduplicated_by_it(httpserver, http_function):
-    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    failed_again_when_asked(httpserver)
     client = http_function()
     first = post(client, {**REQUEST, "eventId": "ticket-42"}).get_json()["results"][0]
     again = post(client, {**REQUEST, "eventId": "ticket-42"}).get_json()["results"][0]
@@ -395,13 +403,13 @@ def test_a_plain_request_without_an_id_is_remembered_only_for_the_plain_window(
     httpserver, http_function, function_env
 ):
     function_env["RESTORE_PLAIN_DEDUPE_WINDOW"] = "1s"
-    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    failed_again_when_asked(httpserver)
     client = http_function()
     assert post(client).get_json()["results"][0]["outcome"] == "restored"
     assert post(client).get_json()["results"][0]["outcome"] == "duplicate"
     time.sleep(1.2)  # the execution failed again later: the same request restores again
     assert post(client).get_json()["results"][0]["outcome"] == "restored"
-    assert len(httpserver.log) == 2
+    assert [request.method for request, _ in httpserver.log] == ["PUT", "GET", "PUT"]
 
 
 def test_a_binary_cloudevent_missing_a_required_header_is_rejected_by_name(

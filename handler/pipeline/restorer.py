@@ -159,9 +159,10 @@ class Restorer:
                 "reason": "no credentials: set OBS_ACCESS_KEY_ID and "
                 "OBS_SECRET_ACCESS_KEY, or give the function an agency",
             }
-        if item.shape == SWEEP:
-            # A list answer may be stale: an execution restored a moment ago (by an event, or
-            # by an earlier sweep) can still be listed as failed. Ask before restoring.
+        if item.shape == SWEEP or ticket.restored_before:
+            # Ask before restoring when an earlier restore of this execution may have taken
+            # effect: a list answer may be stale, and an earlier attempt may have got no
+            # answer at all. A restore that may have been applied is never sent blindly.
             answer = lookup.answer() if lookup is not None else None
             state = (
                 state_of(answer, base)
@@ -169,9 +170,22 @@ class Restorer:
                 else execution_state(client, item, invocation, base)
             )
             if state is not None and state != "FAILED":
-                reason = f"execution is {state} now: the list answer was stale"
-                result = {**base, "outcome": "skipped", "reason": reason}
+                why = "the list answer was stale" if item.shape == SWEEP else "restored already"
+                result = {
+                    **base,
+                    "outcome": "skipped",
+                    "reason": f"execution is {state} now: {why}",
+                }
                 self.policy.settle(ticket, Settlement.REFUSED, record_of(result))
+                return result
+            if state is None and item.shape != SWEEP:
+                result = {
+                    **base,
+                    "outcome": "retryable_error",
+                    "reason": f"{self._api} did not say whether an earlier restore took effect; "
+                    "nothing sent",
+                }
+                self.policy.settle(ticket, Settlement.RETRY, {})
                 return result
         response = client.restoreFailedWorkflowExecution(
             item.execution_name, item.graph_name, deadline=invocation.deadline

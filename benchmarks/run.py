@@ -3,6 +3,9 @@
     python benchmarks/run.py            # the full suite (~5 minutes); writes RESULTS.md and
                                         # the README's Performance table
     python benchmarks/run.py --quick    # a ~1 minute smoke run; writes results/quick.json only
+    python benchmarks/run.py --only sweep_obs --only http
+                                        # chosen sections at full size, while iterating;
+                                        # writes results/only.json only
 
 Real endpoints are HTTPS only, so TLS is the headline: every figure that touches the wire is
 measured against an emulator serving HTTPS with a throwaway certificate (every client
@@ -54,6 +57,8 @@ README = ROOT / "README.md"
 README_BEGIN = "<!-- bench:begin (written by make bench) -->"
 README_END = "<!-- bench:end -->"
 TIME_BUDGET_SECONDS = 360.0
+# The sections in the order they run; `--only` picks some of them.
+SECTIONS = ("import", "cold_start", "client_obs", "client_dwr", "sweep_obs", "sweep_dwr", "http")
 
 
 @dataclass(frozen=True)
@@ -206,25 +211,34 @@ def main(argv: list[str] | None = None) -> int:
             for api in ("obs", "dwr")
             for wire in ("tls", "plain")
         }
-        rows, raw = _run_sections(profile, emulators, work_dir)
+        rows, raw = _run_sections(profile, emulators, work_dir, args.only)
     raw["load_average"] = {"before": load, "after": _load_average()}
     elapsed = time.monotonic() - began
     document = _document(profile, rows, raw, elapsed)
     print()
     print(text_table(rows))
     _print_notes(rows)
-    print(f"\ncores busy during the HTTP runs: {_cores(raw['http']['cores_used'])}")
+    if "http" in raw:
+        print(f"\ncores busy during the HTTP runs: {_cores(raw['http']['cores_used'])}")
     print(f"load average (1 min) before / after: {load:.2f} / {raw['load_average']['after']:.2f}")
     print(f"total runtime {elapsed:.0f}s")
     if elapsed > TIME_BUDGET_SECONDS:
         print(f"WARNING: over the {TIME_BUDGET_SECONDS:.0f}s budget for `make bench`")
-    _write(document, rows, profile, elapsed)
+    _write(document, rows, profile, elapsed, partial=bool(args.only))
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (~30 s)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"run only this section (repeatable; one of {', '.join(SECTIONS)}); "
+        "RESULTS.md and README.md are left alone",
+    )
     return parser
 
 
@@ -236,7 +250,10 @@ def _loopback_only() -> None:
 
 
 def _run_sections(
-    profile: Profile, emulators: dict[tuple[str, str], EmulatorProcess], work_dir: Path
+    profile: Profile,
+    emulators: dict[tuple[str, str], EmulatorProcess],
+    work_dir: Path,
+    only: list[str] | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     raw: dict[str, Any] = {}
@@ -254,7 +271,10 @@ def _run_sections(
         ("sweep_dwr", lambda: bench_sweep.run(profile.sweep, pair("dwr"), "dwr")),
         ("http", lambda: bench_http.run(profile.http, pair("obs"), work_dir)),
     )
+    assert tuple(name for name, _ in sections) == SECTIONS
     for name, section in sections:
+        if only and name not in only:
+            continue
         started = time.monotonic()
         print(f"  {name} ...", end=" ", flush=True)
         section_rows, raw[name] = section()
@@ -329,12 +349,15 @@ def _notes(rows: list[Row]) -> list[str]:
     return lines
 
 
-def _write(document: dict[str, Any], rows: list[Row], profile: Profile, elapsed: float) -> None:
+def _write(
+    document: dict[str, Any], rows: list[Row], profile: Profile, elapsed: float, partial: bool
+) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    target = RESULTS_DIR / ("latest.json" if profile is FULL else "quick.json")
+    name = "only.json" if partial else "latest.json" if profile is FULL else "quick.json"
+    target = RESULTS_DIR / name
     target.write_text(json.dumps(document, indent=1, default=str) + "\n", encoding="utf-8")
     print(f"wrote {target.relative_to(BENCH_DIR.parent)}")
-    if profile is FULL:
+    if profile is FULL and not partial:
         RESULTS_MD.write_text(_markdown(document, rows, profile, elapsed), encoding="utf-8")
         print(f"wrote {RESULTS_MD.relative_to(BENCH_DIR.parent)}")
         if _write_readme(_machine_line(document, elapsed), rows):

@@ -8,21 +8,32 @@
 
 This is the client stage of the pipeline: it imports :mod:`handler.credentials`,
 :mod:`handler.names` and :mod:`handler.endpoint`, never another stage.
+
+The names below are loaded on first use (PEP 562): ``from handler.client import DwrClient``
+reads only the DWR modules and the shared core, not the OBS client and its signer, and a
+process that uses one API never imports the other's.
 """
 
-from handler.client.dwr import DwrClient
-from handler.client.obs import WorkflowClient
-from handler.client.results import (
-    ExecutionInfo,
-    ExecutionPage,
-    ExecutionSummary,
-    GraphPage,
-    RestoreBody,
-    WorkflowResult,
-    normalise_state,
-)
-from handler.client.transport import DEADLINE_EXCEEDED, RetryPolicy
-from handler.names import InvalidNameError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# name -> the module that defines it
+_EXPORTS = {
+    "DEADLINE_EXCEEDED": "handler.client.transport",
+    "DwrClient": "handler.client.dwr",
+    "ExecutionInfo": "handler.client.results",
+    "ExecutionPage": "handler.client.results",
+    "ExecutionSummary": "handler.client.results",
+    "GraphPage": "handler.client.results",
+    "InvalidNameError": "handler.names",
+    "RestoreBody": "handler.client.results",
+    "RetryPolicy": "handler.client.transport",
+    "WorkflowClient": "handler.client.obs",
+    "WorkflowResult": "handler.client.results",
+    "normalise_state": "handler.client.results",
+}
 
 __all__ = [
     "DEADLINE_EXCEEDED",
@@ -38,3 +49,31 @@ __all__ = [
     "WorkflowResult",
     "normalise_state",
 ]
+
+if TYPE_CHECKING:
+    from handler.client.dwr import DwrClient
+    from handler.client.obs import WorkflowClient
+    from handler.client.results import (
+        ExecutionInfo,
+        ExecutionPage,
+        ExecutionSummary,
+        GraphPage,
+        RestoreBody,
+        WorkflowResult,
+        normalise_state,
+    )
+    from handler.client.transport import DEADLINE_EXCEEDED, RetryPolicy
+    from handler.names import InvalidNameError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is an ordinary module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from handler.client.dwr_signing import DATE_HEADER, DwrSigner, canonical_query, sdk_date
-from handler.client.obs import bounded_int
 from handler.client.results import (
     DWR_STATUSES,
     ExecutionInfo,
@@ -33,7 +32,14 @@ from handler.client.results import (
     restore_body,
     text_or_none,
 )
-from handler.client.transport import JSON, USER_AGENT, KeepAliveClient, RetryPolicy, Transport
+from handler.client.transport import (
+    JSON,
+    USER_AGENT,
+    KeepAliveClient,
+    RetryPolicy,
+    Transport,
+    bounded_int,
+)
 from handler.credentials import Credentials
 from handler.names import validate_name
 

@@ -27,7 +27,14 @@ from handler.client.results import (
     restore_body,
     text_or_none,
 )
-from handler.client.transport import JSON, USER_AGENT, KeepAliveClient, RetryPolicy, Transport
+from handler.client.transport import (
+    JSON,
+    USER_AGENT,
+    KeepAliveClient,
+    RetryPolicy,
+    Transport,
+    bounded_int,
+)
 from handler.credentials import Credentials
 from handler.names import validate_name
 
@@ -211,13 +218,3 @@ def _sub_resources(query: dict[str, Any]) -> str:
         return ""
     parts = [name if value is None else f"{name}={value}" for name, value in sorted(query.items())]
     return "?" + "&".join(parts)
-
-
-def bounded_int(value: object, name: str, low: int, high: int | None) -> int:
-    """``value`` when it is an integer within bounds, else ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"invalid {name}: must be an integer")
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ValueError(f"invalid {name}: must be {bounds}, got {value}")
-    return value

@@ -388,3 +388,13 @@ def _retry_after(header: list[tuple[str, str]]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def bounded_int(value: object, name: str, low: int, high: int | None) -> int:
+    """``value`` when it is an integer within bounds, else ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"invalid {name}: must be an integer")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"invalid {name}: must be {bounds}, got {value}")
+    return value

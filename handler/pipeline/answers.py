@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from handler.client import DwrClient, WorkflowClient, WorkflowResult
+from handler.client import WorkflowResult
 from handler.intake import Item
 from handler.pipeline.delivery import Invocation
 from handler.policy import FailureFacts
 
 if TYPE_CHECKING:
+    from handler.client import DwrClient, WorkflowClient
     from handler.pipeline.restorer import Restorer
 
 # 4xx answers that may mean "this execution is not failed (any more)": checked with a query.

@@ -11,9 +11,9 @@ import atexit
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from handler.client import DEADLINE_EXCEEDED, DwrClient, RetryPolicy, WorkflowClient, WorkflowResult
+from handler.client import DEADLINE_EXCEEDED, RetryPolicy, WorkflowResult
 from handler.credentials import Credentials
 from handler.intake import Item
 from handler.pipeline.answers import (
@@ -34,6 +34,9 @@ from handler.report import Reporter, SinkSender, configure_logging, monotonic_ms
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable, open_store_deferred
 from handler.sweep import SWEEP, SweepRequest, SweepSummary
+
+if TYPE_CHECKING:
+    from handler.client import DwrClient, WorkflowClient
 
 
 class Restorer:
@@ -298,7 +301,11 @@ def make_client(settings: Settings, credentials: Credentials) -> WorkflowClient 
         "retry": RetryPolicy(max_attempts=settings.max_attempts),
         "verify": settings.verify,
     }
+    # Only the configured API's client is imported: its signer and parsing are read at the
+    # first event, the other API's never (handler.client loads names on first use).
     if settings.workflow_api == "dwr":
+        from handler.client.dwr import DwrClient
+
         assert settings.project_id is not None  # load_settings requires it for dwr
         return DwrClient(
             credentials.access_key_id,
@@ -308,6 +315,8 @@ def make_client(settings: Settings, credentials: Credentials) -> WorkflowClient 
             credentials.security_token,
             **options,
         )
+    from handler.client.obs import WorkflowClient
+
     return WorkflowClient(
         credentials.access_key_id,
         credentials.secret_access_key,

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from handler.durations import duration_seconds
+
 RULE_FIELDS = frozenset(
     {"name", "graphs", "restore_on", "leave_on", "max_restores", "window", "spacing"}
 )
@@ -37,8 +39,6 @@ MAX_RULES = 100
 MAX_PATTERNS = 50
 NEVER_SECONDS = 10 * 365 * 86400.0  # a backoff without a cap that outgrows any window
 EXCERPT_CHARS = 120  # how much of an error text a result quotes
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -350,8 +350,8 @@ def _seconds(value: Any, where: str, *, minimum: float) -> float:
         seconds = float(value)
         if not math.isfinite(seconds):
             raise PolicyError(where, "must be finite")
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip().lower())):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    elif isinstance(value, str) and (parsed := duration_seconds(value)) is not None:
+        seconds = parsed
     else:
         raise PolicyError(where, f"must be a duration like 30s, 5m or 24h, got {value!r}")
     if seconds < minimum:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from handler.durations import duration_seconds
 from handler.endpoint import normalise_endpoint
 from handler.names import validate_name
 from handler.redaction import redact, redact_url
@@ -125,8 +125,6 @@ SECRET_SETTINGS = frozenset(
         "HUAWEICLOUD_SDK_SECURITY_TOKEN",
     }
 )
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -279,11 +277,10 @@ def parse_duration(text: str, name: str, *, minimum: float) -> float:
     Public because sweep overrides (a timer's ``user_event``) use the same form; ``name`` is
     the setting or field a :class:`SettingsError` names.
     """
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
+    seconds = duration_seconds(text)
+    if seconds is None:
         shown = ascii(text[:40])
         raise SettingsError(name, f"must be a duration like 30s, 5m, 24h or 7d, got {shown}")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds < minimum:
         raise SettingsError(name, f"must be at least {minimum:g} seconds")
     return seconds

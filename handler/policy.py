@@ -263,8 +263,11 @@ class Policy:
         self._store.finish(item.event_id, claim_token, record, self._retention(item))
         return verdict
 
-    def settle(self, ticket: Ticket, settlement: Settlement, record: dict[str, Any]) -> str | None:
-        """Apply a settlement; return a note when the store could not take it (never raise)."""
+    def settle(
+        self, ticket: Ticket, settlement: Settlement, record: dict[str, Any]
+    ) -> StoreUnavailable | None:
+        """Apply a settlement; return the store's failure when it could not take it (never
+        raise): the caller says so in the answer and keeps the failure's text for the log."""
         store = self._store
         try:
             if settlement in (Settlement.REFUSED, Settlement.RETRY):
@@ -274,7 +277,7 @@ class Policy:
             else:
                 store.release(ticket.key, ticket.claim_token)
         except StoreUnavailable as exc:
-            return f"outcome not recorded, state store unavailable: {exc}"
+            return exc
         return None
 
     def _recently_restored(self, item: Item, claim_token: str) -> Verdict | None:

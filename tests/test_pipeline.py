@@ -50,3 +50,42 @@ def test_an_unexpected_exception_is_contained_to_its_item_and_logged():
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == 2
     assert "KeyError" in lines[0]["exception"] and "exception" not in lines[1]
+
+
+class FinishFailsStore:
+    """A store that takes the claim and the budget but cannot record the outcome."""
+
+    def __init__(self) -> None:
+        self._store = open_store("memory://")
+        self.describe = "flaky"
+
+    def finish(self, key, token, record, retention):
+        from handler.store import StoreUnavailable
+
+        raise StoreUnavailable("state store redis://:hunter2@10.0.0.7:6379/0 unavailable: reset")
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_an_outcome_the_store_could_not_record_is_said_without_the_store_s_address(httpserver):
+    from tests.conftest import PATH, RESTORED
+
+    httpserver.expect_request(PATH, method="PUT").respond_with_json(RESTORED)
+    stream = io.StringIO()
+    settings = Settings(
+        endpoint=httpserver.url_for("").rstrip("/"),
+        access_key_id="AK",
+        secret_access_key="SK-secret",
+    )
+    restorer = Restorer(settings, FinishFailsStore(), Reporter(configure_logging("INFO", stream)))
+    items = from_http(json.dumps({"graphName": "graph-1", "executionName": "exec-1"}).encode(), {})
+
+    answer = restorer.run(items, Invocation(id="inv-1")).document()
+
+    (result,) = answer["results"]
+    assert result["outcome"] == "restored"
+    assert "outcome not recorded" in result["reason"]
+    assert "10.0.0.7" not in json.dumps(answer) and "hunter2" not in json.dumps(answer)
+    (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert "10.0.0.7" in line["detail"] and "10.0.0.7" not in line["reason"]

@@ -198,9 +198,12 @@ class Restorer:
         result.update(outcome=outcome, reason=reason)
         if response.status in CREDENTIAL_REFUSALS:
             result["severity"] = "ERROR"  # nothing restores until an operator acts
-        note = self.policy.settle(ticket, settlement, record_of(result))
-        if note:
+        unrecorded = self.policy.settle(ticket, settlement, record_of(result))
+        if unrecorded is not None:
+            # The store's message names its host or path: the log line gets it, not the caller.
+            note = "outcome not recorded, state store unavailable"
             result["reason"] = f"{reason}; {note}" if reason else note
+            result["detail"] = str(unrecorded)
         return result
 
     def _classify(

@@ -150,7 +150,7 @@ class Restorer:
         ticket: Ticket,
         invocation: Invocation,
         base: dict[str, Any],
-        lookup: ExecutionLookup | None = None,
+        lookup: ExecutionLookup,
     ) -> dict[str, Any]:
         client = self.client_for(invocation.credentials)
         if client is None:
@@ -166,12 +166,9 @@ class Restorer:
             # Ask before restoring when an earlier restore of this execution may have taken
             # effect: a list answer may be stale, and an earlier attempt may have got no
             # answer at all. A restore that may have been applied is never sent blindly.
-            answer = lookup.answer() if lookup is not None else None
-            state = (
-                state_of(answer, base)
-                if answer
-                else execution_state(client, item, invocation, base)
-            )
+            # One query serves this check and the rules' error patterns (the lookup caches it).
+            answer = lookup.answer()
+            state = state_of(answer, base) if answer is not None else None
             if state is not None and state != "FAILED":
                 why = "the list answer was stale" if item.shape == SWEEP else "restored already"
                 result = {

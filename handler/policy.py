@@ -22,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
 from handler.intake import Item
+from handler.intake.identity import reused_identity
 from handler.rules import DEFAULT_RULE_NAME, Match, Rule
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable
@@ -110,8 +111,15 @@ class Policy:
         assert item.graph_name is not None and item.execution_name is not None
         if not self._settings.graph_allowed(item.graph_name):
             return Verdict("skipped", "graph is not in RESTORE_GRAPH_ALLOWLIST")
+        ttl = claim_ttl or self._settings.claim_ttl
         try:
-            claim = self._store.claim(item.event_id, claim_ttl or self._settings.claim_ttl)
+            claim = self._store.claim(item.event_id, ttl)
+            if claim.state == "done" and _recorded_for_another(claim.record, item):
+                # The id was used before for another execution: that outcome is not this
+                # one's. The item gets a key of its own, so its redeliveries still dedupe.
+                own_key = reused_identity(item.event_id, item.graph_name, item.execution_name)
+                item = replace(item, event_id=own_key)
+                claim = self._store.claim(item.event_id, ttl)
         except StoreUnavailable as exc:
             return _store_down(exc)
         if claim.state == "done":
@@ -172,7 +180,7 @@ class Policy:
         if dry_run:
             self._release(item.event_id, claim_token)
         else:
-            record = {"outcome": "skipped", "reason": reason, **fields}
+            record = {"outcome": "skipped", "reason": reason, **fields, **_names(item)}
             self._store.finish(item.event_id, claim_token, record, self._retention(item))
         return Verdict("skipped", reason, fields)
 
@@ -259,7 +267,7 @@ class Policy:
             f"{rule.window:g}s already ({source})",
             fields,
         )
-        record = {"outcome": verdict.outcome, "reason": verdict.reason, **fields}
+        record = {"outcome": verdict.outcome, "reason": verdict.reason, **fields, **_names(item)}
         self._store.finish(item.event_id, claim_token, record, self._retention(item))
         return verdict
 
@@ -335,6 +343,25 @@ def _store_down(exc: StoreUnavailable) -> Verdict:
         "state store unavailable, nothing called",
         {"errorCode": "StoreUnavailable"},
         detail=str(exc),
+    )
+
+
+def _names(item: Item) -> dict[str, Any]:
+    """The execution a record is for, kept beside its outcome (see _recorded_for_another)."""
+    return {"graphName": item.graph_name, "executionName": item.execution_name}
+
+
+def _recorded_for_another(record: dict[str, Any] | None, item: Item) -> bool:
+    """Whether ``record`` is the outcome of another execution than ``item``'s.
+
+    A record without names (written before records carried them) cannot tell: it answers
+    as before, for at most its retention.
+    """
+    if not record or record.get("graphName") is None or record.get("executionName") is None:
+        return False
+    return (record["graphName"], record["executionName"]) != (
+        item.graph_name,
+        item.execution_name,
     )
 
 

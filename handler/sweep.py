@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from handler.intake import IntakeError, Item
+from handler.intake.identity import sweep_identity
 from handler.intake.items import RESTORE
 from handler.names import InvalidNameError, validate_name
 from handler.settings import Settings, SettingsError, parse_duration
@@ -97,7 +98,7 @@ class Failure:
     def item(self) -> Item:
         """The restore item: its identity is this failure, not just the execution."""
         when = self.stopped_at or self.started_at or "unknown"
-        event_id = f"sweep:{self.graph}/{self.execution}@{when}"
+        event_id = sweep_identity(self.graph, self.execution, when)
         moment = _parse_time(self.stopped_at) if self.stopped_at else None
         return Item(
             RESTORE,

@@ -170,6 +170,27 @@ def test_a_409_for_an_execution_still_failed_is_a_failure(httpserver, http_funct
 # --- nothing lost -----------------------------------------------------------------------------
 
 
+def test_an_id_reused_for_another_execution_is_handled_not_answered_with_the_first_outcome(
+    httpserver, http_function
+):
+    """A sender that reuses an event id for another execution still gets that one restored,
+    and both keep deduplicating their own redeliveries."""
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    restored_2 = {**RESTORED, "execution_name": "exec-2"}
+    httpserver.expect_request("/v2/workflowexecutions/exec-2").respond_with_json(restored_2)
+    client = http_function()
+    assert outcome(deliver(client, event("evt-1"))[1]) == "restored"
+    code, document = deliver(client, event("evt-1", execution="exec-2"))
+    assert (code, outcome(document)) == (200, "restored")
+    assert document["results"][0]["eventId"] == "ce:HC.OBS:evt-1"  # the sender's id, as sent
+    assert outcome(deliver(client, event("evt-1", execution="exec-2"))[1]) == "duplicate"
+    assert outcome(deliver(client, event("evt-1"))[1]) == "duplicate"
+    assert [request.path for request, _ in httpserver.log if request.method == "PUT"] == [
+        PATH,
+        "/v2/workflowexecutions/exec-2",
+    ]
+
+
 @pytest.mark.parametrize(
     ("status", "headers"),
     [
@@ -484,7 +505,7 @@ def test_an_event_in_flight_elsewhere_is_redelivered_not_lost(
     httpserver.expect_request(PATH).respond_with_json(RESTORED)
     client = http_function()
     with open_store(function_env["RESTORE_STATE_URL"]) as store:
-        assert store.claim("HC.OBS/evt-1", 0.5).acquired  # the other, doomed invocation
+        assert store.claim("ce:HC.OBS:evt-1", 0.5).acquired  # the other, doomed invocation
     code, document = deliver(client, event())
     assert (code, outcome(document)) == (503, "duplicate")
     assert puts(httpserver) == 0

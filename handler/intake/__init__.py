@@ -26,14 +26,17 @@ parsing, item count while collecting), and a message never echoes more than a sh
 ``ascii()`` preview of the input, so every reason is safe to log and to return to a caller.
 
 Identity (``Item.event_id``) is what the pipeline deduplicates on, so it must be the same for
-the same request however often and in whatever envelope it arrives:
+the same request however often and in whatever envelope it arrives, and never the same for
+two requests. Every identity is ``<family>:<part>...`` with percent-encoded parts, built by
+:mod:`handler.intake.identity` (which says why), so no sender can forge another family's
+identity or make two different pairs of parts meet:
 
-* a CloudEvent is ``"<source>/<id>"`` (the pair the CloudEvents spec makes unique);
-* an SMN message is ``"smn:<message_id>"`` - the same whether it came by HTTP or by trigger;
-* a plain request may name itself with ``"eventId"``: ``"request:<eventId>"``, deduplicated
+* a CloudEvent is ``ce:<source>:<id>`` (the pair the CloudEvents spec makes unique);
+* an SMN message is ``smn:<message_id>`` - the same whether it came by HTTP or by trigger;
+* a plain request may name itself with ``"eventId"``: ``request:<eventId>``, deduplicated
   like a CloudEvent id;
-* when one event or message carries an array of requests, element *i* gets ``"#<i>"`` appended;
-* anything else is ``"sha256:"`` + the SHA-256 of the canonical JSON (sorted keys, compact,
+* when one event or message carries an array of requests, element *i* gets ``#<i>`` appended;
+* anything else is ``sha256:`` + the SHA-256 of the canonical JSON (sorted keys, compact,
   ASCII) of the request *normalised*: ``{"execution": E, "graph": G}`` for a restore (so
   ``graphName``/``graph_name``/URN spellings of one request coincide), the same plus
   ``"state"`` for a skip, and ``{"rejected": <the value as received>}`` for a reject. The
@@ -41,8 +44,8 @@ the same request however often and in whatever envelope it arrives:
   item has ``identified_by_content`` set: the same content later may be a new failure of the
   same execution, so the policy remembers it only briefly.
 
-An identity that is longer than 512 characters or not printable ASCII is replaced by a hash of
-itself, so it stays a safe store key and log field.
+An identity longer than 512 characters is replaced by a hash of itself within its family
+(``ce:sha256=<hex>``), so it stays a safe store key and log field.
 
 The package, one module per concern (envelope modules after powertools' ``data_classes``):
 

@@ -1,9 +1,10 @@
 """CloudEvents in every content mode: structured, binary, batch, and decoded by a framework.
 
-An event's identity is ``"<source>/<id>"``, the pair the CloudEvents spec makes unique; its
-``data`` (an object, an array of objects, or JSON text or base64 carrying them) holds the
-restore requests. The ``cloudevents`` SDK validates the attributes; it is imported inside the
-functions that need it, on first use, so importing the intake stays standard-library only.
+An event's identity is ``ce:<source>:<id>``, the pair the CloudEvents spec makes unique
+(:func:`~handler.intake.identity.cloudevent_identity`); its ``data`` (an object, an array of
+objects, or JSON text or base64 carrying them) holds the restore requests. The
+``cloudevents`` SDK validates the attributes; it is imported inside the functions that need
+it, on first use, so importing the intake stays standard-library only.
 This module is not named ``cloudevents`` so that it can never be mistaken for the SDK.
 """
 
@@ -14,7 +15,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from handler.intake.identity import rejected_value, safe_id
+from handler.intake.identity import cloudevent_identity, rejected_value
 from handler.intake.items import (
     CLOUDEVENT,
     CLOUDEVENT_BATCH,
@@ -149,7 +150,7 @@ def _read_event(
         reason = "CloudEvent 'id' and 'source' must be non-empty strings"
         out.add(rejected_value(raw, shape, reason))
         return
-    base_id = safe_id(f"{source}/{event_id}")
+    base_id = cloudevent_identity(source, event_id)
     shown_source = loggable(source)
     if problem is not None:
         out.add(Item(REJECT, base_id, shape, reason=problem, source=shown_source))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from handler.intake.identity import MAX_ID_CHARS, hash_id, safe_id
+from handler.intake.identity import MAX_ID_CHARS, element_identity, hash_id, request_identity
 from handler.intake.items import REJECT, RESTORE, SKIP, Item, ItemCollector
 from handler.intake.messages import kind, nonempty_str, preview, show
 from handler.names import InvalidNameError, validate_name
@@ -77,7 +77,7 @@ def read_payload(
         return
     if isinstance(payload, (list, tuple)) and payload:
         for index, element in enumerate(payload):
-            element_id = safe_id(f"{base_id}#{index}")
+            element_id = element_identity(base_id, index)
             if isinstance(element, dict):
                 out.add(request_item(element, element_id, shape, source))
             else:
@@ -103,7 +103,7 @@ def request_item(request: dict[str, Any], event_id: str | None, shape: str, sour
             reason = f"{REQUEST_ID_KEY} must be a non-empty string of at most {MAX_ID_CHARS} chars"
             return Item(REJECT, hash_id({"rejected": request}), shape, reason=reason)
         if own_id is not None:
-            event_id = safe_id(f"request:{own_id}")
+            event_id = request_identity(own_id)
     by_content = event_id is None
     outcome = _read_request(request)
     if isinstance(outcome, str):

@@ -1,7 +1,7 @@
 """SMN messages, posted to an HTTP(S) subscription or delivered by FunctionGraph's SMN trigger.
 
 Both carry the same message object, so both read it here and give it the same identity,
-``"smn:<message_id>"``: a message that arrives both ways is restored once. A Notification's
+``smn:<message_id>``: a message that arrives both ways is restored once. A Notification's
 ``message`` (JSON text) holds the restore request(s); a subscription or unsubscribe
 confirmation is only skipped, never confirmed - that is a deliberate operator step - but the
 skip reason carries the ``subscribe_url`` so the operator can find it.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handler.intake.identity import hash_id, rejected_value, safe_id
+from handler.intake.identity import hash_id, rejected_value, smn_identity
 from handler.intake.items import REJECT, SKIP, SMN, SMN_TRIGGER, Item, ItemCollector
 from handler.intake.limits import envelope_array, nested_payload
 from handler.intake.messages import kind, loggable, nonempty_str, preview
@@ -58,10 +58,8 @@ def read_smn(message: dict[str, Any], shape: str, out: ItemCollector) -> None:
     """One SMN message: a Notification carries requests; a confirmation is only skipped."""
     source = loggable(message.get("topic_urn"))
     message_id = message.get("message_id")
-    if nonempty_str(message_id):
-        base_id = safe_id(f"smn:{message_id}")
-    else:
-        base_id = hash_id({"smn": message})
+    # A message without an id can only be identified by its content.
+    base_id = smn_identity(message_id) if nonempty_str(message_id) else hash_id({"smn": message})
     message_type = message.get("type")
     message_type = message_type.lower() if isinstance(message_type, str) else message_type
     if message_type in SMN_CONFIRMATIONS:

@@ -335,15 +335,15 @@ def test_different_requests_and_verdicts_have_different_identities():
     assert len({restore, other, skipped, looks_normalised.event_id}) == 4
 
 
-def test_cloudevent_identity_is_source_slash_id():
+def test_cloudevent_identity_is_its_source_and_id_in_the_ce_family():
     item = only(post(cloudevent(request(), "abc-1", "/custom/watcher")))
-    assert item.event_id == "/custom/watcher/abc-1"
+    assert item.event_id == "ce:%2Fcustom%2Fwatcher:abc-1"
     assert item.source == "/custom/watcher"
 
 
 def test_each_request_of_one_event_gets_an_index_suffix():
     items = post(cloudevent([request(execution="a"), request(execution="b"), 3], "x"))
-    assert [item.event_id for item in items] == ["HC.OBS/x#0", "HC.OBS/x#1", "HC.OBS/x#2"]
+    assert [item.event_id for item in items] == ["ce:HC.OBS:x#0", "ce:HC.OBS:x#1", "ce:HC.OBS:x#2"]
     assert [item.verdict for item in items] == ["restore", "restore", "reject"]
 
 
@@ -355,13 +355,14 @@ def test_smn_identity_is_the_message_id_however_it_arrives():
     assert by_http.source == "urn:smn:cn-north-4:p:topic"
 
 
-def test_an_unprintable_or_very_long_identity_is_hashed_deterministically():
-    for event_id in ("a\nb", "é", "x" * 600):
-        first = only(post(cloudevent(request(), event_id))).event_id
-        again = only(post(cloudevent(request(), event_id))).event_id
-        assert first == again
-        assert first.startswith("sha256:")
-        assert len(first) == len("sha256:") + 64
+def test_an_unprintable_identity_is_percent_encoded_and_a_very_long_one_hashed_in_its_family():
+    assert only(post(cloudevent(request(), "a\nb"))).event_id == "ce:HC.OBS:a%0Ab"
+    assert only(post(cloudevent(request(), "é"))).event_id == "ce:HC.OBS:%C3%A9"
+    first = only(post(cloudevent(request(), "x" * 600))).event_id
+    again = only(post(cloudevent(request(), "x" * 600))).event_id
+    assert first == again
+    assert first.startswith("ce:sha256=")
+    assert len(first) == len("ce:sha256=") + 64
 
 
 def test_rejected_items_still_have_an_identity():
@@ -541,7 +542,7 @@ def test_smn_trigger_record_from_another_source_is_rejected():
 def test_apig_envelope_reads_header_names_case_insensitively():
     ce_headers = {"CE-ID": "b-1", "Ce-Source": "HC.OBS", "ce-SPECVERSION": "1.0", "Ce-Type": "t"}
     item = only(from_event(apig(json.dumps(request()), ce_headers)))
-    assert (item.shape, item.event_id, item.verdict) == ("apig", "HC.OBS/b-1", "restore")
+    assert (item.shape, item.event_id, item.verdict) == ("apig", "ce:HC.OBS:b-1", "restore")
 
 
 def test_apig_envelope_nested_in_apig_envelope_is_not_unwrapped_again():
@@ -559,7 +560,7 @@ def test_apig_envelope_posted_to_the_http_url_is_unwrapped():
 def test_binary_cloudevent_with_an_unknown_specversion_is_rejected_with_its_identity():
     headers = {"ce-id": "1", "ce-source": "s", "ce-type": "t", "ce-specversion": "9.9"}
     item = only(from_http(json.dumps(request()).encode(), headers))
-    assert (item.verdict, item.event_id) == ("reject", "s/1")
+    assert (item.verdict, item.event_id) == ("reject", "ce:s:1")
     assert item.reason.startswith("invalid CloudEvent")
 
 
@@ -587,14 +588,14 @@ def test_cloudevent_without_data_or_with_empty_array_data_is_rejected():
 )
 def test_from_cloudevent_reads_data_in_every_form_the_framework_leaves_it(data):
     item = only(from_cloudevent({"id": "1", "source": "HC.OBS", "type": CE_TYPE}, data))
-    assert (item.verdict, item.event_id, item.shape) == ("restore", "HC.OBS/1", "cloudevent")
+    assert (item.verdict, item.event_id, item.shape) == ("restore", "ce:HC.OBS:1", "cloudevent")
 
 
 def test_from_cloudevent_rejects_unreadable_data_but_keeps_the_identity():
     attributes = {"id": "1", "source": "HC.OBS", "type": CE_TYPE}
     for data, reason in ((b"\xff\xfe", "not UTF-8"), ("oops", "not JSON"), (None, "missing")):
         item = only(from_cloudevent(attributes, data))
-        assert (item.verdict, item.event_id) == ("reject", "HC.OBS/1")
+        assert (item.verdict, item.event_id) == ("reject", "ce:HC.OBS:1")
         assert reason in item.reason
 
 
@@ -609,7 +610,7 @@ def test_from_cloudevent_accepts_the_sdk_event_as_attributes():
 
     event = CloudEvent({"id": "sdk-1", "source": "HC.OBS", "type": CE_TYPE}, request())
     item = only(from_cloudevent(event, event.get_data()))
-    assert (item.verdict, item.event_id) == ("restore", "HC.OBS/sdk-1")
+    assert (item.verdict, item.event_id) == ("restore", "ce:HC.OBS:sdk-1")
 
 
 def test_from_cloudevent_data_too_large_is_413():

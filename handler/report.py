@@ -19,6 +19,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from handler.redaction import redact_url_in
+
 LOGGER_NAME = "obs_workflow_restore"
 EVENT_SOURCE = "obs-workflow-restore"
 EVENT_TYPE_PREFIX = "com.huaweicloud.obs.workflow.execution."
@@ -297,8 +299,9 @@ class SinkSender:
             )
             response.close()
         except Exception as exc:  # any sink failure is reported, never raised
-            first_line = (str(exc).splitlines() or [""])[0][:200]
-            return f"{type(exc).__name__}: {first_line}"
+            # The library's message quotes the URL, whose query or userinfo may be its key.
+            first_line = redact_url_in((str(exc).splitlines() or [""])[0], self.url)
+            return f"{type(exc).__name__}: {first_line[:200]}"
         if response.status_code >= 300:
             return f"sink answered {response.status_code}"
         return None

@@ -270,6 +270,33 @@ def test_a_sink_failure_never_fails_the_restore(httpserver, http_function, funct
     assert lines[1]["eventId"] == lines[0]["eventId"] and "500" in lines[1]["sinkError"]
 
 
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on: a connection to it is refused at once."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_sink_error_line_shows_neither_the_sinks_userinfo_nor_its_query(
+    httpserver, http_function, function_env, capsys, closed_port
+):
+    function_env["RESTORE_EVENT_SINK"] = (
+        f"http://hook:pw-SECRET@127.0.0.1:{closed_port}/hook?sig=sig-SECRET&code=code-SECRET"
+    )
+    httpserver.expect_request(PATH).respond_with_json(RESTORED)
+    assert post(http_function()).status_code == 200
+    flush_sink()
+    captured = capsys.readouterr()
+    (line,) = [line for line in log_lines(captured.out) if line.get("sinkError")]
+    assert line["sinkError"].startswith("ConnectionError")
+    assert "/hook?***" in line["sinkError"]  # still says where it went, without the secrets
+    for secret in ("pw-SECRET", "sig-SECRET", "code-SECRET", "sig=", "code="):
+        assert secret not in captured.out + captured.err
+
+
 def flush_sink() -> None:
     """Wait (bounded) until the served function's queued sink events are sent."""
     import sys

@@ -6,7 +6,9 @@ CloudEvent echoes the request's headers and body. So when :mod:`handler.main` is
 functions-framework, it installs two things on that app:
 
 * a ``before_request`` check: every call except the token-free probes (GET, HEAD, OPTIONS)
-  is authenticated before anything is parsed, whatever the signature type;
+  is authenticated before anything is parsed, whatever the signature type; for the
+  CloudEvent signature type it then answers the probes (the framework routes only POST
+  there) and refuses, with a typed 4xx, a request its SDK could not read as one CloudEvent;
 * error handlers that answer JSON - a framework error by its status and a fixed message, an
   exception no stage handled as a 500 (or 503 for a delivery that must be retried).
 
@@ -33,15 +35,26 @@ FRAMEWORK_ERRORS = {
 }
 
 
+# The endpoint functions-framework gives a CloudEvent function (its signature type's name).
+CLOUDEVENT_ENDPOINT = "cloudevent"
+
+
 def install(
     app: flask.Flask,
     authenticate: Callable[[Any], Answer | None],
     crash_answer: Callable[[BaseException], Answer],
+    screen_cloudevent: Callable[[Any], Answer | None],
 ) -> None:
-    """Hook the caller check and the JSON error answers into functions-framework's app."""
+    """Hook the caller check, the CloudEvent target's screen and the JSON error answers into
+    functions-framework's app."""
 
     def check_caller() -> Answer | None:
-        return authenticate(flask.request)
+        refusal = authenticate(flask.request)
+        # The app is built around the module after it is loaded: which kind it is shows
+        # only now, by the endpoint the framework registered.
+        if refusal is not None or CLOUDEVENT_ENDPOINT not in app.view_functions:
+            return refusal
+        return screen_cloudevent(flask.request)
 
     def framework_error(error: HTTPException) -> Answer:
         status = error.code or 500

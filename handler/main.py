@@ -11,8 +11,9 @@ understands.
 
   ``POST /sweep`` runs a sweep; ``GET``/``HEAD`` are liveness, ``GET /ready`` readiness.
 * ``restore_cloudevent(cloud_event)`` - ``--signature-type cloudevent``; the caller is
-  checked before the framework parses the event (:mod:`handler.framework`), and a delivery
-  that must be retried is answered 503 so the platform delivers again.
+  checked, and the request screened, before the framework parses the event
+  (:mod:`handler.framework`); probes answer as on the URL; a delivery that must be retried
+  is answered 503 so the platform delivers again, an unusable one with its typed 4xx.
 * ``handler(event, context)`` - FunctionGraph event functions (``index.handler`` style):
   API Gateway events are authenticated like the URL, TIMER events run a sweep, platform
   triggers (SMN, EventGrid) need no token.
@@ -68,7 +69,7 @@ def _install_framework_hooks() -> None:
     if flask is not None and flask.has_app_context():
         from handler.framework import install
 
-        install(flask.current_app, authenticate_request, crash_answer)
+        install(flask.current_app, authenticate_request, crash_answer, screen_cloudevent_request)
 
 
 class RetryableDeliveryError(RuntimeError):
@@ -80,6 +81,19 @@ class RetryableDeliveryError(RuntimeError):
     def __init__(self, message: str, document: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.document = document or {}
+
+
+class RefusedDeliveryError(RuntimeError):
+    """Raised by the CloudEvent target to answer a 4xx: the framework answers a CloudEvent
+    function's return with 200, so any other answer has to leave as an exception.
+
+    ``document`` is the delivery's result document (with its ``error``), ``status`` the 4xx.
+    """
+
+    def __init__(self, document: dict[str, Any], status: int) -> None:
+        super().__init__(f"delivery refused with {status}")
+        self.document = document
+        self.status = status
 
 
 Answer = tuple[str, int, dict[str, str]]
@@ -115,21 +129,51 @@ def restore(request: Any) -> Answer:
 def restore_cloudevent(cloud_event: Any) -> None:
     """CloudEvent target: the framework has parsed the event; its data is the delivery.
 
-    The caller was authenticated before the framework parsed anything (see
-    :mod:`handler.framework`); a delivery that must be retried raises, answered 503.
+    The caller was authenticated, and the request checked to be one CloudEvent the framework
+    can read, before the framework parsed anything (:func:`screen_cloudevent_request`). A
+    delivery that must be retried raises, answered 503; one that cannot be used (unreadable
+    data, every item rejected) raises, answered with its 4xx - a redelivery of the same
+    event cannot succeed, and a 4xx tells the platform not to try (a dead-letter queue keeps
+    it), where a 200 would have dropped it without a trace on the sender's side.
     """
     runtime = _get_runtime()
     invocation = _invocation(None, _claim_deadline())
     try:
         items = intake.from_cloudevent(cloud_event.get_attributes(), cloud_event.data)
     except intake.IntakeError as exc:
-        runtime.rejected(exc.code, exc.message, exc.status, invocation)
-        return  # a redelivery of an unreadable event cannot succeed: acknowledge it
+        delivery = runtime.rejected(exc.code, exc.message, exc.status, invocation)
+        raise RefusedDeliveryError(delivery.document(), exc.status) from None
     delivery = runtime.run(items, invocation)
     if delivery.retry:
         raise RetryableDeliveryError(
             f"retry this delivery: {delivery.summary}", delivery.document()
         )
+    if delivery.status >= 400:
+        raise RefusedDeliveryError(delivery.document(), delivery.status)
+
+
+def screen_cloudevent_request(request: Any) -> Answer | None:
+    """The CloudEvent target's door, after the caller check and before the framework parses.
+
+    Probes are answered as on the HTTP target (the framework routes only POST there). A
+    POST the framework's SDK could not read as one CloudEvent is refused with the intake's
+    typed 4xx and a log line (:func:`handler.intake.check_cloudevent_request`); None lets the
+    framework go ahead.
+    """
+    if request.method in PROBE_METHODS:
+        return _probe(request.method, request.path, request.args)
+    if request.method != "POST":
+        return None  # the framework answers 405, as JSON
+    limit = intake.MAX_BODY_BYTES
+    try:
+        if request.content_length is not None and request.content_length > limit:
+            raise intake.IntakeError(413, "BodyTooLarge", f"body larger than {limit} bytes")
+        # get_data() keeps the bytes: the framework parses these, not a second read.
+        intake.check_cloudevent_request(request.get_data(), dict(request.headers))
+    except intake.IntakeError as exc:
+        delivery = _get_runtime().rejected(exc.code, exc.message, exc.status, _invocation(None))
+        return _json(delivery.document(), exc.status)
+    return None
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
@@ -203,6 +247,8 @@ def crash_answer(exc: BaseException) -> Answer:
     """The JSON answer to an exception no stage handled, logged with its traceback."""
     if isinstance(exc, RetryableDeliveryError):
         return _json(exc.document, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if isinstance(exc, RefusedDeliveryError):
+        return _json(exc.document, exc.status)
     _get_runtime().reporter.crashed(exc)
     return _json(_error("InternalError", "unexpected error; see the function's log"), 500)
 

@@ -276,9 +276,104 @@ def test_the_cloudevent_target_answers_json_for_a_body_that_is_no_cloudevent(
         headers={"Authorization": f"Bearer {AUTH_TOKEN}", "Content-Type": "application/json"},
     )
     assert response.status_code == 400
-    assert response.get_json()["error"]["code"] == "BadRequest"
+    assert response.get_json()["error"]["code"] == "NotACloudEvent"
     assert AUTH_TOKEN not in response.get_data(as_text=True)  # the framework's page echoed it
     assert httpserver.log == []
+
+
+STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+def structured(**changes) -> str:
+    event = {"specversion": "1.0", "id": "evt-1", "source": "HC.OBS", "type": "t", "data": REQUEST}
+    event.update(changes)
+    return json.dumps({k: v for k, v in event.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "code"),
+    [
+        (STRUCTURED, structured()[:-1] + ', "x": ' + DEEP + "}", 400, "TooDeep"),
+        (CLOUDEVENT_HEADERS, DEEP, 400, "TooDeep"),
+        (
+            {"Content-Type": "application/cloudevents-batch+json"},
+            json.dumps([json.loads(structured())]),
+            415,
+            "UnsupportedMediaType",
+        ),
+        (STRUCTURED, b"\xff" + structured().encode(), 400, "NotUTF8"),
+        (STRUCTURED, structured()[:-3], 400, "NotJSON"),
+        ({"Content-Type": "application/json"}, "[1]", 400, "NotACloudEvent"),
+        ({"Content-Type": "application/json"}, '{"context": 5, "data": 1}', 400, "NotACloudEvent"),
+        (STRUCTURED, structured(id=None), 400, "IncompleteCloudEvent"),
+        ({k: v for k, v in CLOUDEVENT_HEADERS.items() if k != "ce-id"}, "{}", 400,
+         "IncompleteCloudEvent"),
+        (STRUCTURED, structured(specversion="9"), 400, "BadCloudEvent"),
+        ({"Content-Type": "application/xml"}, "<event/>", 415, "UnsupportedMediaType"),
+        (STRUCTURED, "x" * 300_000, 413, "BodyTooLarge"),
+    ],
+    ids=[
+        "structured-deep", "binary-deep", "batch", "not-utf8", "truncated", "array",
+        "background-event-shape", "no-id", "binary-without-ce-id", "bad-specversion", "xml",
+        "too-large",
+    ],
+)  # fmt: skip
+def test_the_cloudevent_target_answers_an_unreadable_event_with_a_typed_4xx(
+    httpserver, http_function, capsys, headers, body, status, code
+):
+    client = http_function("restore_cloudevent", "cloudevent")
+    auth = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+    response = client.post("/", data=body, headers={**headers, **auth})
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.get_json()["error"]["code"] == code
+    assert httpserver.log == []
+    lines = log_lines(capsys.readouterr().out)
+    assert [line["errorCode"] for line in lines if line["message"] == "delivery rejected"] == [code]
+    assert not [line for line in lines if line["level"] == "ERROR"]  # no traceback, no crash
+
+
+@pytest.mark.parametrize("data", ["not a request", {"graphName": "../etc"}, [1, 2]])
+def test_the_cloudevent_target_answers_400_with_the_results_when_every_item_is_rejected(
+    httpserver, http_function, data
+):
+    client = http_function("restore_cloudevent", "cloudevent")
+    auth = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+    response = client.post("/", data=structured(data=data), headers={**STRUCTURED, **auth})
+    assert response.status_code == 400
+    results = response.get_json()["results"]
+    assert results and {result["outcome"] for result in results} == {"rejected"}
+    assert httpserver.log == []
+
+
+def test_the_cloudevent_target_answers_liveness_readiness_and_options_like_the_url(
+    httpserver, http_function, function_env, tmp_path
+):
+    client = http_function("restore_cloudevent", "cloudevent")
+    assert client.get("/").get_json()["status"] == "ok"
+    assert client.head("/").status_code == 200
+    assert client.options("/").status_code == 204
+    for path in ("/ready", "/?ready=1"):
+        response = client.get(path)
+        assert (response.status_code, response.get_json()["status"]) == (200, "ready")
+    assert client.put("/").status_code == 401  # not a probe: the caller check comes first
+    assert httpserver.log == []
+
+
+def test_the_cloudevent_target_is_unready_when_the_state_store_cannot_be_written(
+    http_function, function_env, tmp_path
+):
+    from handler.store import open_store
+
+    path = tmp_path / "ro.db"
+    open_store(f"sqlite:///{path}").close()
+    function_env["RESTORE_STATE_URL"] = f"sqlite:///{path}?mode=ro"
+    client = http_function("restore_cloudevent", "cloudevent")
+    assert client.get("/").status_code == 200
+    response = client.get("/ready")
+    assert (response.status_code, response.get_json()["status"]) == (503, "unready")
+    assert str(tmp_path) not in response.get_data(as_text=True)
 
 
 def test_the_functiongraph_path_imports_no_web_framework(function_env, httpserver):

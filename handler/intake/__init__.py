@@ -50,7 +50,8 @@ An identity longer than 512 characters is replaced by a hash of itself within it
 The package, one module per concern (envelope modules after powertools' ``data_classes``):
 
 * ``dispatch`` - the entry points :func:`from_http`, :func:`from_event`,
-  :func:`from_cloudevent`, and which envelope a delivery is;
+  :func:`from_cloudevent`, which envelope a delivery is, and
+  :func:`check_cloudevent_request` (what the CloudEvent target's framework must not parse);
 * ``cloud_events``, ``eventgrid``, ``smn`` (HTTP messages and the FunctionGraph trigger),
   ``apigateway`` - one per envelope family;
 * ``plain`` - the restore request every envelope finally carries: names, URNs (OBS and
@@ -63,7 +64,12 @@ What it may import: the standard library and :mod:`handler.names`, nothing of a 
 imported inside the functions that read CloudEvents, on first use.
 """
 
-from handler.intake.dispatch import from_cloudevent, from_event, from_http
+from handler.intake.dispatch import (
+    check_cloudevent_request,
+    from_cloudevent,
+    from_event,
+    from_http,
+)
 from handler.intake.items import MAX_ITEMS, IntakeError, Item
 from handler.intake.limits import MAX_BODY_BYTES, MAX_DEPTH
 
@@ -73,6 +79,7 @@ __all__ = [
     "MAX_ITEMS",
     "IntakeError",
     "Item",
+    "check_cloudevent_request",
     "from_cloudevent",
     "from_event",
     "from_http",

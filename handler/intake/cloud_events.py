@@ -84,7 +84,7 @@ def read_structured(event: dict[str, Any], shape: str, out: ItemCollector) -> No
     try:
         parsed = from_dict(event)
     except Exception as exc:  # the SDK raises its own, TypeError and others on odd values
-        _read_event(event, None, _sdk_problem(exc), shape, event, out)
+        _read_event(event, None, sdk_problem(exc), shape, event, out)
         return
     payload, problem = _structured_payload(event, parsed.get_data())
     _read_event(dict(parsed.get_attributes()), payload, problem, shape, event, out)
@@ -121,14 +121,15 @@ def read_binary(headers: dict[str, str], data: Any, out: ItemCollector) -> None:
         parsed = ce_from_http(headers, "-", data_unmarshaller=lambda _body: data)
     except Exception as exc:  # the SDK raises its own, TypeError and others on odd values
         attrs = {name[3:]: value for name, value in ce_headers.items()}
-        _read_event(attrs, None, _sdk_problem(exc), CLOUDEVENT, {"headers": ce_headers}, out)
+        _read_event(attrs, None, sdk_problem(exc), CLOUDEVENT, {"headers": ce_headers}, out)
         return
     payload, problem = nested_payload(parsed.get_data(), "CloudEvent data")
     raw = {"headers": ce_headers, "data": data}
     _read_event(dict(parsed.get_attributes()), payload, problem, CLOUDEVENT, raw, out)
 
 
-def _sdk_problem(exc: Exception) -> str:
+def sdk_problem(exc: Exception) -> str:
+    """What the cloudevents SDK found wrong, quoted short (its messages may echo input)."""
     return f"invalid CloudEvent: {type(exc).__name__}: {preview(str(exc), 120)}"
 
 

@@ -16,11 +16,13 @@ from handler.intake import apigateway
 from handler.intake.cloud_events import (
     CE_BATCH,
     CE_BINARY_HEADERS,
+    CE_REQUIRED,
     CE_STRUCTURED,
     read_batch,
     read_binary,
     read_decoded,
     read_structured,
+    sdk_problem,
 )
 from handler.intake.eventgrid import read_eventgrid
 from handler.intake.identity import rejected_value
@@ -86,6 +88,55 @@ def from_cloudevent(attributes: Mapping[str, Any], data: Any) -> list[Item]:
     out = ItemCollector()
     read_decoded(attributes, data, out)
     return out.result()
+
+
+def check_cloudevent_request(body: bytes, headers: Mapping[str, str]) -> None:
+    """Refuse what the CloudEvent target's framework could not read as one CloudEvent.
+
+    functions-framework parses the request with the ``cloudevents`` SDK before the function
+    runs and answers 500 when the SDK raises anything but "not a CloudEvent" - a deep body's
+    ``RecursionError``, a batch. So a request to that target passes the same limits as every
+    other delivery first (size, media type, UTF-8, JSON, depth) and must then be one event:
+    binary mode with the four required ``ce-`` headers, or structured mode, an object with
+    the four required attributes (the SDK would invent a missing ``id``: a random identity,
+    never deduplicated); and the SDK must read it. A batch carries several events, which
+    the framework cannot hand over: 415, sent to the HTTP target instead. Raises
+    :class:`IntakeError`; returns None when the framework can go ahead.
+    """
+    lowered = _lower_headers(headers)
+    raw = body_bytes(body)
+    if len(raw) > MAX_BODY_BYTES:
+        raise too_large("body", len(raw))
+    if _media_type(lowered.get("content-type", "")) == CE_BATCH:
+        raise IntakeError(
+            415,
+            "UnsupportedMediaType",
+            "the CloudEvent target takes one event per request (structured or binary mode); "
+            "post a CloudEvents batch to the HTTP target",
+        )
+    if "ce-specversion" in lowered:  # what makes the SDK read the request in binary mode
+        missing = [name for name in CE_BINARY_HEADERS if name not in lowered]
+        if raw.strip():
+            parse_document(raw)
+    else:
+        value = parse_document(raw)
+        if not (isinstance(value, dict) and "specversion" in value):
+            raise IntakeError(
+                400, "NotACloudEvent", "the body is not a CloudEvent in structured or binary mode"
+            )
+        missing = [name for name in CE_REQUIRED if name not in value]
+    if missing:
+        raise IntakeError(
+            400,
+            "IncompleteCloudEvent",
+            f"CloudEvent without the required attribute(s) {', '.join(missing)}",
+        )
+    from cloudevents.http import from_http as ce_from_http
+
+    try:
+        ce_from_http(lowered, raw)
+    except Exception as exc:  # the SDK raises its own, TypeError and others on odd values
+        raise IntakeError(400, "BadCloudEvent", sdk_problem(exc)) from None
 
 
 def _read_http(body: object, headers: dict[str, str], *, allow_apig: bool) -> list[Item]:

@@ -29,7 +29,8 @@ class IntakeError(Exception):
 
     ``status`` is the HTTP status to answer with (400, 413 or 415), ``code`` a stable
     machine-readable word (``BodyTooLarge``, ``TooManyItems``, ``NotUTF8``, ``NotJSON``,
-    ``TooDeep``, ``EmptyDelivery``, ``BadEnvelope``, ``BadBase64``, ``UnsupportedMediaType``)
+    ``TooDeep``, ``EmptyDelivery``, ``BadEnvelope``, ``BadBase64``, ``UnsupportedMediaType``,
+    ``IncompleteCloudEvent``, ``NotACloudEvent``, ``BadCloudEvent``)
     and ``message`` a human-readable explanation that quotes at most a short ``ascii()``
     preview of the input.
     """

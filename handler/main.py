@@ -41,6 +41,7 @@ if __name__ != "handler.main":  # loaded by path: functions-framework --source h
 
 from handler import __version__, intake
 from handler.credentials import Credentials
+from handler.intake.apigateway import is_apig_request
 from handler.settings import Settings, load_settings
 from handler.sweep import SweepRequest, parse_overrides
 
@@ -186,7 +187,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     platform and carry no token. For those, a delivery that must be retried raises
     :class:`RetryableDeliveryError`, which makes FunctionGraph retry it.
     """
-    if _is_api_gateway(event):
+    if is_apig_request(event):  # the intake's own test: whatever it unwraps is checked
         return _api_gateway(event, context)
     runtime = _get_runtime()
     if _is_timer(event):
@@ -402,10 +403,6 @@ def _context_call(context: Any, method: str) -> Any:
         return function()
     except Exception:  # some runtimes raise when the function has no agency
         return None
-
-
-def _is_api_gateway(event: Any) -> bool:
-    return isinstance(event, dict) and "httpMethod" in event and "body" in event
 
 
 def _lower_keys(mapping: Any) -> dict[str, Any]:

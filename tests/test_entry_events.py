@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -172,6 +173,29 @@ def test_an_api_gateway_event_with_the_token_restores(httpserver, load_main, hea
     answer = load_main().handler(apig_event(headers, query), FunctionGraphContext())
     assert answer["statusCode"] == 200
     assert json.loads(answer["body"])["summary"] == {"restored": 1}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"isBase64Encoded": False, "body": json.dumps(REQUEST)},
+        {
+            "isBase64Encoded": "true",
+            "body": base64.b64encode(json.dumps(REQUEST).encode()).decode(),
+        },
+        {"httpMethod": "POST", "body": json.dumps(REQUEST)},
+        json.dumps({"isBase64Encoded": False, "body": json.dumps(REQUEST)}),  # as text
+    ],
+    ids=["isBase64Encoded-only", "base64-flag-as-text", "httpMethod-only", "stringified"],
+)
+def test_every_event_the_intake_unwraps_as_api_gateway_needs_the_token(
+    httpserver, load_main, event
+):
+    """Whatever makes the intake read an event as an API Gateway request makes the handler
+    check its token: one predicate for both."""
+    answer = load_main().handler(event, FunctionGraphContext())
+    assert answer["statusCode"] in (400, 401)
+    assert httpserver.log == []
 
 
 def test_an_api_gateway_event_without_a_configured_token_is_forbidden(

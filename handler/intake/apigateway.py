@@ -1,7 +1,8 @@
 """FunctionGraph's API Gateway trigger: an HTTP request wrapped in an event.
 
-This module only unwraps it - the body, base64-decoded when flagged - and the dispatcher
-reads what it holds as if it had been posted to the function's URL directly.
+This module only recognises it (:func:`is_apig_request`, also the entry point's test for
+"check the token") and unwraps it - the body, base64-decoded when flagged - and the
+dispatcher reads what it holds as if it had been posted to the function's URL directly.
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from handler.intake.limits import MAX_BODY_BYTES, body_bytes, too_large
 from handler.intake.messages import kind
 
 
-def is_apig_request(value: dict[str, Any]) -> bool:
-    """An API Gateway event: a ``body`` beside the keys only the gateway's envelope has."""
-    return "body" in value and ("httpMethod" in value or "isBase64Encoded" in value)
+def is_apig_request(value: object) -> bool:
+    """An API Gateway event: a ``body`` beside the keys only the gateway's envelope has.
+
+    The one test of it: the intake unwraps exactly these, and :mod:`handler.main` checks the
+    token of exactly these - an event read as a gateway request without its token checked
+    would let anyone who can reach the gateway in.
+    """
+    return (
+        isinstance(value, dict)
+        and "body" in value
+        and ("httpMethod" in value or "isBase64Encoded" in value)
+    )
 
 
 def request_body(envelope: dict[str, Any]) -> bytes:

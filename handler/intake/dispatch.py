@@ -67,10 +67,13 @@ def from_event(event: object) -> list[Item]:
 
     Besides every HTTP shape this accepts the SMN trigger's ``{"record": [...]}`` and the API
     Gateway trigger's request envelope. A ``str`` or ``bytes`` event is read as an HTTP body
-    without headers. Returns one Item per request or raises :class:`IntakeError`.
+    without headers, but never unwrapped as an API Gateway envelope: the gateway delivers
+    objects, and the entry point checks the token only of an event that is one
+    (:func:`~handler.intake.apigateway.is_apig_request`). Returns one Item per request or
+    raises :class:`IntakeError`.
     """
     if isinstance(event, (str, bytes, bytearray, memoryview)):
-        return _read_http(event, {}, allow_apig=True)
+        return _read_http(event, {}, allow_apig=False)
     check_value(event)
     out = ItemCollector()
     _read_value(event, out, allow_apig=True)
@@ -223,7 +226,7 @@ def _read_value(value: Any, out: ItemCollector, *, allow_apig: bool) -> None:
     elif shape == APIG and allow_apig:
         _read_apig(value, out)
     elif shape == APIG:
-        reason = "an API Gateway envelope inside another envelope is not read"
+        reason = "an API Gateway envelope is not read inside another envelope or as text"
         out.add(rejected_value(value, APIG, reason))
     else:
         out.add(request_item(value, None, PLAIN, ""))

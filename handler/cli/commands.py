@@ -33,22 +33,33 @@ from handler.store import StoreUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; the return value is the process exit code."""
+    """Run one command; the return value is the process exit code.
+
+    The one place every command's failure ends: one line on standard error and exit 2, never
+    a traceback - scripts and schedulers read the last line, and a traceback may quote a
+    setting. An exception nobody expected is named by its type only, for the same reason.
+    """
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "emulator":
-        from handler.devtools.emulator import cli as emulator_cli
-
-        return emulator_cli.main(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
+        if args.command == "emulator":
+            from handler.devtools.emulator import cli as emulator_cli
+
+            return emulator_cli.main(rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return args.run(args)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130  # the shell's code for "stopped by Ctrl-C", not a failure of the command
+    except Exception as exc:  # the last resort: no command may end in a traceback
+        print(f"error: unexpected {type(exc).__name__}; the command stopped", file=sys.stderr)
         return 2
 
 

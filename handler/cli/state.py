@@ -19,6 +19,29 @@ from handler.store import StateStore
 
 T = TypeVar("T")
 
+MAX_LIMIT = 1000  # records `state` shows: a screenful is 20, a script's look-back a thousand
+
+
+def _limit(text: str) -> int:
+    """``--limit``: how many records, 1 to :data:`MAX_LIMIT` (a store asked for more, or for
+    a number SQLite cannot hold, would scan everything or fail)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number 1-{MAX_LIMIT}, got {text[:30]!r}"
+        ) from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_LIMIT}, got {text[:30]}")
+    return value
+
+
+def _key(text: str) -> str:
+    """``EVENT_ID``: a key as `state` lists it; an empty one names no record at all."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty: give the key `state` lists")
+    return text
+
 
 def add_commands(commands: Any) -> None:
     """Add ``state`` and its actions to the command line's subparsers."""
@@ -27,7 +50,9 @@ def add_commands(commands: Any) -> None:
         help="show recent dedupe and budget records; forget an outcome, reset a budget",
         description="Needs only RESTORE_STATE_URL (and RESTORE_BUDGET_WINDOW).",
     )
-    state.add_argument("--limit", type=int, default=20, help="records to show (default: 20)")
+    state.add_argument(
+        "--limit", type=_limit, default=20, help=f"records to show, 1-{MAX_LIMIT} (default: 20)"
+    )
     state.add_argument("--json", action="store_true", help="print the records as JSON")
     state.set_defaults(run=_state)
     actions = state.add_subparsers(dest="action", metavar="ACTION")
@@ -35,7 +60,7 @@ def add_commands(commands: Any) -> None:
         "forget",
         help="drop an event's recorded outcome or in-progress marker, so it can run again",
     )
-    forget.add_argument("event_id", metavar="EVENT_ID", help="the key `state` lists")
+    forget.add_argument("event_id", metavar="EVENT_ID", type=_key, help="the key `state` lists")
     forget.add_argument("--json", action="store_true", help="print the result as JSON")
     forget.set_defaults(run=_state_forget)
     reset = actions.add_parser(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from handler import cli
 from tests.cli.conftest import one_line_error
 from tests.function_server import free_port
@@ -102,3 +104,26 @@ def test_state_reset_budget_lets_an_execution_be_restored_again(
     for bad in ("no-slash", "graph-1/../x", "/exec-1"):
         assert cli.main(["state", "reset-budget", bad]) == 2
         assert one_line_error(capsys).startswith("error: invalid")
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["state", "forget", ""], "argument EVENT_ID: must not be empty"),
+        (["state", "forget", "   "], "argument EVENT_ID: must not be empty"),
+        (["state", "--limit", "99999999999999999999"], "argument --limit: must be 1-1000"),
+        (["state", "--limit", "0"], "argument --limit: must be 1-1000"),
+        (["state", "--limit", "-1"], "argument --limit: must be 1-1000"),
+        (["state", "--limit", "ten"], "argument --limit: must be a whole number 1-1000"),
+    ],
+)
+def test_a_bad_state_argument_is_a_one_line_error_and_exit_2(
+    tmp_path, monkeypatch, capsys, command, expected
+):
+    monkeypatch.setenv("RESTORE_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        code = cli.main(command)
+    except SystemExit as exit_:  # argparse's own checks exit
+        code = exit_.code
+    assert code == 2
+    assert expected in one_line_error(capsys)

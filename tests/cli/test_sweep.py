@@ -185,3 +185,20 @@ def test_sweep_needs_credentials_and_a_reachable_state_store(service, sweep_env,
     assert captured.out == "" and "hunter2" not in captured.err
     assert captured.err.splitlines()[-1] == "error: state store unavailable: nothing was swept"
     assert service.restores == []
+
+
+def test_a_sweep_that_fails_unexpectedly_is_one_line_and_exit_2_never_a_traceback(
+    service, sweep_env, capsys
+):
+    """Whatever goes wrong inside a command, the command line ends with one line and exit 2
+    (here a lookback so long that the window's start is before the first date)."""
+    sweep_env()
+    service.add("graph-1", "run-1", "FAILED", NOW - timedelta(minutes=5))
+    assert cli.main(["sweep", "--lookback", "800000d"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    *log, last = captured.err.splitlines()
+    assert last.startswith("error: ")
+    assert "OverflowError" in last or "--lookback" in last  # its type, or why the flag is bad
+    assert all(line.startswith("{") for line in log)  # only the JSON log lines before it
+    assert service.restores == []

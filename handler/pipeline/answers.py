@@ -203,9 +203,12 @@ def response_fields(response: WorkflowResult) -> dict[str, Any]:
 
 
 def record_of(result: dict[str, Any]) -> dict[str, Any]:
-    """What a redelivery of this item will be answered with."""
+    """What a redelivery of this item will be answered with (and who forced it, if anyone)."""
     keys = (
         "outcome", "status", "requestId", "executionUrn", "restoredAt", "errorCode",
         "errorMessage", "reason", "rule",
     )  # fmt: skip
-    return {k: result.get(k) for k in keys}
+    record = {k: result.get(k) for k in keys}
+    if result.get("forced"):
+        record["forced"] = result["forced"]
+    return record

@@ -131,18 +131,28 @@ class Restorer:
         if invocation.deadline is not None:
             claim_ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
         lookup = ExecutionLookup(self, item, invocation)
-        decision = self.policy.admit(
-            item, claim_ttl, dry_run=invocation.dry_run, facts=lookup.facts
-        )
+        forced = invocation.forced
+        if forced is not None:
+            # The operator decided instead of the allowlist and the rules: who and why go into
+            # the result, and so into the record and the log line.
+            base["forced"] = {"by": forced.by, "reason": forced.reason or None}
+            decision = self.policy.admit_forced(item, claim_ttl, dry_run=invocation.dry_run)
+        else:
+            decision = self.policy.admit(
+                item, claim_ttl, dry_run=invocation.dry_run, facts=lookup.facts
+            )
         if isinstance(decision, Verdict):
             result = {**base, "outcome": decision.outcome, "reason": decision.reason}
             result.update(decision.fields)
             if decision.detail:
                 result["detail"] = decision.detail
         else:
-            result = self._restore(
-                item, decision, invocation, {**base, "rule": decision.rule}, lookup
-            )
+            rule = None if forced is not None else decision.rule
+            result = self._restore(item, decision, invocation, {**base, "rule": rule}, lookup)
+        if forced is not None:
+            note, reason = forced.describe(), result.get("reason")
+            result["reason"] = f"{note}; {reason}" if reason else note
+            result.setdefault("severity", "WARNING")  # skipped rules are worth a look
         lookup.note_execution_error(result)
         redeliver = result["outcome"] == "retryable_error" or (
             isinstance(decision, Verdict) and decision.redeliver

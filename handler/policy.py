@@ -138,6 +138,65 @@ class Policy:
             self._release(item.event_id, claim.token)
             return _store_down(exc)
 
+    def admit_forced(
+        self, item: Item, claim_ttl: float | None = None, *, dry_run: bool = False
+    ) -> Ticket | Verdict:
+        """An operator's forced restore (``restore --force``): a Ticket, or the Verdict.
+
+        The allowlist and the rules' decision (patterns, spacing) are skipped - the operator
+        has decided - but the rest is an event's: the identity is claimed, a unit of the
+        execution's budget (``RESTORE_MAX_RESTORES`` within ``RESTORE_BUDGET_WINDOW``) is
+        reserved and the outcome recorded, so a forced restore counts against the loop limit
+        like any other. It never lifts that limit: ``state reset-budget`` is the explicit way.
+        """
+        assert item.graph_name is not None and item.execution_name is not None
+        try:
+            claim = self._store.claim(item.event_id, claim_ttl or self._settings.claim_ttl)
+        except StoreUnavailable as exc:
+            return _store_down(exc)
+        if claim.state == "done":
+            return _duplicate_of(claim.record or {})
+        if not claim.acquired:
+            return Verdict("duplicate", "in progress in another invocation", redeliver=True)
+        subject = f"{item.graph_name}/{item.execution_name}"
+        limit, window = self._settings.max_restores, self._settings.budget_window
+        dry_run = self._settings.dry_run or dry_run
+        fields: dict[str, Any] = {"rule": None}
+        try:
+            times = self._store.budget_times(subject, window)
+            token = None
+            if len(times) < limit and not dry_run:
+                token = self._store.reserve_budget(subject, limit, window)
+            if token is not None:
+                return Ticket(
+                    item.event_id, claim.token, subject, token, self._retention(item),
+                    restored_before=bool(times),
+                )  # fmt: skip
+            if dry_run and len(times) < limit:
+                self._release(item.event_id, claim.token)
+                return Verdict(
+                    "dry_run",
+                    f"dry run: a forced restore would be sent (restore {len(times) + 1} of "
+                    f"{limit} within RESTORE_BUDGET_WINDOW)",
+                    fields,
+                )
+            verdict = Verdict(
+                "budget_exhausted",
+                f"{limit} restores of this execution within {window:g}s already "
+                f"(RESTORE_MAX_RESTORES): --force does not lift the budget, "
+                f"`state reset-budget {subject}` does",
+                fields,
+            )
+            if dry_run:
+                self._release(item.event_id, claim.token)
+            else:
+                record = {"outcome": verdict.outcome, "reason": verdict.reason, **fields}
+                self._store.finish(item.event_id, claim.token, record, self._retention(item))
+            return verdict
+        except StoreUnavailable as exc:
+            self._release(item.event_id, claim.token)
+            return _store_down(exc)
+
     def _decide(
         self,
         item: Item,

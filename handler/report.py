@@ -119,6 +119,8 @@ class Reporter:
         fields.update(invocationId=invocation_id, durationMs=round(duration_ms, 3))
         if result.get("detail"):
             fields["detail"] = result["detail"]
+        if result.get("forced"):
+            fields["forced"] = result["forced"]  # an operator's --force: by whom, and why
         self._logger.log(
             level, f"restore {result['outcome']}", extra={"fields": fields}, exc_info=failure
         )

@@ -3,7 +3,8 @@
 Every command reads the same environment variables as the deployed function (see the README's
 settings table), so what works here works there:
 
-    obs-workflow-restore restore --graph G --execution E   one restore through the shared client
+    obs-workflow-restore restore --graph G --execution E   one restore, admitted as an event
+        [--force [--reason T]] [--dry-run]
     obs-workflow-restore replay FILE|-                      a saved delivery through the pipeline
     obs-workflow-restore sweep [--graph G ...] [--lookback 6h] [--dry-run]
                                                             list failed executions, restore them

@@ -1,33 +1,67 @@
-"""``restore`` (one execution, straight through the shared client) and ``replay`` (a saved
-delivery, through the whole pipeline as the function would handle it).
+"""``restore`` (one execution, through the same admission as an event) and ``replay`` (a
+saved delivery, through the whole pipeline as the function would handle it).
 
 Both answer the question an operator asks after a failure - "would this restore work now?" -
-with the function's own settings, so a success here means the same call works there.
+with the function's own settings, so a success here means the same call works there. An
+operator's restore is an item like any event's: the allowlist, the restore rules, the budget
+and the recorded outcome all apply (its identity is ``cli:<graph>:<execution>:<time>``), so
+the command line is no back door around the loop limit. ``--force`` skips the allowlist and
+the rules for an operator who has decided, never the budget or the record, and says who did.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from handler.cli.output import print_fields, print_table
+from handler.intake.identity import cli_identity
 from handler.settings import SettingsError, load_settings
+
+MAX_REASON_CHARS = 200  # an operator's --reason, kept in the record and every log line
+# The result fields printed for a restore, in this order.
+RESTORE_FIELDS = (
+    "outcome", "reason", "rule", "forced", "eventId", "status", "requestId", "executionUrn",
+    "restoredAt", "errorCode", "errorMessage", "attempts", "executionError",
+)  # fmt: skip
+# Outcomes after which nothing is left to do: the restore happened, or need not happen.
+DONE_OUTCOMES = frozenset({"restored", "skipped", "duplicate"})
+DEADLINE_MARGIN_SECONDS = 1.0  # as the function: finish before the in-progress marker expires
 
 
 def add_commands(commands: Any) -> None:
     """Add ``restore`` and ``replay`` to the command line's subparsers."""
-    restore = commands.add_parser("restore", help="restore one failed execution now")
+    restore = commands.add_parser(
+        "restore",
+        help="restore one failed execution now, through the function's rules",
+        description="One restore through the same admission as an event: the allowlist, the "
+        "restore rules, the budget and the recorded outcome. Exit 0 when restored or nothing "
+        "was left to do, 1 when it failed or must be retried (refused by the budget, deferred, "
+        "no answer), 2 when it could not run.",
+    )
     restore.add_argument("--graph", required=True, help="workflow (graph) name")
     restore.add_argument("--execution", required=True, help="execution name")
     restore.add_argument("--json", action="store_true", help="print the result as JSON")
     restore.add_argument(
         "--dry-run",
         action="store_true",
-        help="only query the execution and say whether a restore would be sent "
-        "(also when RESTORE_DRY_RUN=true)",
+        help="say what the function would decide and query the execution's state, but send "
+        "no restore and record nothing (also when RESTORE_DRY_RUN=true)",
+    )
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the allowlist and the restore rules (never the budget): the result, the "
+        "record and the log line say who forced it",
+    )
+    restore.add_argument(
+        "--reason", metavar="TEXT", help="why the restore is forced (with --force; logged)"
     )
     restore.set_defaults(run=_restore)
 
@@ -45,55 +79,137 @@ def add_commands(commands: Any) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from handler.client import InvalidNameError
-    from handler.credentials import Credentials
-    from handler.pipeline import make_client
+    from handler.intake import Item
+    from handler.intake.items import RESTORE
+    from handler.names import InvalidNameError, validate_name
+    from handler.pipeline import Forced, Invocation, build_restorer
 
     settings = load_settings()
     if not (settings.access_key_id and settings.secret_access_key):
         raise SettingsError("OBS_ACCESS_KEY_ID", "credentials are required for restore")
-    credentials = Credentials(
-        settings.access_key_id, settings.secret_access_key, settings.security_token
+    try:
+        graph = validate_name(args.graph, "graphName")
+        execution = validate_name(args.execution, "executionName")
+    except InvalidNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    problem = _reason_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    dry_run = args.dry_run or settings.dry_run
+    forced = Forced(_operator(), (args.reason or "").strip()) if args.force else None
+    item = Item(RESTORE, _identity(graph, execution), "cli", graph, execution)
+    invocation = Invocation(
+        deadline=time.monotonic() + max(0.5, settings.claim_ttl - DEADLINE_MARGIN_SECONDS),
+        dry_run=dry_run,
+        forced=forced,
     )
-    client = make_client(settings, credentials)
-    with client:
-        try:
-            if args.dry_run or settings.dry_run:
-                return _restore_dry_run(client, args)
-            response = client.restoreFailedWorkflowExecution(args.execution, args.graph)
-        except InvalidNameError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+    restorer = build_restorer(settings, log_stream=sys.stderr)
+    try:
+        delivery = restorer.run([item], invocation)
+        (result,) = delivery.results
+        if result.get("errorCode") == "StoreUnavailable":
+            print("error: state store unavailable: nothing was called", file=sys.stderr)
             return 2
-    result = {
-        "status": response.status,
-        "requestId": response.requestId,
-        "executionUrn": getattr(response.body, "executionUrn", None),
-        "restoredAt": getattr(response.body, "restoredAt", None),
-        "errorCode": response.errorCode,
-        "errorMessage": response.errorMessage,
-        "attempts": response.attempts,
-    }
-    print_fields(result, as_json=args.json)
-    return 0 if response.ok else 1
+        if dry_run:
+            # A dry run leaves nothing behind: markers were released, and a decision the
+            # policy records (an exhausted budget) is dropped again under this run's identity.
+            restorer.store.forget(item.event_id)
+            result["reason"] = (result["reason"] or "").replace("RESTORE_DRY_RUN is on", "dry run")
+            result.update(_would_restore(restorer, item, result))
+    finally:
+        restorer.close()
+    document = {name: result.get(name) for name in RESTORE_FIELDS}
+    if dry_run:
+        for name in ("dryRun", "executionState", "wouldRestore"):
+            document[name] = result[name]
+    if result.get("maybeApplied"):
+        document["maybeApplied"] = True
+        document["hint"] = (
+            "may have been applied, check with `obs-workflow-restore restore --graph "
+            f"{graph} --execution {execution} --dry-run`"
+        )
+    _print_restore(document, graph, execution, as_json=args.json)
+    if dry_run:
+        return 0 if document["wouldRestore"] else 1
+    if result["outcome"] == "rejected":
+        return 2
+    # A duplicate still in flight elsewhere (delivery.retry) is not done yet.
+    return 0 if result["outcome"] in DONE_OUTCOMES and not delivery.retry else 1
 
 
-def _restore_dry_run(client: Any, args: argparse.Namespace) -> int:
-    """Ask the service what state the execution is in; a restore is sent only when FAILED."""
-    response = client.getWorkflowExecution(args.execution, args.graph)
-    info = getattr(response.body, "executionInfo", None) or {}
-    state = info.get("execution_state") if response.ok else None
-    result = {
+def _reason_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--reason`` cannot be used, or None. It goes into records and log lines: one
+    short line of printable text, and only with --force, where it means something."""
+    if args.reason is None:
+        return None
+    if not args.force:
+        return "--reason goes with --force (it says why the rules were skipped)"
+    if len(args.reason) > MAX_REASON_CHARS or not args.reason.isprintable():
+        return f"--reason must be one line of printable text, at most {MAX_REASON_CHARS} chars"
+    return None
+
+
+def _operator() -> str:
+    """Who is forcing: the OS user running the command (never a secret, always something)."""
+    try:
+        return getpass.getuser() or "unknown"
+    except (OSError, KeyError, ImportError):  # no login name and no passwd entry (containers)
+        return "unknown"
+
+
+def _identity(graph: str, execution: str) -> str:
+    """The operator's restore is its own request: one identity per run of the command, so a
+    second run is judged afresh (by the budget, and by a query when a restore came before)."""
+    moment = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return cli_identity(graph, execution, moment.replace("+00:00", "Z"))
+
+
+def _would_restore(restorer: Any, item: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """A dry run's answer: the execution's state now (a query, no restore) and whether the
+    function would send a restore - admitted, and the execution failed, which the service
+    requires."""
+    from handler.pipeline.answers import state_of, unreadable_execution
+
+    client = restorer.client_for(None)
+    answer = client.getWorkflowExecution(item.execution_name, item.graph_name)
+    state = state_of(answer, result)
+    admitted = result["outcome"] == "dry_run"
+    fields: dict[str, Any] = {
         "dryRun": True,
-        "status": response.status,
-        "requestId": response.requestId,
         "executionState": state,
-        "wouldRestore": state == "FAILED",
-        "errorCode": response.errorCode,
-        "errorMessage": response.errorMessage,
-        "attempts": response.attempts,
+        "wouldRestore": admitted and state == "FAILED",
     }
-    print_fields(result, as_json=args.json)
-    return 0 if result["wouldRestore"] else 1
+    if admitted and state != "FAILED":
+        seen = f"the execution is {state}" if state else unreadable_execution(answer)
+        fields["reason"] = f"{result['reason']}; but no restore would be sent: {seen}"
+    return fields
+
+
+def _print_restore(document: dict[str, Any], graph: str, execution: str, *, as_json: bool) -> None:
+    """A headline (what happened, which rule decided), then the fields; or one JSON line."""
+    if as_json:
+        print(json.dumps(document))
+        return
+    if document.get("maybeApplied"):
+        headline = f"{graph}/{execution}: {document['hint']}"
+    else:
+        outcome = document["outcome"]
+        if document.get("dryRun"):
+            outcome = f"dry run, {'would' if document['wouldRestore'] else 'would not'} restore"
+        if document.get("forced"):
+            outcome += f" (forced by {document['forced']['by']})"
+        elif document.get("rule"):
+            outcome += f" (rule {document['rule']})"
+        headline = f"{graph}/{execution}: {outcome}"
+    print(headline)
+    fields = dict(document)
+    fields.pop("hint", None)
+    if fields.get("forced"):
+        forced = fields["forced"]
+        fields["forced"] = forced["by"] + (f": {forced['reason']}" if forced["reason"] else "")
+    print_fields(fields, as_json=False)
 
 
 def _replay(args: argparse.Namespace) -> int:

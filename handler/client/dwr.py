@@ -244,7 +244,53 @@ def _execution_info(payload: dict[str, Any]) -> ExecutionInfo:
         if isinstance(node, dict) and (message := text_or_none(node.get("error_message")))
     )
     info = {**payload, "execution_state": state}
-    return ExecutionInfo(executionInfo=info, status=status, errorMessages=messages)
+    return ExecutionInfo(
+        executionInfo=info, status=status, errorMessages=messages, stoppedAt=_stopped_at(payload)
+    )
+
+
+def _stopped_at(payload: dict[str, Any]) -> float | None:
+    """When the execution last stopped (epoch seconds), or None when the answer does not say.
+
+    The latest of the execution's ``end_time`` (``yyyy-MM-ddTHH:mm:ssZ``: whole seconds) and
+    its nodes' ``end_time`` (epoch milliseconds), whichever is more precise; the
+    ``last_update_time`` only when neither is given. Each is cut, never rounded up, so the
+    value is never later than the true moment: "stopped after X" is then never claimed
+    wrongly because of the answer's precision.
+    """
+    nodes = payload.get("node_execution_details")
+    moments = [_moment(payload.get("end_time"))]
+    moments += [
+        _moment(node.get("end_time"))
+        for node in (nodes if isinstance(nodes, list) else ())
+        if isinstance(node, dict)
+    ]
+    known = [moment for moment in moments if moment is not None]
+    if known:
+        return max(known)
+    return _moment(payload.get("last_update_time"))
+
+
+# Epoch milliseconds from 2001 to 9999: anything else in a time field is not a time we can use.
+_EPOCH_MS_RANGE = (978307200000, 253402300799999)
+
+
+def _moment(value: object) -> float | None:
+    """Epoch seconds from a DWR time: epoch milliseconds, or ``yyyy-MM-ddTHH:mm:ssZ`` text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int):
+        low, high = _EPOCH_MS_RANGE
+        return value / 1000.0 if low <= value <= high else None
+    if isinstance(value, str) and _LIST_TIME.fullmatch(value):
+        try:
+            moment = datetime.strptime(value, _LIST_TIME_FORMAT)
+        except ValueError:  # the right shape, but no date (month 13)
+            return None
+        return moment.replace(tzinfo=timezone.utc).timestamp()
+    return None
 
 
 def _execution_page(payload: dict[str, Any]) -> ExecutionPage:

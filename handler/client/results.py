@@ -59,12 +59,16 @@ class ExecutionInfo:
 
     ``executionInfo["execution_state"]`` is the state in OBS terms for both APIs.
     ``errorMessages`` are the failed nodes' ``error_message`` values (DWR only: the OBS API
-    says nothing about why an execution failed).
+    says nothing about why an execution failed). ``stoppedAt`` is when the execution last
+    stopped, in epoch seconds, never later than the true moment (DWR only: the OBS query
+    documents no stop time); it tells a run that stopped after a restore was sent from the
+    failure the restore was for.
     """
 
     executionInfo: dict[str, Any]
     status: str | None = None  # the service's own word for the state (DWR: ``fail``, ...)
     errorMessages: tuple[str, ...] = ()
+    stoppedAt: float | None = None
 
     @property
     def executionState(self) -> str | None:

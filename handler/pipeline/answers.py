@@ -6,6 +6,7 @@ decisions; everything here turns a :class:`~handler.client.WorkflowResult` into 
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from handler.client import WorkflowResult
@@ -58,6 +59,10 @@ class ExecutionLookup:
             )
         return self._answer
 
+    def asked(self) -> WorkflowResult | None:
+        """The answer if the query was made already; never asks."""
+        return self._answer
+
     def note_execution_error(self, result: dict[str, Any]) -> None:
         """Put why the execution failed into ``result``, if a query made for it said so."""
         if self._answer is not None and "executionError" not in result:
@@ -70,14 +75,13 @@ class ExecutionLookup:
         answer = self.answer()
         if answer is None:
             return FailureFacts(None, "no credentials to query the execution", "NoCredentials")
-        if answer.ok and answer.body is not None:
+        problem = unreadable_execution(answer)
+        if problem is None:
             return FailureFacts(tuple(answer.body.errorMessages))
-        if answer.retryable or answer.status in CREDENTIAL_REFUSALS:
-            return FailureFacts(
-                None, f"the query answered {answer.status or 'nothing'}", answer.errorCode
-            )
-        # A definite refusal (no such execution): nothing to match; the restore says the rest.
-        return FailureFacts(())
+        # Whatever the answer was - a refusal, a redirect, a 200 whose body is cut off or is
+        # a portal's HTML page - it did not say why the execution failed. Taking it as "no
+        # error text" would record "no rule matches" for a failure a rule restores: retry.
+        return FailureFacts(None, problem, answer.errorCode or "UnreadableAnswer")
 
 
 def execution_state(
@@ -90,20 +94,84 @@ def execution_state(
     return state_of(answer, result)
 
 
+def unreadable_execution(answer: WorkflowResult) -> str | None:
+    """Why a query's answer is not a readable execution, or None when it is one.
+
+    Readable means: a 2xx whose body was parsed into the execution, with its state. Anything
+    else - no answer, a refusal, a redirect (never followed), a 200 whose body was cut off,
+    was not JSON or carried no state - says nothing about the execution, so no decision
+    (rules, "still failed?") may be taken from it.
+    """
+    if answer.ok:
+        info = getattr(answer.body, "executionInfo", None)
+        if isinstance(info, dict) and info.get("execution_state"):
+            return None
+        detail = answer.errorMessage or "the body carried no execution state"
+        return f"the query answered {answer.status} but not with a readable execution ({detail})"
+    if answer.status == 0:
+        return f"the query got no answer ({answer.errorCode or 'no connection'})"
+    if 300 <= answer.status < 400:
+        return f"the query was answered with a redirect ({answer.status}), not followed"
+    return f"the query answered {answer.status} ({answer.errorCode or 'no error code'})"
+
+
 def state_of(answer: WorkflowResult, result: dict[str, Any]) -> str | None:
-    """The state a query answered, or None if unknown.
+    """The state a query answered, or None if unknown (:func:`unreadable_execution`).
 
     When the answer says why the execution failed (DWR's failed nodes), ``result`` carries
     the first reason as ``executionError``, cut short: it is the service's text about the
     user's data, for the operator, and never holds one of our secrets.
     """
-    if not answer.ok or answer.body is None:
+    if unreadable_execution(answer) is not None:
         return None
     errors = getattr(answer.body, "errorMessages", ())
     if errors:
         result["executionError"] = errors[0][:EXECUTION_ERROR_CHARS]
     state = answer.body.executionInfo.get("execution_state")
     return str(state).upper() if state else None
+
+
+def stopped_at(answer: WorkflowResult | None) -> float | None:
+    """When a readable execution last stopped, if the API says (DWR; the OBS query does not)."""
+    if answer is None or unreadable_execution(answer) is not None:
+        return None
+    return getattr(answer.body, "stoppedAt", None)
+
+
+def took_effect(
+    answer: WorkflowResult, sent_at: float, stopped_before: float | None = None
+) -> str | None:
+    """Why ``answer`` shows that a restore sent at ``sent_at`` (wall-clock seconds) was
+    applied, or None when it cannot tell.
+
+    An execution that is not failed any more was restored. A failed one was restored and
+    failed again only if the service says when it stopped (DWR does) and that is after the
+    restore was sent - and after the stop time the query showed before sending, when there
+    was one: that comparison is between two of the service's own times, so a clock
+    difference between it and us cannot make the old failure look new. The OBS query gives
+    no stop time: there a failed execution may be one the restore never reached, so this
+    says nothing and the caller stays careful.
+    """
+    state = state_of(answer, {})
+    if state is None:
+        return None
+    if state != "FAILED":
+        return f"the execution is {state} now"
+    stopped = stopped_at(answer)
+    if stopped is None or stopped <= sent_at:
+        return None
+    if stopped_before is not None and stopped <= stopped_before:
+        return None
+    return (
+        f"the execution failed again at {iso_ms(stopped)}, after the restore was sent at "
+        f"{iso_ms(sent_at)} - a new failure, restored under its own identity (its own event "
+        "or the next sweep)"
+    )
+
+
+def iso_ms(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def credential_refusal(api: str, response: WorkflowResult, invocation: Invocation) -> str:
@@ -135,10 +203,14 @@ def response_fields(response: WorkflowResult) -> dict[str, Any]:
 
 
 def record_of(result: dict[str, Any]) -> dict[str, Any]:
-    """What a redelivery of this item will be answered with, and which execution it was for
-    (an id reused for another execution must not be answered with it: see the policy)."""
+    """What a redelivery of this item will be answered with, which execution it was for (an
+    id reused for another execution must not be answered with it: see the policy), and who
+    forced it, if anyone."""
     keys = (
         "outcome", "status", "requestId", "executionUrn", "restoredAt", "errorCode",
         "errorMessage", "reason", "rule", "graphName", "executionName",
     )  # fmt: skip
-    return {k: result.get(k) for k in keys}
+    record = {k: result.get(k) for k in keys}
+    if result.get("forced"):
+        record["forced"] = result["forced"]
+    return record

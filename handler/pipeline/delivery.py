@@ -16,6 +16,22 @@ from handler.report import RESULT_FIELDS
 
 
 @dataclass(frozen=True)
+class Forced:
+    """An operator's ``restore --force``: who forced it (the OS user) and why (their words).
+
+    Both go into the result, the record and the log line: a restore that skipped the rules
+    must say who decided instead of them.
+    """
+
+    by: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        return f"forced by {self.by} (restore --force, allowlist and rules skipped){why}"
+
+
+@dataclass(frozen=True)
 class Invocation:
     """One call of an entry point: its id for log correlation, deadline and credentials."""
 
@@ -23,6 +39,7 @@ class Invocation:
     deadline: float | None = None  # time.monotonic() seconds
     credentials: Credentials | None = None  # overrides the settings' (FunctionGraph agency)
     dry_run: bool = False  # this invocation only: everything but the restore call
+    forced: Forced | None = None  # an operator's --force (the command line only)
 
 
 @dataclass

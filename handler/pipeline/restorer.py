@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 from handler.client import DEADLINE_EXCEEDED, RetryPolicy, WorkflowResult
 from handler.credentials import Credentials
 from handler.intake import Item
+from handler.pipeline import unanswered
 from handler.pipeline.answers import (
     AMBIGUOUS_REFUSALS,
     CREDENTIAL_REFUSALS,
@@ -26,6 +27,9 @@ from handler.pipeline.answers import (
     record_of,
     response_fields,
     state_of,
+    stopped_at,
+    took_effect,
+    unreadable_execution,
 )
 from handler.pipeline.delivery import Delivery, Invocation
 from handler.pipeline.sweeping import run_sweep
@@ -53,6 +57,7 @@ class Restorer:
         self.store = store
         self.reporter = reporter
         self.policy = Policy(settings, store, clock)
+        self._clock = clock  # wall-clock seconds: when a restore was sent
         self._api = settings.workflow_api.upper()  # "OBS" or "DWR", for reasons
         self._lock = threading.Lock()
         self._client: WorkflowClient | None = None
@@ -126,18 +131,28 @@ class Restorer:
         if invocation.deadline is not None:
             claim_ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
         lookup = ExecutionLookup(self, item, invocation)
-        decision = self.policy.admit(
-            item, claim_ttl, dry_run=invocation.dry_run, facts=lookup.facts
-        )
+        forced = invocation.forced
+        if forced is not None:
+            # The operator decided instead of the allowlist and the rules: who and why go into
+            # the result, and so into the record and the log line.
+            base["forced"] = {"by": forced.by, "reason": forced.reason or None}
+            decision = self.policy.admit_forced(item, claim_ttl, dry_run=invocation.dry_run)
+        else:
+            decision = self.policy.admit(
+                item, claim_ttl, dry_run=invocation.dry_run, facts=lookup.facts
+            )
         if isinstance(decision, Verdict):
             result = {**base, "outcome": decision.outcome, "reason": decision.reason}
             result.update(decision.fields)
             if decision.detail:
                 result["detail"] = decision.detail
         else:
-            result = self._restore(
-                item, decision, invocation, {**base, "rule": decision.rule}, lookup
-            )
+            rule = None if forced is not None else decision.rule
+            result = self._restore(item, decision, invocation, {**base, "rule": rule}, lookup)
+        if forced is not None:
+            note, reason = forced.describe(), result.get("reason")
+            result["reason"] = f"{note}; {reason}" if reason else note
+            result.setdefault("severity", "WARNING")  # skipped rules are worth a look
         lookup.note_execution_error(result)
         redeliver = result["outcome"] == "retryable_error" or (
             isinstance(decision, Verdict) and decision.redeliver
@@ -162,6 +177,7 @@ class Restorer:
                 "reason": "no credentials: set OBS_ACCESS_KEY_ID and "
                 "OBS_SECRET_ACCESS_KEY, or give the function an agency",
             }
+        earlier: unanswered.UnansweredRestore | None = None
         if item.shape == SWEEP or ticket.restored_before:
             # Ask before restoring when an earlier restore of this execution may have taken
             # effect: a list answer may be stale, and an earlier attempt may have got no
@@ -169,6 +185,23 @@ class Restorer:
             # One query serves this check and the rules' error patterns (the lookup caches it).
             answer = lookup.answer()
             state = state_of(answer, base) if answer is not None else None
+            if ticket.restored_before and answer is not None and state is not None:
+                # Did this item send a restore before that got no answer? (A memory in the
+                # store; see handler.pipeline.unanswered.)
+                earlier = unanswered.recall(self.store, item.event_id)
+                seen = earlier and took_effect(answer, earlier.sent_at, earlier.stopped_before)
+                if seen:
+                    result = {
+                        **base,
+                        "outcome": "restored",
+                        "reason": f"this event's earlier restore got no answer, but it took "
+                        f"effect: {seen}",
+                    }
+                    # This delivery's own unit is given back (the lost restore kept its own)
+                    # and the outcome recorded: a refund and a record, as for a refusal.
+                    self.policy.settle(ticket, Settlement.REFUSED, record_of(result))
+                    unanswered.forget(self.store, item.event_id)
+                    return result
             if state is not None and state != "FAILED":
                 why = "the list answer was stale" if item.shape == SWEEP else "restored already"
                 result = {
@@ -178,23 +211,40 @@ class Restorer:
                 }
                 self.policy.settle(ticket, Settlement.REFUSED, record_of(result))
                 return result
-            if state is None and item.shape != SWEEP:
+            if state is None:
+                # An answer we could not read says nothing: retry, never restore on a guess.
+                problem = unreadable_execution(answer) if answer is not None else "no query"
+                question = (
+                    "whether the execution is still failed"
+                    if item.shape == SWEEP and not ticket.restored_before
+                    else "whether an earlier restore took effect"
+                )
                 result = {
                     **base,
                     "outcome": "retryable_error",
-                    "reason": f"{self._api} did not say whether an earlier restore took effect; "
-                    "nothing sent",
+                    "errorCode": answer.errorCode if answer is not None else None,
+                    "reason": f"{self._api} did not say {question} ({problem}); nothing sent",
                 }
                 self.policy.settle(ticket, Settlement.RETRY, {})
                 return result
+        # What the query said before sending, and when the restore left: an unanswered
+        # restore is judged against them (:func:`~handler.pipeline.answers.took_effect`).
+        sending = unanswered.UnansweredRestore(self._clock(), stopped_at(lookup.asked()))
         response = client.restoreFailedWorkflowExecution(
             item.execution_name, item.graph_name, deadline=invocation.deadline
         )
         result = {**base, **response_fields(response)}
-        outcome, settlement, reason = self._classify(client, item, response, invocation, result)
+        outcome, settlement, reason = self._classify(
+            client, item, response, invocation, result, sending
+        )
         result.update(outcome=outcome, reason=reason)
         if response.status in CREDENTIAL_REFUSALS:
             result["severity"] = "ERROR"  # nothing restores until an operator acts
+        if settlement is Settlement.UNKNOWN:
+            result["maybeApplied"] = True  # for callers that say so (the command line)
+            unanswered.remember(self.store, item.event_id, sending, ticket.retention)
+        elif earlier is not None and settlement is not Settlement.RETRY:
+            unanswered.forget(self.store, item.event_id)  # a final outcome: no longer needed
         unrecorded = self.policy.settle(ticket, settlement, record_of(result))
         if unrecorded is not None:
             # The store's message names its host or path: the log line gets it, not the caller.
@@ -210,13 +260,14 @@ class Restorer:
         response: WorkflowResult,
         invocation: Invocation,
         result: dict[str, Any],
+        sending: unanswered.UnansweredRestore,
     ) -> tuple[str, Settlement, str]:
         """Map the service's answer to an outcome and what it means for budget and dedupe."""
         if response.ok:
             return "restored", Settlement.CONSUMED, ""
         if response.status == 0:
             if response.maybe_applied:
-                return self._after_unanswered_restore(client, item, invocation, result)
+                return self._after_unanswered_restore(client, item, invocation, result, sending)
             if response.errorCode == DEADLINE_EXCEEDED:
                 return (
                     "retryable_error",
@@ -254,18 +305,29 @@ class Restorer:
         item: Item,
         invocation: Invocation,
         result: dict[str, Any],
+        sending: unanswered.UnansweredRestore,
     ) -> tuple[str, Settlement, str]:
         """The restore left but no answer came back: ask the service what happened.
 
-        An execution that is no longer failed was restored by this call, so the outcome is
-        ``restored`` and the budget unit is kept. Otherwise nothing can be told apart (never
-        applied, or applied and failed again): the unit stays spent and the platform delivers
-        again, so a second restore goes through the budget like any other - never blindly.
+        An execution that is no longer failed was restored by this call, and so was one that
+        the service says stopped again after the restore was sent (DWR gives the stop time):
+        the outcome is ``restored`` and the budget unit is kept; the new failure is a failure
+        of its own, restored under its own identity and unit. Otherwise nothing can be told
+        apart (never applied, or applied and failed again where the API gives no stop time):
+        the unit stays spent and the platform delivers again, and the redelivery asks again
+        before anything is sent - never blindly.
         """
-        state = execution_state(client, item, invocation, result)
-        if state and state != "FAILED":
-            reason = f"no answer to the restore, but the execution is {state} now: it took effect"
-            return "restored", Settlement.CONSUMED, reason
+        answer = client.getWorkflowExecution(
+            item.execution_name, item.graph_name, deadline=invocation.deadline
+        )
+        state = state_of(answer, result)
+        seen = took_effect(answer, sending.sent_at, sending.stopped_before)
+        if seen is not None:
+            return (
+                "restored",
+                Settlement.CONSUMED,
+                f"no answer to the restore, but it took effect: {seen}",
+            )
         seen = f"the execution is still {state}" if state else "its state could not be read"
         return (
             "retryable_error",

@@ -89,18 +89,19 @@ def test_state_reset_budget_lets_an_execution_be_restored_again(
 ):
     monkeypatch.setenv("RESTORE_MAX_RESTORES", "1")
     assert cli.main(["restore", "--graph", "graph-1", "--execution", "exec-1"]) == 0
-    capsys.readouterr()
+    emulator.seed("graph-1", "exec-1", "FAILED")  # it failed again: the budget holds it
+    assert cli.main(["restore", "--graph", "graph-1", "--execution", "exec-1"]) == 1
+    assert "budget_exhausted" in capsys.readouterr().out
     from handler.store import open_store
 
-    with open_store(cli_env["RESTORE_STATE_URL"]) as store:  # as the function would have
-        assert store.reserve_budget("graph-1/exec-1", 1, 3600) is not None
-        assert store.reserve_budget("graph-1/exec-1", 1, 3600) is None
     assert cli.main(["state", "reset-budget", "graph-1/exec-1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dropped"] == 1
     with open_store(cli_env["RESTORE_STATE_URL"]) as store:
         assert store.budget_used("graph-1/exec-1", 3600) == 0
+    assert cli.main(["restore", "--graph", "graph-1", "--execution", "exec-1"]) == 0
+    assert "restored" in capsys.readouterr().out and emulator.restores("graph-1", "exec-1") == 2
     assert cli.main(["state", "reset-budget", "graph-1/exec-1"]) == 0
-    assert "dropped 0" in capsys.readouterr().out
+    assert "dropped 1" in capsys.readouterr().out
     for bad in ("no-slash", "graph-1/../x", "/exec-1"):
         assert cli.main(["state", "reset-budget", bad]) == 2
         assert one_line_error(capsys).startswith("error: invalid")

@@ -180,6 +180,46 @@ def test_query_tolerates_a_malformed_node_list(httpserver, make_client):
     assert (info.executionState, info.errorMessages) == ("FAILED", ())
 
 
+def epoch(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("answer", "stopped"),
+    [
+        # The nodes' epoch milliseconds are more precise than the execution's whole seconds.
+        (
+            {
+                "end_time": "2026-11-27T18:00:05Z",
+                "node_execution_details": [
+                    {"end_time": 1795802404250},
+                    {"end_time": 1795802405750},
+                    {"end_time": None},
+                ],
+            },
+            1795802405.75,
+        ),
+        ({"end_time": "2026-11-27T18:00:05Z"}, epoch("2026-11-27T18:00:05Z")),
+        (
+            {"end_time": None, "last_update_time": "2026-11-27T18:00:09Z"},
+            epoch("2026-11-27T18:00:09Z"),
+        ),
+        ({"end_time": "2026-13-27T18:00:05Z"}, None),  # the right shape, but no date
+        ({"end_time": "yesterday", "node_execution_details": [{"end_time": True}]}, None),
+        ({"node_execution_details": [{"end_time": 99999999999999999999}]}, None),
+        ({}, None),
+    ],
+)
+def test_query_says_when_the_execution_stopped_never_later_than_it_did(
+    httpserver, make_client, answer, stopped
+):
+    """The stop time tells a restored run that failed again from the failure the restore was
+    for; an odd or missing time is unknown, never a guess."""
+    httpserver.expect_request(EXECUTION_PATH).respond_with_json({"status": "fail", **answer})
+    info = make_client().getWorkflowExecution("exec-1", "graph-1").body
+    assert info.stoppedAt == stopped
+
+
 PAGE = {
     "count": 3,
     "is_truncated": True,

@@ -16,7 +16,8 @@ status 0), ``restores(graph, execution)``, ``state(graph, execution)``,
 two calls over one keep-alive connection count one).
 
 Background transition: ``after_restore=("FAILED", 0.5)`` flips a restored execution from
-running to that state after 0.5 s, unless it was restored again or re-seeded meanwhile.
+running to that state after 0.5 s, unless it was restored again or re-seeded meanwhile; with
+a delay of 0 the restored run ends before the restore is answered (it "fails again at once").
 
 Seeding: :meth:`EmulatorCore.seed` one execution (state, start and stop time, execution type),
 :meth:`EmulatorCore.seed_many` thousands in one go (a sweep's test or benchmark), and
@@ -462,6 +463,12 @@ class EmulatorCore(FaultInjection):
             current.restore_count += 1
             generation, transition = current.restore_count, self._after_restore
             taken = replace_execution(current)
+            if transition is not None and transition[1] == 0:
+                # "Fails again at once": the restored run ends before the restore is even
+                # answered, so the next request of any client sees it ended, never a race.
+                current.state = transition[0]
+                current.updated = current.stopped = self._clock()
+                transition = None
         if transition is not None:
             self._schedule(graph, execution, generation, *transition)
         return taken, True, now

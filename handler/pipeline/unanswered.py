@@ -12,8 +12,8 @@ again, once per redelivery, until the budget ran out.
 
 The moment is kept in the state store under a key of its own, ``unanswered:`` and the SHA-256
 of the item's identity, for as long as the item's outcome would be kept. No identity the
-intake makes can equal such a key - CloudEvent identities always hold a ``/``, every other
-family has a prefix of its own - so no event can read or overwrite another's memory. It is
+intake makes can equal such a key - every identity starts with a family of its own
+(:mod:`handler.intake.identity`) - so no event can read or overwrite another's memory. It is
 best effort: a store that fails here only costs the redelivery this knowledge (it then asks
 and decides as without it, never sending blindly).
 """

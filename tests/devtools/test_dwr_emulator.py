@@ -129,6 +129,18 @@ def test_our_client_queries_the_status_and_the_failed_nodes_message(emu, make_cl
     assert succeeded.executionInfo["last_update_time"].endswith("Z")
 
 
+def test_the_query_answer_names_the_graph_by_the_documented_workflow_urn(emu, make_client):
+    """DWR documents workflow_urn as urn:fss:<region>:<project>:workflow:<package>:<name>:<version>
+    (package ``default``, version ``latest``); the intake reads that answer as a request."""
+    from handler.intake import from_event
+
+    info = make_client().getWorkflowExecution(EXECUTION, GRAPH).body.executionInfo
+    assert info["workflow_urn"] == f"urn:fss:cn-north-4:{PROJECT}:workflow:default:{GRAPH}:latest"
+    request = {key: info[key] for key in ("workflow_urn", "execution_name", "status")}
+    (item,) = from_event(request)
+    assert (item.verdict, item.graph_name, item.execution_name) == ("restore", GRAPH, EXECUTION)
+
+
 def test_every_status_word_is_served_and_others_are_refused(emu, make_client):
     for status in ("fail", "running", "success", "timeout", "cancel"):
         emu.seed(GRAPH, f"e-{status}", status)

@@ -8,7 +8,9 @@ project id):
   becomes ``running``); any other status answers 409 ``DWR.ExecutionNotFailed``, an unknown
   execution 404 ``DWR.ExecutionNotFound``.
 * ``GET`` on the execution (without ``/retry``) answers the execution: ``status`` in DWR's
-  words (``fail``, ``running``, ``success``, ``timeout``, ``cancel``), times, and
+  words (``fail``, ``running``, ``success``, ``timeout``, ``cancel``), times, the graph as
+  ``workflow_urn`` in the documented form
+  ``urn:fss:<region>:<project>:workflow:default:<graph>:latest``, and
   ``node_execution_details`` whose failed node carries the seeded ``error_message``.
 * ``GET /v3/{project}/workflowexecutions?graph_name&status&start_time&end_time&limit&offset``
   lists executions started in the window (``yyyy-MM-ddTHH:mm:ssZ``, UTC; the last 3 days
@@ -281,7 +283,7 @@ class DwrEmulator(EmulatorCore):
         }
         return {
             "workflow_id": uuid.uuid5(uuid.NAMESPACE_URL, graph).hex,
-            "workflow_urn": self._graph_urn(graph),
+            "workflow_urn": self._workflow_urn(graph),
             "execution_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{graph}:{execution}").hex,
             "execution_name": execution,
             "status": current.state,
@@ -308,6 +310,11 @@ class DwrEmulator(EmulatorCore):
             "started_at": iso(current.started),
             "stopped_at": None if current.stopped is None else iso(current.stopped),
         }
+
+    def _workflow_urn(self, graph: str) -> str:
+        """The query answer's ``workflow_urn`` as DWR documents it: package ``default``,
+        version ``latest``."""
+        return f"urn:fss:{self.region}:{self.project_id}:workflow:default:{graph}:latest"
 
     def _graph_urn(self, graph: str) -> str:
         return f"urn:dwr:{self.region}:{self.project_id}:workflow:{graph}"

@@ -153,7 +153,9 @@ def test_a_dwr_answer_inside_execution_info_counts_too():
 
 # The form DWR's API pages document for a query answer's workflow_urn (package ``default``,
 # version ``latest``): the graph is the seventh part, not the sixth.
-DOCUMENTED_WORKFLOW_URN = "urn:fss:cn-south-1:0a1b2c3d4e5f60718293a4b5c6d7e8f9:workflow:default:{}:latest"
+DOCUMENTED_WORKFLOW_URN = (
+    "urn:fss:cn-south-1:0a1b2c3d4e5f60718293a4b5c6d7e8f9:workflow:default:{}:latest"
+)
 
 
 def test_the_documented_workflow_urn_form_names_the_graph_in_every_envelope():

@@ -198,6 +198,16 @@ def test_list_refuses_bad_parameters_with_a_dwr_error(emu):
         assert_dwr_error(signed_get(emu, path, query), 400, "DWR.InvalidParameter")
 
 
+def test_list_refuses_an_offset_past_1000_as_the_service_documents(emu):
+    """DWR's list offset is 1-1000 ("start >= 1, at most 1000"): one past it is a 400."""
+    path = f"/v3/{PROJECT}/workflowexecutions"
+    refused = signed_get(emu, path, {"graph_name": GRAPH, "offset": "1001"})
+    assert_dwr_error(refused, 400, "DWR.InvalidParameter")
+    assert "offset" in refused.json()["error_msg"]
+    last = signed_get(emu, path, {"graph_name": GRAPH, "offset": "1000"})
+    assert last.status_code == 200 and last.json()["executions"] == []
+
+
 # --- the official SDK ---------------------------------------------------------------------
 
 

@@ -202,7 +202,13 @@ class ListingError(Exception):
 
     @classmethod
     def from_result(cls, graph: str | None, result: Any) -> ListingError:
+        """A list call that failed after the client's retries."""
         return cls(graph, result.status, result.errorCode)
+
+    @classmethod
+    def unfollowable(cls, graph: str | None, error_code: str, message: str) -> ListingError:
+        """A list call that was answered, but whose answer cannot be followed further."""
+        return cls(graph, None, error_code, message)
 
     def document(self) -> dict[str, Any]:
         """The summary's ``errors`` entry: graph (None: the list of graphs), status, code."""
@@ -280,21 +286,27 @@ class Lister:
             if not page.is_truncated:
                 return
             if page.next_start is None:
-                raise ListingError(
-                    None, None, "NoNextMarker", "a page of the graph list is truncated but "
+                raise ListingError.unfollowable(
+                    None,
+                    "NoNextMarker",
+                    "a page of the graph list is truncated but "
                     "says no next start: the graphs after it were not swept",
-                )  # fmt: skip
+                )
             if page.next_start in seen:
-                raise ListingError(
-                    None, None, "RepeatedListMarker", "the graph list handed out a next "
+                raise ListingError.unfollowable(
+                    None,
+                    "RepeatedListMarker",
+                    "the graph list handed out a next "
                     "start it had handed out before: the graphs after it were not swept",
-                )  # fmt: skip
+                )
             seen.add(page.next_start)
             start = page.next_start
-        raise ListingError(
-            None, None, "PageLimitReached", f"the graph list has more than {self._max_pages} "
+        raise ListingError.unfollowable(
+            None,
+            "PageLimitReached",
+            f"the graph list has more than {self._max_pages} "
             "pages (RESTORE_SWEEP_MAX_PAGES): the graphs after them were not swept",
-        )  # fmt: skip
+        )
 
     def failures(self, graph: str, lookback: float) -> Iterator[Failure]:
         """The failures of ``graph`` that stopped (or started) within ``lookback`` seconds.
@@ -330,9 +342,13 @@ class Lister:
                     validate_name(summary.execution_name, "executionName")
                 except InvalidNameError as exc:
                     self._summary.error(
-                        {"graph": graph, "execution": shown_name(summary.execution_name),
-                         "errorCode": "InvalidExecutionName", "message": str(exc)}
-                    )  # fmt: skip
+                        {
+                            "graph": graph,
+                            "execution": shown_name(summary.execution_name),
+                            "errorCode": "InvalidExecutionName",
+                            "message": str(exc),
+                        }
+                    )
                     continue
                 yield Failure(
                     graph,
@@ -348,7 +364,7 @@ class Lister:
         try:
             result = call(*args, **kwargs)
         except ValueError as exc:  # the client refused what the last page handed us
-            raise ListingError(graph, None, "BadListMarker", str(exc)[:200]) from None
+            raise ListingError.unfollowable(graph, "BadListMarker", str(exc)[:200]) from None
         if not result.ok or result.body is None:
             raise ListingError.from_result(graph, result)
         if graph is not None:
@@ -360,10 +376,12 @@ class Lister:
         if not self._time_left():
             return False
         if self._pages_left <= 0:
-            raise ListingError(
-                graph, None, "PageLimitReached", f"read {self._max_pages} pages "
+            raise ListingError.unfollowable(
+                graph,
+                "PageLimitReached",
+                f"read {self._max_pages} pages "
                 "(RESTORE_SWEEP_MAX_PAGES) and more remain: the rest was not swept",
-            )  # fmt: skip
+            )
         self._pages_left -= 1
         return True
 
@@ -383,15 +401,19 @@ class Lister:
             if not page.is_truncated:
                 return
             if not page.next_marker:
-                raise ListingError(
-                    graph, None, "NoNextMarker", "a page is truncated but says no next "
+                raise ListingError.unfollowable(
+                    graph,
+                    "NoNextMarker",
+                    "a page is truncated but says no next "
                     "marker: the executions after it were not swept",
-                )  # fmt: skip
+                )
             if page.next_marker in seen:
-                raise ListingError(
-                    graph, None, "RepeatedListMarker", "the list handed out a next marker it "
+                raise ListingError.unfollowable(
+                    graph,
+                    "RepeatedListMarker",
+                    "the list handed out a next marker it "
                     "had handed out before: the executions after it were not swept",
-                )  # fmt: skip
+                )
             seen.add(page.next_marker)
             marker = page.next_marker
 
@@ -449,17 +471,20 @@ class Lister:
             if not page.is_truncated:
                 return None
             if page.next_offset is not None and page.next_offset <= offset:
-                raise ListingError(
-                    graph, None, "RepeatedListMarker", f"the list's next offset "
+                raise ListingError.unfollowable(
+                    graph,
+                    "RepeatedListMarker",
+                    f"the list's next offset "
                     f"{page.next_offset} does not move past {offset}: the rest was not swept",
-                )  # fmt: skip
+                )
             # No next_offset on a truncated page: go on by position (what this page held).
             following = page.next_offset or offset + len(page.executions)
             if following == offset:
-                raise ListingError(
-                    graph, None, "NoNextMarker", "an empty page is truncated but says no "
-                    "next offset: the rest was not swept",
-                )  # fmt: skip
+                raise ListingError.unfollowable(
+                    graph,
+                    "NoNextMarker",
+                    "an empty page is truncated but says no next offset: the rest was not swept",
+                )
             following = max(1, following - self._left_the_list)
             self._left_the_list = 0
             if following > DWR_MAX_OFFSET:
@@ -468,10 +493,12 @@ class Lister:
                 elif halves:
                     return halves
                 else:
-                    raise ListingError(
-                        graph, None, "WindowTooDense", f"more than {reach} failures started "
+                    raise ListingError.unfollowable(
+                        graph,
+                        "WindowTooDense",
+                        f"more than {reach} failures started "
                         f"within one second ({_list_second(low)}): the rest was not swept",
-                    )  # fmt: skip
+                    )
             offset = following
         return None
 

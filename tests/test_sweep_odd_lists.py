@@ -340,3 +340,15 @@ def test_a_malformed_json_object_in_user_event_is_refused_at_error_level(
     assert service.restores == [] and service.list_queries == []
     (line,) = [e for e in log_lines(capsys.readouterr().out) if e["message"] == "sweep refused"]
     assert line["level"] == "ERROR" and line["reason"] == document["error"]["message"]
+
+
+def test_the_command_line_prints_each_error_with_its_code_and_message(
+    service, function_env, capsys
+):
+    service.add("graph-1", "run-1", "FAILED", NOW - timedelta(minutes=5))
+    service.graph_list = lambda start: graph_page("graph-1", "my.graph")
+    function_env.apply()
+    assert cli.main(["sweep"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^listing errors +1$", out, re.M)
+    assert "error: my.graph: InvalidGraphName invalid graph name: 'my.graph' must start" in out

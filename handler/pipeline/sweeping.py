@@ -76,10 +76,13 @@ def run_sweep(
         if lease.lost.is_set():
             summary.stopped = LEASE_LOST
             summary.error(
-                {"graph": None, "errorCode": "LeaseLost",
-                 "message": "the sweep's lease could not be renewed: stopped so that no "
-                 "second sweep runs beside this one"}
-            )  # fmt: skip
+                {
+                    "graph": None,
+                    "errorCode": "LeaseLost",
+                    "message": "the sweep's lease could not be renewed: stopped so that no "
+                    "second sweep runs beside this one",
+                }
+            )
     summary.duration_ms = (time.monotonic() - started) * 1000.0
     restorer.reporter.sweep_summary(summary.document(), invocation.id)
     return delivery, summary
@@ -177,9 +180,12 @@ def _sweep_graphs(
                 validate_name(graph, "graph name")
             except InvalidNameError as exc:  # it could not be listed, let alone restored
                 summary.error(
-                    {"graph": shown_name(graph), "errorCode": "InvalidGraphName",
-                     "message": str(exc)}
-                )  # fmt: skip
+                    {
+                        "graph": shown_name(graph),
+                        "errorCode": "InvalidGraphName",
+                        "message": str(exc),
+                    }
+                )
                 continue
             summary.graphs_scanned += 1
             try:

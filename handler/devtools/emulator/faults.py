@@ -188,6 +188,8 @@ class FaultInjection(FaultQueueing):
 
     def _wait_if_held(self, graph: str | None, operation: str) -> None:
         """Hold this request if a hold is waiting for it (the wait is outside the lock)."""
+        if not self._holds:  # the usual case, without taking the lock on every request
+            return
         with self._lock:
             hold = next(
                 (h for h in self._holds if not h.reached.is_set() and h.matches(graph, operation)),

@@ -26,8 +26,10 @@ FunctionGraph path starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import math
 import os
 import sys
 import threading
@@ -43,7 +45,7 @@ from handler import __version__, intake
 from handler.credentials import Credentials
 from handler.intake.apigateway import is_apig_request
 from handler.settings import Settings, load_settings
-from handler.sweep import SweepRequest, parse_overrides
+from handler.sweep import SweepRequest, read_user_event
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 AUTH_CHALLENGE = 'Bearer realm="obs-workflow-restore"'
@@ -189,16 +191,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     """
     if is_apig_request(event):  # the intake's own test: whatever it unwraps is checked
         return _api_gateway(event, context)
-    runtime = _get_runtime()
     if _is_timer(event):
-        invocation = _invocation(
-            _context_call(context, "getRequestID"), _deadline(context), _agency_credentials(context)
-        )
-        document, status = _sweep(
-            runtime, lambda: parse_overrides(event.get("user_event")), invocation
-        )
-        _flush_sink(runtime, context)
-        return {"statusCode": status, **document}  # timers are not retried: never raise
+        return _timer(event, context)
+    runtime = _get_runtime()
     delivery = _deliver_event(runtime, event, context)
     _flush_sink(runtime, context)
     if delivery.retry:
@@ -206,6 +201,32 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             f"retry this delivery: {delivery.summary}", delivery.document()
         )
     return {"statusCode": delivery.status, **delivery.document()}
+
+
+def _timer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A TIMER event runs a sweep, and never raises: timers are not retried (the next sweep
+    is the retry) and an exception would only leave a platform error behind. Overrides the
+    timer cannot mean (plain text in ``user_event``) are ignored with a WARNING line;
+    overrides that are wrong are refused at ERROR, since nobody reads a timer's answer."""
+    try:
+        runtime = _get_runtime()
+        invocation = _invocation(
+            _context_call(context, "getRequestID"), _deadline(context), _agency_credentials(context)
+        )
+
+        def overrides() -> Any:
+            value, ignored = read_user_event(event.get("user_event"))
+            if ignored:
+                runtime.reporter.sweep_overrides_ignored(ignored, invocation.id)
+            return value
+
+        document, status = _sweep(runtime, overrides, invocation, from_timer=True)
+        _flush_sink(runtime, context)
+        return {"statusCode": status, **document}
+    except Exception as exc:  # whatever it was, the log has it and the timer returns
+        with contextlib.suppress(Exception):
+            _get_runtime().reporter.crashed(exc)
+        return {"statusCode": 500, **_error("InternalError", "unexpected error; see the log")}
 
 
 def _deliver_event(runtime: Any, event: Any, context: Any) -> Any:
@@ -254,26 +275,36 @@ def crash_answer(exc: BaseException) -> Answer:
     return _json(_error("InternalError", "unexpected error; see the function's log"), 500)
 
 
-def _sweep(runtime: Any, overrides: Any, invocation: Any) -> tuple[dict[str, Any], int]:
+def _sweep(
+    runtime: Any, overrides: Any, invocation: Any, *, from_timer: bool = False
+) -> tuple[dict[str, Any], int]:
     """Run one sweep; ``overrides()`` reads the caller's JSON overrides (may raise 4xx)."""
     try:
         request = SweepRequest.from_settings(SETTINGS).overridden(overrides())
     except intake.IntakeError as exc:
-        delivery = runtime.rejected(exc.code, exc.message, exc.status, invocation)
-        return delivery.document(), exc.status
+        if not from_timer:  # the caller reads the 400; the log line is a WARNING
+            delivery = runtime.rejected(exc.code, exc.message, exc.status, invocation)
+            return delivery.document(), exc.status
+        from handler.pipeline import Delivery
+
+        runtime.reporter.sweep_refused(exc.code, exc.message, invocation.id)
+        refused = Delivery([], error={"code": exc.code, "message": exc.message})
+        return refused.document(), exc.status
     delivery, summary = runtime.sweep(request, invocation)
     status = 503 if summary.stopped == "state store unavailable" else 200
     return {**delivery.document(), "sweep": summary.document()}, status
 
 
 def _sweep_body(request: Any) -> Any:
+    """The ``POST /sweep`` body as JSON overrides, under the limits of every other body."""
+    from handler.intake.limits import parse_document, too_large
+
     body = _read_body(request)
+    if len(body) > intake.MAX_BODY_BYTES:
+        raise too_large("body", len(body))
     if not body.strip():
         return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise intake.IntakeError(400, "BadSweepRequest", "the sweep body is not JSON") from None
+    return parse_document(body)
 
 
 def _is_timer(event: Any) -> bool:
@@ -368,8 +399,8 @@ def _claim_deadline() -> float:
 
 def _deadline(context: Any) -> float | None:
     remaining_ms = _context_call(context, "getRemainingTimeInMilliSeconds")
-    if not isinstance(remaining_ms, (int, float)):
-        return None
+    if not isinstance(remaining_ms, (int, float)) or not math.isfinite(remaining_ms):
+        return None  # a remaining time that is not a number of milliseconds says nothing
     return time.monotonic() + max(0.0, remaining_ms / 1000.0 - DEADLINE_MARGIN_SECONDS)
 
 

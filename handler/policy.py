@@ -379,6 +379,12 @@ class Policy:
         claim = self._store.claim(key, ttl)
         return claim.token if claim.acquired else None
 
+    def renew_lease(self, key: str, token: str, ttl: float) -> bool:
+        """Hold ``token``'s lease ``ttl`` more seconds; False when it is not ours any more.
+
+        Raises :class:`StoreUnavailable` (the caller decides how long it can wait)."""
+        return self._store.renew(key, token, ttl)
+
     def release_lease(self, key: str, token: str) -> None:
         self._release(key, token)
 

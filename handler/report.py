@@ -147,6 +147,17 @@ class Reporter:
         fields = {"sweep": summary, "invocationId": invocation_id}
         self._logger.log(level, "sweep finished", extra={"fields": fields})
 
+    def sweep_refused(self, code: str, message: str, invocation_id: str) -> None:
+        """A timer's overrides were wrong, so no sweep ran: ERROR, since no caller reads a
+        timer's answer and every later timer will be refused the same way."""
+        fields = {"errorCode": code, "reason": message, "invocationId": invocation_id}
+        self._logger.error("sweep refused", extra={"fields": fields})
+
+    def sweep_overrides_ignored(self, why: str, invocation_id: str) -> None:
+        """A timer's ``user_event`` was not meant as overrides: the default sweep ran."""
+        fields = {"reason": f"{why}: the default sweep runs", "invocationId": invocation_id}
+        self._logger.warning("sweep overrides ignored", extra={"fields": fields})
+
     def delivery_rejected(self, code: str, message: str, invocation_id: str) -> None:
         """Record a delivery that held no readable item at all (so it still leaves a line)."""
         fields = dict.fromkeys(LINE_FIELDS)

@@ -29,6 +29,10 @@ from handler.store import validate_state_url
 
 DEFAULT_STATE_FILE = os.path.join(tempfile.gettempdir(), "obs-workflow-restore.db")
 WORKFLOW_APIS = ("obs", "dwr")
+# The longest sweep lookback (setting and override): restoring a run that failed a month ago
+# is a person's decision, not a timer's, and every date the sweep computes from it stays far
+# inside what dates can hold.
+MAX_SWEEP_LOOKBACK = 30 * 86400.0
 # The regional hosts of the official DWR SDK (huaweicloudsdkdwr's region table).
 DWR_REGION_HOSTS = {
     "cn-south-1": "https://dwr.cn-south-1.myhuaweicloud.com",
@@ -102,7 +106,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "",
         "comma-separated graphs a sweep lists; empty: every graph, filtered by the allowlist",
     ),
-    "RESTORE_SWEEP_LOOKBACK": ("24h", "a sweep restores failures that stopped this recently"),
+    "RESTORE_SWEEP_LOOKBACK": (
+        "24h",
+        "a sweep restores failures that stopped this recently (60s to 30d)",
+    ),
     "RESTORE_SWEEP_MAX_RESTORES": (
         "50",
         "restores per sweep; the rest wait for the next sweep (counted)",
@@ -255,7 +262,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         dedupe_retention=env.seconds("RESTORE_DEDUPE_RETENTION", 86400.0, minimum=1),
         plain_dedupe_window=env.seconds("RESTORE_PLAIN_DEDUPE_WINDOW", 300.0, minimum=1),
         sweep_graphs=_graph_names("RESTORE_SWEEP_GRAPHS", env.names("RESTORE_SWEEP_GRAPHS")),
-        sweep_lookback=env.seconds("RESTORE_SWEEP_LOOKBACK", 86400.0, minimum=60),
+        sweep_lookback=env.seconds(
+            "RESTORE_SWEEP_LOOKBACK", 86400.0, minimum=60, maximum=MAX_SWEEP_LOOKBACK
+        ),
         sweep_max_restores=env.integer("RESTORE_SWEEP_MAX_RESTORES", 50, minimum=1, maximum=10000),
         sweep_max_pages=env.integer("RESTORE_SWEEP_MAX_PAGES", 100, minimum=1, maximum=100000),
         sweep_grace=env.seconds("RESTORE_SWEEP_GRACE", 600.0, minimum=0),
@@ -271,11 +280,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
-def parse_duration(text: str, name: str, *, minimum: float) -> float:
+def parse_duration(text: str, name: str, *, minimum: float, maximum: float | None = None) -> float:
     """Seconds from ``30s``, ``5m``, ``24h``, ``7d`` or a bare number of seconds.
 
     Public because sweep overrides (a timer's ``user_event``) use the same form; ``name`` is
-    the setting or field a :class:`SettingsError` names.
+    the setting or field a :class:`SettingsError` names. ``maximum`` keeps a duration that
+    is subtracted from a date (a lookback) inside what dates can hold.
     """
     seconds = duration_seconds(text)
     if seconds is None:
@@ -283,7 +293,15 @@ def parse_duration(text: str, name: str, *, minimum: float) -> float:
         raise SettingsError(name, f"must be a duration like 30s, 5m, 24h or 7d, got {shown}")
     if seconds < minimum:
         raise SettingsError(name, f"must be at least {minimum:g} seconds")
+    if maximum is not None and not seconds <= maximum:
+        raise SettingsError(name, f"must be at most {_shown_duration(maximum)}")
     return seconds
+
+
+def _shown_duration(seconds: float) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds / 86400:g}d"
+    return f"{seconds:g} seconds"
 
 
 class _Env:
@@ -319,13 +337,15 @@ class _Env:
             raise SettingsError(name, f"must be between {minimum} and {maximum}, got {number}")
         return number
 
-    def seconds(self, name: str, default: float, *, minimum: float) -> float:
+    def seconds(
+        self, name: str, default: float, *, minimum: float, maximum: float | None = None
+    ) -> float:
         value = self.text(name)
         if not value:
             return default
         if name in SECRET_SETTINGS:  # never echoed, whatever parse_duration would say
             raise SettingsError(name, "durations are not secrets")
-        return parse_duration(value, name, minimum=minimum)
+        return parse_duration(value, name, minimum=minimum, maximum=maximum)
 
     def names(self, name: str) -> tuple[str, ...]:
         """A comma-separated list, blanks dropped."""

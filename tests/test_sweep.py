@@ -289,14 +289,17 @@ def test_user_event_overrides_graphs_lookback_and_dry_run(service, sweeper):
 
 @pytest.mark.parametrize(
     "user_event",
-    ["not json", '{"graphs": "graph-1"}', '{"graphs": ["a/b"]}', '{"lookback": "soon"}',
-     '{"dryRun": "yes"}', '{"restoreEverything": true}', "[1]"],
+    ['{"graphs": ', '{"graphs": "graph-1"}', '{"graphs": ["a/b"]}', '{"lookback": "soon"}',
+     '{"dryRun": "yes"}', '{"restoreEverything": true}', '{"graphs": []}'],
 )  # fmt: skip
-def test_bad_timer_overrides_are_a_400_not_a_crash(service, sweeper, user_event):
+def test_bad_timer_overrides_are_a_400_not_a_crash(service, sweeper, user_event, capsys):
+    service.add("graph-1", "run-1", "FAILED", NOW - timedelta(minutes=5))
     document = sweeper()(user_event)
     assert document["statusCode"] == 400
     assert document["error"]["code"] == "BadSweepRequest"
     assert service.restores == []
+    (line,) = [e for e in log_lines(capsys.readouterr().out) if e["message"] == "sweep refused"]
+    assert line["level"] == "ERROR" and line["errorCode"] == "BadSweepRequest"
 
 
 def test_a_second_sweep_while_one_holds_the_lease_ends_at_once(service, sweeper, function_env):

@@ -112,7 +112,7 @@ def _print_sweep(document: dict[str, Any]) -> None:
         ("failures found", sweep["failuresFound"]),
         *sorted(sweep["outcomes"].items()),
         ("waiting for next sweep", sweep["waitingForNextSweep"]),
-        ("listing errors", len(sweep["errors"])),
+        ("listing errors", len(sweep["errors"]) + sweep.get("errorsLeftOff", 0)),
         ("duration ms", round(sweep["durationMs"])),
     ]
     if sweep["stopped"]:
@@ -121,5 +121,8 @@ def _print_sweep(document: dict[str, Any]) -> None:
     for name, value in figures:
         print(f"{name:<{width}}  {value}")
     for error in sweep["errors"]:
-        graph = error.get("graph") or "(list of graphs)"
-        print(f"error: {graph}: {error.get('status', '')} {error.get('errorCode') or ''}".rstrip())
+        where = error.get("graph") or "(list of graphs)"
+        if error.get("execution"):
+            where += f"/{error['execution']}"
+        said = (error.get("status"), error.get("errorCode"), error.get("message"))
+        print(f"error: {where}: " + " ".join(str(part) for part in said if part is not None))

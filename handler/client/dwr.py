@@ -46,6 +46,7 @@ from handler.names import validate_name
 __all__ = ["DwrClient"]
 
 MAX_LIST_LIMIT = 200
+MAX_LIST_OFFSET = 1000  # documented 1-1000 ("start >= 1, at most 1000"); the service refuses more
 _LIST_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _LIST_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -133,7 +134,8 @@ class DwrClient(KeepAliveClient):
         ``status`` filters on the server (``fail`` for failed executions); ``start_time`` and
         ``end_time`` bound the window (UTC; a naive datetime is taken as UTC) and without
         either the service shows the last 3 days; ``limit`` is 1-200; ``offset`` is where the
-        page starts - pass the previous page's ``next_offset`` to go on. Bad values raise
+        page starts, at most 1000 - pass the previous page's ``next_offset`` to go on (a
+        window holding more than offsets reach must be split by time). Bad values raise
         ``ValueError`` before any I/O.
         """
         query = {"graph_name": validate_name(graphName, "graphName")}
@@ -149,7 +151,7 @@ class DwrClient(KeepAliveClient):
         if limit is not None:
             query["limit"] = str(bounded_int(limit, "limit", 1, MAX_LIST_LIMIT))
         if offset is not None:
-            query["offset"] = str(bounded_int(offset, "offset", 0, None))
+            query["offset"] = str(bounded_int(offset, "offset", 0, MAX_LIST_OFFSET))
         path = f"{self._base_path}/workflowexecutions"
         result = self._call("GET", path, query, deadline)
         if result.ok and isinstance(result.body, dict):

@@ -9,9 +9,11 @@ the function should not care which. The intake reads them all and answers with a
 
 In any envelope a request may also be what either query API answers: the OBS
 ``execution_info`` object, or the DWR v3 answer ``{"workflow_urn", "execution_id",
-"status"}`` (``workflow_urn`` a graph URN, ``execution_id`` the execution's name). It restores
-when its state is a failure (OBS ``FAILED``, DWR ``fail``) and is skipped in any other state
-(``running``, ``success``, ``timeout``, ``cancel``, ...).
+"status"}`` (``workflow_urn`` names the graph - DWR documents
+``urn:fss:<region>:<project>:workflow:<package>:<graph>:<version>``, a graph URN is read too -
+and ``execution_id`` the execution's name). It restores when its state is a failure (OBS
+``FAILED``, DWR ``fail``) and is skipped in any other state (``running``, ``success``,
+``timeout``, ``cancel``, ...).
 
 Two levels of failure, so one bad request never costs its neighbours their restore:
 

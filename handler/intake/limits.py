@@ -45,8 +45,14 @@ def parse_document(raw: bytes) -> Any:
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise IntakeError(400, "EmptyDelivery", "body is empty")
-    value = _loads(text, "body")
-    check_value(value, "body")
+    return parse_json_text(text, "body")
+
+
+def parse_json_text(text: str, what: str) -> Any:
+    """JSON text (already decoded) as a checked value, under the depth and size limits of
+    every body; ``what`` names it in the IntakeError (a timer's ``user_event``, a body)."""
+    value = _loads(text, what)
+    check_value(value, what)
     return value
 
 

@@ -2,8 +2,10 @@
 
 A request names one execution by ``graphName``/``executionName`` (or snake_case), by the URNs
 FunctionGraph uses, by an ``execution_info`` object as the OBS query API returns it, or as
-the DWR v3 query answer does: ``workflow_urn`` (a graph URN, also of kind ``workflow`` or
-service ``dwr``) and ``execution_id`` (the execution's name). Every name that is given must
+the DWR v3 query answer does: ``workflow_urn`` (a graph URN: DWR's documented
+``urn:fss:<region>:<project>:workflow:<package>:<graph>:<version>``, or the graph URN of kind
+``graph`` or ``workflow``, service ``fgs`` or ``dwr``) and ``execution_id`` (the execution's
+name). Every name that is given must
 agree, and both names pass :func:`handler.names.validate_name` before an Item carries them.
 A request that gives a state other than a failure (OBS ``FAILED``, DWR ``fail``) is skipped.
 """
@@ -34,8 +36,9 @@ class UrnForm(NamedTuple):
     services: tuple[str, ...]  # the part after "urn:"
     kinds: tuple[str, ...]  # the fifth part
     size: int  # how many colon-separated parts
-    execution_at: int | None  # the part holding the execution name; the graph is always 5th
+    execution_at: int | None  # the part holding the execution name
     text: str  # the form, for messages
+    graph_at: int = 5  # the part holding the graph name
 
 
 URN_FORMS = (
@@ -55,8 +58,8 @@ URN_FORMS = (
         None,
         "urn:fgs:<region>:<project>:graph:<graph>",
     ),
-    # DWR's query answer names the graph as workflow_urn; the project's DWR test data spells
-    # it urn:dwr:..., and "workflow" is DWR's word for a graph, so both are read.
+    # The project's earlier DWR data spells workflow_urn as a graph URN (urn:fgs: or
+    # urn:dwr:), and "workflow" is DWR's word for a graph, so those are read too.
     UrnForm(
         ("workflow_urn", "workflowUrn"),
         ("fgs", "dwr"),
@@ -65,7 +68,23 @@ URN_FORMS = (
         None,
         "urn:fgs:<region>:<project>:graph:<graph> (or urn:dwr:, or kind workflow)",
     ),
+    # DWR's API pages document a query answer's workflow_urn as
+    # urn:fss:<region>:<project>:workflow:<package>:<graph>:<version> (package "default",
+    # version "latest"): the graph is the seventh part.
+    UrnForm(
+        ("workflow_urn", "workflowUrn"),
+        ("fss",),
+        ("workflow",),
+        8,
+        None,
+        "urn:fss:<region>:<project>:workflow:<package>:<graph>:<version>",
+        graph_at=6,
+    ),
 )
+# The forms one key may hold, in order: a URN is read by the form its service names.
+_FORMS_BY_KEYS: dict[tuple[str, ...], tuple[UrnForm, ...]] = {}
+for _form in URN_FORMS:
+    _FORMS_BY_KEYS[_form.keys] = (*_FORMS_BY_KEYS.get(_form.keys, ()), _form)
 
 
 def read_payload(
@@ -167,12 +186,13 @@ def _name_sources(
     for prefix, layer in layers:
         graphs += _present(layer, GRAPH_NAME_KEYS, prefix)
         executions += _present(layer, EXECUTION_NAME_KEYS + EXECUTION_ID_KEYS, prefix)
-        for form in URN_FORMS:
-            for label, urn in _present(layer, form.keys, prefix):
-                parts = _parse_urn(urn, label, form)
+        for keys, forms in _FORMS_BY_KEYS.items():
+            for label, urn in _present(layer, keys, prefix):
+                form = _form_of(urn, forms)
+                parts = _parse_urn(urn, label, form, forms)
                 if isinstance(parts, str):
                     return parts
-                graphs.append((label, parts[5]))
+                graphs.append((label, parts[form.graph_at]))
                 if form.execution_at is not None:
                     executions.append((label, parts[form.execution_at]))
     return graphs, executions
@@ -183,14 +203,26 @@ def _present(layer: dict[str, Any], keys: tuple[str, ...], prefix: str) -> list[
     return [(prefix + key, layer[key]) for key in keys if layer.get(key) is not None]
 
 
-def _parse_urn(value: object, label: str, form: UrnForm) -> list[str] | str:
-    """The colon-separated parts of a URN of ``form``, or what is wrong with it."""
+def _form_of(value: object, forms: tuple[UrnForm, ...]) -> UrnForm:
+    """The form whose service ``value`` names (the first form when none does)."""
+    service = value.split(":")[1] if isinstance(value, str) and value.count(":") else None
+    return next((form for form in forms if service in form.services), forms[0])
+
+
+def _parse_urn(
+    value: object, label: str, form: UrnForm, alternatives: tuple[UrnForm, ...] = ()
+) -> list[str] | str:
+    """The colon-separated parts of a URN of ``form``, or what is wrong with it.
+
+    ``alternatives`` are every form the key may hold: a URN of none of their services is
+    told each of them."""
     if not isinstance(value, str):
         return f"malformed {label}: must be a string, not {kind(value)}"
     shown = preview(value, 160)
     parts = value.split(":")
     if len(parts) < 2 or parts[0] != "urn" or parts[1] not in form.services:
-        starts = " or ".join(repr(f"urn:{service}:") for service in form.services)
+        services = [s for option in (alternatives or (form,)) for s in option.services]
+        starts = " or ".join(repr(f"urn:{service}:") for service in services)
         return f"malformed {label}: {shown} does not start with {starts}"
     if len(parts) > 4 and parts[4] not in form.kinds:
         expected = " or ".join(map(repr, form.kinds))

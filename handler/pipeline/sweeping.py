@@ -3,24 +3,39 @@
 :mod:`handler.sweep` lists; this module decides how much of what it lists is worked on (the
 restore cap, the deadline), holds the lease that keeps sweeps from overlapping, and hands
 each failure to :meth:`Restorer.handle <handler.pipeline.restorer.Restorer.handle>` like an
-event item.
+event item. What goes wrong with one graph - its name, its listing, a bug - is named in the
+summary's ``errors`` and the other graphs are swept.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from handler.names import InvalidNameError, validate_name
 from handler.pipeline.delivery import Delivery, Invocation
 from handler.store import StoreUnavailable
-from handler.sweep import Lister, ListingError, SweepRequest, SweepSummary, time_left_until
+from handler.sweep import (
+    Lister,
+    ListingError,
+    SweepRequest,
+    SweepSummary,
+    shown_name,
+    time_left_until,
+)
 
 if TYPE_CHECKING:
     from handler.client import DwrClient, WorkflowClient
     from handler.pipeline.restorer import Restorer
 
 SWEEP_LEASE = "sweep:lease"  # the state-store key one sweep at a time holds
+# A lease held without a deadline is renewed this often, as a fraction of its TTL: two
+# renewals may fail (the store briefly away) before it could expire.
+LEASE_RENEW_FRACTION = 1 / 3
+LEASE_LOST = "lease lost"
 
 
 def run_sweep(
@@ -29,7 +44,10 @@ def run_sweep(
     """Find failures by listing (:mod:`handler.sweep`) and restore them like events.
 
     One sweep at a time: a lease in the state store makes an overlapping sweep (a slow one
-    and the next timer, or instances sharing Redis) end at once, "sweep in progress".
+    and the next timer, or instances sharing Redis) end at once, "sweep in progress". The
+    lease is held for as long as the sweep runs: sized to the invocation's deadline when it
+    has one, else (the command line) renewed while it runs, so it can outlast
+    ``RESTORE_CLAIM_TTL`` without a second sweep starting beside it.
     """
     started = time.monotonic()
     summary = SweepSummary()
@@ -42,28 +60,92 @@ def run_sweep(
             if client is None:
                 summary.errors.append({"graph": None, "errorCode": "NoCredentials"})
             else:
-                _sweep_graphs(restorer, client, request, invocation, summary, delivery)
+                time_left = time_left_until(invocation.deadline)
+                _sweep_graphs(
+                    restorer,
+                    client,
+                    request,
+                    invocation,
+                    summary,
+                    delivery,
+                    lambda: time_left() and not lease.lost.is_set(),
+                )
         finally:
-            restorer.policy.release_lease(SWEEP_LEASE, lease)
+            lease.stop()
+            restorer.policy.release_lease(SWEEP_LEASE, lease.token)
+        if lease.lost.is_set():
+            summary.stopped = LEASE_LOST
+            summary.error(
+                {
+                    "graph": None,
+                    "errorCode": "LeaseLost",
+                    "message": "the sweep's lease could not be renewed: stopped so that no "
+                    "second sweep runs beside this one",
+                }
+            )
     summary.duration_ms = (time.monotonic() - started) * 1000.0
     restorer.reporter.sweep_summary(summary.document(), invocation.id)
     return delivery, summary
 
 
-def _take_lease(restorer: Restorer, invocation: Invocation, summary: SweepSummary) -> str | None:
+class _Lease:
+    """The sweep's lease; without a deadline, a background thread renews it while it runs.
+
+    ``lost`` is set when a renewal is refused (someone else holds the lease now) or the
+    store could not be reached before the lease would have expired: the sweep then stops at
+    its next step, so that no two sweeps ever work side by side.
+    """
+
+    def __init__(self, restorer: Restorer, token: str, ttl: float, renew: bool) -> None:
+        self.token = token
+        self.lost = threading.Event()
+        self._restorer = restorer
+        self._ttl = ttl
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        if renew:
+            self._thread = threading.Thread(target=self._keep, name="sweep-lease", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._ttl)
+
+    def _keep(self) -> None:
+        policy = self._restorer.policy
+        held_until = time.monotonic() + self._ttl
+        while not self._stopping.wait(self._ttl * LEASE_RENEW_FRACTION):
+            asked = time.monotonic()
+            try:
+                renewed = policy.renew_lease(SWEEP_LEASE, self.token, self._ttl)
+            except StoreUnavailable as exc:
+                if time.monotonic() >= held_until:
+                    self._restorer.reporter.store_problem(str(exc))
+                    self.lost.set()
+                    return
+                continue
+            if not renewed:
+                self.lost.set()
+                return
+            held_until = asked + self._ttl
+
+
+def _take_lease(restorer: Restorer, invocation: Invocation, summary: SweepSummary) -> _Lease | None:
     ttl = restorer.settings.claim_ttl
     if invocation.deadline is not None:
         ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
     try:
-        lease = restorer.policy.take_lease(SWEEP_LEASE, ttl)
+        token = restorer.policy.take_lease(SWEEP_LEASE, ttl)
     except StoreUnavailable as exc:
         summary.stopped = "state store unavailable"
         summary.errors.append({"graph": None, "errorCode": "StoreUnavailable"})
         restorer.reporter.store_problem(str(exc))
         return None
-    if lease is None:
+    if token is None:
         summary.stopped = "sweep in progress"
-    return lease
+        return None
+    return _Lease(restorer, token, ttl, renew=invocation.deadline is None)
 
 
 def _sweep_graphs(
@@ -73,8 +155,8 @@ def _sweep_graphs(
     invocation: Invocation,
     summary: SweepSummary,
     delivery: Delivery,
+    time_left: Callable[[], bool],
 ) -> None:
-    time_left = time_left_until(invocation.deadline)
     lister = Lister(
         client,
         restorer.settings.workflow_api,
@@ -85,11 +167,26 @@ def _sweep_graphs(
     )
     graphs = request.graphs or (g for g in lister.graphs() if restorer.settings.graph_allowed(g))
     restored = 0
+    swept: set[str] = set()  # a graph the list names twice is swept once
     try:
         for graph in graphs:
             if not time_left():
                 summary.stopped = "deadline"
                 return
+            if graph in swept:
+                continue
+            swept.add(graph)
+            try:
+                validate_name(graph, "graph name")
+            except InvalidNameError as exc:  # it could not be listed, let alone restored
+                summary.error(
+                    {
+                        "graph": shown_name(graph),
+                        "errorCode": "InvalidGraphName",
+                        "message": str(exc),
+                    }
+                )
+                continue
             summary.graphs_scanned += 1
             try:
                 for failure in lister.failures(graph, request.lookback):
@@ -107,12 +204,19 @@ def _sweep_graphs(
                         restored += 1
                         lister.restored()
             except ListingError as exc:
-                summary.errors.append(listing_error(exc))
+                summary.error(exc.document())
+            except Exception as exc:  # a bug in one graph's listing must not cost the others
+                restorer.reporter.crashed(exc)
+                summary.error({"graph": graph, "errorCode": "InternalError"})
         if not time_left():
             summary.stopped = "deadline"
     except ListingError as exc:  # the list of graphs itself
-        summary.errors.append(listing_error(exc))
+        summary.error(exc.document())
+    except Exception as exc:  # a bug in reading the list of graphs: the graphs swept stand
+        restorer.reporter.crashed(exc)
+        summary.error({"graph": None, "errorCode": "InternalError"})
 
 
 def listing_error(exc: ListingError) -> dict[str, Any]:
-    return {"graph": exc.graph, "status": exc.status, "errorCode": exc.error_code}
+    """The summary's ``errors`` entry for a listing that could not go on."""
+    return exc.document()

@@ -87,6 +87,13 @@ class StateStore(Protocol):
         """Drop the in-progress marker if ``token`` still owns it, so a redelivery can retry."""
         ...
 
+    def renew(self, key: str, token: str, ttl: float) -> bool:
+        """Make ``token``'s live in-progress marker expire ``ttl`` s from now; False (and
+        nothing changed) when ``token`` no longer owns a live marker on ``key`` (it expired,
+        was taken over or finished). A holder that runs longer than one TTL (a sweep) renews
+        its marker before it expires."""
+        ...
+
     def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
         """Reserve one unit if fewer than ``limit`` were reserved in the last ``window`` s.
 

@@ -79,6 +79,17 @@ class MemoryStore:
             if entry is not None and entry[0] == IN_PROGRESS and entry[1] == token:
                 del self._dedupe[key]
 
+    def renew(self, key: str, token: str, ttl: float) -> bool:
+        check_text("key", key)
+        ttl = positive_seconds("ttl", ttl)
+        with self._lock:
+            now = self._clock()
+            entry = self._dedupe.get(key)
+            if entry is None or entry[0] != IN_PROGRESS or entry[1] != token or entry[2] <= now:
+                return False
+            self._dedupe[key] = (IN_PROGRESS, token, now + ttl, None, entry[4])
+            return True
+
     def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
         check_text("subject", subject)
         limit = check_limit(limit)

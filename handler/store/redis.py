@@ -40,6 +40,7 @@ from handler.store.redis_scripts import (
     FORGET_LUA,
     LATE,
     RELEASE_LUA,
+    RENEW_LUA,
     RESERVE_LUA,
     RESET_BUDGET_LUA,
 )
@@ -133,6 +134,7 @@ class RedisStore:
         self._claim = self._redis.register_script(CLAIM_LUA)
         self._finish = self._redis.register_script(FINISH_LUA)
         self._release = self._redis.register_script(RELEASE_LUA)
+        self._renew = self._redis.register_script(RENEW_LUA)
         self._reserve = self._redis.register_script(RESERVE_LUA)
         self._forget = self._redis.register_script(FORGET_LUA)
         self._reset_budget = self._redis.register_script(RESET_BUDGET_LUA)
@@ -180,6 +182,17 @@ class RedisStore:
         self._undo_lost()
         with self._guard():
             self._release(keys=[self._dedupe_key(key)], args=[token])
+
+    def renew(self, key: str, token: str, ttl: float) -> bool:
+        check_text("key", key)
+        ttl = positive_seconds("ttl", ttl)
+        now = self._clock()
+        with self._guard():
+            renewed = self._renew(
+                keys=[self._dedupe_key(key)],
+                args=[repr(now), token, repr(now + ttl), _redis_ttl_ms(ttl)],
+            )
+        return bool(renewed)
 
     def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
         check_text("subject", subject)

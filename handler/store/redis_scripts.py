@@ -52,6 +52,18 @@ end
 return 0
 """
 
+# KEYS[1] marker hash; ARGV: now, token, expires_at, redis_ttl_ms. Answers 1 when the live
+# marker is the token's and now expires later, 0 when it is someone else's, expired or gone.
+RENEW_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'state', 'token', 'expires_at')
+if cur[1] == 'in_progress' and cur[2] == ARGV[2] and tonumber(cur[3]) > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'expires_at', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+"""
+
 # KEYS[1] marker hash; ARGV: now. Answers 1 when a live entry was dropped.
 FORGET_LUA = """
 local expires_at = redis.call('HGET', KEYS[1], 'expires_at')

@@ -183,6 +183,18 @@ class SQLiteStore:
                 (key, token, IN_PROGRESS),
             )
 
+    def renew(self, key: str, token: str, ttl: float) -> bool:
+        check_text("key", key)
+        ttl = positive_seconds("ttl", ttl)
+        with self._write() as db:
+            now = self._clock()
+            changed = db.execute(
+                "UPDATE dedupe SET expires_at = ?"
+                " WHERE key = ? AND token = ? AND state = ? AND expires_at > ?",
+                (now + ttl, key, token, IN_PROGRESS, now),
+            ).rowcount
+        return changed == 1
+
     def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
         check_text("subject", subject)
         limit = check_limit(limit)

@@ -362,6 +362,7 @@ def test_bad_names_raise_before_any_io(httpserver, make_client, bad, operation, 
         ("limit", "50", "limit"),
         ("offset", -1, "offset"),
         ("offset", 1.5, "offset"),
+        ("offset", 1001, "offset"),  # DWR documents 1-1000 and refuses more
         ("start_time", "2026-11-20 00:00:00", "start_time"),
         ("start_time", "yesterday", "start_time"),
         ("end_time", "2026-11-20T00:00:00+08:00", "end_time"),

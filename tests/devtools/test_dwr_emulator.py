@@ -129,6 +129,18 @@ def test_our_client_queries_the_status_and_the_failed_nodes_message(emu, make_cl
     assert succeeded.executionInfo["last_update_time"].endswith("Z")
 
 
+def test_the_query_answer_names_the_graph_by_the_documented_workflow_urn(emu, make_client):
+    """DWR documents workflow_urn as urn:fss:<region>:<project>:workflow:<package>:<name>:<version>
+    (package ``default``, version ``latest``); the intake reads that answer as a request."""
+    from handler.intake import from_event
+
+    info = make_client().getWorkflowExecution(EXECUTION, GRAPH).body.executionInfo
+    assert info["workflow_urn"] == f"urn:fss:cn-north-4:{PROJECT}:workflow:default:{GRAPH}:latest"
+    request = {key: info[key] for key in ("workflow_urn", "execution_name", "status")}
+    (item,) = from_event(request)
+    assert (item.verdict, item.graph_name, item.execution_name) == ("restore", GRAPH, EXECUTION)
+
+
 def test_every_status_word_is_served_and_others_are_refused(emu, make_client):
     for status in ("fail", "running", "success", "timeout", "cancel"):
         emu.seed(GRAPH, f"e-{status}", status)
@@ -184,6 +196,16 @@ def test_list_refuses_bad_parameters_with_a_dwr_error(emu):
     path = f"/v3/{PROJECT}/workflowexecutions"
     for query in ({"limit": "201"}, {"limit": "0"}, {"status": "FAILED"}, {"start_time": "yday"}):
         assert_dwr_error(signed_get(emu, path, query), 400, "DWR.InvalidParameter")
+
+
+def test_list_refuses_an_offset_past_1000_as_the_service_documents(emu):
+    """DWR's list offset is 1-1000 ("start >= 1, at most 1000"): one past it is a 400."""
+    path = f"/v3/{PROJECT}/workflowexecutions"
+    refused = signed_get(emu, path, {"graph_name": GRAPH, "offset": "1001"})
+    assert_dwr_error(refused, 400, "DWR.InvalidParameter")
+    assert "offset" in refused.json()["error_msg"]
+    last = signed_get(emu, path, {"graph_name": GRAPH, "offset": "1000"})
+    assert last.status_code == 200 and last.json()["executions"] == []
 
 
 # --- the official SDK ---------------------------------------------------------------------

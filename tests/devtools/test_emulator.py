@@ -466,6 +466,28 @@ def test_latency_delays_answers_after_applying(emu, make_client):
     assert time.monotonic() - started < 0.25
 
 
+def test_a_hold_keeps_one_matching_request_waiting_until_released(emu, make_client):
+    hold = emu.hold_next(operation="restore")
+    answers = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(
+            make_client().restoreFailedWorkflowExecution(EXECUTION, GRAPH).status
+        )
+    )
+    waiting.start()
+    try:
+        assert hold.reached.wait(5)
+        # Other requests pass (the server is threaded); the held one has not been carried out.
+        assert make_client().getWorkflowExecution(EXECUTION, GRAPH).status == 200
+        assert emu.state(GRAPH, EXECUTION) == "FAILED" and answers == []
+    finally:
+        hold.release()
+        waiting.join(5)
+    assert answers == [200] and emu.state(GRAPH, EXECUTION) == "RUNNING"
+    # Taken once: the next restore is not held.
+    assert make_client().restoreFailedWorkflowExecution(EXECUTION, GRAPH).status == 409
+
+
 def test_garbage_bodies(emu, make_client):
     client = make_client(retry=RetryPolicy(max_attempts=1))
     emu.garbage_next(1)  # a proxy's HTML error page

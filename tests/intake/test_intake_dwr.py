@@ -149,3 +149,51 @@ def test_a_dwr_answer_inside_execution_info_counts_too():
     body = {"execution_info": dwr_answer("running")}
     item = shapes.only(shapes.post(body))
     assert (item.verdict, item.execution_name) == ("skip", "exec-1")
+
+
+# The form DWR's API pages document for a query answer's workflow_urn (package ``default``,
+# version ``latest``): the graph is the seventh part, not the sixth.
+DOCUMENTED_WORKFLOW_URN = (
+    "urn:fss:cn-south-1:0a1b2c3d4e5f60718293a4b5c6d7e8f9:workflow:default:{}:latest"
+)
+
+
+def test_the_documented_workflow_urn_form_names_the_graph_in_every_envelope():
+    answer = dwr_answer(urn=DOCUMENTED_WORKFLOW_URN.format("graph-1"))
+    for envelope, items in every_envelope(answer).items():
+        item = shapes.only(items)
+        assert item.verdict == "restore", (envelope, item.reason)
+        assert (item.graph_name, item.execution_name) == ("graph-1", "exec-1"), envelope
+
+
+def test_the_documented_workflow_urn_has_the_identity_of_the_other_spellings():
+    spellings = [
+        dwr_answer(urn=DOCUMENTED_WORKFLOW_URN.format("graph-1")),
+        {"workflowUrn": "urn:fss:r:p:workflow:my-package:graph-1:v3", "executionId": "exec-1"},
+        dwr_answer(urn="urn:fgs:cn-south-1:p:graph:graph-1"),
+    ]
+    identities = {shapes.only(shapes.post(body)).event_id for body in spellings}
+    assert identities == {shapes.plain_identity("graph-1", "exec-1")}
+
+
+@pytest.mark.parametrize(
+    ("urn", "problem"),
+    [
+        ("urn:fss:r:p:workflow:default:graph-1", "is not of the form"),  # no version
+        ("urn:fss:r:p:workflow:default:graph-1:latest:x", "is not of the form"),
+        ("urn:fss:r:p:workflow:default::latest", "is not of the form"),
+        ("urn:fss:r:p:function:default:graph-1:latest", "has kind 'function', expected 'workflow'"),
+        ("urn:fss:r:p:workflow:default:a.b:latest", "invalid graphName"),
+        ("urn:xyz:r:p:graph:g", "does not start with 'urn:fgs:' or 'urn:dwr:' or 'urn:fss:'"),
+    ],
+)
+def test_a_malformed_documented_workflow_urn_rejects_the_item(urn, problem):
+    item = shapes.only(shapes.post(dwr_answer(urn=urn)))
+    assert item.verdict == "reject"
+    assert problem in item.reason, item.reason
+
+
+def test_a_documented_workflow_urn_must_agree_with_the_graph_name():
+    body = dwr_answer(urn=DOCUMENTED_WORKFLOW_URN.format("graph-1")) | {"graph_name": "graph-2"}
+    item = shapes.only(shapes.post(body))
+    assert item.verdict == "reject" and item.reason.startswith("conflicting graphName")

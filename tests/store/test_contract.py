@@ -88,6 +88,33 @@ def test_an_expired_marker_is_taken_over(store, clock):
     assert store.claim("event", ttl=30).state == "in_progress"
 
 
+def test_renew_keeps_a_holders_marker_live_past_its_first_ttl(store, clock):
+    held = store.claim("lease", ttl=30)
+    for _ in range(4):  # two minutes in all, renewed every 20 s
+        clock.advance(20)
+        assert store.renew("lease", held.token, 30)
+        assert store.claim("lease", ttl=30).state == "in_progress"
+    clock.advance(30.1)  # not renewed any more: it expires, and another may take it
+    assert store.claim("lease", ttl=30).acquired
+
+
+def test_renew_fails_for_a_marker_that_is_not_the_holders_any_more(store, clock):
+    assert not store.renew("lease", "never-held", 30)  # no marker at all
+    first = store.claim("lease", ttl=30)
+    assert not store.renew("lease", "not-the-token", 30)
+    clock.advance(31)
+    assert not store.renew("lease", first.token, 30)  # expired: renewing cannot revive it
+    second = store.claim("lease", ttl=30)
+    assert second.acquired
+    assert not store.renew("lease", first.token, 30)  # taken over
+    assert store.renew("lease", second.token, 30)
+    store.finish("lease", second.token, {"done": True}, retention=HOUR)
+    assert not store.renew("lease", second.token, 30)  # an outcome is not a marker
+    assert store.claim("lease", ttl=30).state == "done"
+    with pytest.raises(ValueError):
+        store.renew("lease", second.token, 0)
+
+
 def test_finish_records_the_outcome_even_after_the_marker_expired(store, clock):
     first = store.claim("event", ttl=10)
     clock.advance(60)

@@ -52,7 +52,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 
 from handler.credentials import Credentials
-from handler.devtools.emulator.faults import Fault, FaultInjection
+from handler.devtools.emulator.faults import Fault, FaultInjection, Hold
 from handler.devtools.emulator.wire import (
     SERVER_NAME,
     Answer,
@@ -149,6 +149,7 @@ class EmulatorCore(FaultInjection):
         self._graph_created: dict[str, float] = {}
         self._graph_version: dict[str, int] = {}  # bumped when a graph's list order may change
         self._faults: deque[Fault] = deque()
+        self._holds: list[Hold] = []
         self._latency = 0.0
         self._calls: list[Call] = []
         self._open: set[socket.socket] = set()
@@ -530,6 +531,7 @@ class EmulatorCore(FaultInjection):
         self._server = self._thread = None
         if server is None:
             return
+        self.release_holds()
         server.shutdown()
         server.server_close()
         with self._lock:
@@ -558,6 +560,7 @@ class EmulatorCore(FaultInjection):
         graph, execution = self._target(request)
         answer = consume_body(request, request_id, self._error)
         if answer is None:
+            self._wait_if_held(graph, self._operation(request))
             fault = self._next_fault(graph, self._operation(request))
             if fault is None or fault.applied:
                 answer = self._dispatch(request, request_id)

@@ -8,13 +8,17 @@ project id):
   becomes ``running``); any other status answers 409 ``DWR.ExecutionNotFailed``, an unknown
   execution 404 ``DWR.ExecutionNotFound``.
 * ``GET`` on the execution (without ``/retry``) answers the execution: ``status`` in DWR's
-  words (``fail``, ``running``, ``success``, ``timeout``, ``cancel``), times, and
+  words (``fail``, ``running``, ``success``, ``timeout``, ``cancel``), times, the graph as
+  ``workflow_urn`` in the documented form
+  ``urn:fss:<region>:<project>:workflow:default:<graph>:latest``, and
   ``node_execution_details`` whose failed node carries the seeded ``error_message``.
 * ``GET /v3/{project}/workflowexecutions?graph_name&status&start_time&end_time&limit&offset``
   lists executions started in the window (``yyyy-MM-ddTHH:mm:ssZ``, UTC; the last 3 days
   when neither bound is given), oldest first, filtered by status on the server; ``limit`` is
-  1-200 (default 10), ``offset`` the 1-based position the page starts at; the answer carries
-  ``count`` (all matches), ``is_truncated`` and ``next_offset``.
+  1-200 (default 10), ``offset`` the 1-based position the page starts at, at most 1000 (as
+  DWR documents it: more is a 400 ``DWR.InvalidParameter``, so a window with more matches
+  than offsets reach must be split by time); the answer carries ``count`` (all matches),
+  ``is_truncated`` and ``next_offset``.
 * ``GET /v3/{project}/workflows?prefix&offset&limit`` lists the graphs whose name starts
   with ``prefix``, by name, ``limit`` 1-1000 (default 10) from the 1-based ``offset``:
   ``{"count" (all matches), "graphs": [{"name", "graph_urn", "created_at", "id"}],
@@ -56,6 +60,7 @@ from handler.names import InvalidNameError, validate_name
 
 STATES = ("running", "success", "fail", "timeout", "cancel")
 MAX_LIMIT = 200
+MAX_OFFSET = 1000  # documented: "start >= 1, at most 1000"
 DEFAULT_LIMIT = 10
 DEFAULT_WINDOW_SECONDS = 3 * 24 * 3600
 DEFAULT_ERROR_MESSAGE = "node failed: the emulated task returned an error"
@@ -259,7 +264,8 @@ class DwrEmulator(EmulatorCore):
             end = self._clock()
             start = end - DEFAULT_WINDOW_SECONDS
         limit = _list_int(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        offset = max(_list_int(args, "offset", 1, 0, None), 1)  # 0 reads as the first page
+        # 0 reads as the first page; past MAX_OFFSET the service refuses, as documented
+        offset = max(_list_int(args, "offset", 1, 0, MAX_OFFSET), 1)
         return graph, status, start or 0.0, end or float("inf"), limit, offset
 
     # --- answers --------------------------------------------------------------------------
@@ -281,7 +287,7 @@ class DwrEmulator(EmulatorCore):
         }
         return {
             "workflow_id": uuid.uuid5(uuid.NAMESPACE_URL, graph).hex,
-            "workflow_urn": self._graph_urn(graph),
+            "workflow_urn": self._workflow_urn(graph),
             "execution_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{graph}:{execution}").hex,
             "execution_name": execution,
             "status": current.state,
@@ -308,6 +314,11 @@ class DwrEmulator(EmulatorCore):
             "started_at": iso(current.started),
             "stopped_at": None if current.stopped is None else iso(current.stopped),
         }
+
+    def _workflow_urn(self, graph: str) -> str:
+        """The query answer's ``workflow_urn`` as DWR documents it: package ``default``,
+        version ``latest``."""
+        return f"urn:fss:{self.region}:{self.project_id}:workflow:default:{graph}:latest"
 
     def _graph_urn(self, graph: str) -> str:
         return f"urn:dwr:{self.region}:{self.project_id}:workflow:{graph}"

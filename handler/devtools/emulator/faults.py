@@ -16,6 +16,9 @@ path or method, before authentication and before any state change unless said ot
   answer is lost - the "maybe applied" case.
 * ``latency(seconds)`` - every answer is delayed by that much *after* the request was carried
   out (a client that times out has still restored the execution). ``latency(0)`` ends it.
+* ``hold_next(graph=..., operation=...)`` - the next matching request waits, before it is
+  carried out, until the returned :class:`Hold` is released (or its timeout passes):
+  a test can keep a caller inside one call for as long as it needs, without timing.
 
 Every fault applies to the list calls too. ``faults_for(graph=..., operation=...)`` queues
 faults that only requests naming that graph and/or doing that operation (``restore``,
@@ -36,7 +39,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from handler.devtools.emulator.wire import JSON, Answer, body_bytes, retry_after_value
@@ -50,6 +53,25 @@ class Fault:
     applied: bool = False  # carry the request out first, then give this answer instead
     graph: str | None = None  # only a request naming this graph takes it
     operation: str | None = None  # only a request doing this operation takes it
+
+    def matches(self, graph: str | None, operation: str) -> bool:
+        return (self.graph is None or self.graph == graph) and (
+            self.operation is None or self.operation == operation
+        )
+
+
+@dataclass
+class Hold:
+    """One held request: ``reached`` is set when it arrived, ``release()`` lets it go on."""
+
+    graph: str | None
+    operation: str | None
+    timeout: float
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
     def matches(self, graph: str | None, operation: str) -> bool:
         return (self.graph is None or self.graph == graph) and (
@@ -121,6 +143,7 @@ class FaultInjection(FaultQueueing):
     _lock: threading.Lock
     _faults: deque[Fault]
     _latency: float
+    _holds: list[Hold]
 
     def faults_for(
         self, *, graph: str | None = None, operation: str | None = None
@@ -130,6 +153,18 @@ class FaultInjection(FaultQueueing):
             raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}")
         return TargetedFaults(self, graph, operation)
 
+    def hold_next(
+        self, *, graph: str | None = None, operation: str | None = None, timeout: float = 30.0
+    ) -> Hold:
+        """Make the next request for ``graph`` / ``operation`` wait until released (at most
+        ``timeout`` seconds, so a test that forgets cannot hang the emulator)."""
+        if operation is not None and operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}")
+        hold = Hold(graph, operation, float(timeout))
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
     def latency(self, seconds: float) -> None:
         """Delay every answer by ``seconds`` (after the request took effect); 0 ends it."""
         if not seconds >= 0:
@@ -138,10 +173,32 @@ class FaultInjection(FaultQueueing):
             self._latency = float(seconds)
 
     def clear_faults(self) -> None:
-        """Drop queued faults and latency."""
+        """Drop queued faults and latency; release every hold."""
         with self._lock:
             self._faults.clear()
             self._latency = 0.0
+        self.release_holds()
+
+    def release_holds(self) -> None:
+        """Let every held request go on and drop the holds not taken yet."""
+        with self._lock:
+            holds, self._holds = self._holds, []
+        for hold in holds:
+            hold.release()
+
+    def _wait_if_held(self, graph: str | None, operation: str) -> None:
+        """Hold this request if a hold is waiting for it (the wait is outside the lock)."""
+        if not self._holds:  # the usual case, without taking the lock on every request
+            return
+        with self._lock:
+            hold = next(
+                (h for h in self._holds if not h.reached.is_set() and h.matches(graph, operation)),
+                None,
+            )
+            if hold is not None:
+                hold.reached.set()
+        if hold is not None:
+            hold.released.wait(hold.timeout)
 
     def _queue(self, n: int, fault: Fault) -> None:
         if n < 0:

@@ -89,6 +89,11 @@ class Policy:
         self._rules = settings.policy
         # Wall-clock seconds; must be the store's clock, since spacing compares the two.
         self._clock = clock
+        # Every rule counts the execution's restores, whichever rule made them: a reservation
+        # is kept for the longest window anything counts with (the rules', the sweep grace).
+        self._budget_keep = max(
+            [rule.window for rule in self._rules.rules] + [settings.sweep_grace]
+        )
 
     def admit(
         self,
@@ -209,7 +214,9 @@ class Policy:
                 "dry_run", f"RESTORE_DRY_RUN is on: restore not called (rule {rule.name}){note}",
                 fields,
             )  # fmt: skip
-        budget_token = self._store.reserve_budget(subject, rule.max_restores, rule.window)
+        budget_token = self._store.reserve_budget(
+            subject, rule.max_restores, rule.window, keep=self._budget_keep
+        )
         if budget_token is None:
             return self._exhausted(item, claim_token, rule, fields)
         if not rule.spacing.is_immediate:

@@ -249,14 +249,31 @@ def test_two_deliveries_reserving_at_once_do_not_both_restore_inside_the_spacing
     # Another instance reserved between this one's spacing check and its reservation.
     real_reserve = h.store.reserve_budget
 
-    def reserve_after_a_rival(subject, limit, window):
-        real_reserve(subject, limit, window)
-        return real_reserve(subject, limit, window)
+    def reserve_after_a_rival(subject, limit, window, **options):
+        real_reserve(subject, limit, window, **options)
+        return real_reserve(subject, limit, window, **options)
 
     h.store.reserve_budget = reserve_after_a_rival
     verdict = h.event()
     assert verdict.outcome == "deferred" and "at the same moment" in verdict.reason
     assert h.store.budget_used("g/e", 86400) == 2  # ours refunded, the rival's kept
+
+
+def test_a_short_window_rule_s_restore_counts_for_a_long_window_rule():
+    """The budget is the execution's: rule long allows 2 restores an hour, however many of
+    them another rule with a 60 s window made."""
+    h = Harness(
+        [
+            {"name": "short", "restore_on": ["throttl"], "max_restores": 5, "window": "60s"},
+            {"name": "long", "max_restores": 2, "window": "1h"},
+        ]
+    )
+    assert h.restore(errors=("broken",)).rule == "long"
+    h.clock.advance(600)
+    assert h.restore(errors=("throttled",)).rule == "short"
+    h.clock.advance(100)  # outside short's window, inside long's
+    verdict = h.event(errors=("broken",))
+    assert verdict.outcome == "budget_exhausted" and "(rule long)" in verdict.reason
 
 
 def test_without_a_policy_the_default_rule_keeps_todays_budget():

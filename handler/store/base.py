@@ -87,11 +87,16 @@ class StateStore(Protocol):
         """Drop the in-progress marker if ``token`` still owns it, so a redelivery can retry."""
         ...
 
-    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+    def reserve_budget(
+        self, subject: str, limit: int, window: float, *, keep: float | None = None
+    ) -> str | None:
         """Reserve one unit if fewer than ``limit`` were reserved in the last ``window`` s.
 
         Returns the reservation's token, or ``None`` when the budget is spent (always for
-        ``limit < 1``). Concurrent callers can never exceed ``limit``.
+        ``limit < 1``). Concurrent callers can never exceed ``limit``. The reservation is
+        kept for ``window`` or ``keep`` seconds, whichever is longer, and counts for every
+        window only while it is kept: callers that count one subject with several windows
+        pass the longest as ``keep``, so that no call forgets what another still counts.
         """
         ...
 
@@ -173,6 +178,18 @@ def check_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string")
     return value
+
+
+def budget_kept(window: float, keep: float | None) -> float:
+    """How long a reservation is kept: its own window, or ``keep`` when that is longer.
+
+    The budget is per execution, while rules count it with windows of their own: a
+    reservation must outlive the longest window anyone counts it with, not only the one it
+    was made with, or a short-window rule's call would let a long-window rule forget.
+    """
+    if keep is None:
+        return window
+    return max(window, positive_seconds("keep", keep))
 
 
 def check_limit(limit: int) -> int:

@@ -17,6 +17,7 @@ from handler.store.base import (
     DONE,
     IN_PROGRESS,
     Claim,
+    budget_kept,
     check_limit,
     check_text,
     dump_record,
@@ -79,19 +80,20 @@ class MemoryStore:
             if entry is not None and entry[0] == IN_PROGRESS and entry[1] == token:
                 del self._dedupe[key]
 
-    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+    def reserve_budget(
+        self, subject: str, limit: int, window: float, *, keep: float | None = None
+    ) -> str | None:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        kept = budget_kept(window, keep)
         with self._lock:
             now = self._clock()
             self._sweep(now)
-            held = self._budget.get(subject, {})
-            used = sum(1 for at, _ in held.values() if at > now - window)
-            if used >= limit:
+            if len(self._live(subject, window, now)) >= limit:
                 return None
             token = new_token()
-            self._budget.setdefault(subject, {})[token] = (now, now + window)
+            self._budget.setdefault(subject, {})[token] = (now, now + kept)
             return token
 
     def refund_budget(self, subject: str, token: str) -> None:
@@ -105,16 +107,17 @@ class MemoryStore:
     def budget_used(self, subject: str, window: float) -> int:
         window = positive_seconds("window", window)
         with self._lock:
-            now = self._clock()
-            held = self._budget.get(subject, {})
-            return sum(1 for at, _ in held.values() if at > now - window)
+            return len(self._live(subject, window, self._clock()))
 
     def budget_times(self, subject: str, window: float) -> list[float]:
         window = positive_seconds("window", window)
         with self._lock:
-            now = self._clock()
-            held = self._budget.get(subject, {})
-            return sorted(at for at, _ in held.values() if at > now - window)
+            return sorted(self._live(subject, window, self._clock()))
+
+    def _live(self, subject: str, window: float, now: float) -> list[float]:
+        """When each reservation of ``subject`` still kept and made within ``window`` was made."""
+        held = self._budget.get(subject, {})
+        return [at for at, expires_at in held.values() if at > now - window and expires_at > now]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._lock:
@@ -135,7 +138,7 @@ class MemoryStore:
                 live = [
                     at
                     for at, expires_at in held.values()
-                    if (at > now - window if window is not None else expires_at > now)
+                    if expires_at > now and (window is None or at > now - window)
                 ]
                 if live:
                     budget.append({"subject": subject, "used": len(live), "last_at": max(live)})

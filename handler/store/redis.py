@@ -26,6 +26,7 @@ from handler.store.base import (
     IN_PROGRESS,
     Claim,
     StoreUnavailable,
+    budget_kept,
     check_limit,
     check_text,
     dump_record,
@@ -39,6 +40,7 @@ from handler.store.redis_scripts import (
     FINISH_LUA,
     FORGET_LUA,
     LATE,
+    REFUND_LUA,
     RELEASE_LUA,
     RESERVE_LUA,
     RESET_BUDGET_LUA,
@@ -134,6 +136,7 @@ class RedisStore:
         self._finish = self._redis.register_script(FINISH_LUA)
         self._release = self._redis.register_script(RELEASE_LUA)
         self._reserve = self._redis.register_script(RESERVE_LUA)
+        self._refund = self._redis.register_script(REFUND_LUA)
         self._forget = self._redis.register_script(FORGET_LUA)
         self._reset_budget = self._redis.register_script(RESET_BUDGET_LUA)
         self._check_writable = self._redis.register_script(CHECK_WRITABLE_LUA)
@@ -181,10 +184,13 @@ class RedisStore:
         with self._guard():
             self._release(keys=[self._dedupe_key(key)], args=[token])
 
-    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+    def reserve_budget(
+        self, subject: str, limit: int, window: float, *, keep: float | None = None
+    ) -> str | None:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        kept = budget_kept(window, keep)
         if limit < 1:
             return None
         token = new_token()
@@ -194,29 +200,34 @@ class RedisStore:
             (answer, *_) = self._in_time(
                 self._reserve,
                 keys=[self._budget_key(subject)],
-                args=[repr(now), repr(now - window), limit, token, _redis_ttl_ms(window)],
+                args=[
+                    repr(now),
+                    repr(now - window),
+                    limit,
+                    token,
+                    f"{token}:{now + kept!r}",
+                    repr(kept),
+                    _redis_ttl_ms(kept),
+                ],
             )
         return token if answer == token else None
 
     def refund_budget(self, subject: str, token: str) -> None:
         self._undo_lost()
         with self._guard():
-            self._redis.zrem(self._budget_key(subject), token)
+            self._refund(keys=[self._budget_key(subject)], args=[token])
 
     def budget_used(self, subject: str, window: float) -> int:
-        window = positive_seconds("window", window)
-        since = self._clock() - window
-        with self._guard():
-            return int(self._redis.zcount(self._budget_key(subject), f"({since!r}", "+inf"))
+        return len(self.budget_times(subject, window))
 
     def budget_times(self, subject: str, window: float) -> list[float]:
         window = positive_seconds("window", window)
-        since = self._clock() - window
+        now = self._clock()
         with self._guard():
             held = self._redis.zrangebyscore(
-                self._budget_key(subject), f"({since!r}", "+inf", withscores=True
+                self._budget_key(subject), f"({now - window!r}", "+inf", withscores=True
             )
-        return [float(score) for _, score in held]
+        return [float(at) for member, at in held if _budget_kept_past(member, now)]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """See :meth:`StateStore.recent`; here it SCANs at most ``REDIS_SCAN_LIMIT`` keys."""
@@ -244,19 +255,17 @@ class RedisStore:
             budget = []
             keys = self._scan("budget:")
             pipe = self._redis.pipeline(transaction=False)
+            low = f"({now - window!r}" if window is not None else "-inf"
             for key in keys:
-                low = f"({now - window!r}" if window is not None else "-inf"
-                pipe.zcount(key, low, "+inf")
-                pipe.zrange(key, -1, -1, withscores=True)
-            answers = pipe.execute()
-            for index, key in enumerate(keys):
-                used, last = answers[2 * index], answers[2 * index + 1]
-                if used and last:
+                pipe.zrangebyscore(key, low, "+inf", withscores=True)
+            for key, held in zip(keys, pipe.execute(), strict=True):
+                live = [float(at) for member, at in held if _budget_kept_past(member, now)]
+                if live:
                     budget.append(
                         {
                             "subject": key[len(self._prefix) + len("budget:") :],
-                            "used": int(used),
-                            "last_at": float(last[0][1]),
+                            "used": len(live),
+                            "last_at": max(live),
                         }
                     )
         return recent_view(dedupe, budget, limit)
@@ -358,7 +367,7 @@ class RedisStore:
                 if kind == "claim":
                     self._release(keys=[self._dedupe_key(name)], args=[token])
                 else:
-                    self._redis.zrem(self._budget_key(name), token)
+                    self._refund(keys=[self._budget_key(name)], args=[token])
             except self._errors:
                 with self._lost_lock:
                     self._lost[:0] = lost[index:]  # still down: try again next time
@@ -377,6 +386,15 @@ class RedisStore:
         except self._errors as exc:
             detail = self._scrub(f"{type(exc).__name__}: {exc}")
             raise StoreUnavailable(f"state store {self._describe} unavailable: {detail}") from None
+
+
+def _budget_kept_past(member: str, now: float) -> bool:
+    """Whether a budget member (see redis_scripts) is still kept at ``now``.
+
+    A bare token, written by an earlier version, carries no expiry: it counts while it is in
+    the window, as it did then."""
+    fields = member.split(":")
+    return len(fields) < 2 or float(fields[1]) > now
 
 
 def _glob_escape(text: str) -> str:

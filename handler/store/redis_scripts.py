@@ -75,18 +75,56 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# KEYS[1] budget sorted set (member token, score time); ARGV: now, window_start, limit,
-# token, redis_ttl_ms, deadline. Answers {token} when reserved, {false} when spent.
+# A budget is a sorted set scored by when each reservation was made; a member is
+# "<token>:<expires_at>", the reservation's token and when it may be forgotten (the longer of
+# its window and the caller's keep). A member without a colon (an earlier version wrote the
+# bare token) is kept for as long as the caller keeps its own.
+BUDGET_MEMBER_LUA = """
+local function member_fields(member)
+  local fields = {}
+  for field in string.gmatch(member, '[^:]+') do fields[#fields + 1] = field end
+  return fields
+end
+"""
+
+# KEYS[1] budget sorted set; ARGV: now, window_start, limit, token, member, kept_seconds,
+# redis_ttl_ms, deadline. Answers {token} when reserved, {'spent'} when the budget is full.
+# Only reservations past their own expiry are dropped: another caller's window is not ours.
 RESERVE_LUA = (
     DEADLINE_LUA
+    + BUDGET_MEMBER_LUA
     + """
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return {ARGV[4]} end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'spent'} end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local now, since = tonumber(ARGV[1]), tonumber(ARGV[2])
+local held = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used = 0
+for i = 1, #held, 2 do
+  local fields = member_fields(held[i])
+  if fields[1] == ARGV[4] then return {ARGV[4]} end  -- our retry after a lost reply
+  local at = tonumber(held[i + 1])
+  local expires_at = tonumber(fields[2]) or at + tonumber(ARGV[6])
+  if expires_at <= now then
+    redis.call('ZREM', KEYS[1], held[i])
+  elseif at > since then
+    used = used + 1
+  end
+end
+if used >= tonumber(ARGV[3]) then return {'spent'} end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[5])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[7]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
 end
 return {ARGV[4]}
+"""
+)
+
+# KEYS[1] budget sorted set; ARGV: token. Removes that reservation, whatever its member says.
+REFUND_LUA = (
+    BUDGET_MEMBER_LUA
+    + """
+local held = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, member in ipairs(held) do
+  if member_fields(member)[1] == ARGV[1] then return redis.call('ZREM', KEYS[1], member) end
+end
+return 0
 """
 )

@@ -20,6 +20,7 @@ corrupt the file on a power cut.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -36,6 +37,7 @@ from handler.store.base import (
     IN_PROGRESS,
     Claim,
     StoreUnavailable,
+    budget_kept,
     check_limit,
     check_text,
     dump_record,
@@ -45,6 +47,11 @@ from handler.store.base import (
 from handler.store.url import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, SYNCHRONOUS_MODES
 
 PURGE_BATCH = 32  # expired rows removed per SQLite write: bounded cost per call
+# The reservations that count: ``subject``'s, made within the window, and still kept (expired
+# rows are purged in batches, so one may linger a while: it must not count meanwhile).
+# Parameters: subject, window start, now.
+_COUNT_LIVE = "SELECT COUNT(*) FROM budget WHERE subject = ? AND at > ? AND expires_at > ?"
+_TIMES_LIVE = "SELECT at FROM budget WHERE subject = ? AND at > ? AND expires_at > ? ORDER BY at"
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS dedupe (
@@ -183,22 +190,23 @@ class SQLiteStore:
                 (key, token, IN_PROGRESS),
             )
 
-    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+    def reserve_budget(
+        self, subject: str, limit: int, window: float, *, keep: float | None = None
+    ) -> str | None:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        kept = budget_kept(window, keep)
         with self._write() as db:
             now = self._clock()
             self._purge(db, now)
-            (used,) = db.execute(
-                "SELECT COUNT(*) FROM budget WHERE subject = ? AND at > ?", (subject, now - window)
-            ).fetchone()
+            (used,) = db.execute(_COUNT_LIVE, (subject, now - window, now)).fetchone()
             if used >= limit:
                 return None
             token = new_token()
             db.execute(
                 "INSERT INTO budget (subject, token, at, expires_at) VALUES (?, ?, ?, ?)",
-                (subject, token, now, now + window),
+                (subject, token, now, now + kept),
             )
             return token
 
@@ -208,20 +216,16 @@ class SQLiteStore:
 
     def budget_used(self, subject: str, window: float) -> int:
         window = positive_seconds("window", window)
+        now = self._clock()
         with self._read() as db:
-            (used,) = db.execute(
-                "SELECT COUNT(*) FROM budget WHERE subject = ? AND at > ?",
-                (subject, self._clock() - window),
-            ).fetchone()
+            (used,) = db.execute(_COUNT_LIVE, (subject, now - window, now)).fetchone()
         return int(used)
 
     def budget_times(self, subject: str, window: float) -> list[float]:
         window = positive_seconds("window", window)
+        now = self._clock()
         with self._read() as db:
-            rows = db.execute(
-                "SELECT at FROM budget WHERE subject = ? AND at > ? ORDER BY at",
-                (subject, self._clock() - window),
-            ).fetchall()
+            rows = db.execute(_TIMES_LIVE, (subject, now - window, now)).fetchall()
         return [float(at) for (at,) in rows]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
@@ -232,14 +236,11 @@ class SQLiteStore:
                 " ORDER BY updated_at DESC LIMIT ?",
                 (now, limit),
             ).fetchall()
-            if window is None:
-                where, bound = "expires_at > ?", now
-            else:
-                where, bound = "at > ?", now - window
+            since = -math.inf if window is None else now - window
             budget = db.execute(
-                f"SELECT subject, COUNT(*), MAX(at) FROM budget WHERE {where}"  # noqa: S608
+                "SELECT subject, COUNT(*), MAX(at) FROM budget WHERE expires_at > ? AND at > ?"
                 " GROUP BY subject ORDER BY MAX(at) DESC LIMIT ?",
-                (bound, limit),
+                (now, since, limit),
             ).fetchall()
         return {
             "dedupe": [

@@ -181,6 +181,34 @@ def test_budget_times_are_the_reservations_in_the_window_oldest_first(store, clo
     assert len(store.budget_times("exec", HOUR)) == store.budget_used("exec", HOUR)
 
 
+def test_a_short_window_reservation_never_drops_a_longer_window_s_reservations(store, clock):
+    """Rules with different windows share one execution's budget: a reservation counted with
+    a 60 s window must not make the store forget those a 1 h window still counts."""
+    assert store.reserve_budget("exec", limit=2, window=HOUR) is not None
+    assert store.reserve_budget("exec", limit=2, window=HOUR) is not None
+    clock.advance(600)
+    assert store.reserve_budget("exec", limit=5, window=60) is not None  # another rule's
+    clock.advance(100)
+    assert store.reserve_budget("exec", limit=2, window=HOUR) is None
+    assert store.budget_used("exec", HOUR) == 2  # the 60 s reservation has expired
+    assert store.budget_times("exec", HOUR) == pytest.approx([START, START])
+
+
+def test_keep_holds_a_reservation_for_the_longest_window_that_counts_it(store, clock):
+    """A restore is a restore: a short-window rule's reservation still counts for a 1 h rule
+    when the caller keeps it for the longest window any of its rules uses."""
+    assert store.reserve_budget("exec", limit=5, window=60, keep=HOUR) is not None
+    clock.advance(600)
+    assert store.budget_used("exec", 60) == 0  # outside the short window
+    assert store.budget_used("exec", HOUR) == 1  # kept for the long one
+    assert store.reserve_budget("exec", limit=2, window=HOUR, keep=HOUR) is not None
+    assert store.reserve_budget("exec", limit=2, window=HOUR, keep=HOUR) is None
+    clock.advance(HOUR - 600)  # the first one is an hour old now
+    assert store.budget_times("exec", HOUR) == pytest.approx([START + 600])
+    with pytest.raises(ValueError, match="keep"):
+        store.reserve_budget("exec", limit=2, window=HOUR, keep=0)
+
+
 def test_a_limit_below_one_never_reserves(store):
     assert store.reserve_budget("exec", limit=0, window=60) is None
     assert store.budget_used("exec", 60) == 0

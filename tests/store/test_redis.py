@@ -235,3 +235,18 @@ def test_a_redis_clock_mapping_that_drifted_is_read_again(redis_url):
     assert store.claim("second", ttl=60).acquired
     assert store.reserve_budget("exec", 3, HOUR) is not None
     store.close()
+
+
+def test_a_reservation_an_earlier_version_wrote_still_counts(redis_url, clock):
+    """Before reservations carried their own expiry, a member was the bare token: after an
+    upgrade it still counts within the window, and a refund still finds it."""
+    import redis
+
+    store = open_store(redis_url, clock=clock)
+    with redis.Redis.from_url(redis_url, decode_responses=True) as raw:
+        raw.zadd(f"{DEFAULT_REDIS_PREFIX}budget:exec", {"old-token": clock()})
+    assert store.budget_used("exec", HOUR) == 1
+    assert store.reserve_budget("exec", 1, HOUR) is None
+    store.refund_budget("exec", "old-token")
+    assert store.reserve_budget("exec", 1, HOUR) is not None
+    store.close()

@@ -31,6 +31,7 @@ from handler.intake import Item
 from handler.rules import DEFAULT_RULE_NAME, Match, Rule
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable
+from handler.store.base import BUSY
 from handler.sweep import SWEEP
 
 
@@ -129,8 +130,9 @@ class Policy:
             if recent is not None:
                 return recent
         dry_run = self._settings.dry_run or dry_run
+        in_flight = claim_ttl or self._settings.claim_ttl  # the call never outlives its marker
         try:
-            return self._decide(item, claim.token, facts, dry_run=dry_run)
+            return self._decide(item, claim.token, facts, in_flight, dry_run=dry_run)
         except StoreUnavailable as exc:
             self._release(item.event_id, claim.token)
             return _store_down(exc)
@@ -140,6 +142,7 @@ class Policy:
         item: Item,
         claim_token: str,
         facts: Callable[[], FailureFacts] | None,
+        in_flight: float,
         *,
         dry_run: bool,
     ) -> Ticket | Verdict:
@@ -160,7 +163,7 @@ class Policy:
         match = self._rules.match(item.graph_name, errors)
         if match.rule is None or match.leave:
             return self._left_alone(item, claim_token, match, dry_run=dry_run)
-        return self._when_due(item, claim_token, match, dry_run=dry_run)
+        return self._when_due(item, claim_token, match, in_flight, dry_run=dry_run)
 
     def _left_alone(self, item: Item, claim_token: str, match: Match, *, dry_run: bool) -> Verdict:
         """A failure no rule restores: recorded, so a redelivery answers the same."""
@@ -182,13 +185,14 @@ class Policy:
         return Verdict("skipped", reason, fields)
 
     def _when_due(
-        self, item: Item, claim_token: str, match: Match, *, dry_run: bool
+        self, item: Item, claim_token: str, match: Match, in_flight: float, *, dry_run: bool
     ) -> Ticket | Verdict:
         """Restore now if the rule's budget has room and its spacing says the time has come.
 
         Not due yet ends ``deferred`` and releases the marker rather than recording an
         outcome: the sweep that finds the same failure later (its own identity, or this one
-        redelivered) must still be able to restore it.
+        redelivered) must still be able to restore it. The unit is reserved in flight for
+        ``in_flight`` seconds (the claim's TTL, which the restore call never outlives).
         """
         rule = match.rule
         assert rule is not None
@@ -197,6 +201,9 @@ class Policy:
         note = f" ({match.note})" if match.note else ""
         times = self._store.budget_times(subject, rule.window)
         if len(times) >= rule.max_restores:
+            spent = self._store.budget_used(subject, rule.window, spent_only=True)
+            if spent < rule.max_restores:
+                return self._busy(item, claim_token, rule, fields)
             return self._exhausted(item, claim_token, rule, fields)
         now = self._clock()
         due = self.due_time(rule, subject, times, item.failed_at, now)
@@ -214,11 +221,14 @@ class Policy:
                 "dry_run", f"RESTORE_DRY_RUN is on: restore not called (rule {rule.name}){note}",
                 fields,
             )  # fmt: skip
-        budget_token = self._store.reserve_budget(
-            subject, rule.max_restores, rule.window, keep=self._budget_keep
+        reservation = self._store.reserve_budget(
+            subject, rule.max_restores, rule.window, in_flight=in_flight, keep=self._budget_keep
         )
-        if budget_token is None:
+        if reservation.state == BUSY:
+            return self._busy(item, claim_token, rule, fields)
+        if not reservation.reserved:
             return self._exhausted(item, claim_token, rule, fields)
+        budget_token = reservation.token
         if not rule.spacing.is_immediate:
             # Spacing is checked, then reserved: two deliveries for one execution at the same
             # moment could both pass the check. The one that sees another reservation beside
@@ -259,25 +269,43 @@ class Policy:
     def _exhausted(
         self, item: Item, claim_token: str, rule: Rule, fields: dict[str, Any]
     ) -> Verdict:
-        source = "RESTORE_MAX_RESTORES" if rule.name == DEFAULT_RULE_NAME else f"rule {rule.name}"
+        """Restores that were accepted or may have been applied fill the budget: final."""
         verdict = Verdict(
             "budget_exhausted",
             f"{rule.max_restores} restores of this execution within "
-            f"{rule.window:g}s already ({source})",
+            f"{rule.window:g}s already ({_budget_source(rule)})",
             fields,
         )
         record = {"outcome": verdict.outcome, "reason": verdict.reason, **fields}
         self._store.finish(item.event_id, claim_token, record, self._retention(item))
         return verdict
 
+    def _busy(self, item: Item, claim_token: str, rule: Rule, fields: dict[str, Any]) -> Verdict:
+        """Only restores still in flight fill the budget: none of them has restored anything
+        yet, and each may still be refunded, so this item is retried, not decided."""
+        self._release(item.event_id, claim_token)
+        return Verdict(
+            "retryable_error",
+            f"restores of this execution still in flight fill the budget of "
+            f"{rule.max_restores} within {rule.window:g}s ({_budget_source(rule)}); "
+            "none has been applied yet: deliver again",
+            {**fields, "errorCode": "BudgetInFlight"},
+            redeliver=True,
+        )
+
     def settle(
         self, ticket: Ticket, settlement: Settlement, record: dict[str, Any]
     ) -> StoreUnavailable | None:
         """Apply a settlement; return the store's failure when it could not take it (never
-        raise): the caller says so in the answer and keeps the failure's text for the log."""
+        raise): the caller says so in the answer and keeps the failure's text for the log.
+
+        A unit that is kept is settled, so it counts as spent (``budget_exhausted`` for the
+        next items once the budget is full) instead of in flight (retried)."""
         store = self._store
         try:
-            if settlement in (Settlement.REFUSED, Settlement.RETRY):
+            if settlement in (Settlement.CONSUMED, Settlement.UNKNOWN):
+                store.settle_budget(ticket.subject, ticket.budget_token)
+            else:
                 store.refund_budget(ticket.subject, ticket.budget_token)
             if settlement in (Settlement.CONSUMED, Settlement.REFUSED):
                 store.finish(ticket.key, ticket.claim_token, record, ticket.retention)
@@ -333,6 +361,10 @@ class Policy:
         # If the store is down the marker simply expires after the claim TTL.
         with contextlib.suppress(StoreUnavailable):
             self._store.release(key, token)
+
+
+def _budget_source(rule: Rule) -> str:
+    return "RESTORE_MAX_RESTORES" if rule.name == DEFAULT_RULE_NAME else f"rule {rule.name}"
 
 
 def _store_down(exc: StoreUnavailable) -> Verdict:

@@ -38,6 +38,10 @@ ACQUIRED = "acquired"
 IN_PROGRESS = "in_progress"
 DONE = "done"
 
+RESERVED = "reserved"
+SPENT = "spent"
+BUSY = "busy"
+
 
 class StoreUnavailable(Exception):
     """The store cannot be reached or written; the caller should treat it as transient.
@@ -59,6 +63,22 @@ class Claim:
     token: str
     state: str
     record: dict | None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The answer to :meth:`StateStore.reserve_budget`.
+
+    ``state`` is ``"reserved"`` (``reserved`` is true and ``token`` is our unit, in flight
+    until settled or refunded), ``"spent"`` (spent reservations alone fill the budget:
+    restores that happened or may have - final) or ``"busy"`` (reservations still in flight
+    fill what the spent ones leave: none of them has restored anything yet, so ask again
+    later).
+    """
+
+    reserved: bool
+    token: str
+    state: str
 
 
 class StateStore(Protocol):
@@ -88,15 +108,35 @@ class StateStore(Protocol):
         ...
 
     def reserve_budget(
-        self, subject: str, limit: int, window: float, *, keep: float | None = None
-    ) -> str | None:
+        self,
+        subject: str,
+        limit: int,
+        window: float,
+        *,
+        in_flight: float,
+        keep: float | None = None,
+    ) -> Reservation:
         """Reserve one unit if fewer than ``limit`` were reserved in the last ``window`` s.
 
-        Returns the reservation's token, or ``None`` when the budget is spent (always for
-        ``limit < 1``). Concurrent callers can never exceed ``limit``. The reservation is
-        kept for ``window`` or ``keep`` seconds, whichever is longer, and counts for every
-        window only while it is kept: callers that count one subject with several windows
-        pass the longest as ``keep``, so that no call forgets what another still counts.
+        Concurrent callers can never exceed ``limit`` (nothing is reserved for
+        ``limit < 1``). A new reservation is *in flight* - its restore has not happened yet -
+        until :meth:`settle_budget` or :meth:`refund_budget`, or for ``in_flight`` seconds at
+        most: one still in flight after that belongs to a caller that died mid-call, which may
+        have sent its restore, so it counts as spent from then on. A full budget answers
+        ``spent`` when spent reservations fill it, else ``busy``.
+
+        The reservation is kept for ``window`` or ``keep`` seconds, whichever is longer, and
+        counts for every window only while it is kept: callers that count one subject with
+        several windows pass the longest as ``keep``, so that no call forgets what another
+        still counts.
+        """
+        ...
+
+    def settle_budget(self, subject: str, token: str) -> None:
+        """Mark a reservation spent: its restore happened, or was sent and may have.
+
+        It is no longer in flight and counts until it leaves the window; an unknown token
+        (refunded, expired, never made) is ignored.
         """
         ...
 
@@ -104,8 +144,9 @@ class StateStore(Protocol):
         """Remove a reservation: the operation turned out not to consume budget."""
         ...
 
-    def budget_used(self, subject: str, window: float) -> int:
-        """How many reservations ``subject`` holds from the last ``window`` seconds."""
+    def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
+        """How many reservations ``subject`` holds from the last ``window`` seconds; with
+        ``spent_only``, only those no longer in flight."""
         ...
 
     def budget_times(self, subject: str, window: float) -> list[float]:

@@ -14,9 +14,13 @@ from collections.abc import Callable
 
 from handler.store.base import (
     ACQUIRED,
+    BUSY,
     DONE,
     IN_PROGRESS,
+    RESERVED,
+    SPENT,
     Claim,
+    Reservation,
     budget_kept,
     check_limit,
     check_text,
@@ -39,8 +43,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         # key -> (state, token, expires_at, record_json, updated_at)
         self._dedupe: dict[str, tuple[str, str, float, str | None, float]] = {}
-        # subject -> token -> (at, expires_at)
-        self._budget: dict[str, dict[str, tuple[float, float]]] = {}
+        # subject -> token -> (at, expires_at, in flight until; None once settled)
+        self._budget: dict[str, dict[str, tuple[float, float, float | None]]] = {}
         self._calls = 0
 
     @property
@@ -81,20 +85,36 @@ class MemoryStore:
                 del self._dedupe[key]
 
     def reserve_budget(
-        self, subject: str, limit: int, window: float, *, keep: float | None = None
-    ) -> str | None:
+        self,
+        subject: str,
+        limit: int,
+        window: float,
+        *,
+        in_flight: float,
+        keep: float | None = None,
+    ) -> Reservation:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        in_flight = positive_seconds("in_flight", in_flight)
         kept = budget_kept(window, keep)
         with self._lock:
             now = self._clock()
             self._sweep(now)
-            if len(self._live(subject, window, now)) >= limit:
-                return None
+            live = self._live(subject, window, now)
+            if len(live) >= limit:
+                spent = sum(1 for _, until in live if until is None or until <= now)
+                return Reservation(False, "", SPENT if spent >= limit else BUSY)
             token = new_token()
-            self._budget.setdefault(subject, {})[token] = (now, now + kept)
-            return token
+            self._budget.setdefault(subject, {})[token] = (now, now + kept, now + in_flight)
+            return Reservation(True, token, RESERVED)
+
+    def settle_budget(self, subject: str, token: str) -> None:
+        with self._lock:
+            held = self._budget.get(subject, {})
+            if token in held:
+                at, expires_at, _ = held[token]
+                held[token] = (at, expires_at, None)
 
     def refund_budget(self, subject: str, token: str) -> None:
         with self._lock:
@@ -104,20 +124,28 @@ class MemoryStore:
                 if not held:
                     del self._budget[subject]
 
-    def budget_used(self, subject: str, window: float) -> int:
+    def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
         window = positive_seconds("window", window)
         with self._lock:
-            return len(self._live(subject, window, self._clock()))
+            now = self._clock()
+            live = self._live(subject, window, now)
+        if spent_only:
+            return sum(1 for _, until in live if until is None or until <= now)
+        return len(live)
 
     def budget_times(self, subject: str, window: float) -> list[float]:
         window = positive_seconds("window", window)
         with self._lock:
-            return sorted(self._live(subject, window, self._clock()))
+            return sorted(at for at, _ in self._live(subject, window, self._clock()))
 
-    def _live(self, subject: str, window: float, now: float) -> list[float]:
-        """When each reservation of ``subject`` still kept and made within ``window`` was made."""
+    def _live(self, subject: str, window: float, now: float) -> list[tuple[float, float | None]]:
+        """(made at, in flight until) of ``subject``'s reservations kept and within ``window``."""
         held = self._budget.get(subject, {})
-        return [at for at, expires_at in held.values() if at > now - window and expires_at > now]
+        return [
+            (at, until)
+            for at, expires_at, until in held.values()
+            if at > now - window and expires_at > now
+        ]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._lock:
@@ -137,7 +165,7 @@ class MemoryStore:
             for subject, held in self._budget.items():
                 live = [
                     at
-                    for at, expires_at in held.values()
+                    for at, expires_at, _ in held.values()
                     if expires_at > now and (window is None or at > now - window)
                 ]
                 if live:
@@ -180,7 +208,7 @@ class MemoryStore:
             del self._dedupe[key]
         for subject in list(self._budget):
             held = self._budget[subject]
-            for token in [t for t, (_, expires_at) in held.items() if expires_at <= now]:
+            for token in [t for t, (_, expires_at, _) in held.items() if expires_at <= now]:
                 del held[token]
             if not held:
                 del self._budget[subject]

@@ -22,9 +22,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from handler.redaction import redact_url
 from handler.store.base import (
     ACQUIRED,
+    BUSY,
     DONE,
     IN_PROGRESS,
+    RESERVED,
+    SPENT,
     Claim,
+    Reservation,
     StoreUnavailable,
     budget_kept,
     check_limit,
@@ -44,6 +48,7 @@ from handler.store.redis_scripts import (
     RELEASE_LUA,
     RESERVE_LUA,
     RESET_BUDGET_LUA,
+    SETTLE_LUA,
 )
 
 DEFAULT_REDIS_PREFIX = "obs-workflow-restore:"
@@ -137,6 +142,7 @@ class RedisStore:
         self._release = self._redis.register_script(RELEASE_LUA)
         self._reserve = self._redis.register_script(RESERVE_LUA)
         self._refund = self._redis.register_script(REFUND_LUA)
+        self._settle = self._redis.register_script(SETTLE_LUA)
         self._forget = self._redis.register_script(FORGET_LUA)
         self._reset_budget = self._redis.register_script(RESET_BUDGET_LUA)
         self._check_writable = self._redis.register_script(CHECK_WRITABLE_LUA)
@@ -185,14 +191,21 @@ class RedisStore:
             self._release(keys=[self._dedupe_key(key)], args=[token])
 
     def reserve_budget(
-        self, subject: str, limit: int, window: float, *, keep: float | None = None
-    ) -> str | None:
+        self,
+        subject: str,
+        limit: int,
+        window: float,
+        *,
+        in_flight: float,
+        keep: float | None = None,
+    ) -> Reservation:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        in_flight = positive_seconds("in_flight", in_flight)
         kept = budget_kept(window, keep)
         if limit < 1:
-            return None
+            return Reservation(False, "", SPENT)
         token = new_token()
         now = self._clock()
         self._undo_lost()
@@ -205,29 +218,41 @@ class RedisStore:
                     repr(now - window),
                     limit,
                     token,
-                    f"{token}:{now + kept!r}",
+                    f"{token}:{now + kept!r}:{now + in_flight!r}",
                     repr(kept),
                     _redis_ttl_ms(kept),
                 ],
             )
-        return token if answer == token else None
+        if answer == token:
+            return Reservation(True, token, RESERVED)
+        return Reservation(False, "", BUSY if answer == BUSY else SPENT)
+
+    def settle_budget(self, subject: str, token: str) -> None:
+        self._undo_lost()
+        with self._guard():
+            self._settle(keys=[self._budget_key(subject)], args=[token])
 
     def refund_budget(self, subject: str, token: str) -> None:
         self._undo_lost()
         with self._guard():
             self._refund(keys=[self._budget_key(subject)], args=[token])
 
-    def budget_used(self, subject: str, window: float) -> int:
-        return len(self.budget_times(subject, window))
+    def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
+        now = self._clock()
+        held = self._budget_members(subject, window, now)
+        return sum(1 for member, _ in held if not spent_only or _budget_spent(member, now))
 
     def budget_times(self, subject: str, window: float) -> list[float]:
+        return [at for _, at in self._budget_members(subject, window, self._clock())]
+
+    def _budget_members(self, subject: str, window: float, now: float) -> list[tuple[str, float]]:
+        """``subject``'s reservations kept and within ``window``: (member, when), oldest first."""
         window = positive_seconds("window", window)
-        now = self._clock()
         with self._guard():
             held = self._redis.zrangebyscore(
                 self._budget_key(subject), f"({now - window!r}", "+inf", withscores=True
             )
-        return [float(at) for member, at in held if _budget_kept_past(member, now)]
+        return [(member, float(at)) for member, at in held if _budget_kept_past(member, now)]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """See :meth:`StateStore.recent`; here it SCANs at most ``REDIS_SCAN_LIMIT`` keys."""
@@ -395,6 +420,12 @@ def _budget_kept_past(member: str, now: float) -> bool:
     the window, as it did then."""
     fields = member.split(":")
     return len(fields) < 2 or float(fields[1]) > now
+
+
+def _budget_spent(member: str, now: float) -> bool:
+    """Whether a budget member is settled, or in flight past its time (see redis_scripts)."""
+    fields = member.split(":")
+    return len(fields) < 3 or float(fields[2]) <= now
 
 
 def _glob_escape(text: str) -> str:

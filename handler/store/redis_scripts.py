@@ -76,9 +76,11 @@ return 1
 """
 
 # A budget is a sorted set scored by when each reservation was made; a member is
-# "<token>:<expires_at>", the reservation's token and when it may be forgotten (the longer of
-# its window and the caller's keep). A member without a colon (an earlier version wrote the
-# bare token) is kept for as long as the caller keeps its own.
+# "<token>:<expires_at>" once settled and "<token>:<expires_at>:<in_flight_until>" while its
+# restore is in flight: the reservation's token, when it may be forgotten (the longer of its
+# window and the caller's keep) and until when it counts as in flight. A member without a
+# colon (an earlier version wrote the bare token) is settled, and kept for as long as the
+# caller keeps its own.
 BUDGET_MEMBER_LUA = """
 local function member_fields(member)
   local fields = {}
@@ -88,15 +90,16 @@ end
 """
 
 # KEYS[1] budget sorted set; ARGV: now, window_start, limit, token, member, kept_seconds,
-# redis_ttl_ms, deadline. Answers {token} when reserved, {'spent'} when the budget is full.
-# Only reservations past their own expiry are dropped: another caller's window is not ours.
+# redis_ttl_ms, deadline. Answers {token} when reserved; {'spent'} when spent reservations
+# fill the budget, {'busy'} when in-flight ones fill the rest. Only reservations past their own
+# expiry are dropped: another caller's window is not ours.
 RESERVE_LUA = (
     DEADLINE_LUA
     + BUDGET_MEMBER_LUA
     + """
 local now, since = tonumber(ARGV[1]), tonumber(ARGV[2])
 local held = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local used = 0
+local used, spent = 0, 0
 for i = 1, #held, 2 do
   local fields = member_fields(held[i])
   if fields[1] == ARGV[4] then return {ARGV[4]} end  -- our retry after a lost reply
@@ -106,14 +109,38 @@ for i = 1, #held, 2 do
     redis.call('ZREM', KEYS[1], held[i])
   elseif at > since then
     used = used + 1
+    if not fields[3] or tonumber(fields[3]) <= now then spent = spent + 1 end
   end
 end
-if used >= tonumber(ARGV[3]) then return {'spent'} end
+local limit = tonumber(ARGV[3])
+if used >= limit then
+  if spent >= limit then return {'spent'} end
+  return {'busy'}
+end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[5])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[7]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
 end
 return {ARGV[4]}
+"""
+)
+
+# KEYS[1] budget sorted set; ARGV: token. The in-flight member becomes a settled one, at the
+# same time; answers 1 when it was in flight.
+SETTLE_LUA = (
+    BUDGET_MEMBER_LUA
+    + """
+local held = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #held, 2 do
+  local fields = member_fields(held[i])
+  if fields[1] == ARGV[1] then
+    if not fields[3] then return 0 end
+    redis.call('ZREM', KEYS[1], held[i])
+    redis.call('ZADD', KEYS[1], held[i + 1], fields[1] .. ':' .. fields[2])
+    return 1
+  end
+end
+return 0
 """
 )
 

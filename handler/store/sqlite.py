@@ -33,9 +33,13 @@ from urllib.parse import quote
 
 from handler.store.base import (
     ACQUIRED,
+    BUSY,
     DONE,
     IN_PROGRESS,
+    RESERVED,
+    SPENT,
     Claim,
+    Reservation,
     StoreUnavailable,
     budget_kept,
     check_limit,
@@ -49,8 +53,12 @@ from handler.store.url import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, SYNCHRO
 PURGE_BATCH = 32  # expired rows removed per SQLite write: bounded cost per call
 # The reservations that count: ``subject``'s, made within the window, and still kept (expired
 # rows are purged in batches, so one may linger a while: it must not count meanwhile).
-# Parameters: subject, window start, now.
-_COUNT_LIVE = "SELECT COUNT(*) FROM budget WHERE subject = ? AND at > ? AND expires_at > ?"
+# Parameters: (now,) subject, window start, now. A reservation is spent when settled
+# (in_flight_until is NULL) or in flight past its time.
+_COUNT_LIVE_AND_SPENT = (
+    "SELECT COUNT(*), COALESCE(SUM(in_flight_until IS NULL OR in_flight_until <= ?), 0)"
+    " FROM budget WHERE subject = ? AND at > ? AND expires_at > ?"
+)
 _TIMES_LIVE = "SELECT at FROM budget WHERE subject = ? AND at > ? AND expires_at > ? ORDER BY at"
 
 _SCHEMA = (
@@ -69,10 +77,14 @@ _SCHEMA = (
         token TEXT NOT NULL,
         at REAL NOT NULL,
         expires_at REAL NOT NULL,
+        in_flight_until REAL,
         PRIMARY KEY (subject, token)
     )""",
     "CREATE INDEX IF NOT EXISTS budget_expires_at ON budget (expires_at)",
 )
+# Columns added after a table was first released: a file an earlier version made gets them
+# at open. (A reservation from before ``in_flight_until`` existed reads as settled: spent.)
+_ADDED_COLUMNS = (("budget", "in_flight_until", "REAL"),)
 
 
 class _Connection:
@@ -191,35 +203,54 @@ class SQLiteStore:
             )
 
     def reserve_budget(
-        self, subject: str, limit: int, window: float, *, keep: float | None = None
-    ) -> str | None:
+        self,
+        subject: str,
+        limit: int,
+        window: float,
+        *,
+        in_flight: float,
+        keep: float | None = None,
+    ) -> Reservation:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        in_flight = positive_seconds("in_flight", in_flight)
         kept = budget_kept(window, keep)
         with self._write() as db:
             now = self._clock()
             self._purge(db, now)
-            (used,) = db.execute(_COUNT_LIVE, (subject, now - window, now)).fetchone()
+            used, spent = db.execute(
+                _COUNT_LIVE_AND_SPENT, (now, subject, now - window, now)
+            ).fetchone()
             if used >= limit:
-                return None
+                return Reservation(False, "", SPENT if spent >= limit else BUSY)
             token = new_token()
             db.execute(
-                "INSERT INTO budget (subject, token, at, expires_at) VALUES (?, ?, ?, ?)",
-                (subject, token, now, now + kept),
+                "INSERT INTO budget (subject, token, at, expires_at, in_flight_until)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (subject, token, now, now + kept, now + in_flight),
             )
-            return token
+            return Reservation(True, token, RESERVED)
+
+    def settle_budget(self, subject: str, token: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE budget SET in_flight_until = NULL WHERE subject = ? AND token = ?",
+                (subject, token),
+            )
 
     def refund_budget(self, subject: str, token: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM budget WHERE subject = ? AND token = ?", (subject, token))
 
-    def budget_used(self, subject: str, window: float) -> int:
+    def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
         window = positive_seconds("window", window)
         now = self._clock()
         with self._read() as db:
-            (used,) = db.execute(_COUNT_LIVE, (subject, now - window, now)).fetchone()
-        return int(used)
+            used, spent = db.execute(
+                _COUNT_LIVE_AND_SPENT, (now, subject, now - window, now)
+            ).fetchone()
+        return int(spent if spent_only else used)
 
     def budget_times(self, subject: str, window: float) -> list[float]:
         window = positive_seconds("window", window)
@@ -321,6 +352,10 @@ class SQLiteStore:
             try:
                 for statement in _SCHEMA:
                     db.execute(statement)
+                for table, column, kind in _ADDED_COLUMNS:
+                    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -91,8 +91,9 @@ def test_state_reset_budget_lets_an_execution_be_restored_again(
     from handler.store import open_store
 
     with open_store(cli_env["RESTORE_STATE_URL"]) as store:  # as the function would have
-        assert store.reserve_budget("graph-1/exec-1", 1, 3600) is not None
-        assert store.reserve_budget("graph-1/exec-1", 1, 3600) is None
+        spent = store.reserve_budget("graph-1/exec-1", 1, 3600, in_flight=60)
+        store.settle_budget("graph-1/exec-1", spent.token)
+        assert store.reserve_budget("graph-1/exec-1", 1, 3600, in_flight=60).state == "spent"
     assert cli.main(["state", "reset-budget", "graph-1/exec-1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dropped"] == 1
     with open_store(cli_env["RESTORE_STATE_URL"]) as store:

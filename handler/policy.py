@@ -63,11 +63,29 @@ class Ticket:
 
 @dataclass(frozen=True)
 class FailureFacts:
-    """What the service says about why an execution failed, for rules with error patterns."""
+    """What the service says about why (and when) an execution failed, for the rules."""
 
     errors: tuple[str, ...] | None  # the failed nodes' messages; None: the API gives none
     problem: str | None = None  # the query failed transiently: decide on a later delivery
     error_code: str | None = None
+    stopped_at: float | None = None  # when it stopped (epoch seconds), if the query said
+
+
+def stop_time_of(info: dict[str, Any]) -> float | None:
+    """When a queried execution stopped: DWR's ``end_time`` (or an OBS-shaped ``stopped_at``),
+    ISO 8601 or epoch milliseconds; None when the answer does not say it readably."""
+    value = info.get("end_time") or info.get("stopped_at")
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value / 1000.0, timezone.utc).timestamp()
+        if isinstance(value, str) and value.strip().isdigit():
+            return datetime.fromtimestamp(int(value) / 1000.0, timezone.utc).timestamp()
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    except (ValueError, OverflowError, OSError):
+        pass  # an odd or out-of-range time says nothing: the first sighting is the reference
+    return None
 
 
 class Settlement(Enum):
@@ -107,8 +125,9 @@ class Policy:
         """Return a Ticket to go ahead, or the Verdict that ends the item here.
 
         ``dry_run`` makes this one item a dry run even when ``RESTORE_DRY_RUN`` is off.
-        ``facts`` asks the service why the execution failed; it is called only when a rule
-        has error patterns, at most once."""
+        ``facts`` asks the service why (and when) the execution failed; it is called at most
+        once, when a rule has error patterns or a rule's ``first`` delay needs the stop time
+        the item does not carry."""
         if item.verdict == "skip":
             return Verdict("skipped", item.reason)
         if item.verdict == "reject":
@@ -149,6 +168,7 @@ class Policy:
         """Match the rules, then check the matching rule's budget and spacing."""
         assert item.graph_name is not None
         errors: tuple[str, ...] | None = None
+        known: FailureFacts | None = None
         if self._rules.needs_error_text:
             known = facts() if facts is not None else FailureFacts(None)
             if known.problem is not None:
@@ -163,7 +183,15 @@ class Policy:
         match = self._rules.match(item.graph_name, errors)
         if match.rule is None or match.leave:
             return self._left_alone(item, claim_token, match, dry_run=dry_run)
-        return self._when_due(item, claim_token, match, in_flight, dry_run=dry_run)
+
+        def stopped_at() -> float | None:
+            """When the failure stopped, if the item or the service's query says it."""
+            if item.failed_at is not None:
+                return item.failed_at
+            told = known if known is not None else (facts() if facts is not None else None)
+            return told.stopped_at if told is not None else None
+
+        return self._when_due(item, claim_token, match, in_flight, stopped_at, dry_run=dry_run)
 
     def _left_alone(self, item: Item, claim_token: str, match: Match, *, dry_run: bool) -> Verdict:
         """A failure no rule restores: recorded, so a redelivery answers the same."""
@@ -185,7 +213,14 @@ class Policy:
         return Verdict("skipped", reason, fields)
 
     def _when_due(
-        self, item: Item, claim_token: str, match: Match, in_flight: float, *, dry_run: bool
+        self,
+        item: Item,
+        claim_token: str,
+        match: Match,
+        in_flight: float,
+        stopped_at: Callable[[], float | None],
+        *,
+        dry_run: bool,
     ) -> Ticket | Verdict:
         """Restore now if the rule's budget has room and its spacing says the time has come.
 
@@ -206,7 +241,10 @@ class Policy:
                 return self._busy(item, claim_token, rule, fields)
             return self._exhausted(item, claim_token, rule, fields)
         now = self._clock()
-        due = self.due_time(rule, subject, times, item.failed_at, now)
+        failed_at = None
+        if not times and rule.spacing.first > 0:
+            failed_at = self._failure_time(subject, rule, stopped_at)
+        due = self.due_time(rule, subject, times, failed_at, now)
         if due > now:
             self._release(item.event_id, claim_token)
             return Verdict(
@@ -255,6 +293,22 @@ class Policy:
             rule.name,
             restored_before=bool(times),
         )
+
+    def _failure_time(
+        self, subject: str, rule: Rule, stopped_at: Callable[[], float | None]
+    ) -> float:
+        """What a rule's ``first`` delay counts from: when the failure stopped, if the item
+        or the service says it, else when the store first saw this failure - each event of
+        one failure must find the same reference, or one arriving more often than ``first``
+        would be deferred forever. A sighting before the execution's last restore belonged
+        to an earlier failure."""
+        known = stopped_at()
+        if known is not None:
+            return known
+        restores = self._store.budget_times(subject, self._budget_keep)
+        # Kept at least twice the delay: a failure still reported after it finds the sighting.
+        retention = max(self._settings.dedupe_retention, 2 * rule.spacing.first)
+        return self._store.first_seen(subject, retention, after=restores[-1] if restores else None)
 
     @staticmethod
     def due_time(

@@ -174,6 +174,38 @@ def test_the_readme_policy_on_dwr_restores_throttling_with_backoff_and_leaves_th
     assert len(logged) == 7  # one line per delivered item
 
 
+def test_on_dwr_a_first_delay_counts_from_the_failure_s_stop_time_the_query_gives(dwr):
+    """DWR's query says when the execution stopped (``end_time``): ``first`` counts from then,
+    not from the event's arrival - so an event 10 s after the failure, with ``first: 5s``, is
+    restored at once, and one 1 s after it is deferred to 5 s after the failure."""
+    clock = FakeClock(round(time.time()))
+    dwr.seed("etl", "early", "fail", stopped_at=clock() - 1, error_message=THROTTLED)
+    dwr.seed("etl", "late", "fail", stopped_at=clock() - 10, error_message=THROTTLED)
+    rules = {"rules": [{"name": "patient", "spacing": {"first": "5s"}}]}
+    settings = Settings(
+        endpoint=dwr.url,
+        workflow_api="dwr",
+        project_id=PROJECT,
+        access_key_id=AK,
+        secret_access_key=SK,
+        max_attempts=1,
+        restore_policy=build_policy(rules, source="test", max_restores=3, window=86400),
+    )
+    restorer = Restorer(settings, MemoryStore(clock=clock), Reporter(logging.getLogger()), clock)
+    try:
+        (late,) = restorer.run(
+            [Item("restore", "evt-1", "json", "etl", "late")], Invocation()
+        ).results
+        (early,) = restorer.run(
+            [Item("restore", "evt-2", "json", "etl", "early")], Invocation()
+        ).results
+    finally:
+        restorer.close()
+    assert late["outcome"] == "restored"
+    assert early["outcome"] == "deferred" and "(in 4s)" in early["reason"]
+    assert dwr.restores("etl", "late") == 1 and dwr.restores("etl", "early") == 0
+
+
 def test_on_obs_the_log_line_says_that_only_graph_rules_apply(httpserver, function_env, load_main):
     from tests.conftest import RESTORED
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handler.intake import Item
-from handler.policy import FailureFacts, Policy, Settlement, Ticket, Verdict
+from handler.policy import FailureFacts, Policy, Settlement, Ticket, Verdict, stop_time_of
 from handler.rules import (
     NO_ERROR_TEXT,
     PolicyError,
@@ -208,6 +208,32 @@ def test_restores_are_spaced_first_interval_backoff_and_cap_on_the_clock():
 def test_a_first_delay_without_a_failure_time_counts_from_the_event():
     h = Harness([SPACED])
     assert "(in 60s)" in h.event().reason
+
+
+def test_a_first_delay_counts_from_the_first_sighting_of_the_failure_not_from_each_event():
+    """Events every 3 s for one failure, ``first: 2s``, no stop time in them: the second event
+    finds the failure seen 3 s ago, so it is due, instead of being deferred again forever."""
+    h = Harness([{"name": "patient", "spacing": {"first": "2s"}}])
+    assert h.event().outcome == "deferred"  # seen now: due in 2 s
+    h.clock.advance(3)
+    assert isinstance(h.event(), Ticket)  # another event (its own id) of the same failure
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ({"end_time": "2023-11-14T22:13:20Z"}, START),  # DWR's query
+        ({"end_time": int(START * 1000)}, START),  # epoch milliseconds
+        ({"stopped_at": "2023-11-14T22:13:20+00:00"}, START),
+        ({"end_time": "99999999999999999"}, None),  # out of range: says nothing
+        ({"end_time": "yesterday"}, None),
+        ({"end_time": None}, None),
+        ({"end_time": True}, None),
+        ({}, None),
+    ],
+)
+def test_the_stop_time_a_query_gives_is_read_or_said_to_be_unknown(info, expected):
+    assert stop_time_of(info) == expected
 
 
 def test_a_deferred_item_records_nothing_so_the_same_identity_is_decided_again_later():

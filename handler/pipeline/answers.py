@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from handler.client import WorkflowResult
 from handler.intake import Item
 from handler.pipeline.delivery import Invocation
-from handler.policy import FailureFacts
+from handler.policy import FailureFacts, stop_time_of
 
 if TYPE_CHECKING:
     from handler.client import DwrClient, WorkflowClient
@@ -71,7 +71,8 @@ class ExecutionLookup:
         if answer is None:
             return FailureFacts(None, "no credentials to query the execution", "NoCredentials")
         if answer.ok and answer.body is not None:
-            return FailureFacts(tuple(answer.body.errorMessages))
+            info = answer.body.executionInfo
+            return FailureFacts(tuple(answer.body.errorMessages), stopped_at=stop_time_of(info))
         if answer.retryable or answer.status in CREDENTIAL_REFUSALS:
             return FailureFacts(
                 None, f"the query answered {answer.status or 'nothing'}", answer.errorCode

@@ -155,6 +155,18 @@ class StateStore(Protocol):
         """
         ...
 
+    def first_seen(self, key: str, retention: float, *, after: float | None = None) -> float:
+        """When ``key`` (a failure) was first seen: now, if the store keeps no sighting of it
+        (or the one it keeps is not later than ``after``), and that is kept for ``retention``
+        seconds. Concurrent first sightings agree on one time.
+
+        The restore rules' ``first`` delay counts from it when the service does not say when
+        the failure stopped: each event of one failure then finds the same reference.
+        ``after`` is the last restore of the execution: a sighting before it belongs to an
+        earlier failure.
+        """
+        ...
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """A snapshot for operators: ``{"dedupe": [...], "budget": [...]}``, newest first.
 

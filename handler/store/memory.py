@@ -45,6 +45,8 @@ class MemoryStore:
         self._dedupe: dict[str, tuple[str, str, float, str | None, float]] = {}
         # subject -> token -> (at, expires_at, in flight until; None once settled)
         self._budget: dict[str, dict[str, tuple[float, float, float | None]]] = {}
+        # failure key -> (first seen at, expires_at)
+        self._seen: dict[str, tuple[float, float]] = {}
         self._calls = 0
 
     @property
@@ -147,6 +149,18 @@ class MemoryStore:
             if at > now - window and expires_at > now
         ]
 
+    def first_seen(self, key: str, retention: float, *, after: float | None = None) -> float:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            seen = self._seen.get(key)
+            if seen is not None and seen[1] > now and (after is None or seen[0] > after):
+                return seen[0]
+            self._seen[key] = (now, now + retention)
+            return now
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._lock:
             now = self._clock()
@@ -201,11 +215,13 @@ class MemoryStore:
     def _sweep(self, now: float) -> None:
         """Drop expired entries, amortised: one full pass per ``len(entries)`` calls."""
         self._calls += 1
-        if self._calls < max(64, len(self._dedupe) + len(self._budget)):
+        if self._calls < max(64, len(self._dedupe) + len(self._budget) + len(self._seen)):
             return
         self._calls = 0
         for key in [k for k, entry in self._dedupe.items() if entry[2] <= now]:
             del self._dedupe[key]
+        for key in [k for k, (_, expires_at) in self._seen.items() if expires_at <= now]:
+            del self._seen[key]
         for subject in list(self._budget):
             held = self._budget[subject]
             for token in [t for t, (_, expires_at, _) in held.items() if expires_at <= now]:

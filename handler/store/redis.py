@@ -42,6 +42,7 @@ from handler.store.redis_scripts import (
     CHECK_WRITABLE_LUA,
     CLAIM_LUA,
     FINISH_LUA,
+    FIRST_SEEN_LUA,
     FORGET_LUA,
     LATE,
     REFUND_LUA,
@@ -143,6 +144,7 @@ class RedisStore:
         self._reserve = self._redis.register_script(RESERVE_LUA)
         self._refund = self._redis.register_script(REFUND_LUA)
         self._settle = self._redis.register_script(SETTLE_LUA)
+        self._first_seen = self._redis.register_script(FIRST_SEEN_LUA)
         self._forget = self._redis.register_script(FORGET_LUA)
         self._reset_budget = self._redis.register_script(RESET_BUDGET_LUA)
         self._check_writable = self._redis.register_script(CHECK_WRITABLE_LUA)
@@ -253,6 +255,23 @@ class RedisStore:
                 self._budget_key(subject), f"({now - window!r}", "+inf", withscores=True
             )
         return [(member, float(at)) for member, at in held if _budget_kept_past(member, now)]
+
+    def first_seen(self, key: str, retention: float, *, after: float | None = None) -> float:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        now = self._clock()
+        self._undo_lost()
+        with self._guard():
+            seen = self._first_seen(
+                keys=[f"{self._prefix}first-seen:{key}"],
+                args=[
+                    repr(now),
+                    repr(now + retention),
+                    "" if after is None else repr(after),
+                    _redis_ttl_ms(retention),
+                ],
+            )
+        return float(seen)
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """See :meth:`StateStore.recent`; here it SCANs at most ``REDIS_SCAN_LIMIT`` keys."""

@@ -155,3 +155,17 @@ end
 return 0
 """
 )
+
+# KEYS[1] a failure's sighting hash; ARGV: now, expires_at, after (or ''), redis_ttl_ms.
+# Answers when the failure was first seen. A retry after a lost reply finds its own sighting.
+FIRST_SEEN_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'at', 'expires_at')
+if cur[1] and tonumber(cur[2]) > tonumber(ARGV[1])
+    and (ARGV[3] == '' or tonumber(cur[1]) > tonumber(ARGV[3])) then
+  return cur[1]
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'at', ARGV[1], 'expires_at', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return ARGV[1]
+"""

@@ -81,6 +81,12 @@ _SCHEMA = (
         PRIMARY KEY (subject, token)
     )""",
     "CREATE INDEX IF NOT EXISTS budget_expires_at ON budget (expires_at)",
+    """CREATE TABLE IF NOT EXISTS first_seen (
+        key TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS first_seen_expires_at ON first_seen (expires_at)",
 )
 # Columns added after a table was first released: a file an earlier version made gets them
 # at open. (A reservation from before ``in_flight_until`` existed reads as settled: spent.)
@@ -258,6 +264,23 @@ class SQLiteStore:
         with self._read() as db:
             rows = db.execute(_TIMES_LIVE, (subject, now - window, now)).fetchall()
         return [float(at) for (at,) in rows]
+
+    def first_seen(self, key: str, retention: float, *, after: float | None = None) -> float:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        with self._write() as db:
+            now = self._clock()
+            self._purge(db, now)
+            row = db.execute(
+                "SELECT at FROM first_seen WHERE key = ? AND expires_at > ?", (key, now)
+            ).fetchone()
+            if row is not None and (after is None or row[0] > after):
+                return float(row[0])
+            db.execute(
+                "INSERT OR REPLACE INTO first_seen (key, at, expires_at) VALUES (?, ?, ?)",
+                (key, now, now + retention),
+            )
+            return now
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._read() as db:
@@ -490,7 +513,7 @@ class SQLiteStore:
 
     @staticmethod
     def _purge(db: sqlite3.Connection, now: float) -> None:
-        for table in ("dedupe", "budget"):
+        for table in ("dedupe", "budget", "first_seen"):
             db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names
                 f" (SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",

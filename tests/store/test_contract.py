@@ -282,6 +282,38 @@ def test_twenty_threads_reserving_in_flight_get_three_units_and_seventeen_busy(m
     assert len({answer.token for answer in answers if answer.reserved}) == 3
 
 
+# --- failures seen -----------------------------------------------------------------------------
+
+
+def test_first_seen_remembers_a_failure_s_first_sighting_for_its_retention(store, clock):
+    assert store.first_seen("g/e", retention=HOUR) == START
+    clock.advance(3)
+    assert store.first_seen("g/e", retention=HOUR) == START  # the next event: same reference
+    assert store.first_seen("g/other", retention=HOUR) == START + 3  # per failure
+    clock.advance(HOUR - 3)
+    assert store.first_seen("g/e", retention=HOUR) == START + HOUR  # forgotten, seen anew
+    with pytest.raises(ValueError, match="retention"):
+        store.first_seen("g/e", retention=0)
+    with pytest.raises(ValueError, match="key"):
+        store.first_seen("", retention=HOUR)
+
+
+def test_a_sighting_before_the_last_restore_belongs_to_an_earlier_failure(store, clock):
+    assert store.first_seen("g/e", retention=HOUR) == START
+    clock.advance(60)
+    restored_at = clock()
+    clock.advance(60)
+    assert store.first_seen("g/e", retention=HOUR, after=restored_at) == START + 120
+    clock.advance(5)
+    assert store.first_seen("g/e", retention=HOUR, after=restored_at) == START + 120
+
+
+def test_concurrent_first_sightings_agree_on_one_time(make_store):
+    store = make_store()
+    times = run_threads(16, lambda: store.first_seen("g/e", retention=HOUR))
+    assert len(set(times)) == 1
+
+
 # --- operator view ----------------------------------------------------------------------------
 
 

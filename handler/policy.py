@@ -28,6 +28,8 @@ from enum import Enum
 from typing import Any
 
 from handler.intake import Item
+from handler.intake.items import RESTORE
+from handler.names import InvalidNameError, validate_name
 from handler.rules import DEFAULT_RULE_NAME, Match, Rule
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable
@@ -246,6 +248,7 @@ class Policy:
             failed_at = self._failure_time(subject, rule, stopped_at)
         due = self.due_time(rule, subject, times, failed_at, now)
         if due > now:
+            self._remember_deferred(item, due, dry_run=dry_run)
             self._release(item.event_id, claim_token)
             return Verdict(
                 "deferred",
@@ -277,6 +280,7 @@ class Policy:
                 crowded = False  # the unit is reserved: going ahead is what it was taken for
             if crowded:
                 self._store.refund_budget(subject, budget_token)
+                self._remember_deferred(item, now, dry_run=dry_run)  # decided again next sweep
                 self._release(item.event_id, claim_token)
                 return Verdict(
                     "deferred",
@@ -293,6 +297,52 @@ class Policy:
             rule.name,
             restored_before=bool(times),
         )
+
+    def _remember_deferred(self, item: Item, due: float, *, dry_run: bool) -> None:
+        """Keep a deferred failure in the store until it has a final outcome: once due, a sweep
+        hands it back (:meth:`due_deferred`) even when no listing shows it any more - its
+        delay may outlast the lookback, and an event's failure may never be listed at all.
+        A dry run leaves nothing to do later."""
+        if dry_run:
+            return
+        failure = {
+            "shape": item.shape,
+            "graph": item.graph_name,
+            "execution": item.execution_name,
+            "source": item.source,
+            "identifiedByContent": item.identified_by_content,
+            "failedAt": item.failed_at,
+        }
+        self._store.remember_deferred(item.event_id, failure, due, self._settings.dedupe_retention)
+
+    def due_deferred(self, limit: int) -> list[Item]:
+        """The deferred failures that are due, the longest due first: the same items (same
+        identity) as when they were deferred, for the sweep to run through admission again.
+
+        Raises :class:`StoreUnavailable`. An entry that does not rebuild an item (written by
+        something else) is left to expire."""
+        items = []
+        for key, failure in self._store.due_deferred(limit):
+            graph, execution = failure.get("graph"), failure.get("execution")
+            failed_at = failure.get("failedAt")
+            try:  # an item carries only checked names, wherever it comes from
+                validate_name(graph, "graph")
+                validate_name(execution, "execution")
+            except InvalidNameError:
+                continue
+            items.append(
+                Item(
+                    RESTORE,
+                    key,
+                    str(failure.get("shape") or SWEEP),
+                    graph,
+                    execution,
+                    source=str(failure.get("source") or ""),
+                    identified_by_content=failure.get("identifiedByContent") is True,
+                    failed_at=_seconds_or_none(failed_at),
+                )
+            )
+        return items
 
     def _failure_time(
         self, subject: str, rule: Rule, stopped_at: Callable[[], float | None]
@@ -415,6 +465,12 @@ class Policy:
         # If the store is down the marker simply expires after the claim TTL.
         with contextlib.suppress(StoreUnavailable):
             self._store.release(key, token)
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def _budget_source(rule: Rule) -> str:

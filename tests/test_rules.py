@@ -247,6 +247,28 @@ def test_a_deferred_item_records_nothing_so_the_same_identity_is_decided_again_l
     assert isinstance(h.policy.admit(item, facts=facts), Ticket)
 
 
+def test_a_deferred_failure_is_handed_back_once_due_as_the_same_item_until_it_is_final():
+    h = Harness([SPACED])
+    item = Item("restore", "HC.OBS/evt", "cloudevent", "g", "e", source="HC.OBS", failed_at=START)
+    facts = lambda: FailureFacts(("throttled",))  # noqa: E731
+    assert h.policy.admit(item, facts=facts).outcome == "deferred"  # due at START + 60
+    assert h.policy.due_deferred(10) == []
+    h.clock.advance(60)
+    assert h.policy.due_deferred(10) == [item]
+    ticket = h.policy.admit(item, facts=facts)
+    assert isinstance(ticket, Ticket)
+    assert h.policy.due_deferred(10) == [item]  # in flight: not final yet
+    h.policy.settle(ticket, Settlement.CONSUMED, {"outcome": "restored"})
+    assert h.policy.due_deferred(10) == []
+
+
+def test_a_dry_run_leaves_no_deferred_failure_behind():
+    h = Harness([SPACED], dry_run=True)
+    assert h.event(failed_at=START).outcome == "deferred"
+    h.clock.advance(60)
+    assert h.policy.due_deferred(10) == []
+
+
 def test_left_alone_is_recorded_with_the_pattern_and_an_excerpt_and_no_budget_is_spent():
     h = Harness([{"name": "careful", "restore_on": ["throttl"], "leave_on": ["permission"]}])
     verdict = h.event(errors=("node 3: Permission denied for user x (throttled before)",))

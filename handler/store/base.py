@@ -99,7 +99,9 @@ class StateStore(Protocol):
     def finish(self, key: str, token: str, record: dict, retention: float) -> None:
         """Record ``key``'s final outcome for ``retention`` s, replacing any marker.
 
-        Recorded even if our marker expired meanwhile: the outcome is true regardless.
+        Recorded even if our marker expired meanwhile: the outcome is true regardless. In the
+        same step it forgets ``key``'s deferred failure (:meth:`remember_deferred`): a
+        failure with a final outcome is not due any more, whichever path reached it.
         """
         ...
 
@@ -165,6 +167,22 @@ class StateStore(Protocol):
         ``after`` is the last restore of the execution: a sighting before it belongs to an
         earlier failure.
         """
+        ...
+
+    def remember_deferred(self, key: str, failure: dict, due_at: float, retention: float) -> None:
+        """Remember that ``key``'s failure was deferred until ``due_at`` (replacing what was
+        remembered for ``key``), until :meth:`finish` records its outcome or ``retention``
+        seconds after ``due_at``.
+
+        A deferred failure may be due long after any listing still shows it; a sweep works
+        through :meth:`due_deferred` so that it is restored whatever the lookback.
+        ``failure`` is what rebuilds the item (a JSON object).
+        """
+        ...
+
+    def due_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        """Up to ``limit`` remembered failures whose due time has come, ``(key, failure)``,
+        the longest due first."""
         ...
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
@@ -243,6 +261,13 @@ def budget_kept(window: float, keep: float | None) -> float:
     if keep is None:
         return window
     return max(window, positive_seconds("keep", keep))
+
+
+def check_time(name: str, value: float) -> float:
+    """A moment (epoch seconds): NaN or infinity would never come, or always have come."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
+    return float(value)
 
 
 def check_limit(limit: int) -> int:

@@ -24,6 +24,7 @@ from handler.store.base import (
     budget_kept,
     check_limit,
     check_text,
+    check_time,
     dump_record,
     new_token,
     positive_seconds,
@@ -47,6 +48,8 @@ class MemoryStore:
         self._budget: dict[str, dict[str, tuple[float, float, float | None]]] = {}
         # failure key -> (first seen at, expires_at)
         self._seen: dict[str, tuple[float, float]] = {}
+        # item key -> (failure_json, due_at, expires_at)
+        self._deferred: dict[str, tuple[str, float, float]] = {}
         self._calls = 0
 
     @property
@@ -78,6 +81,7 @@ class MemoryStore:
         with self._lock:
             now = self._clock()
             self._dedupe[key] = (DONE, token, now + retention, data, now)
+            self._deferred.pop(key, None)
 
     def release(self, key: str, token: str) -> None:
         check_text("key", key)
@@ -161,6 +165,26 @@ class MemoryStore:
             self._seen[key] = (now, now + retention)
             return now
 
+    def remember_deferred(self, key: str, failure: dict, due_at: float, retention: float) -> None:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        data = dump_record(failure)
+        due_at = check_time("due_at", due_at)
+        with self._lock:
+            self._sweep(self._clock())
+            self._deferred[key] = (data, due_at, due_at + retention)
+
+    def due_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        limit = check_limit(limit)
+        with self._lock:
+            now = self._clock()
+            due = sorted(
+                (due_at, key, data)
+                for key, (data, due_at, expires_at) in self._deferred.items()
+                if due_at <= now < expires_at
+            )
+        return [(key, json.loads(data)) for _, key, data in due[: max(limit, 0)]]
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._lock:
             now = self._clock()
@@ -215,13 +239,16 @@ class MemoryStore:
     def _sweep(self, now: float) -> None:
         """Drop expired entries, amortised: one full pass per ``len(entries)`` calls."""
         self._calls += 1
-        if self._calls < max(64, len(self._dedupe) + len(self._budget) + len(self._seen)):
+        entries = len(self._dedupe) + len(self._budget) + len(self._seen) + len(self._deferred)
+        if self._calls < max(64, entries):
             return
         self._calls = 0
         for key in [k for k, entry in self._dedupe.items() if entry[2] <= now]:
             del self._dedupe[key]
         for key in [k for k, (_, expires_at) in self._seen.items() if expires_at <= now]:
             del self._seen[key]
+        for key in [k for k, (_, _, expires_at) in self._deferred.items() if expires_at <= now]:
+            del self._deferred[key]
         for subject in list(self._budget):
             held = self._budget[subject]
             for token in [t for t, (_, expires_at, _) in held.items() if expires_at <= now]:

@@ -33,6 +33,7 @@ from handler.store.base import (
     budget_kept,
     check_limit,
     check_text,
+    check_time,
     dump_record,
     new_token,
     positive_seconds,
@@ -41,12 +42,14 @@ from handler.store.base import (
 from handler.store.redis_scripts import (
     CHECK_WRITABLE_LUA,
     CLAIM_LUA,
+    DUE_DEFERRED_LUA,
     FINISH_LUA,
     FIRST_SEEN_LUA,
     FORGET_LUA,
     LATE,
     REFUND_LUA,
     RELEASE_LUA,
+    REMEMBER_DEFERRED_LUA,
     RESERVE_LUA,
     RESET_BUDGET_LUA,
     SETTLE_LUA,
@@ -145,6 +148,8 @@ class RedisStore:
         self._refund = self._redis.register_script(REFUND_LUA)
         self._settle = self._redis.register_script(SETTLE_LUA)
         self._first_seen = self._redis.register_script(FIRST_SEEN_LUA)
+        self._remember_deferred = self._redis.register_script(REMEMBER_DEFERRED_LUA)
+        self._due_deferred = self._redis.register_script(DUE_DEFERRED_LUA)
         self._forget = self._redis.register_script(FORGET_LUA)
         self._reset_budget = self._redis.register_script(RESET_BUDGET_LUA)
         self._check_writable = self._redis.register_script(CHECK_WRITABLE_LUA)
@@ -182,8 +187,15 @@ class RedisStore:
         self._undo_lost()
         with self._guard():
             self._finish(
-                keys=[self._dedupe_key(key)],
-                args=[repr(now), token, repr(now + retention), data, _redis_ttl_ms(retention)],
+                keys=[self._dedupe_key(key), *self._deferred_keys()],
+                args=[
+                    repr(now),
+                    token,
+                    repr(now + retention),
+                    data,
+                    _redis_ttl_ms(retention),
+                    key,
+                ],
             )
 
     def release(self, key: str, token: str) -> None:
@@ -273,6 +285,38 @@ class RedisStore:
             )
         return float(seen)
 
+    def remember_deferred(self, key: str, failure: dict, due_at: float, retention: float) -> None:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        data = dump_record(failure)
+        due_at = check_time("due_at", due_at)
+        now = self._clock()
+        self._undo_lost()
+        with self._guard():
+            self._remember_deferred(
+                keys=self._deferred_keys(),
+                args=[
+                    key,
+                    repr(due_at),
+                    f"{due_at + retention!r}|{data}",
+                    repr(now),
+                    _redis_ttl_ms(max(due_at - now, 0.0) + retention),
+                ],
+            )
+
+    def due_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        limit = check_limit(limit)
+        if limit < 1:
+            return []
+        with self._guard():
+            found = self._due_deferred(
+                keys=self._deferred_keys(), args=[repr(self._clock()), limit]
+            )
+        return [
+            (key, json.loads(value.split("|", 1)[1]))
+            for key, value in zip(found[::2], found[1::2], strict=True)
+        ]
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """See :meth:`StateStore.recent`; here it SCANs at most ``REDIS_SCAN_LIMIT`` keys."""
         now = self._clock()
@@ -351,6 +395,10 @@ class RedisStore:
 
     def _dedupe_key(self, key: str) -> str:
         return f"{self._prefix}dedupe:{key}"
+
+    def _deferred_keys(self) -> list[str]:
+        """The deferred failures' index (by due time) and the failures themselves."""
+        return [f"{self._prefix}deferred", f"{self._prefix}deferred-failures"]
 
     def _budget_key(self, subject: str) -> str:
         return f"{self._prefix}budget:{subject}"

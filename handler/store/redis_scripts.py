@@ -34,12 +34,15 @@ return {'acquired', ''}
 """
 )
 
-# KEYS[1] marker hash; ARGV: now, token, expires_at, record, redis_ttl_ms
+# KEYS[1] marker hash, KEYS[2] deferred index, KEYS[3] deferred failures; ARGV: now, token,
+# expires_at, record, redis_ttl_ms, key. A final outcome also forgets the deferred failure.
 FINISH_LUA = """
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'done', 'token', ARGV[2], 'expires_at', ARGV[3],
            'record', ARGV[4], 'updated_at', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[6])
+redis.call('HDEL', KEYS[3], ARGV[6])
 return 1
 """
 
@@ -168,4 +171,49 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'at', ARGV[1], 'expires_at', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return ARGV[1]
+"""
+
+# Deferred failures: an index (sorted set: item key scored by due time) and a hash (item key ->
+# "<expires_at>|<failure JSON>"). At most DEFERRED_SCAN of the longest-due entries are looked at
+# per call, and expired ones among them are dropped on the way.
+DEFERRED_SCAN = 200
+
+# KEYS[1] index, KEYS[2] failures; ARGV: key, due_at, value, now, redis_ttl_ms.
+REMEMBER_DEFERRED_LUA = f"""
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local now = tonumber(ARGV[4])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, {DEFERRED_SCAN})
+for _, key in ipairs(due) do
+  local value = redis.call('HGET', KEYS[2], key)
+  if not value or tonumber(string.match(value, '^[^|]+')) <= now then
+    redis.call('ZREM', KEYS[1], key)
+    redis.call('HDEL', KEYS[2], key)
+  end
+end
+for i = 1, 2 do
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[5]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[5])
+  end
+end
+return 1
+"""
+
+# KEYS[1] index, KEYS[2] failures; ARGV: now, limit. Answers {key, value, key, value, ...}.
+DUE_DEFERRED_LUA = f"""
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local found = {{}}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, {DEFERRED_SCAN})
+for _, key in ipairs(due) do
+  if #found >= 2 * limit then break end
+  local value = redis.call('HGET', KEYS[2], key)
+  if not value or tonumber(string.match(value, '^[^|]+')) <= now then
+    redis.call('ZREM', KEYS[1], key)
+    redis.call('HDEL', KEYS[2], key)
+  else
+    found[#found + 1] = key
+    found[#found + 1] = value
+  end
+end
+return found
 """

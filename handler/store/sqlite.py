@@ -44,6 +44,7 @@ from handler.store.base import (
     budget_kept,
     check_limit,
     check_text,
+    check_time,
     dump_record,
     new_token,
     positive_seconds,
@@ -87,6 +88,14 @@ _SCHEMA = (
         expires_at REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS first_seen_expires_at ON first_seen (expires_at)",
+    """CREATE TABLE IF NOT EXISTS deferred (
+        key TEXT PRIMARY KEY,
+        failure TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS deferred_due_at ON deferred (due_at)",
+    "CREATE INDEX IF NOT EXISTS deferred_expires_at ON deferred (expires_at)",
 )
 # Columns added after a table was first released: a file an earlier version made gets them
 # at open. (A reservation from before ``in_flight_until`` existed reads as settled: spent.)
@@ -199,6 +208,7 @@ class SQLiteStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (key, DONE, token, now + retention, data, now),
             )
+            db.execute("DELETE FROM deferred WHERE key = ?", (key,))
 
     def release(self, key: str, token: str) -> None:
         check_text("key", key)
@@ -281,6 +291,30 @@ class SQLiteStore:
                 (key, now, now + retention),
             )
             return now
+
+    def remember_deferred(self, key: str, failure: dict, due_at: float, retention: float) -> None:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        data = dump_record(failure)
+        due_at = check_time("due_at", due_at)
+        with self._write() as db:
+            self._purge(db, self._clock())
+            db.execute(
+                "INSERT OR REPLACE INTO deferred (key, failure, due_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key, data, due_at, due_at + retention),
+            )
+
+    def due_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        limit = check_limit(limit)
+        now = self._clock()
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT key, failure FROM deferred WHERE due_at <= ? AND expires_at > ?"
+                " ORDER BY due_at, key LIMIT ?",
+                (now, now, max(limit, 0)),
+            ).fetchall()
+        return [(key, json.loads(failure)) for key, failure in rows]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._read() as db:
@@ -513,7 +547,7 @@ class SQLiteStore:
 
     @staticmethod
     def _purge(db: sqlite3.Connection, now: float) -> None:
-        for table in ("dedupe", "budget", "first_seen"):
+        for table in ("dedupe", "budget", "first_seen", "deferred"):
             db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names
                 f" (SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",

@@ -314,6 +314,52 @@ def test_concurrent_first_sightings_agree_on_one_time(make_store):
     assert len(set(times)) == 1
 
 
+# --- deferred failures -------------------------------------------------------------------------
+
+
+def test_a_deferred_failure_is_due_at_its_time_longest_due_first(store, clock):
+    failure = {"graph": "g", "execution": "e", "failedAt": None, "nested": ["ü", 1]}
+    store.remember_deferred("evt-late", {"n": 2}, START + 70, retention=HOUR)
+    store.remember_deferred("evt-early", failure, START + 10, retention=HOUR)
+    assert store.due_deferred(10) == []
+    clock.advance(10)
+    assert store.due_deferred(10) == [("evt-early", failure)]
+    clock.advance(60)
+    assert store.due_deferred(10) == [("evt-early", failure), ("evt-late", {"n": 2})]
+    assert store.due_deferred(1) == [("evt-early", failure)]
+    assert store.due_deferred(0) == []
+    # Deferred again: what is remembered for a key is replaced, due time included.
+    store.remember_deferred("evt-early", {"n": 1}, START + 100, retention=HOUR)
+    assert store.due_deferred(10) == [("evt-late", {"n": 2})]
+
+
+def test_a_final_outcome_forgets_the_deferred_failure(store, clock):
+    store.remember_deferred("evt-1", {"n": 1}, START, retention=HOUR)
+    store.remember_deferred("evt-2", {"n": 2}, START, retention=HOUR)
+    claim = store.claim("evt-1", ttl=60)
+    store.release("evt-1", claim.token)  # not final: still due
+    assert [key for key, _ in store.due_deferred(10)] == ["evt-1", "evt-2"]
+    claim = store.claim("evt-1", ttl=60)
+    store.finish("evt-1", claim.token, {"outcome": "restored"}, retention=HOUR)
+    assert store.due_deferred(10) == [("evt-2", {"n": 2})]
+
+
+def test_a_deferred_failure_nobody_worked_through_is_forgotten_after_its_retention(store, clock):
+    store.remember_deferred("evt", {"n": 1}, START + 60, retention=HOUR)
+    clock.advance(60 + HOUR - 1)
+    assert store.due_deferred(10) == [("evt", {"n": 1})]
+    clock.advance(1)
+    assert store.due_deferred(10) == []
+    store.remember_deferred("other", {"n": 2}, clock(), retention=HOUR)  # collects the old one
+    assert store.due_deferred(10) == [("other", {"n": 2})]
+    with pytest.raises(ValueError, match="due_at"):
+        store.remember_deferred("evt", {}, float("nan"), retention=HOUR)
+    with pytest.raises(TypeError, match="dict"):
+        store.remember_deferred("evt", ["not", "a", "dict"], START, retention=HOUR)
+    with pytest.raises(ValueError, match="key"):
+        store.remember_deferred("", {}, START, retention=HOUR)
+
+
 # --- operator view ----------------------------------------------------------------------------
 
 

@@ -12,8 +12,24 @@ every instance sees:
   redelivery can try again.
 * *budget* - how many restores has this execution had within a sliding window?
   :meth:`~StateStore.reserve_budget` counts and reserves in one atomic step, so concurrent
-  instances can never exceed the limit; :meth:`~StateStore.refund_budget` returns a unit
-  that turned out not to be consumed.
+  instances can never exceed the limit. A unit is reserved *in flight* before the restore is
+  sent; :meth:`~StateStore.settle_budget` marks it *spent* once the restore was accepted or
+  sent without an answer, :meth:`~StateStore.refund_budget` returns a unit that turned out
+  not to be consumed, and one still in flight past its time counts as spent (its holder died
+  mid-call and may have sent it). So a full budget answers (:class:`Reservation`) whether
+  restores that happened fill it (``spent``: final) or only ones in flight do (``busy``: ask
+  again). Reservations are kept for the longest window any caller counts them with
+  (``keep``): the budget is the execution's, whichever rule counts it.
+
+Two memories serve the restore rules' spacing:
+
+* :meth:`~StateStore.first_seen` - when a failure was first seen, kept for the dedupe
+  retention: the ``first`` delay counts from it when the service gives no stop time, so
+  every event of one failure finds the same reference.
+* :meth:`~StateStore.remember_deferred` / :meth:`~StateStore.due_deferred` - the failures
+  deferred until a due time, kept until :meth:`~StateStore.finish` records a final outcome
+  for them (in the same step) or a retention after they were due: a sweep works through the
+  due ones, so a failure no listing shows any more is still restored.
 
 For operators and readiness probes: :meth:`~StateStore.forget` drops one event's outcome or
 marker, :meth:`~StateStore.reset_budget` one execution's reservations, and

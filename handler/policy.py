@@ -29,9 +29,12 @@ from typing import Any
 
 from handler.intake import Item
 from handler.intake.identity import reused_identity
-from handler.rules import DEFAULT_RULE_NAME, Match, Rule
+from handler.intake.items import RESTORE
+from handler.names import InvalidNameError, validate_name
+from handler.rules import DEFAULT_RULE_NAME, Match, Rule, default_policy
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable
+from handler.store.base import BUSY
 from handler.sweep import SWEEP
 
 
@@ -63,11 +66,12 @@ class Ticket:
 
 @dataclass(frozen=True)
 class FailureFacts:
-    """What the service says about why an execution failed, for rules with error patterns."""
+    """What the service says about why (and when) an execution failed, for the rules."""
 
     errors: tuple[str, ...] | None  # the failed nodes' messages; None: the API gives none
     problem: str | None = None  # the query failed transiently: decide on a later delivery
     error_code: str | None = None
+    stopped_at: float | None = None  # when it stopped (epoch seconds), if the query said
 
 
 class Settlement(Enum):
@@ -90,6 +94,11 @@ class Policy:
         self._rules = settings.policy
         # Wall-clock seconds; must be the store's clock, since spacing compares the two.
         self._clock = clock
+        # Every rule counts the execution's restores, whichever rule made them: a reservation
+        # is kept for the longest window anything counts with (the rules', the sweep grace).
+        self._budget_keep = max(
+            [rule.window for rule in self._rules.rules] + [settings.sweep_grace]
+        )
 
     def admit(
         self,
@@ -102,8 +111,9 @@ class Policy:
         """Return a Ticket to go ahead, or the Verdict that ends the item here.
 
         ``dry_run`` makes this one item a dry run even when ``RESTORE_DRY_RUN`` is off.
-        ``facts`` asks the service why the execution failed; it is called only when a rule
-        has error patterns, at most once."""
+        ``facts`` asks the service why (and when) the execution failed; it is called at most
+        once, when a rule has error patterns or a rule's ``first`` delay needs the stop time
+        the item does not carry."""
         if item.verdict == "skip":
             return Verdict("skipped", item.reason)
         if item.verdict == "reject":
@@ -132,8 +142,9 @@ class Policy:
             if recent is not None:
                 return recent
         dry_run = self._settings.dry_run or dry_run
+        in_flight = claim_ttl or self._settings.claim_ttl  # the call never outlives its marker
         try:
-            return self._decide(item, claim.token, facts, dry_run=dry_run)
+            return self._decide(item, claim.token, facts, in_flight, dry_run=dry_run)
         except StoreUnavailable as exc:
             self._release(item.event_id, claim.token)
             return _store_down(exc)
@@ -150,8 +161,9 @@ class Policy:
         like any other. It never lifts that limit: ``state reset-budget`` is the explicit way.
         """
         assert item.graph_name is not None and item.execution_name is not None
+        in_flight = claim_ttl or self._settings.claim_ttl
         try:
-            claim = self._store.claim(item.event_id, claim_ttl or self._settings.claim_ttl)
+            claim = self._store.claim(item.event_id, in_flight)
         except StoreUnavailable as exc:
             return _store_down(exc)
         if claim.state == "done":
@@ -164,9 +176,16 @@ class Policy:
         fields: dict[str, Any] = {"rule": None}
         try:
             times = self._store.budget_times(subject, window)
+            if len(times) >= limit > self._store.budget_used(subject, window, spent_only=True):
+                return self._busy(item, claim.token, _forced_rule(limit, window), fields)
             token = None
             if len(times) < limit and not dry_run:
-                token = self._store.reserve_budget(subject, limit, window)
+                reservation = self._store.reserve_budget(
+                    subject, limit, window, in_flight=in_flight, keep=self._budget_keep
+                )
+                if reservation.state == BUSY:
+                    return self._busy(item, claim.token, _forced_rule(limit, window), fields)
+                token = reservation.token if reservation.reserved else None
             if token is not None:
                 return Ticket(
                     item.event_id, claim.token, subject, token, self._retention(item),
@@ -202,12 +221,14 @@ class Policy:
         item: Item,
         claim_token: str,
         facts: Callable[[], FailureFacts] | None,
+        in_flight: float,
         *,
         dry_run: bool,
     ) -> Ticket | Verdict:
         """Match the rules, then check the matching rule's budget and spacing."""
         assert item.graph_name is not None
         errors: tuple[str, ...] | None = None
+        known: FailureFacts | None = None
         if self._rules.needs_error_text:
             known = facts() if facts is not None else FailureFacts(None)
             if known.problem is not None:
@@ -222,7 +243,15 @@ class Policy:
         match = self._rules.match(item.graph_name, errors)
         if match.rule is None or match.leave:
             return self._left_alone(item, claim_token, match, dry_run=dry_run)
-        return self._when_due(item, claim_token, match, dry_run=dry_run)
+
+        def stopped_at() -> float | None:
+            """When the failure stopped, if the item or the service's query says it."""
+            if item.failed_at is not None:
+                return item.failed_at
+            told = known if known is not None else (facts() if facts is not None else None)
+            return told.stopped_at if told is not None else None
+
+        return self._when_due(item, claim_token, match, in_flight, stopped_at, dry_run=dry_run)
 
     def _left_alone(self, item: Item, claim_token: str, match: Match, *, dry_run: bool) -> Verdict:
         """A failure no rule restores: recorded, so a redelivery answers the same."""
@@ -244,13 +273,21 @@ class Policy:
         return Verdict("skipped", reason, fields)
 
     def _when_due(
-        self, item: Item, claim_token: str, match: Match, *, dry_run: bool
+        self,
+        item: Item,
+        claim_token: str,
+        match: Match,
+        in_flight: float,
+        stopped_at: Callable[[], float | None],
+        *,
+        dry_run: bool,
     ) -> Ticket | Verdict:
         """Restore now if the rule's budget has room and its spacing says the time has come.
 
         Not due yet ends ``deferred`` and releases the marker rather than recording an
         outcome: the sweep that finds the same failure later (its own identity, or this one
-        redelivered) must still be able to restore it.
+        redelivered) must still be able to restore it. The unit is reserved in flight for
+        ``in_flight`` seconds (the claim's TTL, which the restore call never outlives).
         """
         rule = match.rule
         assert rule is not None
@@ -259,10 +296,17 @@ class Policy:
         note = f" ({match.note})" if match.note else ""
         times = self._store.budget_times(subject, rule.window)
         if len(times) >= rule.max_restores:
+            spent = self._store.budget_used(subject, rule.window, spent_only=True)
+            if spent < rule.max_restores:
+                return self._busy(item, claim_token, rule, fields)
             return self._exhausted(item, claim_token, rule, fields)
         now = self._clock()
-        due = self.due_time(rule, subject, times, item.failed_at, now)
+        failed_at = None
+        if not times and rule.spacing.first > 0:
+            failed_at = self._failure_time(subject, rule, stopped_at)
+        due = self.due_time(rule, subject, times, failed_at, now)
         if due > now:
+            self._remember_deferred(item, due, dry_run=dry_run)
             self._release(item.event_id, claim_token)
             return Verdict(
                 "deferred",
@@ -276,9 +320,14 @@ class Policy:
                 "dry_run", f"RESTORE_DRY_RUN is on: restore not called (rule {rule.name}){note}",
                 fields,
             )  # fmt: skip
-        budget_token = self._store.reserve_budget(subject, rule.max_restores, rule.window)
-        if budget_token is None:
+        reservation = self._store.reserve_budget(
+            subject, rule.max_restores, rule.window, in_flight=in_flight, keep=self._budget_keep
+        )
+        if reservation.state == BUSY:
+            return self._busy(item, claim_token, rule, fields)
+        if not reservation.reserved:
             return self._exhausted(item, claim_token, rule, fields)
+        budget_token = reservation.token
         if not rule.spacing.is_immediate:
             # Spacing is checked, then reserved: two deliveries for one execution at the same
             # moment could both pass the check. The one that sees another reservation beside
@@ -289,6 +338,7 @@ class Policy:
                 crowded = False  # the unit is reserved: going ahead is what it was taken for
             if crowded:
                 self._store.refund_budget(subject, budget_token)
+                self._remember_deferred(item, now, dry_run=dry_run)  # decided again next sweep
                 self._release(item.event_id, claim_token)
                 return Verdict(
                     "deferred",
@@ -306,6 +356,68 @@ class Policy:
             restored_before=bool(times),
         )
 
+    def _remember_deferred(self, item: Item, due: float, *, dry_run: bool) -> None:
+        """Keep a deferred failure in the store until it has a final outcome: once due, a sweep
+        hands it back (:meth:`due_deferred`) even when no listing shows it any more - its
+        delay may outlast the lookback, and an event's failure may never be listed at all.
+        A dry run leaves nothing to do later."""
+        if dry_run:
+            return
+        failure = {
+            "shape": item.shape,
+            "graph": item.graph_name,
+            "execution": item.execution_name,
+            "source": item.source,
+            "identifiedByContent": item.identified_by_content,
+            "failedAt": item.failed_at,
+        }
+        self._store.remember_deferred(item.event_id, failure, due, self._settings.dedupe_retention)
+
+    def due_deferred(self, limit: int) -> list[Item]:
+        """The deferred failures that are due, the longest due first: the same items (same
+        identity) as when they were deferred, for the sweep to run through admission again.
+
+        Raises :class:`StoreUnavailable`. An entry that does not rebuild an item (written by
+        something else) is left to expire."""
+        items = []
+        for key, failure in self._store.due_deferred(limit):
+            graph, execution = failure.get("graph"), failure.get("execution")
+            failed_at = failure.get("failedAt")
+            try:  # an item carries only checked names, wherever it comes from
+                validate_name(graph, "graph")
+                validate_name(execution, "execution")
+            except InvalidNameError:
+                continue
+            items.append(
+                Item(
+                    RESTORE,
+                    key,
+                    str(failure.get("shape") or SWEEP),
+                    graph,
+                    execution,
+                    source=str(failure.get("source") or ""),
+                    identified_by_content=failure.get("identifiedByContent") is True,
+                    failed_at=_seconds_or_none(failed_at),
+                )
+            )
+        return items
+
+    def _failure_time(
+        self, subject: str, rule: Rule, stopped_at: Callable[[], float | None]
+    ) -> float:
+        """What a rule's ``first`` delay counts from: when the failure stopped, if the item
+        or the service says it, else when the store first saw this failure - each event of
+        one failure must find the same reference, or one arriving more often than ``first``
+        would be deferred forever. A sighting before the execution's last restore belonged
+        to an earlier failure."""
+        known = stopped_at()
+        if known is not None:
+            return known
+        restores = self._store.budget_times(subject, self._budget_keep)
+        # Kept at least twice the delay: a failure still reported after it finds the sighting.
+        retention = max(self._settings.dedupe_retention, 2 * rule.spacing.first)
+        return self._store.first_seen(subject, retention, after=restores[-1] if restores else None)
+
     @staticmethod
     def due_time(
         rule: Rule, subject: str, times: list[float], failed_at: float | None, now: float
@@ -319,25 +431,43 @@ class Policy:
     def _exhausted(
         self, item: Item, claim_token: str, rule: Rule, fields: dict[str, Any]
     ) -> Verdict:
-        source = "RESTORE_MAX_RESTORES" if rule.name == DEFAULT_RULE_NAME else f"rule {rule.name}"
+        """Restores that were accepted or may have been applied fill the budget: final."""
         verdict = Verdict(
             "budget_exhausted",
             f"{rule.max_restores} restores of this execution within "
-            f"{rule.window:g}s already ({source})",
+            f"{rule.window:g}s already ({_budget_source(rule)})",
             fields,
         )
         record = {"outcome": verdict.outcome, "reason": verdict.reason, **fields, **_names(item)}
         self._store.finish(item.event_id, claim_token, record, self._retention(item))
         return verdict
 
+    def _busy(self, item: Item, claim_token: str, rule: Rule, fields: dict[str, Any]) -> Verdict:
+        """Only restores still in flight fill the budget: none of them has restored anything
+        yet, and each may still be refunded, so this item is retried, not decided."""
+        self._release(item.event_id, claim_token)
+        return Verdict(
+            "retryable_error",
+            f"restores of this execution still in flight fill the budget of "
+            f"{rule.max_restores} within {rule.window:g}s ({_budget_source(rule)}); "
+            "none has been applied yet: deliver again",
+            {**fields, "errorCode": "BudgetInFlight"},
+            redeliver=True,
+        )
+
     def settle(
         self, ticket: Ticket, settlement: Settlement, record: dict[str, Any]
     ) -> StoreUnavailable | None:
         """Apply a settlement; return the store's failure when it could not take it (never
-        raise): the caller says so in the answer and keeps the failure's text for the log."""
+        raise): the caller says so in the answer and keeps the failure's text for the log.
+
+        A unit that is kept is settled, so it counts as spent (``budget_exhausted`` for the
+        next items once the budget is full) instead of in flight (retried)."""
         store = self._store
         try:
-            if settlement in (Settlement.REFUSED, Settlement.RETRY):
+            if settlement in (Settlement.CONSUMED, Settlement.UNKNOWN):
+                store.settle_budget(ticket.subject, ticket.budget_token)
+            else:
                 store.refund_budget(ticket.subject, ticket.budget_token)
             if settlement in (Settlement.CONSUMED, Settlement.REFUSED):
                 store.finish(ticket.key, ticket.claim_token, record, ticket.retention)
@@ -399,6 +529,21 @@ class Policy:
         # If the store is down the marker simply expires after the claim TTL.
         with contextlib.suppress(StoreUnavailable):
             self._store.release(key, token)
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _budget_source(rule: Rule) -> str:
+    return "RESTORE_MAX_RESTORES" if rule.name == DEFAULT_RULE_NAME else f"rule {rule.name}"
+
+
+def _forced_rule(limit: int, window: float) -> Rule:
+    """The budget a forced restore counts against: the settings' default, whatever the rules."""
+    return default_policy(limit, window).rules[0]
 
 
 def _store_down(exc: StoreUnavailable) -> Verdict:

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from handler.devtools.emulator import Emulator
+from handler.store import open_store
 from tests.conftest import AK, AUTH_TOKEN, SK
 from tests.function_server import function_server
 
@@ -48,6 +49,19 @@ def deliver_all_at_once(url: str, bodies: list[dict]) -> list[tuple[int, str]]:
 
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         return list(pool.map(one, bodies))
+
+
+def redeliver_until_final(url: str, bodies: list[dict], rounds: int = 10) -> list[str]:
+    """Deliver every body at once, again and again for those answered 503 (as the platform
+    does, a bounded number of times); the final outcomes, once every body got one."""
+    outcomes: list[str] = []
+    for _ in range(rounds):
+        answers = deliver_all_at_once(url, bodies)
+        outcomes += [outcome for status, outcome in answers if status != 503]
+        bodies = [body for body, (status, _) in zip(bodies, answers, strict=True) if status == 503]
+        if not bodies:
+            return outcomes
+    raise AssertionError(f"{len(bodies)} deliveries still answered 503 after {rounds} rounds")
 
 
 @pytest.fixture
@@ -118,7 +132,30 @@ def test_the_budget_holds_across_worker_processes(httpserver, state_url):
         "LOG_LEVEL": "WARNING",
     }
     with function_server(environment, workers=4) as url:
-        answers = deliver_all_at_once(url, [failure_event(f"evt-{n}") for n in range(10)])
-    outcomes = sorted(outcome for _, outcome in answers)
-    assert outcomes == ["budget_exhausted"] * 7 + ["restored"] * 3
+        # An event that found the budget filled by restores still in flight answered 503.
+        outcomes = redeliver_until_final(url, [failure_event(f"evt-{n}") for n in range(10)])
+    assert sorted(outcomes) == ["budget_exhausted"] * 7 + ["restored"] * 3
     assert sum(request.method == "PUT" for request, _ in httpserver.log) == 3
+
+
+def test_restores_in_flight_are_not_a_spent_budget(emulator, state_url):
+    """Twelve failure events for one execution at once (three worker processes), while the
+    service answers every call 503 after 0.3 s: the reservations in flight fill the budget of
+    3 for a moment, but no restore happened, so no event may end ``budget_exhausted``. Each is
+    retried (503, nothing recorded), and once the service recovers the redeliveries restore
+    the execution once."""
+    emulator.fail_next(100, 503)
+    emulator.latency(0.3)
+    bodies = [failure_event(f"evt-{n}") for n in range(12)]
+    environment = function_environment(emulator, state_url, OBS_MAX_ATTEMPTS="1")
+    with function_server(environment, workers=3) as url:
+        answers = deliver_all_at_once(url, bodies)
+        assert answers == [(503, "retryable_error")] * len(bodies)
+        with open_store(state_url) as store:
+            assert store.recent()["dedupe"] == []  # nothing recorded, every marker released
+            assert store.budget_used("graph-1/exec-1", 86400) == 0
+
+        emulator.clear_faults()
+        outcomes = redeliver_until_final(url, bodies)
+    assert outcomes.count("restored") == 1 and "budget_exhausted" not in outcomes
+    assert emulator.state("graph-1", "exec-1") == "RUNNING"

@@ -18,13 +18,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from handler import cli
-from handler.devtools.emulator import DwrEmulator
+from handler.devtools.emulator import DwrEmulator, Emulator
 from handler.intake import Item
 from handler.pipeline import Invocation, Restorer
 from handler.report import Reporter
 from handler.rules import build_policy
 from handler.settings import Settings
 from handler.store.memory import MemoryStore
+from handler.sweep import SweepRequest
 from tests.conftest import AK, REQUEST, SK, log_lines
 from tests.store.conftest import FakeClock
 from tests.test_entry_http import post
@@ -93,6 +94,47 @@ def test_a_sweep_does_not_wait_out_the_grace_for_a_failure_after_the_last_restor
     service.add("graph-1", "exec-1", "FAILED", now + timedelta(seconds=2))
     assert sweep()["sweep"]["outcomes"] == {"restored": 1}
     assert len(service.restores) == 2
+
+
+def test_a_deferred_failure_is_restored_once_due_even_when_no_listing_shows_it_any_more():
+    """``first: 70s`` and a 60 s lookback: the event is deferred until 70 s after the failure
+    was first seen, when no listing shows that failure any more. The sweep works through the
+    deferred failures the store remembers, restores it once due (same identity, so a
+    redelivery of the event is a duplicate), and forgets it."""
+    clock = FakeClock(time.time())
+    rules = {"rules": [{"name": "patient", "spacing": {"first": "70s"}}]}
+    with Emulator(credentials={AK: SK}) as emulator:
+        # It stopped two minutes ago: no sweep with a 60 s lookback lists it.
+        emulator.seed("graph-1", "exec-1", "FAILED", stopped_at=time.time() - 120)
+        settings = Settings(
+            endpoint=emulator.url,
+            access_key_id=AK,
+            secret_access_key=SK,
+            max_attempts=1,
+            restore_policy=build_policy(rules, source="test", max_restores=3, window=86400),
+        )
+        restorer = Restorer(
+            settings, MemoryStore(clock=clock), Reporter(logging.getLogger()), clock
+        )
+        event = Item("restore", "HC.OBS/evt-1", "cloudevent", "graph-1", "exec-1")
+        request = SweepRequest(graphs=("graph-1",), lookback=60)
+        try:
+            (deferred,) = restorer.run([event], Invocation()).results
+            assert deferred["outcome"] == "deferred" and "(in 70s)" in deferred["reason"]
+            clock.advance(30)
+            delivery, summary = restorer.sweep(request, Invocation())
+            assert (summary.failures_found, summary.outcomes) == (0, {})  # not due yet
+            clock.advance(41)
+            delivery, summary = restorer.sweep(request, Invocation())
+            (restored,) = delivery.results
+            assert (restored["eventId"], restored["outcome"]) == ("HC.OBS/evt-1", "restored")
+            assert summary.failures_found == 0  # the listing never showed it
+            assert emulator.restores("graph-1", "exec-1") == 1
+            assert restorer.sweep(request, Invocation())[1].outcomes == {}  # forgotten
+            (again,) = restorer.run([event], Invocation()).results
+            assert again["outcome"] == "duplicate"
+        finally:
+            restorer.close()
 
 
 # --- DWR: error texts from the emulator -------------------------------------------------------
@@ -172,6 +214,38 @@ def test_the_readme_policy_on_dwr_restores_throttling_with_backoff_and_leaves_th
         restorer.close()
     logged = [line for line in lines.getvalue().splitlines() if line]
     assert len(logged) == 7  # one line per delivered item
+
+
+def test_on_dwr_a_first_delay_counts_from_the_failure_s_stop_time_the_query_gives(dwr):
+    """DWR's query says when the execution stopped (``end_time``): ``first`` counts from then,
+    not from the event's arrival - so an event 10 s after the failure, with ``first: 5s``, is
+    restored at once, and one 1 s after it is deferred to 5 s after the failure."""
+    clock = FakeClock(round(time.time()))
+    dwr.seed("etl", "early", "fail", stopped_at=clock() - 1, error_message=THROTTLED)
+    dwr.seed("etl", "late", "fail", stopped_at=clock() - 10, error_message=THROTTLED)
+    rules = {"rules": [{"name": "patient", "spacing": {"first": "5s"}}]}
+    settings = Settings(
+        endpoint=dwr.url,
+        workflow_api="dwr",
+        project_id=PROJECT,
+        access_key_id=AK,
+        secret_access_key=SK,
+        max_attempts=1,
+        restore_policy=build_policy(rules, source="test", max_restores=3, window=86400),
+    )
+    restorer = Restorer(settings, MemoryStore(clock=clock), Reporter(logging.getLogger()), clock)
+    try:
+        (late,) = restorer.run(
+            [Item("restore", "evt-1", "json", "etl", "late")], Invocation()
+        ).results
+        (early,) = restorer.run(
+            [Item("restore", "evt-2", "json", "etl", "early")], Invocation()
+        ).results
+    finally:
+        restorer.close()
+    assert late["outcome"] == "restored"
+    assert early["outcome"] == "deferred" and "(in 4s)" in early["reason"]
+    assert dwr.restores("etl", "late") == 1 and dwr.restores("etl", "early") == 0
 
 
 def test_on_obs_the_log_line_says_that_only_graph_rules_apply(httpserver, function_env, load_main):

@@ -210,6 +210,15 @@ def test_a_first_delay_without_a_failure_time_counts_from_the_event():
     assert "(in 60s)" in h.event().reason
 
 
+def test_a_first_delay_counts_from_the_first_sighting_of_the_failure_not_from_each_event():
+    """Events every 3 s for one failure, ``first: 2s``, no stop time in them: the second event
+    finds the failure seen 3 s ago, so it is due, instead of being deferred again forever."""
+    h = Harness([{"name": "patient", "spacing": {"first": "2s"}}])
+    assert h.event().outcome == "deferred"  # seen now: due in 2 s
+    h.clock.advance(3)
+    assert isinstance(h.event(), Ticket)  # another event (its own id) of the same failure
+
+
 def test_a_deferred_item_records_nothing_so_the_same_identity_is_decided_again_later():
     h = Harness([SPACED])
     item = Item("restore", "sweep:g/e@t", "sweep", "g", "e", failed_at=START)
@@ -219,6 +228,28 @@ def test_a_deferred_item_records_nothing_so_the_same_identity_is_decided_again_l
     h.store.forget("sweep:g/e@t")
     h.clock.advance(60)
     assert isinstance(h.policy.admit(item, facts=facts), Ticket)
+
+
+def test_a_deferred_failure_is_handed_back_once_due_as_the_same_item_until_it_is_final():
+    h = Harness([SPACED])
+    item = Item("restore", "HC.OBS/evt", "cloudevent", "g", "e", source="HC.OBS", failed_at=START)
+    facts = lambda: FailureFacts(("throttled",))  # noqa: E731
+    assert h.policy.admit(item, facts=facts).outcome == "deferred"  # due at START + 60
+    assert h.policy.due_deferred(10) == []
+    h.clock.advance(60)
+    assert h.policy.due_deferred(10) == [item]
+    ticket = h.policy.admit(item, facts=facts)
+    assert isinstance(ticket, Ticket)
+    assert h.policy.due_deferred(10) == [item]  # in flight: not final yet
+    h.policy.settle(ticket, Settlement.CONSUMED, {"outcome": "restored"})
+    assert h.policy.due_deferred(10) == []
+
+
+def test_a_dry_run_leaves_no_deferred_failure_behind():
+    h = Harness([SPACED], dry_run=True)
+    assert h.event(failed_at=START).outcome == "deferred"
+    h.clock.advance(60)
+    assert h.policy.due_deferred(10) == []
 
 
 def test_left_alone_is_recorded_with_the_pattern_and_an_excerpt_and_no_budget_is_spent():
@@ -249,14 +280,31 @@ def test_two_deliveries_reserving_at_once_do_not_both_restore_inside_the_spacing
     # Another instance reserved between this one's spacing check and its reservation.
     real_reserve = h.store.reserve_budget
 
-    def reserve_after_a_rival(subject, limit, window):
-        real_reserve(subject, limit, window)
-        return real_reserve(subject, limit, window)
+    def reserve_after_a_rival(subject, limit, window, **options):
+        real_reserve(subject, limit, window, **options)
+        return real_reserve(subject, limit, window, **options)
 
     h.store.reserve_budget = reserve_after_a_rival
     verdict = h.event()
     assert verdict.outcome == "deferred" and "at the same moment" in verdict.reason
     assert h.store.budget_used("g/e", 86400) == 2  # ours refunded, the rival's kept
+
+
+def test_a_short_window_rule_s_restore_counts_for_a_long_window_rule():
+    """The budget is the execution's: rule long allows 2 restores an hour, however many of
+    them another rule with a 60 s window made."""
+    h = Harness(
+        [
+            {"name": "short", "restore_on": ["throttl"], "max_restores": 5, "window": "60s"},
+            {"name": "long", "max_restores": 2, "window": "1h"},
+        ]
+    )
+    assert h.restore(errors=("broken",)).rule == "long"
+    h.clock.advance(600)
+    assert h.restore(errors=("throttled",)).rule == "short"
+    h.clock.advance(100)  # outside short's window, inside long's
+    verdict = h.event(errors=("broken",))
+    assert verdict.outcome == "budget_exhausted" and "(rule long)" in verdict.reason
 
 
 def test_without_a_policy_the_default_rule_keeps_todays_budget():

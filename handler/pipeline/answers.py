@@ -77,7 +77,8 @@ class ExecutionLookup:
             return FailureFacts(None, "no credentials to query the execution", "NoCredentials")
         problem = unreadable_execution(answer)
         if problem is None:
-            return FailureFacts(tuple(answer.body.errorMessages))
+            body = answer.body
+            return FailureFacts(tuple(body.errorMessages), stopped_at=body.stoppedAt)
         # Whatever the answer was - a refusal, a redirect, a 200 whose body is cut off or is
         # a portal's HTML page - it did not say why the execution failed. Taking it as "no
         # error text" would record "no rule matches" for a failure a rule restores: retry.

@@ -61,15 +61,15 @@ def run_sweep(
                 summary.errors.append({"graph": None, "errorCode": "NoCredentials"})
             else:
                 time_left = time_left_until(invocation.deadline)
-                _sweep_graphs(
-                    restorer,
-                    client,
-                    request,
-                    invocation,
-                    summary,
-                    delivery,
-                    lambda: time_left() and not lease.lost.is_set(),
+
+                def going_on() -> bool:
+                    return time_left() and not lease.lost.is_set()
+
+                restored = _restore_due_deferred(
+                    restorer, request, invocation, summary, delivery, going_on
                 )
+                request = replace(request, max_restores=request.max_restores - restored)
+                _sweep_graphs(restorer, client, request, invocation, summary, delivery, going_on)
         finally:
             lease.stop()
             restorer.policy.release_lease(SWEEP_LEASE, lease.token)
@@ -146,6 +146,44 @@ def _take_lease(restorer: Restorer, invocation: Invocation, summary: SweepSummar
         summary.stopped = "sweep in progress"
         return None
     return _Lease(restorer, token, ttl, renew=invocation.deadline is None)
+
+
+def _restore_due_deferred(
+    restorer: Restorer,
+    request: SweepRequest,
+    invocation: Invocation,
+    summary: SweepSummary,
+    delivery: Delivery,
+    going_on: Callable[[], bool],
+) -> int:
+    """Hand the deferred failures that are due back to the restorer, before listing.
+
+    A failure deferred by a rule's spacing may be due after every listing has dropped it
+    (its delay outlasts the lookback), or was reported by an event no listing shows: the
+    store remembers it until it has a final outcome. Each goes through the same admission,
+    with the same identity (so dedupe holds), within the sweep's restore cap; returns how
+    many were restored.
+    """
+    if request.max_restores < 1:
+        return 0
+    try:
+        items = restorer.policy.due_deferred(request.max_restores)
+    except StoreUnavailable as exc:
+        summary.error({"graph": None, "errorCode": "StoreUnavailable"})
+        restorer.reporter.store_problem(str(exc))
+        return 0
+    restored = 0
+    for item in items:
+        if request.graphs and item.graph_name not in request.graphs:
+            continue
+        if not going_on():
+            summary.stopped = "deadline"
+            break
+        outcome = restorer.handle(item, invocation, delivery)
+        summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + 1
+        if outcome == "restored":
+            restored += 1
+    return restored
 
 
 def _sweep_graphs(

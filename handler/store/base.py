@@ -12,8 +12,24 @@ every instance sees:
   redelivery can try again.
 * *budget* - how many restores has this execution had within a sliding window?
   :meth:`~StateStore.reserve_budget` counts and reserves in one atomic step, so concurrent
-  instances can never exceed the limit; :meth:`~StateStore.refund_budget` returns a unit
-  that turned out not to be consumed.
+  instances can never exceed the limit. A unit is reserved *in flight* before the restore is
+  sent; :meth:`~StateStore.settle_budget` marks it *spent* once the restore was accepted or
+  sent without an answer, :meth:`~StateStore.refund_budget` returns a unit that turned out
+  not to be consumed, and one still in flight past its time counts as spent (its holder died
+  mid-call and may have sent it). So a full budget answers (:class:`Reservation`) whether
+  restores that happened fill it (``spent``: final) or only ones in flight do (``busy``: ask
+  again). Reservations are kept for the longest window any caller counts them with
+  (``keep``): the budget is the execution's, whichever rule counts it.
+
+Two memories serve the restore rules' spacing:
+
+* :meth:`~StateStore.first_seen` - when a failure was first seen, kept for the dedupe
+  retention: the ``first`` delay counts from it when the service gives no stop time, so
+  every event of one failure finds the same reference.
+* :meth:`~StateStore.remember_deferred` / :meth:`~StateStore.due_deferred` - the failures
+  deferred until a due time, kept until :meth:`~StateStore.finish` records a final outcome
+  for them (in the same step) or a retention after they were due: a sweep works through the
+  due ones, so a failure no listing shows any more is still restored.
 
 For operators and readiness probes: :meth:`~StateStore.forget` drops one event's outcome or
 marker, :meth:`~StateStore.reset_budget` one execution's reservations, and
@@ -38,6 +54,10 @@ ACQUIRED = "acquired"
 IN_PROGRESS = "in_progress"
 DONE = "done"
 
+RESERVED = "reserved"
+SPENT = "spent"
+BUSY = "busy"
+
 
 class StoreUnavailable(Exception):
     """The store cannot be reached or written; the caller should treat it as transient.
@@ -61,6 +81,22 @@ class Claim:
     record: dict | None
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """The answer to :meth:`StateStore.reserve_budget`.
+
+    ``state`` is ``"reserved"`` (``reserved`` is true and ``token`` is our unit, in flight
+    until settled or refunded), ``"spent"`` (spent reservations alone fill the budget:
+    restores that happened or may have - final) or ``"busy"`` (reservations still in flight
+    fill what the spent ones leave: none of them has restored anything yet, so ask again
+    later).
+    """
+
+    reserved: bool
+    token: str
+    state: str
+
+
 class StateStore(Protocol):
     """What the pipeline needs from a store; see the module docstring for the semantics."""
 
@@ -79,7 +115,9 @@ class StateStore(Protocol):
     def finish(self, key: str, token: str, record: dict, retention: float) -> None:
         """Record ``key``'s final outcome for ``retention`` s, replacing any marker.
 
-        Recorded even if our marker expired meanwhile: the outcome is true regardless.
+        Recorded even if our marker expired meanwhile: the outcome is true regardless. In the
+        same step it forgets ``key``'s deferred failure (:meth:`remember_deferred`): a
+        failure with a final outcome is not due any more, whichever path reached it.
         """
         ...
 
@@ -94,11 +132,36 @@ class StateStore(Protocol):
         its marker before it expires."""
         ...
 
-    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+    def reserve_budget(
+        self,
+        subject: str,
+        limit: int,
+        window: float,
+        *,
+        in_flight: float,
+        keep: float | None = None,
+    ) -> Reservation:
         """Reserve one unit if fewer than ``limit`` were reserved in the last ``window`` s.
 
-        Returns the reservation's token, or ``None`` when the budget is spent (always for
-        ``limit < 1``). Concurrent callers can never exceed ``limit``.
+        Concurrent callers can never exceed ``limit`` (nothing is reserved for
+        ``limit < 1``). A new reservation is *in flight* - its restore has not happened yet -
+        until :meth:`settle_budget` or :meth:`refund_budget`, or for ``in_flight`` seconds at
+        most: one still in flight after that belongs to a caller that died mid-call, which may
+        have sent its restore, so it counts as spent from then on. A full budget answers
+        ``spent`` when spent reservations fill it, else ``busy``.
+
+        The reservation is kept for ``window`` or ``keep`` seconds, whichever is longer, and
+        counts for every window only while it is kept: callers that count one subject with
+        several windows pass the longest as ``keep``, so that no call forgets what another
+        still counts.
+        """
+        ...
+
+    def settle_budget(self, subject: str, token: str) -> None:
+        """Mark a reservation spent: its restore happened, or was sent and may have.
+
+        It is no longer in flight and counts until it leaves the window; an unknown token
+        (refunded, expired, never made) is ignored.
         """
         ...
 
@@ -106,14 +169,43 @@ class StateStore(Protocol):
         """Remove a reservation: the operation turned out not to consume budget."""
         ...
 
-    def budget_used(self, subject: str, window: float) -> int:
-        """How many reservations ``subject`` holds from the last ``window`` seconds."""
+    def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
+        """How many reservations ``subject`` holds from the last ``window`` seconds; with
+        ``spent_only``, only those no longer in flight."""
         ...
 
     def budget_times(self, subject: str, window: float) -> list[float]:
         """When each of ``subject``'s reservations from the last ``window`` s was made, oldest
         first: restore rules space restores from the last one (``budget_used`` is its length).
         """
+        ...
+
+    def first_seen(self, key: str, retention: float, *, after: float | None = None) -> float:
+        """When ``key`` (a failure) was first seen: now, if the store keeps no sighting of it
+        (or the one it keeps is not later than ``after``), and that is kept for ``retention``
+        seconds. Concurrent first sightings agree on one time.
+
+        The restore rules' ``first`` delay counts from it when the service does not say when
+        the failure stopped: each event of one failure then finds the same reference.
+        ``after`` is the last restore of the execution: a sighting before it belongs to an
+        earlier failure.
+        """
+        ...
+
+    def remember_deferred(self, key: str, failure: dict, due_at: float, retention: float) -> None:
+        """Remember that ``key``'s failure was deferred until ``due_at`` (replacing what was
+        remembered for ``key``), until :meth:`finish` records its outcome or ``retention``
+        seconds after ``due_at``.
+
+        A deferred failure may be due long after any listing still shows it; a sweep works
+        through :meth:`due_deferred` so that it is restored whatever the lookback.
+        ``failure`` is what rebuilds the item (a JSON object).
+        """
+        ...
+
+    def due_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        """Up to ``limit`` remembered failures whose due time has come, ``(key, failure)``,
+        the longest due first."""
         ...
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
@@ -180,6 +272,25 @@ def check_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string")
     return value
+
+
+def budget_kept(window: float, keep: float | None) -> float:
+    """How long a reservation is kept: its own window, or ``keep`` when that is longer.
+
+    The budget is per execution, while rules count it with windows of their own: a
+    reservation must outlive the longest window anyone counts it with, not only the one it
+    was made with, or a short-window rule's call would let a long-window rule forget.
+    """
+    if keep is None:
+        return window
+    return max(window, positive_seconds("keep", keep))
+
+
+def check_time(name: str, value: float) -> float:
+    """A moment (epoch seconds): NaN or infinity would never come, or always have come."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
+    return float(value)
 
 
 def check_limit(limit: int) -> int:

@@ -14,11 +14,17 @@ from collections.abc import Callable
 
 from handler.store.base import (
     ACQUIRED,
+    BUSY,
     DONE,
     IN_PROGRESS,
+    RESERVED,
+    SPENT,
     Claim,
+    Reservation,
+    budget_kept,
     check_limit,
     check_text,
+    check_time,
     dump_record,
     new_token,
     positive_seconds,
@@ -38,8 +44,12 @@ class MemoryStore:
         self._lock = threading.Lock()
         # key -> (state, token, expires_at, record_json, updated_at)
         self._dedupe: dict[str, tuple[str, str, float, str | None, float]] = {}
-        # subject -> token -> (at, expires_at)
-        self._budget: dict[str, dict[str, tuple[float, float]]] = {}
+        # subject -> token -> (at, expires_at, in flight until; None once settled)
+        self._budget: dict[str, dict[str, tuple[float, float, float | None]]] = {}
+        # failure key -> (first seen at, expires_at)
+        self._seen: dict[str, tuple[float, float]] = {}
+        # item key -> (failure_json, due_at, expires_at)
+        self._deferred: dict[str, tuple[str, float, float]] = {}
         self._calls = 0
 
     @property
@@ -71,6 +81,7 @@ class MemoryStore:
         with self._lock:
             now = self._clock()
             self._dedupe[key] = (DONE, token, now + retention, data, now)
+            self._deferred.pop(key, None)
 
     def release(self, key: str, token: str) -> None:
         check_text("key", key)
@@ -90,20 +101,37 @@ class MemoryStore:
             self._dedupe[key] = (IN_PROGRESS, token, now + ttl, None, entry[4])
             return True
 
-    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+    def reserve_budget(
+        self,
+        subject: str,
+        limit: int,
+        window: float,
+        *,
+        in_flight: float,
+        keep: float | None = None,
+    ) -> Reservation:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        in_flight = positive_seconds("in_flight", in_flight)
+        kept = budget_kept(window, keep)
         with self._lock:
             now = self._clock()
             self._sweep(now)
-            held = self._budget.get(subject, {})
-            used = sum(1 for at, _ in held.values() if at > now - window)
-            if used >= limit:
-                return None
+            live = self._live(subject, window, now)
+            if len(live) >= limit:
+                spent = sum(1 for _, until in live if until is None or until <= now)
+                return Reservation(False, "", SPENT if spent >= limit else BUSY)
             token = new_token()
-            self._budget.setdefault(subject, {})[token] = (now, now + window)
-            return token
+            self._budget.setdefault(subject, {})[token] = (now, now + kept, now + in_flight)
+            return Reservation(True, token, RESERVED)
+
+    def settle_budget(self, subject: str, token: str) -> None:
+        with self._lock:
+            held = self._budget.get(subject, {})
+            if token in held:
+                at, expires_at, _ = held[token]
+                held[token] = (at, expires_at, None)
 
     def refund_budget(self, subject: str, token: str) -> None:
         with self._lock:
@@ -113,19 +141,60 @@ class MemoryStore:
                 if not held:
                     del self._budget[subject]
 
-    def budget_used(self, subject: str, window: float) -> int:
+    def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
         window = positive_seconds("window", window)
         with self._lock:
             now = self._clock()
-            held = self._budget.get(subject, {})
-            return sum(1 for at, _ in held.values() if at > now - window)
+            live = self._live(subject, window, now)
+        if spent_only:
+            return sum(1 for _, until in live if until is None or until <= now)
+        return len(live)
 
     def budget_times(self, subject: str, window: float) -> list[float]:
         window = positive_seconds("window", window)
         with self._lock:
+            return sorted(at for at, _ in self._live(subject, window, self._clock()))
+
+    def _live(self, subject: str, window: float, now: float) -> list[tuple[float, float | None]]:
+        """(made at, in flight until) of ``subject``'s reservations kept and within ``window``."""
+        held = self._budget.get(subject, {})
+        return [
+            (at, until)
+            for at, expires_at, until in held.values()
+            if at > now - window and expires_at > now
+        ]
+
+    def first_seen(self, key: str, retention: float, *, after: float | None = None) -> float:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        with self._lock:
             now = self._clock()
-            held = self._budget.get(subject, {})
-            return sorted(at for at, _ in held.values() if at > now - window)
+            self._sweep(now)
+            seen = self._seen.get(key)
+            if seen is not None and seen[1] > now and (after is None or seen[0] > after):
+                return seen[0]
+            self._seen[key] = (now, now + retention)
+            return now
+
+    def remember_deferred(self, key: str, failure: dict, due_at: float, retention: float) -> None:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        data = dump_record(failure)
+        due_at = check_time("due_at", due_at)
+        with self._lock:
+            self._sweep(self._clock())
+            self._deferred[key] = (data, due_at, due_at + retention)
+
+    def due_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        limit = check_limit(limit)
+        with self._lock:
+            now = self._clock()
+            due = sorted(
+                (due_at, key, data)
+                for key, (data, due_at, expires_at) in self._deferred.items()
+                if due_at <= now < expires_at
+            )
+        return [(key, json.loads(data)) for _, key, data in due[: max(limit, 0)]]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._lock:
@@ -145,8 +214,8 @@ class MemoryStore:
             for subject, held in self._budget.items():
                 live = [
                     at
-                    for at, expires_at in held.values()
-                    if (at > now - window if window is not None else expires_at > now)
+                    for at, expires_at, _ in held.values()
+                    if expires_at > now and (window is None or at > now - window)
                 ]
                 if live:
                     budget.append({"subject": subject, "used": len(live), "last_at": max(live)})
@@ -181,14 +250,19 @@ class MemoryStore:
     def _sweep(self, now: float) -> None:
         """Drop expired entries, amortised: one full pass per ``len(entries)`` calls."""
         self._calls += 1
-        if self._calls < max(64, len(self._dedupe) + len(self._budget)):
+        entries = len(self._dedupe) + len(self._budget) + len(self._seen) + len(self._deferred)
+        if self._calls < max(64, entries):
             return
         self._calls = 0
         for key in [k for k, entry in self._dedupe.items() if entry[2] <= now]:
             del self._dedupe[key]
+        for key in [k for k, (_, expires_at) in self._seen.items() if expires_at <= now]:
+            del self._seen[key]
+        for key in [k for k, (_, _, expires_at) in self._deferred.items() if expires_at <= now]:
+            del self._deferred[key]
         for subject in list(self._budget):
             held = self._budget[subject]
-            for token in [t for t, (_, expires_at) in held.items() if expires_at <= now]:
+            for token in [t for t, (_, expires_at, _) in held.items() if expires_at <= now]:
                 del held[token]
             if not held:
                 del self._budget[subject]

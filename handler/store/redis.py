@@ -22,12 +22,18 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from handler.redaction import redact_url
 from handler.store.base import (
     ACQUIRED,
+    BUSY,
     DONE,
     IN_PROGRESS,
+    RESERVED,
+    SPENT,
     Claim,
+    Reservation,
     StoreUnavailable,
+    budget_kept,
     check_limit,
     check_text,
+    check_time,
     dump_record,
     new_token,
     positive_seconds,
@@ -36,13 +42,18 @@ from handler.store.base import (
 from handler.store.redis_scripts import (
     CHECK_WRITABLE_LUA,
     CLAIM_LUA,
+    DUE_DEFERRED_LUA,
     FINISH_LUA,
+    FIRST_SEEN_LUA,
     FORGET_LUA,
     LATE,
+    REFUND_LUA,
     RELEASE_LUA,
+    REMEMBER_DEFERRED_LUA,
     RENEW_LUA,
     RESERVE_LUA,
     RESET_BUDGET_LUA,
+    SETTLE_LUA,
 )
 
 DEFAULT_REDIS_PREFIX = "obs-workflow-restore:"
@@ -136,6 +147,11 @@ class RedisStore:
         self._release = self._redis.register_script(RELEASE_LUA)
         self._renew = self._redis.register_script(RENEW_LUA)
         self._reserve = self._redis.register_script(RESERVE_LUA)
+        self._refund = self._redis.register_script(REFUND_LUA)
+        self._settle = self._redis.register_script(SETTLE_LUA)
+        self._first_seen = self._redis.register_script(FIRST_SEEN_LUA)
+        self._remember_deferred = self._redis.register_script(REMEMBER_DEFERRED_LUA)
+        self._due_deferred = self._redis.register_script(DUE_DEFERRED_LUA)
         self._forget = self._redis.register_script(FORGET_LUA)
         self._reset_budget = self._redis.register_script(RESET_BUDGET_LUA)
         self._check_writable = self._redis.register_script(CHECK_WRITABLE_LUA)
@@ -173,8 +189,15 @@ class RedisStore:
         self._undo_lost()
         with self._guard():
             self._finish(
-                keys=[self._dedupe_key(key)],
-                args=[repr(now), token, repr(now + retention), data, _redis_ttl_ms(retention)],
+                keys=[self._dedupe_key(key), *self._deferred_keys()],
+                args=[
+                    repr(now),
+                    token,
+                    repr(now + retention),
+                    data,
+                    _redis_ttl_ms(retention),
+                    key,
+                ],
             )
 
     def release(self, key: str, token: str) -> None:
@@ -194,12 +217,22 @@ class RedisStore:
             )
         return bool(renewed)
 
-    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+    def reserve_budget(
+        self,
+        subject: str,
+        limit: int,
+        window: float,
+        *,
+        in_flight: float,
+        keep: float | None = None,
+    ) -> Reservation:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        in_flight = positive_seconds("in_flight", in_flight)
+        kept = budget_kept(window, keep)
         if limit < 1:
-            return None
+            return Reservation(False, "", SPENT)
         token = new_token()
         now = self._clock()
         self._undo_lost()
@@ -207,29 +240,95 @@ class RedisStore:
             (answer, *_) = self._in_time(
                 self._reserve,
                 keys=[self._budget_key(subject)],
-                args=[repr(now), repr(now - window), limit, token, _redis_ttl_ms(window)],
+                args=[
+                    repr(now),
+                    repr(now - window),
+                    limit,
+                    token,
+                    f"{token}:{now + kept!r}:{now + in_flight!r}",
+                    repr(kept),
+                    _redis_ttl_ms(kept),
+                ],
             )
-        return token if answer == token else None
+        if answer == token:
+            return Reservation(True, token, RESERVED)
+        return Reservation(False, "", BUSY if answer == BUSY else SPENT)
+
+    def settle_budget(self, subject: str, token: str) -> None:
+        self._undo_lost()
+        with self._guard():
+            self._settle(keys=[self._budget_key(subject)], args=[token])
 
     def refund_budget(self, subject: str, token: str) -> None:
         self._undo_lost()
         with self._guard():
-            self._redis.zrem(self._budget_key(subject), token)
+            self._refund(keys=[self._budget_key(subject)], args=[token])
 
-    def budget_used(self, subject: str, window: float) -> int:
-        window = positive_seconds("window", window)
-        since = self._clock() - window
-        with self._guard():
-            return int(self._redis.zcount(self._budget_key(subject), f"({since!r}", "+inf"))
+    def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
+        now = self._clock()
+        held = self._budget_members(subject, window, now)
+        return sum(1 for member, _ in held if not spent_only or _budget_spent(member, now))
 
     def budget_times(self, subject: str, window: float) -> list[float]:
+        return [at for _, at in self._budget_members(subject, window, self._clock())]
+
+    def _budget_members(self, subject: str, window: float, now: float) -> list[tuple[str, float]]:
+        """``subject``'s reservations kept and within ``window``: (member, when), oldest first."""
         window = positive_seconds("window", window)
-        since = self._clock() - window
         with self._guard():
             held = self._redis.zrangebyscore(
-                self._budget_key(subject), f"({since!r}", "+inf", withscores=True
+                self._budget_key(subject), f"({now - window!r}", "+inf", withscores=True
             )
-        return [float(score) for _, score in held]
+        return [(member, float(at)) for member, at in held if _budget_kept_past(member, now)]
+
+    def first_seen(self, key: str, retention: float, *, after: float | None = None) -> float:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        now = self._clock()
+        self._undo_lost()
+        with self._guard():
+            seen = self._first_seen(
+                keys=[f"{self._prefix}first-seen:{key}"],
+                args=[
+                    repr(now),
+                    repr(now + retention),
+                    "" if after is None else repr(after),
+                    _redis_ttl_ms(retention),
+                ],
+            )
+        return float(seen)
+
+    def remember_deferred(self, key: str, failure: dict, due_at: float, retention: float) -> None:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        data = dump_record(failure)
+        due_at = check_time("due_at", due_at)
+        now = self._clock()
+        self._undo_lost()
+        with self._guard():
+            self._remember_deferred(
+                keys=self._deferred_keys(),
+                args=[
+                    key,
+                    repr(due_at),
+                    f"{due_at + retention!r}|{data}",
+                    repr(now),
+                    _redis_ttl_ms(max(due_at - now, 0.0) + retention),
+                ],
+            )
+
+    def due_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        limit = check_limit(limit)
+        if limit < 1:
+            return []
+        with self._guard():
+            found = self._due_deferred(
+                keys=self._deferred_keys(), args=[repr(self._clock()), limit]
+            )
+        return [
+            (key, json.loads(value.split("|", 1)[1]))
+            for key, value in zip(found[::2], found[1::2], strict=True)
+        ]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """See :meth:`StateStore.recent`; here it SCANs at most ``REDIS_SCAN_LIMIT`` keys."""
@@ -257,19 +356,17 @@ class RedisStore:
             budget = []
             keys = self._scan("budget:")
             pipe = self._redis.pipeline(transaction=False)
+            low = f"({now - window!r}" if window is not None else "-inf"
             for key in keys:
-                low = f"({now - window!r}" if window is not None else "-inf"
-                pipe.zcount(key, low, "+inf")
-                pipe.zrange(key, -1, -1, withscores=True)
-            answers = pipe.execute()
-            for index, key in enumerate(keys):
-                used, last = answers[2 * index], answers[2 * index + 1]
-                if used and last:
+                pipe.zrangebyscore(key, low, "+inf", withscores=True)
+            for key, held in zip(keys, pipe.execute(), strict=True):
+                live = [float(at) for member, at in held if _budget_kept_past(member, now)]
+                if live:
                     budget.append(
                         {
                             "subject": key[len(self._prefix) + len("budget:") :],
-                            "used": int(used),
-                            "last_at": float(last[0][1]),
+                            "used": len(live),
+                            "last_at": max(live),
                         }
                     )
         return recent_view(dedupe, budget, limit)
@@ -311,6 +408,10 @@ class RedisStore:
 
     def _dedupe_key(self, key: str) -> str:
         return f"{self._prefix}dedupe:{key}"
+
+    def _deferred_keys(self) -> list[str]:
+        """The deferred failures' index (by due time) and the failures themselves."""
+        return [f"{self._prefix}deferred", f"{self._prefix}deferred-failures"]
 
     def _budget_key(self, subject: str) -> str:
         return f"{self._prefix}budget:{subject}"
@@ -371,7 +472,7 @@ class RedisStore:
                 if kind == "claim":
                     self._release(keys=[self._dedupe_key(name)], args=[token])
                 else:
-                    self._redis.zrem(self._budget_key(name), token)
+                    self._refund(keys=[self._budget_key(name)], args=[token])
             except self._errors:
                 with self._lost_lock:
                     self._lost[:0] = lost[index:]  # still down: try again next time
@@ -390,6 +491,21 @@ class RedisStore:
         except self._errors as exc:
             detail = self._scrub(f"{type(exc).__name__}: {exc}")
             raise StoreUnavailable(f"state store {self._describe} unavailable: {detail}") from None
+
+
+def _budget_kept_past(member: str, now: float) -> bool:
+    """Whether a budget member (see redis_scripts) is still kept at ``now``.
+
+    A bare token, written by an earlier version, carries no expiry: it counts while it is in
+    the window, as it did then."""
+    fields = member.split(":")
+    return len(fields) < 2 or float(fields[1]) > now
+
+
+def _budget_spent(member: str, now: float) -> bool:
+    """Whether a budget member is settled, or in flight past its time (see redis_scripts)."""
+    fields = member.split(":")
+    return len(fields) < 3 or float(fields[2]) <= now
 
 
 def _glob_escape(text: str) -> str:

@@ -34,12 +34,15 @@ return {'acquired', ''}
 """
 )
 
-# KEYS[1] marker hash; ARGV: now, token, expires_at, record, redis_ttl_ms
+# KEYS[1] marker hash, KEYS[2] deferred index, KEYS[3] deferred failures; ARGV: now, token,
+# expires_at, record, redis_ttl_ms, key. A final outcome also forgets the deferred failure.
 FINISH_LUA = """
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'done', 'token', ARGV[2], 'expires_at', ARGV[3],
            'record', ARGV[4], 'updated_at', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[6])
+redis.call('HDEL', KEYS[3], ARGV[6])
 return 1
 """
 
@@ -87,18 +90,142 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# KEYS[1] budget sorted set (member token, score time); ARGV: now, window_start, limit,
-# token, redis_ttl_ms, deadline. Answers {token} when reserved, {false} when spent.
+# A budget is a sorted set scored by when each reservation was made; a member is
+# "<token>:<expires_at>" once settled and "<token>:<expires_at>:<in_flight_until>" while its
+# restore is in flight: the reservation's token, when it may be forgotten (the longer of its
+# window and the caller's keep) and until when it counts as in flight. A member without a
+# colon (an earlier version wrote the bare token) is settled, and kept for as long as the
+# caller keeps its own.
+BUDGET_MEMBER_LUA = """
+local function member_fields(member)
+  local fields = {}
+  for field in string.gmatch(member, '[^:]+') do fields[#fields + 1] = field end
+  return fields
+end
+"""
+
+# KEYS[1] budget sorted set; ARGV: now, window_start, limit, token, member, kept_seconds,
+# redis_ttl_ms, deadline. Answers {token} when reserved; {'spent'} when spent reservations
+# fill the budget, {'busy'} when in-flight ones fill the rest. Only reservations past their own
+# expiry are dropped: another caller's window is not ours.
 RESERVE_LUA = (
     DEADLINE_LUA
+    + BUDGET_MEMBER_LUA
     + """
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return {ARGV[4]} end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'spent'} end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local now, since = tonumber(ARGV[1]), tonumber(ARGV[2])
+local held = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used, spent = 0, 0
+for i = 1, #held, 2 do
+  local fields = member_fields(held[i])
+  if fields[1] == ARGV[4] then return {ARGV[4]} end  -- our retry after a lost reply
+  local at = tonumber(held[i + 1])
+  local expires_at = tonumber(fields[2]) or at + tonumber(ARGV[6])
+  if expires_at <= now then
+    redis.call('ZREM', KEYS[1], held[i])
+  elseif at > since then
+    used = used + 1
+    if not fields[3] or tonumber(fields[3]) <= now then spent = spent + 1 end
+  end
+end
+local limit = tonumber(ARGV[3])
+if used >= limit then
+  if spent >= limit then return {'spent'} end
+  return {'busy'}
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[5])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[7]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
 end
 return {ARGV[4]}
 """
 )
+
+# KEYS[1] budget sorted set; ARGV: token. The in-flight member becomes a settled one, at the
+# same time; answers 1 when it was in flight.
+SETTLE_LUA = (
+    BUDGET_MEMBER_LUA
+    + """
+local held = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #held, 2 do
+  local fields = member_fields(held[i])
+  if fields[1] == ARGV[1] then
+    if not fields[3] then return 0 end
+    redis.call('ZREM', KEYS[1], held[i])
+    redis.call('ZADD', KEYS[1], held[i + 1], fields[1] .. ':' .. fields[2])
+    return 1
+  end
+end
+return 0
+"""
+)
+
+# KEYS[1] budget sorted set; ARGV: token. Removes that reservation, whatever its member says.
+REFUND_LUA = (
+    BUDGET_MEMBER_LUA
+    + """
+local held = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, member in ipairs(held) do
+  if member_fields(member)[1] == ARGV[1] then return redis.call('ZREM', KEYS[1], member) end
+end
+return 0
+"""
+)
+
+# KEYS[1] a failure's sighting hash; ARGV: now, expires_at, after (or ''), redis_ttl_ms.
+# Answers when the failure was first seen. A retry after a lost reply finds its own sighting.
+FIRST_SEEN_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'at', 'expires_at')
+if cur[1] and tonumber(cur[2]) > tonumber(ARGV[1])
+    and (ARGV[3] == '' or tonumber(cur[1]) > tonumber(ARGV[3])) then
+  return cur[1]
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'at', ARGV[1], 'expires_at', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return ARGV[1]
+"""
+
+# Deferred failures: an index (sorted set: item key scored by due time) and a hash (item key ->
+# "<expires_at>|<failure JSON>"). At most DEFERRED_SCAN of the longest-due entries are looked at
+# per call, and expired ones among them are dropped on the way.
+DEFERRED_SCAN = 200
+
+# KEYS[1] index, KEYS[2] failures; ARGV: key, due_at, value, now, redis_ttl_ms.
+REMEMBER_DEFERRED_LUA = f"""
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local now = tonumber(ARGV[4])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, {DEFERRED_SCAN})
+for _, key in ipairs(due) do
+  local value = redis.call('HGET', KEYS[2], key)
+  if not value or tonumber(string.match(value, '^[^|]+')) <= now then
+    redis.call('ZREM', KEYS[1], key)
+    redis.call('HDEL', KEYS[2], key)
+  end
+end
+for i = 1, 2 do
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[5]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[5])
+  end
+end
+return 1
+"""
+
+# KEYS[1] index, KEYS[2] failures; ARGV: now, limit. Answers {key, value, key, value, ...}.
+DUE_DEFERRED_LUA = f"""
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local found = {{}}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, {DEFERRED_SCAN})
+for _, key in ipairs(due) do
+  if #found >= 2 * limit then break end
+  local value = redis.call('HGET', KEYS[2], key)
+  if not value or tonumber(string.match(value, '^[^|]+')) <= now then
+    redis.call('ZREM', KEYS[1], key)
+    redis.call('HDEL', KEYS[2], key)
+  else
+    found[#found + 1] = key
+    found[#found + 1] = value
+  end
+end
+return found
+"""

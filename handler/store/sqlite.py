@@ -20,6 +20,7 @@ corrupt the file on a power cut.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -32,12 +33,18 @@ from urllib.parse import quote
 
 from handler.store.base import (
     ACQUIRED,
+    BUSY,
     DONE,
     IN_PROGRESS,
+    RESERVED,
+    SPENT,
     Claim,
+    Reservation,
     StoreUnavailable,
+    budget_kept,
     check_limit,
     check_text,
+    check_time,
     dump_record,
     new_token,
     positive_seconds,
@@ -45,6 +52,15 @@ from handler.store.base import (
 from handler.store.url import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, SYNCHRONOUS_MODES
 
 PURGE_BATCH = 32  # expired rows removed per SQLite write: bounded cost per call
+# The reservations that count: ``subject``'s, made within the window, and still kept (expired
+# rows are purged in batches, so one may linger a while: it must not count meanwhile).
+# Parameters: (now,) subject, window start, now. A reservation is spent when settled
+# (in_flight_until is NULL) or in flight past its time.
+_COUNT_LIVE_AND_SPENT = (
+    "SELECT COUNT(*), COALESCE(SUM(in_flight_until IS NULL OR in_flight_until <= ?), 0)"
+    " FROM budget WHERE subject = ? AND at > ? AND expires_at > ?"
+)
+_TIMES_LIVE = "SELECT at FROM budget WHERE subject = ? AND at > ? AND expires_at > ? ORDER BY at"
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS dedupe (
@@ -62,10 +78,28 @@ _SCHEMA = (
         token TEXT NOT NULL,
         at REAL NOT NULL,
         expires_at REAL NOT NULL,
+        in_flight_until REAL,
         PRIMARY KEY (subject, token)
     )""",
     "CREATE INDEX IF NOT EXISTS budget_expires_at ON budget (expires_at)",
+    """CREATE TABLE IF NOT EXISTS first_seen (
+        key TEXT PRIMARY KEY,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS first_seen_expires_at ON first_seen (expires_at)",
+    """CREATE TABLE IF NOT EXISTS deferred (
+        key TEXT PRIMARY KEY,
+        failure TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS deferred_due_at ON deferred (due_at)",
+    "CREATE INDEX IF NOT EXISTS deferred_expires_at ON deferred (expires_at)",
 )
+# Columns added after a table was first released: a file an earlier version made gets them
+# at open. (A reservation from before ``in_flight_until`` existed reads as settled: spent.)
+_ADDED_COLUMNS = (("budget", "in_flight_until", "REAL"),)
 
 
 class _Connection:
@@ -174,6 +208,7 @@ class SQLiteStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (key, DONE, token, now + retention, data, now),
             )
+            db.execute("DELETE FROM deferred WHERE key = ?", (key,))
 
     def release(self, key: str, token: str) -> None:
         check_text("key", key)
@@ -195,46 +230,103 @@ class SQLiteStore:
             ).rowcount
         return changed == 1
 
-    def reserve_budget(self, subject: str, limit: int, window: float) -> str | None:
+    def reserve_budget(
+        self,
+        subject: str,
+        limit: int,
+        window: float,
+        *,
+        in_flight: float,
+        keep: float | None = None,
+    ) -> Reservation:
         check_text("subject", subject)
         limit = check_limit(limit)
         window = positive_seconds("window", window)
+        in_flight = positive_seconds("in_flight", in_flight)
+        kept = budget_kept(window, keep)
         with self._write() as db:
             now = self._clock()
             self._purge(db, now)
-            (used,) = db.execute(
-                "SELECT COUNT(*) FROM budget WHERE subject = ? AND at > ?", (subject, now - window)
+            used, spent = db.execute(
+                _COUNT_LIVE_AND_SPENT, (now, subject, now - window, now)
             ).fetchone()
             if used >= limit:
-                return None
+                return Reservation(False, "", SPENT if spent >= limit else BUSY)
             token = new_token()
             db.execute(
-                "INSERT INTO budget (subject, token, at, expires_at) VALUES (?, ?, ?, ?)",
-                (subject, token, now, now + window),
+                "INSERT INTO budget (subject, token, at, expires_at, in_flight_until)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (subject, token, now, now + kept, now + in_flight),
             )
-            return token
+            return Reservation(True, token, RESERVED)
+
+    def settle_budget(self, subject: str, token: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE budget SET in_flight_until = NULL WHERE subject = ? AND token = ?",
+                (subject, token),
+            )
 
     def refund_budget(self, subject: str, token: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM budget WHERE subject = ? AND token = ?", (subject, token))
 
-    def budget_used(self, subject: str, window: float) -> int:
+    def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
         window = positive_seconds("window", window)
+        now = self._clock()
         with self._read() as db:
-            (used,) = db.execute(
-                "SELECT COUNT(*) FROM budget WHERE subject = ? AND at > ?",
-                (subject, self._clock() - window),
+            used, spent = db.execute(
+                _COUNT_LIVE_AND_SPENT, (now, subject, now - window, now)
             ).fetchone()
-        return int(used)
+        return int(spent if spent_only else used)
 
     def budget_times(self, subject: str, window: float) -> list[float]:
         window = positive_seconds("window", window)
+        now = self._clock()
+        with self._read() as db:
+            rows = db.execute(_TIMES_LIVE, (subject, now - window, now)).fetchall()
+        return [float(at) for (at,) in rows]
+
+    def first_seen(self, key: str, retention: float, *, after: float | None = None) -> float:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        with self._write() as db:
+            now = self._clock()
+            self._purge(db, now)
+            row = db.execute(
+                "SELECT at FROM first_seen WHERE key = ? AND expires_at > ?", (key, now)
+            ).fetchone()
+            if row is not None and (after is None or row[0] > after):
+                return float(row[0])
+            db.execute(
+                "INSERT OR REPLACE INTO first_seen (key, at, expires_at) VALUES (?, ?, ?)",
+                (key, now, now + retention),
+            )
+            return now
+
+    def remember_deferred(self, key: str, failure: dict, due_at: float, retention: float) -> None:
+        check_text("key", key)
+        retention = positive_seconds("retention", retention)
+        data = dump_record(failure)
+        due_at = check_time("due_at", due_at)
+        with self._write() as db:
+            self._purge(db, self._clock())
+            db.execute(
+                "INSERT OR REPLACE INTO deferred (key, failure, due_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key, data, due_at, due_at + retention),
+            )
+
+    def due_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        limit = check_limit(limit)
+        now = self._clock()
         with self._read() as db:
             rows = db.execute(
-                "SELECT at FROM budget WHERE subject = ? AND at > ? ORDER BY at",
-                (subject, self._clock() - window),
+                "SELECT key, failure FROM deferred WHERE due_at <= ? AND expires_at > ?"
+                " ORDER BY due_at, key LIMIT ?",
+                (now, now, max(limit, 0)),
             ).fetchall()
-        return [float(at) for (at,) in rows]
+        return [(key, json.loads(failure)) for key, failure in rows]
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._read() as db:
@@ -244,14 +336,11 @@ class SQLiteStore:
                 " ORDER BY updated_at DESC LIMIT ?",
                 (now, limit),
             ).fetchall()
-            if window is None:
-                where, bound = "expires_at > ?", now
-            else:
-                where, bound = "at > ?", now - window
+            since = -math.inf if window is None else now - window
             budget = db.execute(
-                f"SELECT subject, COUNT(*), MAX(at) FROM budget WHERE {where}"  # noqa: S608
+                "SELECT subject, COUNT(*), MAX(at) FROM budget WHERE expires_at > ? AND at > ?"
                 " GROUP BY subject ORDER BY MAX(at) DESC LIMIT ?",
-                (bound, limit),
+                (now, since, limit),
             ).fetchall()
         return {
             "dedupe": [
@@ -332,6 +421,10 @@ class SQLiteStore:
             try:
                 for statement in _SCHEMA:
                     db.execute(statement)
+                for table, column, kind in _ADDED_COLUMNS:
+                    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -466,7 +559,7 @@ class SQLiteStore:
 
     @staticmethod
     def _purge(db: sqlite3.Connection, now: float) -> None:
-        for table in ("dedupe", "budget"):
+        for table in ("dedupe", "budget", "first_seen", "deferred"):
             db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names
                 f" (SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from handler.store import Claim
+from handler.store import Claim, StateStore
+from handler.store.base import Reservation
 from tests.store.conftest import HOUR, START
 
 pytest_plugins = ["tests.redis_server"]  # redis_url, redis_server_factory
@@ -39,6 +40,17 @@ def run_threads(count: int, work: Callable[[], object]) -> list[object]:
     if errors:
         raise errors[0]
     return results
+
+
+def spend(
+    store: StateStore, subject: str, *, limit: int, window: float, keep: float | None = None
+) -> str | None:
+    """Reserve a unit and settle it at once (a restore that happened); its token, or None."""
+    reservation = store.reserve_budget(subject, limit, window, in_flight=60, keep=keep)
+    if not reservation.reserved:
+        return None
+    store.settle_budget(subject, reservation.token)
+    return reservation.token
 
 
 # --- dedupe -----------------------------------------------------------------------------------
@@ -151,7 +163,7 @@ def test_invalid_arguments_fail_before_any_io(store):
     with pytest.raises(TypeError, match="dict"):
         store.finish("event", "t", ["a", "list"], retention=10)
     with pytest.raises(ValueError, match="window"):
-        store.reserve_budget("subject", 3, window=-1)
+        store.reserve_budget("subject", 3, window=-1, in_flight=60)
     # Nothing was written by the failed calls.
     assert store.claim("event", ttl=10).acquired
 
@@ -167,28 +179,28 @@ def test_sixteen_threads_claiming_one_key_yield_exactly_one_holder(make_store):
 
 def test_budget_stops_at_the_limit_slides_with_the_window_and_refunds(store, clock):
     window = 10 * HOUR
-    first = store.reserve_budget("exec-1", limit=3, window=window)
+    first = spend(store, "exec-1", limit=3, window=window)
     clock.advance(HOUR)
-    second = store.reserve_budget("exec-1", limit=3, window=window)
-    third = store.reserve_budget("exec-1", limit=3, window=window)
+    second = spend(store, "exec-1", limit=3, window=window)
+    third = spend(store, "exec-1", limit=3, window=window)
     assert None not in (first, second, third) and len({first, second, third}) == 3
-    assert store.reserve_budget("exec-1", limit=3, window=window) is None
+    assert spend(store, "exec-1", limit=3, window=window) is None
     assert store.budget_used("exec-1", window) == 3
-    assert store.reserve_budget("exec-2", limit=3, window=window) is not None  # per subject
+    assert spend(store, "exec-2", limit=3, window=window) is not None  # per subject
 
     store.refund_budget("exec-1", second)
     assert store.budget_used("exec-1", window) == 2
-    fourth = store.reserve_budget("exec-1", limit=3, window=window)
+    fourth = spend(store, "exec-1", limit=3, window=window)
     assert fourth is not None
-    assert store.reserve_budget("exec-1", limit=3, window=window) is None
+    assert spend(store, "exec-1", limit=3, window=window) is None
 
     # The window slides: the first reservation (made an hour before the others) ages out first.
     clock.advance(window - HOUR - 1)
     assert store.budget_used("exec-1", window) == 3
     clock.advance(1.5)
     assert store.budget_used("exec-1", window) == 2
-    assert store.reserve_budget("exec-1", limit=3, window=window) is not None
-    assert store.reserve_budget("exec-1", limit=3, window=window) is None
+    assert spend(store, "exec-1", limit=3, window=window) is not None
+    assert spend(store, "exec-1", limit=3, window=window) is None
     # Refunding an unknown token is harmless.
     store.refund_budget("exec-1", "unknown")
     store.refund_budget("never-seen", "unknown")
@@ -196,29 +208,183 @@ def test_budget_stops_at_the_limit_slides_with_the_window_and_refunds(store, clo
 
 def test_budget_times_are_the_reservations_in_the_window_oldest_first(store, clock):
     assert store.budget_times("exec", HOUR) == []
-    store.reserve_budget("exec", limit=5, window=10 * HOUR)
+    spend(store, "exec", limit=5, window=10 * HOUR)
     clock.advance(60)
-    refunded = store.reserve_budget("exec", limit=5, window=10 * HOUR)
+    refunded = spend(store, "exec", limit=5, window=10 * HOUR)
     clock.advance(60)
-    store.reserve_budget("exec", limit=5, window=10 * HOUR)
-    store.reserve_budget("other", limit=5, window=10 * HOUR)
+    spend(store, "exec", limit=5, window=10 * HOUR)
+    spend(store, "other", limit=5, window=10 * HOUR)
     store.refund_budget("exec", refunded)
     assert store.budget_times("exec", HOUR) == pytest.approx([START, START + 120])
     assert store.budget_times("exec", 100) == pytest.approx([START + 120])  # the window slides
     assert len(store.budget_times("exec", HOUR)) == store.budget_used("exec", HOUR)
 
 
+def test_a_short_window_reservation_never_drops_a_longer_window_s_reservations(store, clock):
+    """Rules with different windows share one execution's budget: a reservation counted with
+    a 60 s window must not make the store forget those a 1 h window still counts."""
+    assert spend(store, "exec", limit=2, window=HOUR) is not None
+    assert spend(store, "exec", limit=2, window=HOUR) is not None
+    clock.advance(600)
+    assert spend(store, "exec", limit=5, window=60) is not None  # another rule's
+    clock.advance(100)
+    assert spend(store, "exec", limit=2, window=HOUR) is None
+    assert store.budget_used("exec", HOUR) == 2  # the 60 s reservation has expired
+    assert store.budget_times("exec", HOUR) == pytest.approx([START, START])
+
+
+def test_keep_holds_a_reservation_for_the_longest_window_that_counts_it(store, clock):
+    """A restore is a restore: a short-window rule's reservation still counts for a 1 h rule
+    when the caller keeps it for the longest window any of its rules uses."""
+    assert spend(store, "exec", limit=5, window=60, keep=HOUR) is not None
+    clock.advance(600)
+    assert store.budget_used("exec", 60) == 0  # outside the short window
+    assert store.budget_used("exec", HOUR) == 1  # kept for the long one
+    assert spend(store, "exec", limit=2, window=HOUR, keep=HOUR) is not None
+    assert spend(store, "exec", limit=2, window=HOUR, keep=HOUR) is None
+    clock.advance(HOUR - 600)  # the first one is an hour old now
+    assert store.budget_times("exec", HOUR) == pytest.approx([START + 600])
+    with pytest.raises(ValueError, match="keep"):
+        spend(store, "exec", limit=2, window=HOUR, keep=0)
+
+
 def test_a_limit_below_one_never_reserves(store):
-    assert store.reserve_budget("exec", limit=0, window=60) is None
+    assert spend(store, "exec", limit=0, window=60) is None
     assert store.budget_used("exec", 60) == 0
 
 
 def test_twenty_threads_reserving_with_limit_three_get_exactly_three(make_store):
     store = make_store()
-    tokens = run_threads(20, lambda: store.reserve_budget("exec", limit=3, window=HOUR))
+    tokens = run_threads(20, lambda: spend(store, "exec", limit=3, window=HOUR))
     granted = [token for token in tokens if token is not None]
     assert len(granted) == 3 and len(set(granted)) == 3
     assert store.budget_used("exec", HOUR) == 3
+
+
+def test_a_budget_only_reservations_in_flight_fill_is_busy_not_spent(store):
+    """A reservation is taken before the restore is sent: until it is settled, nothing has
+    been restored, so a full budget says ``busy`` (ask again) rather than ``spent`` (final)."""
+    first = store.reserve_budget("exec", 2, HOUR, in_flight=60)
+    second = store.reserve_budget("exec", 2, HOUR, in_flight=60)
+    assert first.reserved and first.state == "reserved" and len(first.token) >= 16
+    assert second.reserved and second.token != first.token
+    assert store.reserve_budget("exec", 2, HOUR, in_flight=60) == Reservation(False, "", "busy")
+    assert store.budget_used("exec", HOUR) == 2
+    assert store.budget_used("exec", HOUR, spent_only=True) == 0
+
+    store.settle_budget("exec", first.token)  # accepted: a restore that happened
+    assert store.reserve_budget("exec", 2, HOUR, in_flight=60).state == "busy"  # one in flight
+    store.settle_budget("exec", second.token)  # sent without an answer: it may have happened
+    store.settle_budget("exec", second.token)  # settling twice is harmless
+    assert store.reserve_budget("exec", 2, HOUR, in_flight=60) == Reservation(False, "", "spent")
+    assert store.budget_used("exec", HOUR, spent_only=True) == 2
+    assert store.budget_times("exec", HOUR) == pytest.approx([START, START])
+
+    store.refund_budget("exec", second.token)  # a settled unit can still be given back
+    assert store.reserve_budget("exec", 2, HOUR, in_flight=60).reserved
+    store.settle_budget("exec", "unknown")  # an unknown token is ignored
+    store.settle_budget("never-seen", "unknown")
+
+
+def test_a_reservation_still_in_flight_after_its_time_counts_as_spent(store, clock):
+    """Its holder died mid-call and may have sent the restore: from then on it is spent."""
+    held = store.reserve_budget("exec", 1, HOUR, in_flight=30)
+    assert held.reserved
+    clock.advance(29)
+    assert store.reserve_budget("exec", 1, HOUR, in_flight=30).state == "busy"
+    assert store.budget_used("exec", HOUR, spent_only=True) == 0
+    clock.advance(2)
+    assert store.reserve_budget("exec", 1, HOUR, in_flight=30).state == "spent"
+    assert store.budget_used("exec", HOUR, spent_only=True) == 1
+    store.settle_budget("exec", held.token)  # the late settlement changes nothing
+    assert store.budget_used("exec", HOUR, spent_only=True) == 1
+    with pytest.raises(ValueError, match="in_flight"):
+        store.reserve_budget("exec", 1, HOUR, in_flight=0)
+
+
+def test_twenty_threads_reserving_in_flight_get_three_units_and_seventeen_busy(make_store):
+    store = make_store()
+    answers = run_threads(20, lambda: store.reserve_budget("exec", 3, HOUR, in_flight=60))
+    assert sorted(answer.state for answer in answers) == ["busy"] * 17 + ["reserved"] * 3
+    assert len({answer.token for answer in answers if answer.reserved}) == 3
+
+
+# --- failures seen -----------------------------------------------------------------------------
+
+
+def test_first_seen_remembers_a_failure_s_first_sighting_for_its_retention(store, clock):
+    assert store.first_seen("g/e", retention=HOUR) == START
+    clock.advance(3)
+    assert store.first_seen("g/e", retention=HOUR) == START  # the next event: same reference
+    assert store.first_seen("g/other", retention=HOUR) == START + 3  # per failure
+    clock.advance(HOUR - 3)
+    assert store.first_seen("g/e", retention=HOUR) == START + HOUR  # forgotten, seen anew
+    with pytest.raises(ValueError, match="retention"):
+        store.first_seen("g/e", retention=0)
+    with pytest.raises(ValueError, match="key"):
+        store.first_seen("", retention=HOUR)
+
+
+def test_a_sighting_before_the_last_restore_belongs_to_an_earlier_failure(store, clock):
+    assert store.first_seen("g/e", retention=HOUR) == START
+    clock.advance(60)
+    restored_at = clock()
+    clock.advance(60)
+    assert store.first_seen("g/e", retention=HOUR, after=restored_at) == START + 120
+    clock.advance(5)
+    assert store.first_seen("g/e", retention=HOUR, after=restored_at) == START + 120
+
+
+def test_concurrent_first_sightings_agree_on_one_time(make_store):
+    store = make_store()
+    times = run_threads(16, lambda: store.first_seen("g/e", retention=HOUR))
+    assert len(set(times)) == 1
+
+
+# --- deferred failures -------------------------------------------------------------------------
+
+
+def test_a_deferred_failure_is_due_at_its_time_longest_due_first(store, clock):
+    failure = {"graph": "g", "execution": "e", "failedAt": None, "nested": ["ü", 1]}
+    store.remember_deferred("evt-late", {"n": 2}, START + 70, retention=HOUR)
+    store.remember_deferred("evt-early", failure, START + 10, retention=HOUR)
+    assert store.due_deferred(10) == []
+    clock.advance(10)
+    assert store.due_deferred(10) == [("evt-early", failure)]
+    clock.advance(60)
+    assert store.due_deferred(10) == [("evt-early", failure), ("evt-late", {"n": 2})]
+    assert store.due_deferred(1) == [("evt-early", failure)]
+    assert store.due_deferred(0) == []
+    # Deferred again: what is remembered for a key is replaced, due time included.
+    store.remember_deferred("evt-early", {"n": 1}, START + 100, retention=HOUR)
+    assert store.due_deferred(10) == [("evt-late", {"n": 2})]
+
+
+def test_a_final_outcome_forgets_the_deferred_failure(store, clock):
+    store.remember_deferred("evt-1", {"n": 1}, START, retention=HOUR)
+    store.remember_deferred("evt-2", {"n": 2}, START, retention=HOUR)
+    claim = store.claim("evt-1", ttl=60)
+    store.release("evt-1", claim.token)  # not final: still due
+    assert [key for key, _ in store.due_deferred(10)] == ["evt-1", "evt-2"]
+    claim = store.claim("evt-1", ttl=60)
+    store.finish("evt-1", claim.token, {"outcome": "restored"}, retention=HOUR)
+    assert store.due_deferred(10) == [("evt-2", {"n": 2})]
+
+
+def test_a_deferred_failure_nobody_worked_through_is_forgotten_after_its_retention(store, clock):
+    store.remember_deferred("evt", {"n": 1}, START + 60, retention=HOUR)
+    clock.advance(60 + HOUR - 1)
+    assert store.due_deferred(10) == [("evt", {"n": 1})]
+    clock.advance(1)
+    assert store.due_deferred(10) == []
+    store.remember_deferred("other", {"n": 2}, clock(), retention=HOUR)  # collects the old one
+    assert store.due_deferred(10) == [("other", {"n": 2})]
+    with pytest.raises(ValueError, match="due_at"):
+        store.remember_deferred("evt", {}, float("nan"), retention=HOUR)
+    with pytest.raises(TypeError, match="dict"):
+        store.remember_deferred("evt", ["not", "a", "dict"], START, retention=HOUR)
+    with pytest.raises(ValueError, match="key"):
+        store.remember_deferred("", {}, START, retention=HOUR)
 
 
 # --- operator view ----------------------------------------------------------------------------
@@ -231,10 +397,10 @@ def test_recent_lists_live_entries_newest_first(store, clock):
     store.claim("new", ttl=60)
     clock.advance(1)
     store.claim("gone", ttl=1)
-    store.reserve_budget("exec-a", limit=5, window=HOUR)
+    spend(store, "exec-a", limit=5, window=HOUR)
     clock.advance(1)
-    store.reserve_budget("exec-b", limit=5, window=HOUR)
-    store.reserve_budget("exec-b", limit=5, window=HOUR)
+    spend(store, "exec-b", limit=5, window=HOUR)
+    spend(store, "exec-b", limit=5, window=HOUR)
     clock.advance(1)  # "gone" has expired by now
 
     view = store.recent()
@@ -288,14 +454,14 @@ def test_forget_drops_an_outcome_or_a_marker_so_the_event_runs_again(store, cloc
 
 def test_reset_budget_drops_one_executions_reservations(store):
     for _ in range(3):
-        assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is not None
-    store.reserve_budget("graph/exec-2", limit=3, window=HOUR)
-    assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is None
+        assert spend(store, "graph/exec-1", limit=3, window=HOUR) is not None
+    spend(store, "graph/exec-2", limit=3, window=HOUR)
+    assert spend(store, "graph/exec-1", limit=3, window=HOUR) is None
 
     assert store.reset_budget("graph/exec-1") == 3
     assert store.budget_used("graph/exec-1", HOUR) == 0
     assert store.budget_used("graph/exec-2", HOUR) == 1  # another execution is untouched
-    assert store.reserve_budget("graph/exec-1", limit=3, window=HOUR) is not None
+    assert spend(store, "graph/exec-1", limit=3, window=HOUR) is not None
     assert store.reset_budget("graph/never-seen") == 0
     with pytest.raises(ValueError, match="subject"):
         store.reset_budget("")

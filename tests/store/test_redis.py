@@ -62,7 +62,7 @@ def test_redis_killed_mid_run_is_unavailable_then_recovers(redis_server_factory)
     with pytest.raises(StoreUnavailable):
         store.claim("during", ttl=60)
     with pytest.raises(StoreUnavailable):
-        store.reserve_budget("exec", 3, HOUR)
+        store.reserve_budget("exec", 3, HOUR, in_flight=60)
     assert time.monotonic() - started < 5
     server.start()  # same port, empty data: the store reconnects by itself
     assert store.claim("after", ttl=60).acquired
@@ -114,7 +114,7 @@ def test_redis_keys_live_under_the_prefix_and_prefixes_isolate(redis_url, clock)
     other = open_store(redis_url, clock=clock, key_prefix="other*[app]:")
     assert default.claim("event", ttl=60).acquired
     assert other.claim("event", ttl=60).acquired  # a separate namespace
-    default.reserve_budget("exec", 3, HOUR)
+    default.reserve_budget("exec", 3, HOUR, in_flight=60)
 
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
     assert sorted(raw.keys("*")) == [
@@ -138,8 +138,8 @@ def test_redis_scripts_are_idempotent_for_a_retried_call(redis_url, monkeypatch)
     monkeypatch.setattr("handler.store.redis.new_token", lambda: "same-token")
     assert store.claim("event", ttl=60).acquired
     assert store.claim("event", ttl=60).acquired  # our own marker, seen by the retry
-    assert store.reserve_budget("exec", 3, HOUR) == "same-token"
-    assert store.reserve_budget("exec", 3, HOUR) == "same-token"
+    assert store.reserve_budget("exec", 3, HOUR, in_flight=60).token == "same-token"
+    assert store.reserve_budget("exec", 3, HOUR, in_flight=60).token == "same-token"
     assert store.budget_used("exec", HOUR) == 1
     store.close()
 
@@ -186,13 +186,13 @@ def test_a_redis_stall_leaves_no_claim_behind_for_a_redelivery(redis_server_fact
 def test_a_redis_stall_spends_no_budget_unit(redis_server_factory):
     server = redis_server_factory()
     store = open_store(server.url + "?socket_timeout=0.3")
-    assert store.reserve_budget("warm-up", 1, HOUR) is not None
+    assert store.reserve_budget("warm-up", 1, HOUR, in_flight=60).reserved
     assert server.process is not None
     ran_before = _evalsha_calls(server.url)
     server.process.send_signal(signal.SIGSTOP)
     try:
         with pytest.raises(StoreUnavailable):
-            store.reserve_budget("exec", 1, HOUR)
+            store.reserve_budget("exec", 1, HOUR, in_flight=60)
     finally:
         server.process.send_signal(signal.SIGCONT)
     give_up = time.monotonic() + 5
@@ -200,7 +200,7 @@ def test_a_redis_stall_spends_no_budget_unit(redis_server_factory):
         assert time.monotonic() < give_up, "the stalled reservation never ran"
         time.sleep(0.02)
     assert store.budget_used("exec", HOUR) == 0
-    assert store.reserve_budget("exec", 1, HOUR) is not None
+    assert store.reserve_budget("exec", 1, HOUR, in_flight=60).reserved
     store.close()
 
 
@@ -233,5 +233,20 @@ def test_a_redis_clock_mapping_that_drifted_is_read_again(redis_url):
     assert store.claim("first", ttl=60).acquired  # maps Redis' clock
     store._redis_minus_monotonic -= 30  # as if Redis' clock jumped 30 s ahead since
     assert store.claim("second", ttl=60).acquired
-    assert store.reserve_budget("exec", 3, HOUR) is not None
+    assert store.reserve_budget("exec", 3, HOUR, in_flight=60).reserved
+    store.close()
+
+
+def test_a_reservation_an_earlier_version_wrote_still_counts(redis_url, clock):
+    """Before reservations carried their own expiry, a member was the bare token: after an
+    upgrade it still counts within the window, and a refund still finds it."""
+    import redis
+
+    store = open_store(redis_url, clock=clock)
+    with redis.Redis.from_url(redis_url, decode_responses=True) as raw:
+        raw.zadd(f"{DEFAULT_REDIS_PREFIX}budget:exec", {"old-token": clock()})
+    assert store.budget_used("exec", HOUR) == 1
+    assert store.reserve_budget("exec", 1, HOUR, in_flight=60).state == "spent"
+    store.refund_budget("exec", "old-token")
+    assert store.reserve_budget("exec", 1, HOUR, in_flight=60).reserved
     store.close()

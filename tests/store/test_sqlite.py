@@ -45,7 +45,7 @@ def _reserve_in_process(url: str, barrier, results) -> None:
     try:
         with open_store(url) as store:
             barrier.wait(timeout=20)
-            results.put(store.reserve_budget("exec", limit=3, window=HOUR))
+            results.put(store.reserve_budget("exec", 3, HOUR, in_flight=60).state)
     except BaseException as exc:
         results.put(f"error: {exc!r}")
 
@@ -78,7 +78,7 @@ def test_sqlite_processes_reserving_with_limit_three_get_exactly_three(tmp_path)
     url = f"sqlite:///{tmp_path / 'fresh' / 'shared.db'}"  # created by racing children
     tokens = run_processes(8, _reserve_in_process, url)
     assert not [token for token in tokens if str(token).startswith("error")], tokens
-    assert len([token for token in tokens if token is not None]) == 3
+    assert sorted(tokens) == ["busy"] * 5 + ["reserved"] * 3
     with open_store(url) as store:
         assert store.budget_used("exec", HOUR) == 3
 
@@ -115,7 +115,7 @@ def test_sqlite_open_read_only_rejects_every_write(tmp_path):
     for write in (
         lambda: reader.claim("other", ttl=60),
         lambda: reader.finish("other", "t", {}, retention=60),
-        lambda: reader.reserve_budget("exec", 3, HOUR),
+        lambda: reader.reserve_budget("exec", 3, HOUR, in_flight=60),
     ):
         with pytest.raises(StoreUnavailable, match="readonly"):
             write()
@@ -171,7 +171,7 @@ def _write_while_read_only_then_writable(url: str, made_writable, results) -> No
         store = open_store(url)  # SQLite falls back to a read-only connection here
         for name, write in (
             ("claim", lambda: store.claim("event", ttl=60)),
-            ("reserve", lambda: store.reserve_budget("exec", 3, HOUR)),
+            ("reserve", lambda: store.reserve_budget("exec", 3, HOUR, in_flight=60)),
             ("finish", lambda: store.finish("event", "t", {"ok": True}, retention=60)),
         ):
             try:
@@ -184,7 +184,7 @@ def _write_while_read_only_then_writable(url: str, made_writable, results) -> No
         # The same store object, the same thread: no restart, no new store.
         for name, write in (
             ("claim", lambda: store.claim("event", ttl=60).state),
-            ("reserve", lambda: store.reserve_budget("exec", 3, HOUR) is not None),
+            ("reserve", lambda: store.reserve_budget("exec", 3, HOUR, in_flight=60).reserved),
         ):
             try:
                 results.put(f"{name} -> {write()}")
@@ -248,7 +248,7 @@ def test_sqlite_locked_beyond_the_busy_timeout_is_unavailable(tmp_path):
     try:
         for write in (
             lambda: store.claim("event", ttl=60),
-            lambda: store.reserve_budget("exec", 3, HOUR),
+            lambda: store.reserve_budget("exec", 3, HOUR, in_flight=60),
             lambda: store.finish("event", "t", {}, retention=60),
         ):
             started = time.monotonic()
@@ -313,3 +313,21 @@ def test_a_file_left_in_rollback_journal_mode_commits_with_full_sync(tmp_path):
     finally:
         rollback.close()
         store.close()
+
+
+def test_a_file_from_before_in_flight_reservations_is_upgraded_and_its_units_stay_spent(
+    tmp_path,
+):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the budget table as the previous release made it
+        db.execute(
+            "CREATE TABLE budget (subject TEXT NOT NULL, token TEXT NOT NULL, at REAL NOT NULL,"
+            " expires_at REAL NOT NULL, PRIMARY KEY (subject, token))"
+        )
+        now = time.time()
+        db.execute("INSERT INTO budget VALUES ('exec', 'old', ?, ?)", (now, now + HOUR))
+    db.close()
+    with open_store(f"sqlite:///{path}") as store:
+        assert store.budget_used("exec", HOUR, spent_only=True) == 1
+        assert store.reserve_budget("exec", 1, HOUR, in_flight=60).state == "spent"
+        assert store.reserve_budget("exec", 2, HOUR, in_flight=60).reserved

@@ -131,6 +131,23 @@ def test_a_lost_answer_says_the_restore_may_have_been_applied(
     assert emulator.restores("graph-1", "exec-1") == 1
 
 
+def test_force_is_retried_not_exhausted_while_only_restores_in_flight_fill_the_budget(
+    emulator, cli_env, monkeypatch, capsys
+):
+    monkeypatch.setenv("RESTORE_MAX_RESTORES", "1")
+    from handler.store import open_store
+
+    with open_store(cli_env["RESTORE_STATE_URL"]) as store:  # another instance mid-restore
+        assert store.reserve_budget("graph-1/exec-1", 1, 86400, in_flight=600).reserved
+    code, result = run_restore(capsys, "--force")
+    assert (code, result["outcome"], result["errorCode"]) == (
+        1,
+        "retryable_error",
+        "BudgetInFlight",
+    )
+    assert restores(emulator) == 0
+
+
 def test_a_reason_without_force_is_a_one_line_error(emulator, cli_env, capsys):
     command = ["restore", "--graph", "graph-1", "--execution", "exec-1", "--reason", "x"]
     assert cli.main(command) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handler.client import RetryPolicy, WorkflowClient
+from handler.client import RetrySchedule, WorkflowClient
 
 AK = "AKEXAMPLE"
 SK = "SKEXAMPLE-secret-key-0123456789"
@@ -55,7 +55,7 @@ def make_client(httpserver, sleeps):
             "secret_access_key": SK,
             "server": httpserver.url_for("").rstrip("/"),
             "timeout": (1.0, 2.0),
-            "retry": RetryPolicy(max_attempts=3),
+            "retry": RetrySchedule(max_attempts=3),
             "sleep": sleeps,
         }
         options.update(overrides)

@@ -198,9 +198,9 @@ def test_a_timer_restores_each_failure_in_the_window_once_and_a_second_sweep_not
 
 
 def test_obs_listing_reads_every_page_by_marker(service, sweeper, httpserver, monkeypatch):
-    from handler import sweep as sweep_module
+    from handler.client import obs as obs_client
 
-    monkeypatch.setitem(sweep_module.LIST_PAGE_SIZE, "obs", 7)
+    monkeypatch.setattr(obs_client, "FAILURE_PAGE_SIZE", 7)
     expected = seed_many(service, graphs=1, per_graph=45)
     document = sweeper("obs", RESTORE_SWEEP_GRAPHS="graph-0", RESTORE_SWEEP_MAX_RESTORES="100")()
     assert document["sweep"]["pages"] == 7  # 45 executions, 7 a page

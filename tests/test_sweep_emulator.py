@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from handler import sweep as sweep_module
+from handler.client import dwr as dwr_client
+from handler.client import obs as obs_client
 from handler.devtools.emulator import DwrEmulator, Emulator
 from tests.conftest import AK, SK
 from tests.test_entry_events import FunctionGraphContext
@@ -37,8 +38,8 @@ def emu(api):
 @pytest.fixture
 def sweeper(api, emu, load_main, function_env, monkeypatch):
     """The function loaded against the emulator; ``sweep(context=None) -> document``."""
-    for name, size in PAGE_SIZE.items():
-        monkeypatch.setitem(sweep_module.LIST_PAGE_SIZE, name, size)
+    for module, name in ((obs_client, "obs"), (dwr_client, "dwr")):
+        monkeypatch.setattr(module, "FAILURE_PAGE_SIZE", PAGE_SIZE[name])
     if api == "obs":
         function_env["OBS_ENDPOINT"] = emu.url
     else:

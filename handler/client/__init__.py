@@ -1,39 +1,37 @@
 """The one shared client package: either workflow API, signed, retried, with typed results.
 
+* :mod:`~handler.client.api` - :class:`WorkflowApi`, what both clients are to the pipeline
+  (restore, query, the failures listed since a time, the graph names, whether the API says
+  why an execution failed), and the base they share;
 * :mod:`~handler.client.results` - what every call answers with (both APIs alike);
-* :mod:`~handler.client.transport` - the session, retries and answer parsing both share;
-* :mod:`~handler.client.obs` + :mod:`~handler.client.obs_signing` - the OBS workflow API (V2);
+* :mod:`~handler.client.listing` - listings of more than one page, and :class:`ListingError`;
+* :mod:`~handler.client.transport` - the session, the retry schedule and answer parsing;
+* :mod:`~handler.client.obs` + :mod:`~handler.client.obs_signing` - the OBS workflow API (V2),
+  paged by marker;
 * :mod:`~handler.client.dwr` + :mod:`~handler.client.dwr_signing` - the DWR v3 API
-  (``SDK-HMAC-SHA256``).
+  (``SDK-HMAC-SHA256``), paged by offset, windows split by time where offsets end.
 
-This is the client stage of the pipeline: it imports :mod:`handler.credentials`,
-:mod:`handler.names` and :mod:`handler.endpoint`, never another stage.
-
-The names below are loaded on first use (PEP 562): ``from handler.client import DwrClient``
-reads only the DWR modules and the shared core, not the OBS client and its signer, and a
-process that uses one API never imports the other's.
+Each API's differences stay inside its client: nothing outside this package asks which API
+is in use. This is the client stage of the pipeline: it imports :mod:`handler.credentials`,
+:mod:`handler.names` and :mod:`handler.endpoint`, never another stage (the import contracts
+in ``pyproject.toml`` hold it to that).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-# name -> the module that defines it
-_EXPORTS = {
-    "DEADLINE_EXCEEDED": "handler.client.transport",
-    "DwrClient": "handler.client.dwr",
-    "ExecutionInfo": "handler.client.results",
-    "ExecutionPage": "handler.client.results",
-    "ExecutionSummary": "handler.client.results",
-    "GraphPage": "handler.client.results",
-    "InvalidNameError": "handler.names",
-    "RestoreBody": "handler.client.results",
-    "RetryPolicy": "handler.client.transport",
-    "WorkflowClient": "handler.client.obs",
-    "WorkflowResult": "handler.client.results",
-    "normalise_state": "handler.client.results",
-}
+from handler.client.api import WorkflowApi
+from handler.client.dwr import DwrClient
+from handler.client.listing import FailureListing, ListingError
+from handler.client.obs import WorkflowClient
+from handler.client.results import (
+    ExecutionInfo,
+    ExecutionPage,
+    ExecutionSummary,
+    GraphPage,
+    RestoreBody,
+    WorkflowResult,
+    normalise_state,
+)
+from handler.client.transport import DEADLINE_EXCEEDED, RetrySchedule
+from handler.names import InvalidNameError
 
 __all__ = [
     "DEADLINE_EXCEEDED",
@@ -41,39 +39,14 @@ __all__ = [
     "ExecutionInfo",
     "ExecutionPage",
     "ExecutionSummary",
+    "FailureListing",
     "GraphPage",
     "InvalidNameError",
+    "ListingError",
     "RestoreBody",
-    "RetryPolicy",
+    "RetrySchedule",
+    "WorkflowApi",
     "WorkflowClient",
     "WorkflowResult",
     "normalise_state",
 ]
-
-if TYPE_CHECKING:
-    from handler.client.dwr import DwrClient
-    from handler.client.obs import WorkflowClient
-    from handler.client.results import (
-        ExecutionInfo,
-        ExecutionPage,
-        ExecutionSummary,
-        GraphPage,
-        RestoreBody,
-        WorkflowResult,
-        normalise_state,
-    )
-    from handler.client.transport import DEADLINE_EXCEEDED, RetryPolicy
-    from handler.names import InvalidNameError
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next lookup is an ordinary module attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))

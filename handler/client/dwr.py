@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from datetime import datetime, timezone
+from collections.abc import Callable, Generator, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from handler.client.api import ApiClient
 from handler.client.dwr_signing import DATE_HEADER, DwrSigner, canonical_query, sdk_date
+from handler.client.listing import FailureListing, ListingError
 from handler.client.results import (
     DWR_STATUSES,
     ExecutionInfo,
@@ -35,8 +37,7 @@ from handler.client.results import (
 from handler.client.transport import (
     JSON,
     USER_AGENT,
-    KeepAliveClient,
-    RetryPolicy,
+    RetrySchedule,
     Transport,
     bounded_int,
 )
@@ -47,11 +48,16 @@ __all__ = ["DwrClient"]
 
 MAX_LIST_LIMIT = 200
 MAX_LIST_OFFSET = 1000  # documented 1-1000 ("start >= 1, at most 1000"); the service refuses more
+FAILURE_PAGE_SIZE = MAX_LIST_LIMIT  # the largest page of failures the service serves
+# The list window may be on start time, in whole seconds: it starts a day before the lookback
+# (a run that started earlier may have failed inside it) and ends a minute after now.
+WINDOW_START_SLACK = timedelta(days=1)
+WINDOW_END_SLACK = timedelta(minutes=1)
 _LIST_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _LIST_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
-class DwrClient(KeepAliveClient):
+class DwrClient(ApiClient):
     """Client for the DWR v3 workflow execution API.
 
     ``server`` is the regional endpoint, e.g. ``https://dwr.cn-south-1.myhuaweicloud.com``
@@ -62,6 +68,8 @@ class DwrClient(KeepAliveClient):
     which no attempt starts and no backoff sleeps.
     """
 
+    gives_error_text = True  # the query names each failed node's error_message
+
     def __init__(
         self,
         access_key_id: str,
@@ -71,7 +79,7 @@ class DwrClient(KeepAliveClient):
         security_token: str | None = None,
         *,
         timeout: tuple[float, float] = (3.05, 10.0),
-        retry: RetryPolicy | None = None,
+        retry: RetrySchedule | None = None,
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -188,11 +196,90 @@ class DwrClient(KeepAliveClient):
             )
         return result
 
-    # Thin snake_case aliases for code that is not copied from the SDK's documentation.
-    restore_failed_workflow_execution = restoreFailedWorkflowExecution
-    get_workflow_execution = getWorkflowExecution
-    list_workflow_execution = listWorkflowExecution
-    list_workflow = listWorkflow
+    def _failure_pages(self, listing: FailureListing) -> Iterator[ExecutionPage]:
+        """Every page of failures in the window, splitting it where offsets cannot reach.
+
+        The service filters ``status=fail`` and a time window; its window may be on start
+        time, in whole seconds: it starts a day early and ends a minute late, and the stop
+        time is checked by the listing, as for OBS. Windows are worked through oldest first,
+        as the service lists.
+        """
+        start = (listing.since - WINDOW_START_SLACK).replace(microsecond=0)
+        end = (listing.now + WINDOW_END_SLACK).replace(microsecond=0) + timedelta(seconds=1)
+        windows = [(start, end)]  # a stack: the older half of a split is on top
+        while windows:
+            low, high = windows.pop()
+            split = yield from self._window_pages(listing, low, high)
+            if split is not None:
+                windows.extend(reversed(split))
+
+    def _window_pages(
+        self, listing: FailureListing, low: datetime, high: datetime
+    ) -> Generator[ExecutionPage, None, list[tuple[datetime, datetime]] | None]:
+        """The pages of one window; returns its two halves instead when offsets cannot reach
+        all of it (the rows already yielded are yielded again there, and skipped as seen).
+
+        A page of at most ``limit`` rows starts at an offset of at most ``MAX_LIST_OFFSET``,
+        so one window reaches ``MAX_LIST_OFFSET - 1 + limit`` rows. A window whose first page
+        counts more, or whose pages are still truncated at the last offset, is split in two
+        at its middle second (both halves keep that second: whichever way the service reads
+        its bounds, no row falls between them). A one-second window cannot be split: what it
+        cannot reach ends the listing with ``WindowTooDense``.
+        """
+        graph = listing.graph
+        limit = FAILURE_PAGE_SIZE
+        reach = MAX_LIST_OFFSET - 1 + limit
+        halves = _halves(low, high)
+        offset, first = 1, True
+        listing.left_the_list = 0
+        while listing.take_page():
+            page = listing.read(
+                self.listWorkflowExecution,
+                graphName=graph,
+                status="fail",
+                start_time=low,
+                end_time=high,
+                limit=limit,
+                offset=offset,
+            )
+            if first and halves and page.count is not None and page.count > reach:
+                return halves  # this page is read again as part of the older half
+            first = False
+            yield page
+            if not page.is_truncated:
+                return None
+            if page.next_offset is not None and page.next_offset <= offset:
+                raise ListingError.unfollowable(
+                    graph,
+                    "RepeatedListMarker",
+                    f"the list's next offset "
+                    f"{page.next_offset} does not move past {offset}: the rest was not swept",
+                )
+            # No next_offset on a truncated page: go on by position (what this page held).
+            following = page.next_offset or offset + len(page.executions)
+            if following == offset:
+                raise ListingError.unfollowable(
+                    graph,
+                    "NoNextMarker",
+                    "an empty page is truncated but says no next offset: the rest was not swept",
+                )
+            following = max(1, following - listing.left_the_list)
+            listing.left_the_list = 0
+            if following > MAX_LIST_OFFSET:
+                if offset < MAX_LIST_OFFSET:
+                    following = MAX_LIST_OFFSET  # the overlap is skipped as seen
+                elif halves:
+                    return halves
+                else:
+                    raise ListingError.unfollowable(
+                        graph,
+                        "WindowTooDense",
+                        f"more than {reach} failures started "
+                        f"within one second ({low.strftime(_LIST_TIME_FORMAT)}): "
+                        "the rest was not swept",
+                    )
+            offset = following
+        return None
 
     def _execution_path(self, execution_name: str, graph_name: str) -> str:
         validate_name(graph_name, "graphName")
@@ -302,6 +389,18 @@ def _execution_page(payload: dict[str, Any]) -> ExecutionPage:
         is_truncated=payload.get("is_truncated") is True,
         next_offset=int_or_none(payload.get("next_offset")),
     )
+
+
+def _halves(low: datetime, high: datetime) -> list[tuple[datetime, datetime]] | None:
+    """A list window split at its middle second, older half first; None below two seconds.
+
+    Both halves keep the middle second, so no row falls between them whether the service
+    reads a bound as inclusive or not (a row listed twice is skipped as seen)."""
+    seconds = int((high - low).total_seconds())
+    if seconds < 2:
+        return None
+    middle = low + timedelta(seconds=seconds // 2)
+    return [(low, middle), (middle, high)]
 
 
 def _list_time(value: datetime | str, name: str) -> str:

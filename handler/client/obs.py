@@ -11,9 +11,11 @@ built, and opens a new connection per call) and never follows redirects. The wir
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from handler.client.api import ApiClient
+from handler.client.listing import FailureListing, ListingError
 from handler.client.obs_signing import Signer, http_date
 from handler.client.results import (
     ExecutionInfo,
@@ -30,8 +32,7 @@ from handler.client.results import (
 from handler.client.transport import (
     JSON,
     USER_AGENT,
-    KeepAliveClient,
-    RetryPolicy,
+    RetrySchedule,
     Transport,
     bounded_int,
 )
@@ -42,12 +43,13 @@ EXECUTIONS_PATH = "/v2/workflowexecutions"
 GRAPHS_PATH = "/v2/workflows/"
 GRAPH_QUERY = "x-workflow-graph-name"
 MAX_LIST_LIMIT = 1000
+FAILURE_PAGE_SIZE = MAX_LIST_LIMIT  # a sweep reads every page: the largest there is
 EXECUTION_TYPES = frozenset({"APICALL", "TRIGGERCAL"})
 # A list marker is the service's own "<type><name>" pair; nothing in it needs escaping.
 _MARKER_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
-class WorkflowClient(KeepAliveClient):
+class WorkflowClient(ApiClient):
     """Client for the OBS workflow execution API.
 
     ``server`` is the regional endpoint, e.g. ``https://obs.cn-north-4.myhuaweicloud.com``
@@ -65,7 +67,7 @@ class WorkflowClient(KeepAliveClient):
         server: str = "",
         *,
         timeout: tuple[float, float] = (3.05, 10.0),
-        retry: RetryPolicy | None = None,
+        retry: RetrySchedule | None = None,
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -173,11 +175,38 @@ class WorkflowClient(KeepAliveClient):
             )
         return result
 
-    # Thin snake_case aliases for code that is not copied from the SDK's documentation.
-    restore_failed_workflow_execution = restoreFailedWorkflowExecution
-    get_workflow_execution = getWorkflowExecution
-    list_workflow_execution = listWorkflowExecution
-    list_workflow = listWorkflow
+    def _failure_pages(self, listing: FailureListing) -> Iterator[ExecutionPage]:
+        """Every page of the graph's executions, by marker: the service has no state filter
+        and orders by execution type and name, so failures are picked from all of them."""
+        graph = listing.graph
+        marker = None
+        seen: set[str] = set()
+        while listing.take_page():
+            page = listing.read(
+                self.listWorkflowExecution,
+                graphName=graph,
+                nextMarker=marker,
+                limit=FAILURE_PAGE_SIZE,
+            )
+            yield page
+            if not page.is_truncated:
+                return
+            if not page.next_marker:
+                raise ListingError.unfollowable(
+                    graph,
+                    "NoNextMarker",
+                    "a page is truncated but says no next "
+                    "marker: the executions after it were not swept",
+                )
+            if page.next_marker in seen:
+                raise ListingError.unfollowable(
+                    graph,
+                    "RepeatedListMarker",
+                    "the list handed out a next marker it "
+                    "had handed out before: the executions after it were not swept",
+                )
+            seen.add(page.next_marker)
+            marker = page.next_marker
 
     @staticmethod
     def _execution_path(execution_name: str, graph_name: str) -> str:

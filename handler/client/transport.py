@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any
 from xml.etree import ElementTree
 
 import requests
@@ -43,7 +43,7 @@ USER_AGENT = f"obs-workflow-restore/{__version__}"
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RetrySchedule:
     """How hard the client tries before it hands a transient failure back to its caller.
 
     Backoff is "full jitter": attempt *n* sleeps a uniform random time in
@@ -74,13 +74,13 @@ class Transport:
         server: str,
         *,
         timeout: tuple[float, float],
-        retry: RetryPolicy | None,
+        retry: RetrySchedule | None,
         verify: bool | str,
         sleep: Callable[[float], None],
     ) -> None:
         self.server = normalise_endpoint(server)
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetrySchedule()
         self._sleep = sleep
         self._session = requests.Session()
         # Proxy settings are read from the environment once, here, instead of on every call:
@@ -188,25 +188,6 @@ def _under(url: str | None, server: str) -> bool:
     )
 
 
-_Client = TypeVar("_Client", bound="KeepAliveClient")
-
-
-class KeepAliveClient:
-    """What every API client shares: the lifetime of its transport (``close``, ``with``)."""
-
-    _transport: Transport
-
-    def __enter__(self: _Client) -> _Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the keep-alive connections; the client is not used afterwards."""
-        self._transport.close()
-
-
 def _send(
     adapter: requests.adapters.BaseAdapter,
     request: requests.PreparedRequest,
@@ -242,12 +223,12 @@ def _send(
         return _read_result(response)
 
 
-def _backoff_delay(policy: RetryPolicy, attempt: int, result: WorkflowResult) -> float | None:
+def _backoff_delay(schedule: RetrySchedule, attempt: int, result: WorkflowResult) -> float | None:
     """Seconds to wait before the next attempt, or None when waiting is pointless."""
-    delay = random.uniform(0, min(policy.backoff_cap, policy.backoff_base * 2**attempt))  # noqa: S311 - jitter, not crypto
+    delay = random.uniform(0, min(schedule.backoff_cap, schedule.backoff_base * 2**attempt))  # noqa: S311 - jitter, not crypto
     retry_after = _retry_after(result.header)
     if retry_after is not None:
-        if retry_after > policy.max_retry_after:
+        if retry_after > schedule.max_retry_after:
             return None
         delay = max(delay, retry_after)
     return delay

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from handler.client import DEADLINE_EXCEEDED, RetryPolicy, WorkflowResult
+from handler.client import DEADLINE_EXCEEDED, RetrySchedule, WorkflowResult
 from handler.credentials import Credentials
 from handler.intake import Item
 from handler.pipeline import unanswered
@@ -360,7 +360,7 @@ def make_client(settings: Settings, credentials: Credentials) -> WorkflowClient 
     to know which API is in use."""
     options: dict[str, Any] = {
         "timeout": (settings.connect_timeout, settings.read_timeout),
-        "retry": RetryPolicy(max_attempts=settings.max_attempts),
+        "retry": RetrySchedule(max_attempts=settings.max_attempts),
         "verify": settings.verify,
     }
     # Only the configured API's client is imported: its signer and parsing are read at the

@@ -13,22 +13,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
+from handler.client import ListingError, WorkflowApi
 from handler.names import InvalidNameError, validate_name
 from handler.pipeline.delivery import Delivery, Invocation
 from handler.store import StoreUnavailable
-from handler.sweep import (
-    Lister,
-    ListingError,
-    SweepRequest,
-    SweepSummary,
-    shown_name,
-    time_left_until,
-)
+from handler.sweep import Failure, SweepRequest, SweepSummary, shown_name, time_left_until
 
 if TYPE_CHECKING:
-    from handler.client import DwrClient, WorkflowClient
     from handler.pipeline.restorer import Restorer
 
 SWEEP_LEASE = "sweep:lease"  # the state-store key one sweep at a time holds
@@ -188,22 +182,23 @@ def _restore_due_deferred(
 
 def _sweep_graphs(
     restorer: Restorer,
-    client: WorkflowClient | DwrClient,
+    client: WorkflowApi,
     request: SweepRequest,
     invocation: Invocation,
     summary: SweepSummary,
     delivery: Delivery,
     time_left: Callable[[], bool],
 ) -> None:
-    lister = Lister(
-        client,
-        restorer.settings.workflow_api,
-        summary,
-        time_left=time_left,
-        deadline=invocation.deadline,
-        max_pages=restorer.settings.sweep_max_pages,
+    max_pages = restorer.settings.sweep_max_pages
+    deadline = invocation.deadline
+    graphs = request.graphs or (
+        g
+        for g in client.listWorkflowNames(
+            deadline=deadline, max_pages=max_pages, keep_going=time_left
+        )
+        if restorer.settings.graph_allowed(g)
     )
-    graphs = request.graphs or (g for g in lister.graphs() if restorer.settings.graph_allowed(g))
+    since = datetime.now(timezone.utc) - timedelta(seconds=request.lookback)
     restored = 0
     swept: set[str] = set()  # a graph the list names twice is swept once
     try:
@@ -226,8 +221,23 @@ def _sweep_graphs(
                 )
                 continue
             summary.graphs_scanned += 1
+            listing = client.listFailedWorkflowExecutions(
+                graph, since, deadline=deadline, max_pages=max_pages, keep_going=time_left
+            )
             try:
-                for failure in lister.failures(graph, request.lookback):
+                for row in listing:
+                    try:
+                        failure = Failure.listed(graph, row)
+                    except InvalidNameError as exc:
+                        summary.error(
+                            {
+                                "graph": graph,
+                                "execution": shown_name(row.execution_name),
+                                "errorCode": "InvalidExecutionName",
+                                "message": str(exc),
+                            }
+                        )
+                        continue
                     summary.failures_found += 1
                     restorer.reporter.failure_found(failure.event_data())
                     if restored >= request.max_restores:
@@ -240,12 +250,15 @@ def _sweep_graphs(
                     summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + 1
                     if outcome == "restored":
                         restored += 1
-                        lister.restored()
+                        listing.restored()
             except ListingError as exc:
                 summary.error(exc.document())
             except Exception as exc:  # a bug in one graph's listing must not cost the others
                 restorer.reporter.crashed(exc)
                 summary.error({"graph": graph, "errorCode": "InternalError"})
+            finally:
+                summary.pages += listing.pages
+                summary.executions_listed += listing.listed
         if not time_left():
             summary.stopped = "deadline"
     except ListingError as exc:  # the list of graphs itself
@@ -253,8 +266,3 @@ def _sweep_graphs(
     except Exception as exc:  # a bug in reading the list of graphs: the graphs swept stand
         restorer.reporter.crashed(exc)
         summary.error({"graph": None, "errorCode": "InternalError"})
-
-
-def listing_error(exc: ListingError) -> dict[str, Any]:
-    """The summary's ``errors`` entry for a listing that could not go on."""
-    return exc.document()

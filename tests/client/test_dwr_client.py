@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 import pytest
 from werkzeug import Response
 
-from handler.client import DwrClient, ExecutionPage, ExecutionSummary, RestoreBody, RetryPolicy
+from handler.client import DwrClient, ExecutionPage, ExecutionSummary, RestoreBody, RetrySchedule
 from handler.client import ExecutionInfo as DwrExecutionInfo
 from handler.client import dwr as dwr_module
 from handler.client import normalise_state as normalise_status
@@ -60,7 +60,7 @@ def make_client(httpserver, sleeps):
             "project_id": PROJECT,
             "server": httpserver.url_for("").rstrip("/"),
             "timeout": (1.0, 2.0),
-            "retry": RetryPolicy(max_attempts=3),
+            "retry": RetrySchedule(max_attempts=3),
             "sleep": sleeps,
         }
         options.update(overrides)
@@ -461,7 +461,7 @@ def test_5xx_is_retried_and_every_try_is_freshly_signed(
 
 def test_retries_stop_at_max_attempts(httpserver, make_client, sleeps):
     httpserver.expect_request(LIST_PATH).respond_with_data("down", status=502)
-    result = make_client(retry=RetryPolicy(max_attempts=4)).listWorkflowExecution("graph-1")
+    result = make_client(retry=RetrySchedule(max_attempts=4)).listWorkflowExecution("graph-1")
     assert (result.status, result.attempts, result.retryable) == (502, 4, True)
     assert len(httpserver.log) == 4 and len(sleeps.delays) == 3
 
@@ -505,7 +505,7 @@ def slow_answer(_request):
 
 def test_a_restore_that_may_have_been_applied_is_sent_exactly_once(httpserver, make_client, sleeps):
     httpserver.expect_request(RESTORE_PATH).respond_with_handler(slow_answer)
-    client = make_client(timeout=(1.0, 0.2), retry=RetryPolicy(max_attempts=3))
+    client = make_client(timeout=(1.0, 0.2), retry=RetrySchedule(max_attempts=3))
     result = client.restoreFailedWorkflowExecution("exec-1", "graph-1")
     assert (result.status, result.errorCode, result.attempts) == (0, "ReadTimeout", 1)
     assert result.maybe_applied and sleeps.delays == []
@@ -515,7 +515,7 @@ def test_a_restore_that_may_have_been_applied_is_sent_exactly_once(httpserver, m
 
 def test_a_query_with_no_answer_is_retried(httpserver, make_client):
     httpserver.expect_request(EXECUTION_PATH).respond_with_handler(slow_answer)
-    client = make_client(timeout=(1.0, 0.2), retry=RetryPolicy(max_attempts=2))
+    client = make_client(timeout=(1.0, 0.2), retry=RetrySchedule(max_attempts=2))
     result = client.getWorkflowExecution("exec-1", "graph-1")
     assert (result.status, result.errorCode, result.attempts) == (0, "ReadTimeout", 2)
     wait_for_log(httpserver, 2)
@@ -566,7 +566,7 @@ def hang_up_server():
 def test_a_reset_after_sending_is_not_resent_for_a_restore_but_is_for_a_query(
     make_client, hang_up_server, sleeps
 ):
-    client = make_client(server=hang_up_server.url, retry=RetryPolicy(max_attempts=3))
+    client = make_client(server=hang_up_server.url, retry=RetrySchedule(max_attempts=3))
     restore = client.restoreFailedWorkflowExecution("exec-1", "graph-1")
     assert (restore.status, restore.errorCode, restore.attempts) == (0, "ConnectionError", 1)
     assert restore.maybe_applied and hang_up_server.connections == 1
@@ -656,11 +656,12 @@ def test_secrets_never_appear_in_reprs_or_results(httpserver, make_client):
     assert PROJECT in repr(client)
 
 
-def test_context_manager_and_snake_case_aliases(httpserver):
+def test_the_context_manager_and_one_sdk_name_per_operation(httpserver):
     httpserver.expect_request(RESTORE_PATH).respond_with_json(RESTORED)
     httpserver.expect_request(EXECUTION_PATH).respond_with_json({"status": "success"})
     httpserver.expect_request(LIST_PATH).respond_with_json({"executions": []})
     with DwrClient(AK, SK, PROJECT, httpserver.url_for("").rstrip("/")) as client:
-        assert client.restore_failed_workflow_execution("exec-1", "graph-1").ok
-        assert client.get_workflow_execution("exec-1", "graph-1").body.executionState == "SUCCESS"
-        assert client.list_workflow_execution("graph-1").ok
+        assert client.restoreFailedWorkflowExecution("exec-1", "graph-1").ok
+        assert client.getWorkflowExecution("exec-1", "graph-1").body.executionState == "SUCCESS"
+        assert client.listWorkflowExecution("graph-1").ok
+        assert not hasattr(client, "restore_failed_workflow_execution")  # no second name

@@ -12,7 +12,7 @@ import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ServerResponseException
 
-from handler.client import DwrClient, RetryPolicy
+from handler.client import DwrClient, RetrySchedule
 from handler.names import InvalidNameError
 from tests.conftest import AK, SK
 
@@ -33,7 +33,7 @@ def clients(httpserver):
         .build()
     )
     ours = DwrClient(
-        AK, SK, PROJECT, server, retry=RetryPolicy(max_attempts=3), sleep=lambda _: None
+        AK, SK, PROJECT, server, retry=RetrySchedule(max_attempts=3), sleep=lambda _: None
     )
     yield sdk, ours
     ours.close()

@@ -8,7 +8,7 @@ import time
 import pytest
 from werkzeug import Response
 
-from handler.client import RestoreBody, RetryPolicy, WorkflowClient
+from handler.client import RestoreBody, RetrySchedule, WorkflowClient
 from handler.client import obs as client_module
 from handler.client.obs_signing import Credentials, Signer
 from handler.endpoint import normalise_endpoint
@@ -236,7 +236,7 @@ def test_5xx_is_retried_and_every_try_is_freshly_signed(
 
 def test_retries_stop_at_max_attempts_and_report_them(httpserver, make_client, sleeps):
     httpserver.expect_request(PATH).respond_with_data("down", status=500)
-    result = make_client(retry=RetryPolicy(max_attempts=4)).restoreFailedWorkflowExecution(
+    result = make_client(retry=RetrySchedule(max_attempts=4)).restoreFailedWorkflowExecution(
         "exec-1", "graph-1"
     )
     assert (result.status, result.attempts, result.retryable) == (500, 4, True)
@@ -310,7 +310,7 @@ def wait_for_log(httpserver, count: int) -> None:
 
 def test_a_restore_that_timed_out_after_sending_is_never_sent_again(httpserver, make_client):
     slow_answer(httpserver, 0.6)
-    client = make_client(timeout=(1.0, 0.2), retry=RetryPolicy(max_attempts=3))
+    client = make_client(timeout=(1.0, 0.2), retry=RetrySchedule(max_attempts=3))
     result = client.restoreFailedWorkflowExecution("exec-1", "graph-1")
     assert (result.status, result.errorCode, result.attempts) == (0, "ReadTimeout", 1)
     assert result.maybe_applied and result.retryable
@@ -320,7 +320,7 @@ def test_a_restore_that_timed_out_after_sending_is_never_sent_again(httpserver, 
 
 def test_a_query_that_timed_out_is_retried(httpserver, make_client):
     slow_answer(httpserver, 0.6)
-    client = make_client(timeout=(1.0, 0.2), retry=RetryPolicy(max_attempts=2))
+    client = make_client(timeout=(1.0, 0.2), retry=RetrySchedule(max_attempts=2))
     result = client.getWorkflowExecution("exec-1", "graph-1")
     assert (result.status, result.errorCode, result.attempts) == (0, "ReadTimeout", 2)
     wait_for_log(httpserver, 2)
@@ -348,10 +348,11 @@ def test_instances_are_independent(httpserver, make_client):
     assert keys == [f"OBS {AK}", "OBS OTHERAK", f"OBS {AK}"]
 
 
-def test_context_manager_and_snake_case_aliases(httpserver):
+def test_the_context_manager_and_one_sdk_name_per_operation(httpserver):
     httpserver.expect_request(PATH).respond_with_json(RESTORED)
     with WorkflowClient(AK, SK, server=httpserver.url_for("").rstrip("/")) as client:
-        assert client.restore_failed_workflow_execution("exec-1", "graph-1").ok
+        assert client.restoreFailedWorkflowExecution("exec-1", "graph-1").ok
+        assert not hasattr(client, "restore_failed_workflow_execution")  # no second name
 
 
 def test_secrets_never_appear_in_reprs_or_results(httpserver, make_client):

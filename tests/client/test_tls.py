@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from pytest_httpserver import HTTPServer
 
-from handler.client import RetryPolicy, WorkflowClient
+from handler.client import RetrySchedule, WorkflowClient
 from tests.conftest import AK, SK
 
 RESTORED = {
@@ -63,7 +63,7 @@ def client_for(server, **options) -> WorkflowClient:
         AK,
         SK,
         server=f"https://127.0.0.1:{server.port}",
-        retry=RetryPolicy(max_attempts=1),
+        retry=RetrySchedule(max_attempts=1),
         **options,
     )
 

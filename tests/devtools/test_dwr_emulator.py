@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from handler.client import DwrClient, RetryPolicy
+from handler.client import DwrClient, RetrySchedule
 from handler.client.dwr_signing import DwrSigner, sdk_date
 from handler.credentials import Credentials
 from handler.devtools.emulator import DwrEmulator
@@ -57,7 +57,7 @@ def make_client(emu):
             "project_id": PROJECT,
             "server": emu.url,
             "timeout": (1.0, 2.0),
-            "retry": RetryPolicy(max_attempts=2),
+            "retry": RetrySchedule(max_attempts=2),
             "sleep": lambda _seconds: None,
         }
         options.update(overrides)
@@ -297,12 +297,14 @@ def test_faults_answer_in_the_dwr_error_shape_and_the_client_survives_them(emu, 
     assert (recovered.status, recovered.attempts) == (200, 2)
 
     emu.fail_next(1, 500)
-    failed = make_client(retry=RetryPolicy(max_attempts=1)).getWorkflowExecution(EXECUTION, GRAPH)
+    failed = make_client(retry=RetrySchedule(max_attempts=1)).getWorkflowExecution(EXECUTION, GRAPH)
     assert (failed.status, failed.errorCode) == (500, "InternalError")
 
     emu.garbage_next(1)
     assert (
-        make_client(retry=RetryPolicy(max_attempts=1)).getWorkflowExecution(EXECUTION, GRAPH).status
+        make_client(retry=RetrySchedule(max_attempts=1))
+        .getWorkflowExecution(EXECUTION, GRAPH)
+        .status
         == 502
     )
     emu.redirect_next(1)
@@ -360,7 +362,7 @@ def test_cli_serves_the_dwr_api_for_a_project():
         reader.start()
         reader.join(timeout=30)
         url = line[0].strip()
-        with DwrClient(AK, SK, PROJECT, url, retry=RetryPolicy(max_attempts=2)) as client:
+        with DwrClient(AK, SK, PROJECT, url, retry=RetrySchedule(max_attempts=2)) as client:
             restored = client.restoreFailedWorkflowExecution(EXECUTION, GRAPH)
             assert (restored.status, restored.attempts) == (200, 2)  # the 503, then the restore
             deadline = time.monotonic() + 5

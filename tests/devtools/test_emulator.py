@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from handler.client import RetryPolicy, WorkflowClient
+from handler.client import RetrySchedule, WorkflowClient
 from handler.client.obs_signing import Credentials, Signer, http_date
 from handler.devtools.emulator import Call, Emulator, main
 from handler.names import InvalidNameError
@@ -54,7 +54,7 @@ def make_client(emu, sleeps):
             "secret_access_key": SK,
             "server": emu.url,
             "timeout": (1.0, 2.0),
-            "retry": RetryPolicy(max_attempts=3),
+            "retry": RetrySchedule(max_attempts=3),
             "sleep": sleeps.append,
         }
         options.update(overrides)
@@ -379,7 +379,7 @@ def test_fail_next_then_success_seen_through_retries(emu, make_client, sleeps):
 def test_fail_next_retry_after_and_body(emu, make_client, sleeps):
     emu.fail_next(1, 429, retry_after=2, body={"code": "Throttled", "message": "slow down"})
     emu.fail_next(1, 500)
-    result = make_client(retry=RetryPolicy(max_attempts=2)).restoreFailedWorkflowExecution(
+    result = make_client(retry=RetrySchedule(max_attempts=2)).restoreFailedWorkflowExecution(
         EXECUTION, GRAPH
     )
     assert (result.status, result.errorCode, result.attempts) == (500, "InternalError", 2)
@@ -425,7 +425,7 @@ def test_concurrent_restores_accept_exactly_one(emu):
 @pytest.mark.parametrize("partial", [b"", b"HTTP/1.1 200 OK\r\nContent-Type: appl"])
 def test_reset_is_a_transport_failure_that_may_have_applied(emu, make_client, partial):
     emu.reset_next(1, partial)
-    client = make_client(retry=RetryPolicy(max_attempts=1))
+    client = make_client(retry=RetrySchedule(max_attempts=1))
     result = client.restoreFailedWorkflowExecution(EXECUTION, GRAPH)
     assert (result.status, result.errorCode, result.maybe_applied) == (0, "ConnectionError", True)
     assert emu.state(GRAPH, EXECUTION) == "FAILED"
@@ -435,7 +435,7 @@ def test_reset_is_a_transport_failure_that_may_have_applied(emu, make_client, pa
 
 def test_reset_after_applying_loses_only_the_answer(emu, make_client):
     emu.reset_next(1, applied=True)
-    client = make_client(retry=RetryPolicy(max_attempts=1))
+    client = make_client(retry=RetrySchedule(max_attempts=1))
     result = client.restoreFailedWorkflowExecution(EXECUTION, GRAPH)
     assert (result.status, result.maybe_applied) == (0, True)
     assert emu.state(GRAPH, EXECUTION) == "RUNNING"
@@ -455,7 +455,7 @@ def test_latency_delays_answers_after_applying(emu, make_client):
     assert make_client().getWorkflowExecution(EXECUTION, GRAPH).status == 200
     assert time.monotonic() - started >= 0.3
 
-    impatient = make_client(timeout=(1.0, 0.1), retry=RetryPolicy(max_attempts=1))
+    impatient = make_client(timeout=(1.0, 0.1), retry=RetrySchedule(max_attempts=1))
     result = impatient.restoreFailedWorkflowExecution(EXECUTION, GRAPH)
     assert (result.status, result.errorCode, result.maybe_applied) == (0, "ReadTimeout", True)
     assert emu.state(GRAPH, EXECUTION) == "RUNNING"
@@ -489,7 +489,7 @@ def test_a_hold_keeps_one_matching_request_waiting_until_released(emu, make_clie
 
 
 def test_garbage_bodies(emu, make_client):
-    client = make_client(retry=RetryPolicy(max_attempts=1))
+    client = make_client(retry=RetrySchedule(max_attempts=1))
     emu.garbage_next(1)  # a proxy's HTML error page
     result = client.restoreFailedWorkflowExecution(EXECUTION, GRAPH)
     assert (result.status, result.errorCode) == (502, "HTTP502")
@@ -510,7 +510,7 @@ def test_truncated_body(emu, make_client):
         content_type="application/json",
         declared_length=500,
     )
-    client = make_client(retry=RetryPolicy(max_attempts=1))
+    client = make_client(retry=RetrySchedule(max_attempts=1))
     result = client.restoreFailedWorkflowExecution(EXECUTION, GRAPH)
     assert result.status == 200 and result.body is None
     assert "cut off" in result.errorMessage
@@ -532,7 +532,7 @@ def test_faults_are_served_in_order_and_can_be_cleared(emu, make_client):
     emu.fail_next(1, 500)
     emu.redirect_next(1)
     emu.fail_next(3, 503)
-    client = make_client(retry=RetryPolicy(max_attempts=1))
+    client = make_client(retry=RetrySchedule(max_attempts=1))
     assert client.getWorkflowExecution(EXECUTION, GRAPH).status == 500
     assert client.getWorkflowExecution(EXECUTION, GRAPH).status == 302
     emu.clear_faults()
@@ -612,7 +612,7 @@ def test_stop_drops_idle_keep_alive_connections_and_refuses_new_ones(make_client
         emulator.stop()
         assert time.monotonic() - started < 2
         emulator.stop()  # idempotent
-        with WorkflowClient(AK, SK, server=url, retry=RetryPolicy(max_attempts=1)) as client:
+        with WorkflowClient(AK, SK, server=url, retry=RetrySchedule(max_attempts=1)) as client:
             result = client.getWorkflowExecution(EXECUTION, GRAPH)
     assert (result.status, result.maybe_applied) == (0, False)
     with pytest.raises(RuntimeError):

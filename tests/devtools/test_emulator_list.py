@@ -10,7 +10,7 @@ from urllib.parse import unquote
 import pytest
 import requests
 
-from handler.client import DwrClient, RetryPolicy, WorkflowClient
+from handler.client import DwrClient, RetrySchedule, WorkflowClient
 from handler.client.obs_signing import Credentials, Signer, http_date
 from handler.devtools.emulator import DwrEmulator, Emulator
 from handler.names import InvalidNameError
@@ -30,7 +30,7 @@ def emu():
 @pytest.fixture
 def client(emu):
     with WorkflowClient(
-        AK, SK, server=emu.url, timeout=(1.0, 2.0), retry=RetryPolicy(max_attempts=1)
+        AK, SK, server=emu.url, timeout=(1.0, 2.0), retry=RetrySchedule(max_attempts=1)
     ) as ours:
         yield ours
 
@@ -313,7 +313,7 @@ def test_dwr_graphs_are_listed_by_offset():
     emu.seed_many(
         {"graph": f"graph-{i:02d}", "execution": "run-1", "state": "fail"} for i in range(12)
     )
-    retry = RetryPolicy(max_attempts=1)
+    retry = RetrySchedule(max_attempts=1)
     with emu, DwrClient(AK, SK, PROJECT, emu.url, timeout=(1.0, 2.0), retry=retry) as client:
         names, start = [], None
         for _ in range(10):  # bounded: 3 pages expected

@@ -2,7 +2,7 @@
 
 Measured over TLS and plain HTTP on both emulators' list APIs:
 
-* ours - :meth:`handler.pipeline.Restorer.sweep` as a timer runs it (the graphs named, a
+* ours - :meth:`handler.runtime.Runtime.sweep` as a timer runs it (the graphs named, a
   one-day lookback), with ``max_restores=0``: it lists and finds every failure and restores
   none, so the same executions serve every round and the work measured is the finding
   (memory:// state, log lines to /dev/null);
@@ -102,7 +102,7 @@ def run(
 
 class _OurSweep:
     def __init__(self, emulator: EmulatorProcess, api: str) -> None:
-        from handler.pipeline import build_restorer
+        from handler.runtime import build_runtime
         from handler.settings import load_settings
 
         env = clean_environ()
@@ -119,20 +119,20 @@ class _OurSweep:
         if emulator.ca_bundle:
             env["OBS_CA_BUNDLE"] = emulator.ca_bundle
         self._log = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
-        self._restorer = build_restorer(load_settings(env), self._log)
+        self._runtime = build_runtime(load_settings(env), self._log)
 
     def sweep(self, graphs: tuple[str, ...]) -> int:
-        from handler.pipeline import Invocation
+        from handler.invocation import Invocation
         from handler.sweep import SweepRequest
 
         request = SweepRequest(graphs=graphs, lookback=86400.0, max_restores=0)
-        _, summary = self._restorer.sweep(request, Invocation())
+        _, summary = self._runtime.sweep(request, Invocation())
         if summary.errors:
             raise RuntimeError(f"the sweep failed: {summary.errors[:2]}")
         return summary.failures_found
 
     def close(self) -> None:
-        self._restorer.close()
+        self._runtime.close()
         self._log.close()
 
 

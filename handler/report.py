@@ -19,6 +19,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from handler.outcomes import Result, line_fields
 from handler.redaction import redact_url_in
 
 LOGGER_NAME = "obs_workflow_restore"
@@ -27,32 +28,6 @@ EVENT_TYPE_PREFIX = "com.huaweicloud.obs.workflow.execution."
 FAILED_SUFFIX = "failed"  # type suffix of the failures a sweep publishes
 SINK_QUEUE_SIZE = 1000  # results waiting for the sink; beyond this they are dropped, counted
 SINK_SHUTDOWN_SECONDS = 2.0  # how long a stopping process waits for queued sink events
-
-# Outcome → (log level, CloudEvent type suffix).
-OUTCOMES: dict[str, tuple[int, str]] = {
-    "restored": (logging.INFO, "restored"),
-    "dry_run": (logging.INFO, "restore_skipped"),
-    "skipped": (logging.INFO, "restore_skipped"),
-    "duplicate": (logging.INFO, "restore_skipped"),
-    "rejected": (logging.WARNING, "restore_rejected"),
-    "retryable_error": (logging.WARNING, "restore_failed"),
-    "failed": (logging.ERROR, "restore_failed"),
-    "budget_exhausted": (logging.ERROR, "restore_failed"),
-    "deferred": (logging.INFO, "restore_deferred"),
-}
-
-# The fields of one item's result, as answered to the caller and sent to the sink.
-RESULT_FIELDS = (
-    "eventId", "graphName", "executionName", "outcome", "status", "requestId", "executionUrn",
-    "restoredAt", "errorCode", "errorMessage", "attempts", "reason", "rule", "executionError",
-)  # fmt: skip
-
-# The fields of a log line, in order; absent values are written as null so every line has
-# the same keys and queries never need an "exists" test.
-LINE_FIELDS = (
-    "outcome", "graphName", "executionName", "eventId", "invocationId", "requestId",
-    "attempts", "durationMs", "errorCode", "errorMessage", "reason", "rule", "executionError",
-)  # fmt: skip
 
 
 class JsonFormatter(logging.Formatter):
@@ -101,34 +76,25 @@ class Reporter:
 
     def item(
         self,
-        result: dict[str, Any],
+        result: Result,
         invocation_id: str,
         duration_ms: float,
         failure: BaseException | None = None,
     ) -> None:
         """Record one item's final outcome: exactly one log line, then the sink event.
 
-        ``failure`` is an unexpected exception; its traceback goes into that same line. A
-        result may raise its line's level with ``severity`` (an operator must act) and add a
-        log-only ``detail`` (hosts, paths, raw exception text that callers are not shown).
+        ``failure`` is an unexpected exception; its traceback goes into that same line.
         """
-        level, _ = OUTCOMES[result["outcome"]]
-        if result.get("severity"):
-            level = max(level, logging.getLevelName(result["severity"]))
-        fields = {name: result.get(name) for name in LINE_FIELDS}
-        fields.update(invocationId=invocation_id, durationMs=round(duration_ms, 3))
-        if result.get("detail"):
-            fields["detail"] = result["detail"]
-        if result.get("forced"):
-            fields["forced"] = result["forced"]  # an operator's --force: by whom, and why
+        fields = result.line(invocation_id, duration_ms)
         self._logger.log(
-            level, f"restore {result['outcome']}", extra={"fields": fields}, exc_info=failure
+            result.level,
+            f"restore {result.outcome.value}",
+            extra={"fields": fields},
+            exc_info=failure,
         )
         if self._sink is not None:
-            _, suffix = OUTCOMES[result["outcome"]]
-            subject = f"{result.get('graphName')}/{result.get('executionName')}"
-            data = {name: result.get(name) for name in RESULT_FIELDS}
-            self._sink.submit(suffix, subject, data)
+            subject = f"{result.graph_name}/{result.execution_name}"
+            self._sink.submit(result.outcome.event_type, subject, result.answer())
 
     def failure_found(self, failure: dict[str, Any]) -> None:
         """Publish a failure a sweep found as ``…execution.failed``: the event Huawei Cloud
@@ -160,8 +126,7 @@ class Reporter:
 
     def delivery_rejected(self, code: str, message: str, invocation_id: str) -> None:
         """Record a delivery that held no readable item at all (so it still leaves a line)."""
-        fields = dict.fromkeys(LINE_FIELDS)
-        fields.update(
+        fields = line_fields(
             outcome="rejected", invocationId=invocation_id, errorCode=code, reason=message
         )
         self._logger.warning("delivery rejected", extra={"fields": fields})

@@ -15,7 +15,7 @@ OBS API there is no error text: rules with ``restore_on`` patterns cannot match,
 result's reason says so.
 
 This module parses, validates and evaluates; it reads no environment (that is
-:mod:`handler.settings`'s job) and no store (that is :mod:`handler.policy`'s).
+:mod:`handler.settings`'s job) and no store (that is :mod:`handler.pipeline.admission`'s).
 """
 
 from __future__ import annotations
@@ -151,8 +151,9 @@ class Match:
 
 
 @dataclass(frozen=True)
-class RestorePolicy:
-    """An ordered, validated list of rules, with where it came from and a digest of it."""
+class RuleSet:
+    """The rule set: an ordered, validated list of rules (a restore policy, parsed), with
+    where it came from and a digest of it."""
 
     rules: tuple[Rule, ...]
     source: str  # "RESTORE_POLICY_FILE=<path>", "RESTORE_POLICY" or "default"
@@ -161,6 +162,11 @@ class RestorePolicy:
     @property
     def needs_error_text(self) -> bool:
         return any(rule.needs_error_text for rule in self.rules)
+
+    @property
+    def needs_stop_time(self) -> bool:
+        """Some rule's ``first`` delay counts from when the failure stopped."""
+        return any(rule.spacing.first > 0 for rule in self.rules)
 
     def match(self, graph: str, errors: Sequence[str] | None) -> Match:
         """The first rule that matches ``graph`` and ``errors`` (the failure's error texts;
@@ -205,15 +211,15 @@ NO_ERROR_TEXT = "no error text (the OBS API gives none): only graph rules apply"
 DEFAULT_RULE_NAME = "default"
 
 
-def default_policy(max_restores: int, window: float) -> RestorePolicy:
+def default_rules(max_restores: int, window: float) -> RuleSet:
     """Today's behaviour as one rule: every graph, every failure, restored at once."""
     rule = Rule(DEFAULT_RULE_NAME, ("*",), (), (), max_restores, window, Spacing())
-    return RestorePolicy((rule,), "default", _digest((rule,)))
+    return RuleSet((rule,), "default", _digest((rule,)))
 
 
 def parse_policy_text(
     text: str, *, source: str, yaml_allowed: bool, max_restores: int, window: float
-) -> RestorePolicy:
+) -> RuleSet:
     """Parse and validate a policy document; raises :class:`PolicyError`.
 
     ``max_restores`` and ``window`` are what a rule that does not name them gets
@@ -223,7 +229,7 @@ def parse_policy_text(
     return build_policy(document, source=source, max_restores=max_restores, window=window)
 
 
-def build_policy(document: Any, *, source: str, max_restores: int, window: float) -> RestorePolicy:
+def build_policy(document: Any, *, source: str, max_restores: int, window: float) -> RuleSet:
     """Validate a parsed policy document (``{"rules": [...]}``); raises :class:`PolicyError`."""
     if not isinstance(document, dict):
         raise PolicyError("", 'must be a mapping with a "rules" list')
@@ -241,7 +247,7 @@ def build_policy(document: Any, *, source: str, max_restores: int, window: float
         if any(existing.name == rule.name for existing in rules):
             raise PolicyError(_where(index, rule.name, "name"), "is used by an earlier rule")
         rules.append(rule)
-    return RestorePolicy(tuple(rules), source, _digest(tuple(rules)))
+    return RuleSet(tuple(rules), source, _digest(tuple(rules)))
 
 
 # --- parsing ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from handler.durations import duration_seconds
 from handler.endpoint import normalise_endpoint
 from handler.names import validate_name
 from handler.redaction import redact, redact_url
-from handler.rules import PolicyError, RestorePolicy, default_policy, parse_policy_text
+from handler.rules import PolicyError, RuleSet, default_rules, parse_policy_text
 from handler.store import validate_state_url
 
 DEFAULT_STATE_FILE = os.path.join(tempfile.gettempdir(), "obs-workflow-restore.db")
@@ -176,7 +176,7 @@ class Settings:
     sweep_grace: float = 600.0
     log_level: str = "INFO"
     # None: no policy was given, the single default rule of max_restores and budget_window
-    restore_policy: RestorePolicy | None = None
+    restore_policy: RuleSet | None = None
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()})"
@@ -188,11 +188,11 @@ class Settings:
         )
 
     @property
-    def policy(self) -> RestorePolicy:
+    def rules(self) -> RuleSet:
         """The rules in force: the configured policy, or today's behaviour as one rule."""
         if self.restore_policy is not None:
             return self.restore_policy
-        return default_policy(self.max_restores, self.budget_window)
+        return default_rules(self.max_restores, self.budget_window)
 
     def redacted(self) -> dict[str, object]:
         """The effective settings for the start-up log line: no secret, only whether it is set."""
@@ -225,7 +225,7 @@ class Settings:
             "sweepMaxPages": self.sweep_max_pages,
             "sweepGraceSeconds": self.sweep_grace,
             "logLevel": self.log_level,
-            "policy": self.policy.summary(),
+            "policy": self.rules.summary(),
         }
 
 
@@ -437,7 +437,7 @@ def _log_level(env: _Env) -> str:
     return value
 
 
-def _restore_policy(env: _Env, max_restores: int, window: float) -> RestorePolicy | None:
+def _restore_policy(env: _Env, max_restores: int, window: float) -> RuleSet | None:
     """The rules of ``RESTORE_POLICY_FILE`` or ``RESTORE_POLICY``, validated now, so a typo in
     a rule stops the start rather than the first restore it should have governed."""
     path, inline = env.text("RESTORE_POLICY_FILE"), env.text("RESTORE_POLICY")
@@ -501,9 +501,7 @@ def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettin
     return settings
 
 
-def load_policy(
-    environ: Mapping[str, str] | None = None, *, file: str | None = None
-) -> RestorePolicy:
+def load_policy(environ: Mapping[str, str] | None = None, *, file: str | None = None) -> RuleSet:
     """The restore rules in force, validated as in :func:`load_settings`, for the ``policy``
     commands: ``file`` instead of the environment's policy when given; only
     ``RESTORE_MAX_RESTORES`` and ``RESTORE_BUDGET_WINDOW`` are read besides (the defaults of
@@ -516,7 +514,7 @@ def load_policy(
     max_restores = env.integer("RESTORE_MAX_RESTORES", 3, minimum=1, maximum=1000)
     window = env.seconds("RESTORE_BUDGET_WINDOW", 86400.0, minimum=1)
     policy = _restore_policy(env, max_restores, window)
-    return policy if policy is not None else default_policy(max_restores, window)
+    return policy if policy is not None else default_rules(max_restores, window)
 
 
 # The loopback emulator (handler/devtools/emulator/) is a development tool, not the function,

@@ -20,16 +20,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from handler.client.listing import parse_time
-from handler.client.results import ExecutionSummary
 from handler.intake import MAX_BODY_BYTES, IntakeError, Item
 from handler.intake.identity import sweep_identity
 from handler.intake.items import RESTORE
 from handler.intake.limits import check_value, parse_json_text
 from handler.names import InvalidNameError, validate_name
 from handler.settings import MAX_SWEEP_LOOKBACK, Settings, SettingsError, parse_duration
+from handler.timestamps import parse_api_time
+
+if TYPE_CHECKING:
+    from handler.client import ExecutionSummary
 
 SWEEP = "sweep"  # Item.shape of what a sweep found
 # An override may name at most this many graphs: more than one page of the graph list, and
@@ -112,7 +114,7 @@ class Failure:
         """The restore item: its identity is this failure, not just the execution."""
         when = self.stopped_at or self.started_at or "unknown"
         event_id = sweep_identity(self.graph, self.execution, when)
-        moment = parse_time(self.stopped_at) if self.stopped_at else None
+        moment = parse_api_time(self.stopped_at) if self.stopped_at else None
         return Item(
             RESTORE,
             event_id,

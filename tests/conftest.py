@@ -107,28 +107,23 @@ def function_env(httpserver, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def load_main(function_env):
-    """Load handler/main.py afresh (as the platform would) with ``function_env`` applied."""
-    import importlib.util
-    import itertools
+def load_function(function_env):
+    """The function as :mod:`handler.main` makes it - its settings read from ``function_env``
+    (applied to the environment) - built afresh on each call and closed after the test."""
+    from handler.entry import Function
+    from handler.settings import load_settings
 
-    counter = itertools.count()
-    loaded = []
+    built = []
 
-    def loader():
+    def loader() -> Function:
         function_env.apply()
-        spec = importlib.util.spec_from_file_location(
-            f"main_under_test_{next(counter)}", MAIN_SOURCE
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        loaded.append(module)
-        return module
+        function = Function(load_settings())
+        built.append(function)
+        return function
 
     yield loader
-    for module in loaded:
-        if module._runtime is not None:
-            module._runtime.close()
+    for function in built:
+        function.close()
 
 
 @pytest.fixture
@@ -147,9 +142,9 @@ def http_function(function_env):
     yield factory
     import sys
 
-    module = sys.modules.get("main")
-    if module is not None and getattr(module, "_runtime", None) is not None:
-        module._runtime.close()
+    module = sys.modules.get("main")  # what functions-framework loaded: handler/main.py
+    if module is not None:
+        module.FUNCTION.close()
 
 
 def log_lines(text: str) -> list[dict]:

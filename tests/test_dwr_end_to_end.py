@@ -16,8 +16,9 @@ import pytest
 
 from handler.devtools.emulator import DwrEmulator
 from handler.intake import Item
-from handler.pipeline import Invocation, Restorer
+from handler.invocation import Invocation
 from handler.report import Reporter
+from handler.runtime import Runtime
 from handler.settings import Settings
 from handler.store import open_store
 from handler.store.memory import MemoryStore
@@ -73,12 +74,12 @@ def test_through_the_cloudevent_target(dwr, http_function):
     assert restored_once(dwr)
 
 
-def test_through_a_functiongraph_smn_trigger(dwr, load_main):
-    answer = load_main().handler(smn_trigger(REQUEST), FunctionGraphContext(agency=None))
+def test_through_a_functiongraph_smn_trigger(dwr, load_function):
+    answer = load_function().handler(smn_trigger(REQUEST), FunctionGraphContext(agency=None))
     assert answer["summary"] == {"restored": 1} and restored_once(dwr)
 
 
-def test_through_an_api_gateway_event(dwr, load_main):
+def test_through_an_api_gateway_event(dwr, load_function):
     event = {
         "body": json.dumps(REQUEST),
         "isBase64Encoded": False,
@@ -87,20 +88,20 @@ def test_through_an_api_gateway_event(dwr, load_main):
         "headers": {"content-type": "application/json", **BEARER},
         "queryStringParameters": {},
     }
-    answer = load_main().handler(event, FunctionGraphContext(agency=None))
+    answer = load_function().handler(event, FunctionGraphContext(agency=None))
     assert answer["statusCode"] == 200 and restored_once(dwr)
 
 
-def test_through_a_timer_sweep_with_the_failed_node_s_message(dwr, load_main):
+def test_through_a_timer_sweep_with_the_failed_node_s_message(dwr, load_function):
     event = {"trigger_type": "TIMER", "trigger_name": "sweep", "user_event": ""}
-    answer = load_main().handler(event, FunctionGraphContext(agency=None))
+    answer = load_function().handler(event, FunctionGraphContext(agency=None))
     (result,) = answer["results"]
     assert (result["outcome"], result["executionError"]) == ("restored", WHY)
     assert restored_once(dwr)
 
 
-def test_a_redelivery_is_a_duplicate_on_dwr_too(dwr, load_main):
-    main = load_main()
+def test_a_redelivery_is_a_duplicate_on_dwr_too(dwr, load_function):
+    main = load_function()
     event = smn_trigger(REQUEST)
     assert main.handler(event, FunctionGraphContext(agency=None))["summary"] == {"restored": 1}
     assert main.handler(event, FunctionGraphContext(agency=None))["summary"] == {"duplicate": 1}
@@ -159,13 +160,13 @@ def test_an_unreadable_query_answer_is_retried_and_the_redelivery_restores(
 
 @pytest.mark.parametrize("kind", ["truncated-json-200", "redirect-302"])
 def test_a_sweep_retries_a_failure_whose_query_answer_was_unreadable(
-    dwr, load_main, function_env, kind
+    dwr, load_function, function_env, kind
 ):
     """The same through the sweep: the failure stays unrecorded, the next sweep restores it."""
     dwr.seed(GRAPH, EXECUTION, "fail", error_message=THROTTLED)
     function_env["RESTORE_POLICY"] = THROTTLING_ONLY
     unreadable_query_answer(dwr, kind)
-    main = load_main()
+    main = load_function()
     timer = {"trigger_type": "TIMER", "trigger_name": "sweep", "user_event": ""}
 
     first = main.handler(timer, FunctionGraphContext(agency=None))
@@ -215,26 +216,29 @@ def test_a_lost_restore_of_an_execution_that_failed_again_at_once_counts_once():
             max_attempts=1,
         )
         store = MemoryStore(clock=clock)
-        restorer = Restorer(settings, store, Reporter(logging.getLogger("lost-restore")), clock)
+        runtime = Runtime(settings, store, Reporter(logging.getLogger("lost-restore")), clock)
         item = Item("restore", "HC.OBS/evt-1", "cloudevent", GRAPH, EXECUTION)
         try:
-            first, *redeliveries = [restorer.run([item], Invocation()) for _ in range(3)]
-            (result,) = first.results
+            first, *redeliveries = [runtime.run([item], Invocation()) for _ in range(3)]
+            (result,) = first.document()["results"]
             assert (result["outcome"], first.status) == ("restored", 200)
             assert "no answer to the restore, but it took effect" in result["reason"]
             assert "failed again at" in result["reason"]
-            assert [d.results[0]["outcome"] for d in redeliveries] == ["duplicate", "duplicate"]
+            assert [d.document()["results"][0]["outcome"] for d in redeliveries] == [
+                "duplicate",
+                "duplicate",
+            ]
             assert emulator.restores(GRAPH, EXECUTION) == 1
             assert store.budget_used(f"{GRAPH}/{EXECUTION}", 86400) == 1
 
-            delivery, _ = restorer.sweep(SweepRequest.from_settings(settings), Invocation())
-            (found,) = delivery.results
+            answer, _ = runtime.sweep(SweepRequest.from_settings(settings), Invocation())
+            (found,) = answer.document()["results"]
             assert found["eventId"].startswith(f"sweep:{GRAPH}:{EXECUTION}:")  # its stop time
             assert found["outcome"] == "restored"
             assert emulator.restores(GRAPH, EXECUTION) == 2
             assert store.budget_used(f"{GRAPH}/{EXECUTION}", 86400) == 2
         finally:
-            restorer.close()
+            runtime.close()
 
 
 def test_a_redelivery_learns_that_its_lost_restore_took_effect_and_sends_nothing(

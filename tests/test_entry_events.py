@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from handler.entry import RetryableDeliveryError
 from tests.conftest import AK, AUTH_TOKEN, PATH, REQUEST, RESTORED, log_lines
 from tests.function_server import function_server
 
@@ -73,10 +74,10 @@ def smn_trigger(payload: dict) -> dict:
 
 
 def test_handler_uses_the_agency_credentials_and_returns_the_result_document(
-    httpserver, load_main, capsys
+    httpserver, load_function, capsys
 ):
     httpserver.expect_request(PATH, method="PUT").respond_with_json(RESTORED)
-    main = load_main()
+    main = load_function()
     document = main.handler(smn_trigger(REQUEST), FunctionGraphContext())
 
     assert document["statusCode"] == 200 and document["summary"] == {"restored": 1}
@@ -88,36 +89,36 @@ def test_handler_uses_the_agency_credentials_and_returns_the_result_document(
     assert items[0]["invocationId"] == "fg-request-1"
 
 
-def test_handler_falls_back_to_settings_credentials(httpserver, load_main):
+def test_handler_falls_back_to_settings_credentials(httpserver, load_function):
     httpserver.expect_request(PATH).respond_with_json(RESTORED)
-    main = load_main()
+    main = load_function()
     document = main.handler(REQUEST, FunctionGraphContext(agency=None))
     assert document["summary"] == {"restored": 1}
     assert httpserver.log[0][0].headers["Authorization"].startswith(f"OBS {AK}:")
 
 
-def test_handler_without_any_credentials_asks_for_a_retry(httpserver, load_main, function_env):
+def test_handler_without_any_credentials_asks_for_a_retry(httpserver, load_function, function_env):
     del function_env["OBS_ACCESS_KEY_ID"], function_env["OBS_SECRET_ACCESS_KEY"]
-    main = load_main()
-    with pytest.raises(main.RetryableDeliveryError):
+    main = load_function()
+    with pytest.raises(RetryableDeliveryError):
         main.handler(REQUEST, FunctionGraphContext(agency=None))
     assert httpserver.log == []
 
 
-def test_remaining_time_bounds_the_retries(httpserver, load_main, function_env):
+def test_remaining_time_bounds_the_retries(httpserver, load_function, function_env):
     function_env["OBS_MAX_ATTEMPTS"] = "10"
     httpserver.expect_request(PATH).respond_with_data("", status=503, headers={"Retry-After": "1"})
-    main = load_main()
+    main = load_function()
     started = time.monotonic()
-    with pytest.raises(main.RetryableDeliveryError):
+    with pytest.raises(RetryableDeliveryError):
         main.handler(REQUEST, FunctionGraphContext(remaining_ms=1_500))
     assert time.monotonic() - started < 1.5
     assert len(httpserver.log) == 1
 
 
-def test_api_gateway_trigger_gets_an_api_gateway_response(httpserver, load_main):
+def test_api_gateway_trigger_gets_an_api_gateway_response(httpserver, load_function):
     httpserver.expect_request(PATH).respond_with_data("", status=502)
-    main = load_main()
+    main = load_function()
     event = {
         "body": json.dumps(REQUEST),
         "isBase64Encoded": False,
@@ -147,8 +148,10 @@ def apig_event(headers=None, query=None, method="POST") -> dict:
     "headers",
     [{}, {"authorization": "Bearer wrong"}, {"Authorization": f"Basic {AUTH_TOKEN}"}],
 )
-def test_an_api_gateway_event_without_the_token_is_refused(httpserver, load_main, capsys, headers):
-    answer = load_main().handler(apig_event(headers), FunctionGraphContext())
+def test_an_api_gateway_event_without_the_token_is_refused(
+    httpserver, load_function, capsys, headers
+):
+    answer = load_function().handler(apig_event(headers), FunctionGraphContext())
     assert answer["statusCode"] == 401
     assert answer["headers"]["WWW-Authenticate"].startswith("Bearer")
     assert json.loads(answer["body"])["error"]["code"] == "Unauthorized"
@@ -168,9 +171,9 @@ def test_an_api_gateway_event_without_the_token_is_refused(httpserver, load_main
         ({}, {"token": [AUTH_TOKEN]}),
     ],
 )
-def test_an_api_gateway_event_with_the_token_restores(httpserver, load_main, headers, query):
+def test_an_api_gateway_event_with_the_token_restores(httpserver, load_function, headers, query):
     httpserver.expect_request(PATH).respond_with_json(RESTORED)
-    answer = load_main().handler(apig_event(headers, query), FunctionGraphContext())
+    answer = load_function().handler(apig_event(headers, query), FunctionGraphContext())
     assert answer["statusCode"] == 200
     assert json.loads(answer["body"])["summary"] == {"restored": 1}
 
@@ -189,26 +192,26 @@ def test_an_api_gateway_event_with_the_token_restores(httpserver, load_main, hea
     ids=["isBase64Encoded-only", "base64-flag-as-text", "httpMethod-only", "stringified"],
 )
 def test_every_event_the_intake_unwraps_as_api_gateway_needs_the_token(
-    httpserver, load_main, event
+    httpserver, load_function, event
 ):
     """Whatever makes the intake read an event as an API Gateway request makes the handler
     check its token: one predicate for both."""
-    answer = load_main().handler(event, FunctionGraphContext())
+    answer = load_function().handler(event, FunctionGraphContext())
     assert answer["statusCode"] in (400, 401)
     assert httpserver.log == []
 
 
 def test_an_api_gateway_event_without_a_configured_token_is_forbidden(
-    httpserver, load_main, function_env
+    httpserver, load_function, function_env
 ):
     del function_env["RESTORE_AUTH_TOKEN"]
-    answer = load_main().handler(apig_event(), FunctionGraphContext())
+    answer = load_function().handler(apig_event(), FunctionGraphContext())
     assert answer["statusCode"] == 403
     assert httpserver.log == []
 
 
-def test_an_api_gateway_probe_needs_no_token_and_other_methods_are_405(httpserver, load_main):
-    main = load_main()
+def test_an_api_gateway_probe_needs_no_token_and_other_methods_are_405(httpserver, load_function):
+    main = load_function()
     health = main.handler(apig_event(method="GET"), FunctionGraphContext())
     assert health["statusCode"] == 200 and json.loads(health["body"])["status"] == "ok"
     bearer = {"Authorization": f"Bearer {AUTH_TOKEN}"}
@@ -217,14 +220,14 @@ def test_an_api_gateway_probe_needs_no_token_and_other_methods_are_405(httpserve
     assert httpserver.log == []
 
 
-def test_platform_trigger_events_need_no_token(httpserver, load_main):
+def test_platform_trigger_events_need_no_token(httpserver, load_function):
     httpserver.expect_request(PATH).respond_with_json(RESTORED)
-    answer = load_main().handler(smn_trigger(REQUEST), FunctionGraphContext())
+    answer = load_function().handler(smn_trigger(REQUEST), FunctionGraphContext())
     assert answer["summary"] == {"restored": 1}
 
 
-def test_handler_rejects_unreadable_events_with_a_typed_result(httpserver, load_main):
-    main = load_main()
+def test_handler_rejects_unreadable_events_with_a_typed_result(httpserver, load_function):
+    main = load_function()
     document = main.handler({"unexpected": "shape"}, FunctionGraphContext())
     assert document["statusCode"] == 400
     assert httpserver.log == []
@@ -436,10 +439,10 @@ def test_the_real_functions_framework_server_serves_the_url(httpserver, function
 
 
 def test_invalid_settings_stop_the_function_at_start_up_naming_the_variable(
-    load_main, function_env
+    load_function, function_env
 ):
     from handler.settings import SettingsError
 
     function_env["RESTORE_MAX_RESTORES"] = "lots"
     with pytest.raises(SettingsError, match="RESTORE_MAX_RESTORES"):
-        load_main()
+        load_function()

@@ -301,7 +301,7 @@ def flush_sink() -> None:
     """Wait (bounded) until the served function's queued sink events are sent."""
     import sys
 
-    assert sys.modules["main"]._runtime.flush_events(5.0)
+    assert sys.modules["main"].FUNCTION.runtime.flush_events(5.0)
 
 
 @pytest.fixture
@@ -395,12 +395,12 @@ def test_an_unexpected_exception_is_a_json_500_and_a_log_line(
     httpserver, http_function, capsys, monkeypatch
 ):
     client = http_function()
-    import sys
+    from handler import intake
 
     def broken(*_args):
         raise RuntimeError("a bug outside every stage")
 
-    monkeypatch.setattr(sys.modules["main"].intake, "from_http", broken)
+    monkeypatch.setattr(intake, "from_http", broken)
     response = post(client)
     assert response.status_code == 500
     assert response.get_json()["error"]["code"] == "InternalError"

@@ -63,12 +63,12 @@ def test_every_http_shape_through_the_function_url(httpserver, http_function, dr
 
 
 @pytest.mark.parametrize("path", fixtures_with("event"), ids=lambda p: p.stem)
-def test_every_functiongraph_shape_through_the_handler(httpserver, load_main, dry_run, path):
+def test_every_functiongraph_shape_through_the_handler(httpserver, load_function, dry_run, path):
     fixture = json.loads(path.read_text(encoding="utf-8"))
     event = fixture["event"]
     if isinstance(event, dict) and "httpMethod" in event:  # API Gateway: callers authenticate
         event = {**event, "headers": {**(event.get("headers") or {}), **BEARER}}
-    answer = load_main().handler(event, None)
+    answer = load_function().handler(event, None)
     if "statusCode" in answer and "body" in answer:  # an API Gateway trigger's response
         answer = json.loads(answer["body"])
     assert_results_match(answer["results"], fixture["expected"], path.stem)

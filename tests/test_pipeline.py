@@ -6,8 +6,9 @@ import io
 import json
 
 from handler.intake import from_http
-from handler.pipeline import Invocation, Restorer
+from handler.invocation import Invocation
 from handler.report import Reporter, configure_logging
+from handler.runtime import Runtime
 from handler.settings import Settings
 from handler.store import open_store
 
@@ -38,15 +39,15 @@ def test_an_unexpected_exception_is_contained_to_its_item_and_logged():
     )
     stream = io.StringIO()
     settings = Settings(endpoint="http://127.0.0.1:9", dry_run=True)
-    restorer = Restorer(
+    runtime = Runtime(
         settings, BrokenClaimStore(items[0].event_id), Reporter(configure_logging("INFO", stream))
     )
 
-    delivery = restorer.run(items, Invocation(id="inv-1"))
+    answer = runtime.run(items, Invocation(id="inv-1"))
 
-    assert [r["outcome"] for r in delivery.results] == ["retryable_error", "dry_run"]
-    assert delivery.results[0]["errorCode"] == "InternalError"
-    assert delivery.retry and delivery.status == 503
+    assert [r["outcome"] for r in answer.document()["results"]] == ["retryable_error", "dry_run"]
+    assert answer.document()["results"][0]["errorCode"] == "InternalError"
+    assert answer.retry and answer.status == 503
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == 2
     assert "KeyError" in lines[0]["exception"] and "exception" not in lines[1]
@@ -78,10 +79,10 @@ def test_an_outcome_the_store_could_not_record_is_said_without_the_store_s_addre
         access_key_id="AK",
         secret_access_key="SK-secret",
     )
-    restorer = Restorer(settings, FinishFailsStore(), Reporter(configure_logging("INFO", stream)))
+    runtime = Runtime(settings, FinishFailsStore(), Reporter(configure_logging("INFO", stream)))
     items = from_http(json.dumps({"graphName": "graph-1", "executionName": "exec-1"}).encode(), {})
 
-    answer = restorer.run(items, Invocation(id="inv-1")).document()
+    answer = runtime.run(items, Invocation(id="inv-1")).document()
 
     (result,) = answer["results"]
     assert result["outcome"] == "restored"

@@ -20,9 +20,10 @@ import pytest
 from handler import cli
 from handler.devtools.emulator import DwrEmulator, Emulator
 from handler.intake import Item
-from handler.pipeline import Invocation, Restorer
+from handler.invocation import Invocation
 from handler.report import Reporter
 from handler.rules import build_policy
+from handler.runtime import Runtime
 from handler.settings import Settings
 from handler.store.memory import MemoryStore
 from handler.sweep import SweepRequest
@@ -113,28 +114,26 @@ def test_a_deferred_failure_is_restored_once_due_even_when_no_listing_shows_it_a
             max_attempts=1,
             restore_policy=build_policy(rules, source="test", max_restores=3, window=86400),
         )
-        restorer = Restorer(
-            settings, MemoryStore(clock=clock), Reporter(logging.getLogger()), clock
-        )
+        runtime = Runtime(settings, MemoryStore(clock=clock), Reporter(logging.getLogger()), clock)
         event = Item("restore", "HC.OBS/evt-1", "cloudevent", "graph-1", "exec-1")
         request = SweepRequest(graphs=("graph-1",), lookback=60)
         try:
-            (deferred,) = restorer.run([event], Invocation()).results
+            (deferred,) = runtime.run([event], Invocation()).document()["results"]
             assert deferred["outcome"] == "deferred" and "(in 70s)" in deferred["reason"]
             clock.advance(30)
-            delivery, summary = restorer.sweep(request, Invocation())
+            answer, summary = runtime.sweep(request, Invocation())
             assert (summary.failures_found, summary.outcomes) == (0, {})  # not due yet
             clock.advance(41)
-            delivery, summary = restorer.sweep(request, Invocation())
-            (restored,) = delivery.results
+            answer, summary = runtime.sweep(request, Invocation())
+            (restored,) = answer.document()["results"]
             assert (restored["eventId"], restored["outcome"]) == ("HC.OBS/evt-1", "restored")
             assert summary.failures_found == 0  # the listing never showed it
             assert emulator.restores("graph-1", "exec-1") == 1
-            assert restorer.sweep(request, Invocation())[1].outcomes == {}  # forgotten
-            (again,) = restorer.run([event], Invocation()).results
+            assert runtime.sweep(request, Invocation())[1].outcomes == {}  # forgotten
+            (again,) = runtime.run([event], Invocation()).document()["results"]
             assert again["outcome"] == "duplicate"
         finally:
-            restorer.close()
+            runtime.close()
 
 
 # --- DWR: error texts from the emulator -------------------------------------------------------
@@ -176,12 +175,12 @@ def test_the_readme_policy_on_dwr_restores_throttling_with_backoff_and_leaves_th
     logger = logging.getLogger("policy-flow-test")
     logger.handlers[:] = [logging.StreamHandler(lines)]
     logger.setLevel(logging.INFO)
-    restorer = Restorer(settings, MemoryStore(clock=clock), Reporter(logger), clock=clock)
+    runtime = Runtime(settings, MemoryStore(clock=clock), Reporter(logger), clock=clock)
     events = iter(range(1000))
 
     def deliver(execution: str) -> dict:
         item = Item("restore", f"evt-{next(events)}", "json", "etl", execution)
-        (result,) = restorer.run([item], Invocation()).results
+        (result,) = runtime.run([item], Invocation()).document()["results"]
         return result
 
     try:
@@ -211,7 +210,7 @@ def test_the_readme_policy_on_dwr_restores_throttling_with_backoff_and_leaves_th
         assert "no rule of the policy matches" in broken["reason"]
         assert dwr.restores("etl", "denied") == dwr.restores("etl", "broken") == 0
     finally:
-        restorer.close()
+        runtime.close()
     logged = [line for line in lines.getvalue().splitlines() if line]
     assert len(logged) == 7  # one line per delivered item
 
@@ -233,22 +232,24 @@ def test_on_dwr_a_first_delay_counts_from_the_failure_s_stop_time_the_query_give
         max_attempts=1,
         restore_policy=build_policy(rules, source="test", max_restores=3, window=86400),
     )
-    restorer = Restorer(settings, MemoryStore(clock=clock), Reporter(logging.getLogger()), clock)
+    runtime = Runtime(settings, MemoryStore(clock=clock), Reporter(logging.getLogger()), clock)
     try:
-        (late,) = restorer.run(
+        (late,) = runtime.run(
             [Item("restore", "evt-1", "json", "etl", "late")], Invocation()
-        ).results
-        (early,) = restorer.run(
+        ).document()["results"]
+        (early,) = runtime.run(
             [Item("restore", "evt-2", "json", "etl", "early")], Invocation()
-        ).results
+        ).document()["results"]
     finally:
-        restorer.close()
+        runtime.close()
     assert late["outcome"] == "restored"
     assert early["outcome"] == "deferred" and "(in 4s)" in early["reason"]
     assert dwr.restores("etl", "late") == 1 and dwr.restores("etl", "early") == 0
 
 
-def test_on_obs_the_log_line_says_that_only_graph_rules_apply(httpserver, function_env, load_main):
+def test_on_obs_the_log_line_says_that_only_graph_rules_apply(
+    httpserver, function_env, load_function
+):
     from tests.conftest import RESTORED
 
     httpserver.expect_request("/v2/workflowexecutions/exec-1", method="PUT").respond_with_json(
@@ -257,7 +258,7 @@ def test_on_obs_the_log_line_says_that_only_graph_rules_apply(httpserver, functi
     function_env["RESTORE_POLICY"] = json.dumps(
         {"rules": [{"name": "t", "restore_on": ["throttl"]}, {"name": "rest", "leave_on": ["x"]}]}
     )
-    main = load_main()
+    main = load_function()
     document = main.handler(REQUEST, None)
     (result,) = document["results"]
     assert (result["outcome"], result["rule"]) == ("restored", "rest")
@@ -323,11 +324,11 @@ def test_policy_explain_without_a_file_explains_the_default_rule(policy_file, ca
     assert "rule: default" in out and "restore 1 of 3: at once" in out
 
 
-def test_every_result_line_names_its_rule(httpserver, function_env, load_main, capsys):
+def test_every_result_line_names_its_rule(httpserver, function_env, load_function, capsys):
     from tests.conftest import RESTORED
 
     httpserver.expect_request("/v2/workflowexecutions/exec-1").respond_with_json(RESTORED)
-    main = load_main()
+    main = load_function()
     main.handler(REQUEST, None)
     (line,) = [x for x in log_lines(capsys.readouterr().out) if x["message"].startswith("restore")]
     assert line["rule"] == "default"

@@ -13,14 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handler.intake import Item
-from handler.policy import FailureFacts, Policy, Settlement, Ticket, Verdict
+from handler.pipeline.admission import Admission, FailureFacts, Ticket
+from handler.pipeline.deferred import DeferredFailures
+from handler.pipeline.settlement import Settlement, Verdict, settle
 from handler.rules import (
     NO_ERROR_TEXT,
     PolicyError,
     Rule,
     Spacing,
     build_policy,
-    default_policy,
+    default_rules,
     excerpt,
 )
 from handler.settings import Settings, SettingsError, load_settings
@@ -157,25 +159,39 @@ def test_a_huge_backoff_without_a_cap_is_effectively_never_not_an_overflow():
 
 
 class Harness:
-    """The policy stage over a memory store, both on one fake clock."""
+    """Admission over a memory store, both on one fake clock, settled as the restorer
+    settles: a verdict's hold is recorded or released, a restore's unit spent."""
 
     def __init__(self, rules: list[dict], **settings) -> None:
         self.clock = FakeClock()
         self.store = MemoryStore(clock=self.clock)
         policy = policy_of(*rules)
         self.settings = Settings(endpoint="https://obs.example", restore_policy=policy, **settings)
-        self.policy = Policy(self.settings, self.store, self.clock)
+        self.deferred = DeferredFailures(self.store, self.settings.dedupe_retention)
+        self.admission = Admission(self.settings, self.store, self.deferred, self.clock)
         self.events = 0
+
+    def admit(self, item: Item, facts: FailureFacts) -> Ticket | Verdict:
+        """The door, then the rules and the budget with the facts gathered before."""
+        entered = self.admission.enter(item)
+        decided = entered if isinstance(entered, Verdict) else self.admission.decide(entered, facts)
+        if isinstance(decided, Verdict):
+            settle(self.store, decided.hold, decided.settlement, {"outcome": decided.outcome.value})
+        return decided
+
+    def spent(self, ticket: Ticket) -> None:
+        """The service accepted the ticket's restore."""
+        settle(self.store, ticket.hold, Settlement.SPENT, {"outcome": "restored"})
 
     def event(self, errors=("throttled",), failed_at=None) -> Ticket | Verdict:
         self.events += 1
         item = Item("restore", f"evt-{self.events}", "json", "g", "e", failed_at=failed_at)
-        return self.policy.admit(item, facts=lambda: FailureFacts(tuple(errors)))
+        return self.admit(item, FailureFacts(tuple(errors)))
 
     def restore(self, **kwargs) -> Ticket:
         ticket = self.event(**kwargs)
         assert isinstance(ticket, Ticket), ticket
-        self.policy.settle(ticket, Settlement.CONSUMED, {"outcome": "restored"})
+        self.spent(ticket)
         return ticket
 
 
@@ -191,7 +207,7 @@ SPACED = {
 def test_restores_are_spaced_first_interval_backoff_and_cap_on_the_clock():
     h = Harness([SPACED])
     waiting = h.event(failed_at=START)
-    assert waiting.outcome == "deferred" and waiting.fields == {"rule": "spaced"}
+    assert waiting.outcome == "deferred" and waiting.rule == "spaced"
     assert "due at 2023-11-14T22:14:20Z (in 60s)" in waiting.reason  # START + first
     h.clock.advance(60)
     assert h.restore(failed_at=START).rule == "spaced"  # 1: first after the failure
@@ -222,40 +238,40 @@ def test_a_first_delay_counts_from_the_first_sighting_of_the_failure_not_from_ea
 def test_a_deferred_item_records_nothing_so_the_same_identity_is_decided_again_later():
     h = Harness([SPACED])
     item = Item("restore", "sweep:g/e@t", "sweep", "g", "e", failed_at=START)
-    facts = lambda: FailureFacts(("throttled",))  # noqa: E731
-    assert h.policy.admit(item, facts=facts).outcome == "deferred"
+    facts = FailureFacts(("throttled",))
+    assert h.admit(item, facts).outcome == "deferred"
     assert h.store.claim("sweep:g/e@t", 60).acquired  # released, not recorded
     h.store.forget("sweep:g/e@t")
     h.clock.advance(60)
-    assert isinstance(h.policy.admit(item, facts=facts), Ticket)
+    assert isinstance(h.admit(item, facts), Ticket)
 
 
 def test_a_deferred_failure_is_handed_back_once_due_as_the_same_item_until_it_is_final():
     h = Harness([SPACED])
     item = Item("restore", "HC.OBS/evt", "cloudevent", "g", "e", source="HC.OBS", failed_at=START)
-    facts = lambda: FailureFacts(("throttled",))  # noqa: E731
-    assert h.policy.admit(item, facts=facts).outcome == "deferred"  # due at START + 60
-    assert h.policy.due_deferred(10) == []
+    facts = FailureFacts(("throttled",))
+    assert h.admit(item, facts).outcome == "deferred"  # due at START + 60
+    assert h.deferred.due(10) == []
     h.clock.advance(60)
-    assert h.policy.due_deferred(10) == [item]
-    ticket = h.policy.admit(item, facts=facts)
+    assert h.deferred.due(10) == [item]
+    ticket = h.admit(item, facts)
     assert isinstance(ticket, Ticket)
-    assert h.policy.due_deferred(10) == [item]  # in flight: not final yet
-    h.policy.settle(ticket, Settlement.CONSUMED, {"outcome": "restored"})
-    assert h.policy.due_deferred(10) == []
+    assert h.deferred.due(10) == [item]  # in flight: not final yet
+    h.spent(ticket)
+    assert h.deferred.due(10) == []
 
 
 def test_a_dry_run_leaves_no_deferred_failure_behind():
     h = Harness([SPACED], dry_run=True)
     assert h.event(failed_at=START).outcome == "deferred"
     h.clock.advance(60)
-    assert h.policy.due_deferred(10) == []
+    assert h.deferred.due(10) == []
 
 
 def test_left_alone_is_recorded_with_the_pattern_and_an_excerpt_and_no_budget_is_spent():
     h = Harness([{"name": "careful", "restore_on": ["throttl"], "leave_on": ["permission"]}])
     verdict = h.event(errors=("node 3: Permission denied for user x (throttled before)",))
-    assert verdict.outcome == "skipped" and verdict.fields == {"rule": "careful"}
+    assert verdict.outcome == "skipped" and verdict.rule == "careful"
     assert "leave_on pattern 'permission' of rule careful" in verdict.reason
     assert "Permission denied for user x" in verdict.reason
     assert h.store.budget_used("g/e", 86400) == 0
@@ -265,10 +281,8 @@ def test_left_alone_is_recorded_with_the_pattern_and_an_excerpt_and_no_budget_is
 def test_an_unreadable_error_text_is_retried_not_decided():
     h = Harness([SPACED])
     item = Item("restore", "evt", "json", "g", "e")
-    verdict = h.policy.admit(
-        item, facts=lambda: FailureFacts(None, "the query answered 503", "DWR.503")
-    )
-    assert verdict.outcome == "retryable_error" and verdict.fields["errorCode"] == "DWR.503"
+    verdict = h.admit(item, FailureFacts(None, "the query answered 503", "DWR.503"))
+    assert verdict.outcome == "retryable_error" and verdict.error_code == "DWR.503"
     assert h.store.claim("evt", 60).acquired  # nothing recorded
 
 
@@ -308,8 +322,8 @@ def test_a_short_window_rule_s_restore_counts_for_a_long_window_rule():
 
 
 def test_without_a_policy_the_default_rule_keeps_todays_budget():
-    policy = Settings(endpoint="https://obs.example", max_restores=2, budget_window=60).policy
-    assert policy == default_policy(2, 60) and policy.source == "default"
+    policy = Settings(endpoint="https://obs.example", max_restores=2, budget_window=60).rules
+    assert policy == default_rules(2, 60) and policy.source == "default"
     (rule,) = policy.rules
     assert (rule.name, rule.max_restores, rule.window) == ("default", 2, 60)
     assert rule.spacing.is_immediate and policy.match("any", None).restore
@@ -388,17 +402,17 @@ def test_rules_without_a_budget_take_the_settings_and_the_start_up_view_names_th
             "RESTORE_BUDGET_WINDOW": "2h",
         }
     )
-    (rule,) = settings.policy.rules
+    (rule,) = settings.rules.rules
     assert (rule.max_restores, rule.window) == (7, 7200)
     shown = settings.redacted()["policy"]
     assert shown == {
         "source": f"RESTORE_POLICY_FILE={path}",
-        "digest": settings.policy.digest,
+        "digest": settings.rules.digest,
         "rules": ["all"],
     }
     assert len(shown["digest"]) == 12
     other = load_settings({**BASE_ENV, "RESTORE_POLICY": '{"rules": [{"name": "other"}]}'})
-    assert other.policy.digest != settings.policy.digest
+    assert other.rules.digest != settings.rules.digest
 
 
 def test_a_policy_error_is_a_value_error_with_where_and_problem():

@@ -137,7 +137,7 @@ def service(httpserver):
 
 
 @pytest.fixture
-def sweeper(load_main, function_env, httpserver):
+def sweeper(load_function, function_env, httpserver):
     """Load the function for the chosen API; returns ``sweep(user_event) -> document``."""
 
     def factory(api: str = "obs", **env):
@@ -149,7 +149,7 @@ def sweeper(load_main, function_env, httpserver):
                 DWR_PROJECT_ID=PROJECT,
             )
         function_env.update(env)
-        main = load_main()
+        main = load_function()
 
         def sweep(user_event: str = "", context=None) -> dict:
             event = {"version": "v1.0", "time": iso(NOW), "trigger_type": "TIMER",

@@ -29,7 +29,7 @@ def emu():
 
 
 @pytest.fixture
-def sweep(emu, load_main, function_env):
+def sweep(emu, load_function, function_env):
     """``sweep(**env)`` runs one timer sweep against the emulator; returns its document."""
     del function_env["OBS_ENDPOINT"]
     function_env.update(
@@ -44,7 +44,9 @@ def sweep(emu, load_main, function_env):
     def run(user_event: str = "", **env: str) -> dict:
         function_env.update(env)
         event = {"trigger_type": "TIMER", "trigger_name": "sweep", "user_event": user_event}
-        return load_main().handler(event, FunctionGraphContext(remaining_ms=600_000, agency=None))
+        return load_function().handler(
+            event, FunctionGraphContext(remaining_ms=600_000, agency=None)
+        )
 
     return run
 

@@ -36,7 +36,7 @@ def emu(api):
 
 
 @pytest.fixture
-def sweeper(api, emu, load_main, function_env, monkeypatch):
+def sweeper(api, emu, load_function, function_env, monkeypatch):
     """The function loaded against the emulator; ``sweep(context=None) -> document``."""
     for module, name in ((obs_client, "obs"), (dwr_client, "dwr")):
         monkeypatch.setattr(module, "FAILURE_PAGE_SIZE", PAGE_SIZE[name])
@@ -49,7 +49,7 @@ def sweeper(api, emu, load_main, function_env, monkeypatch):
 
     def factory(**env):
         function_env.update(env)
-        main = load_main()
+        main = load_function()
 
         def sweep(context=None) -> dict:
             event = {

@@ -9,7 +9,7 @@
 * :mod:`.policy` - ``policy check`` and ``policy explain``;
 * :mod:`.output` - the field list and the results table those commands print.
 
-An entry point like :mod:`handler.main`: it runs the pipeline through :mod:`handler.pipeline`
+An entry point like :mod:`handler.entry`: it runs the pipeline through :mod:`handler.runtime`
 (``restore``, ``replay``, ``sweep``), and a command that acts on one stage alone (the state
 store, the restore rules) calls that stage directly. It also starts the development tools
 (:mod:`handler.devtools`), so no deploy package holds it (scripts/build_package.py) and no
@@ -17,6 +17,5 @@ function module imports it.
 """
 
 from handler.cli.commands import main
-from handler.cli.serve import serve_command
 
-__all__ = ["main", "serve_command"]
+__all__ = ["main"]

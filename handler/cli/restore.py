@@ -25,11 +25,6 @@ from handler.intake.identity import cli_identity
 from handler.settings import SettingsError, load_settings
 
 MAX_REASON_CHARS = 200  # an operator's --reason, kept in the record and every log line
-# The result fields printed for a restore, in this order.
-RESTORE_FIELDS = (
-    "outcome", "reason", "rule", "forced", "eventId", "status", "requestId", "executionUrn",
-    "restoredAt", "errorCode", "errorMessage", "attempts", "executionError",
-)  # fmt: skip
 # Outcomes after which nothing is left to do: the restore happened, or need not happen.
 DONE_OUTCOMES = frozenset({"restored", "skipped", "duplicate"})
 DEADLINE_MARGIN_SECONDS = 1.0  # as the function: finish before the in-progress marker expires
@@ -81,8 +76,9 @@ def add_commands(commands: Any) -> None:
 def _restore(args: argparse.Namespace) -> int:
     from handler.intake import Item
     from handler.intake.items import RESTORE
+    from handler.invocation import Forced, Invocation
     from handler.names import InvalidNameError, validate_name
-    from handler.pipeline import Forced, Invocation, build_restorer
+    from handler.runtime import build_runtime
 
     settings = load_settings()
     if not (settings.access_key_id and settings.secret_access_key):
@@ -105,26 +101,24 @@ def _restore(args: argparse.Namespace) -> int:
         dry_run=dry_run,
         forced=forced,
     )
-    restorer = build_restorer(settings, log_stream=sys.stderr)
+    runtime = build_runtime(settings, log_stream=sys.stderr)
     try:
-        delivery = restorer.run([item], invocation)
-        (result,) = delivery.results
-        if result.get("errorCode") == "StoreUnavailable":
+        answer = runtime.run([item], invocation)
+        (result,) = answer.results
+        if result.error_code == "StoreUnavailable":
             print("error: state store unavailable: nothing was called", file=sys.stderr)
             return 2
+        document = {**result.answer(), "forced": forced.document() if forced else None}
         if dry_run:
             # A dry run leaves nothing behind: markers were released, and a decision the
-            # policy records (an exhausted budget) is dropped again under this run's identity.
-            restorer.store.forget(item.event_id)
-            result["reason"] = (result["reason"] or "").replace("RESTORE_DRY_RUN is on", "dry run")
-            result.update(_would_restore(restorer, item, result))
+            # admission records (an exhausted budget) is dropped again under this run's
+            # identity.
+            runtime.store.forget(item.event_id)
+            document["reason"] = document["reason"].replace("RESTORE_DRY_RUN is on", "dry run")
+            document.update(_would_restore(runtime, item, document))
     finally:
-        restorer.close()
-    document = {name: result.get(name) for name in RESTORE_FIELDS}
-    if dry_run:
-        for name in ("dryRun", "executionState", "wouldRestore"):
-            document[name] = result[name]
-    if result.get("maybeApplied"):
+        runtime.close()
+    if result.maybe_applied:
         document["maybeApplied"] = True
         document["hint"] = (
             "may have been applied, check with `obs-workflow-restore restore --graph "
@@ -133,10 +127,10 @@ def _restore(args: argparse.Namespace) -> int:
     _print_restore(document, graph, execution, as_json=args.json)
     if dry_run:
         return 0 if document["wouldRestore"] else 1
-    if result["outcome"] == "rejected":
+    if result.outcome == "rejected":
         return 2
-    # A duplicate still in flight elsewhere (delivery.retry) is not done yet.
-    return 0 if result["outcome"] in DONE_OUTCOMES and not delivery.retry else 1
+    # A duplicate still in flight elsewhere (answer.retry) is not done yet.
+    return 0 if result.outcome in DONE_OUTCOMES and not answer.retry else 1
 
 
 def _reason_problem(args: argparse.Namespace) -> str | None:
@@ -166,24 +160,25 @@ def _identity(graph: str, execution: str) -> str:
     return cli_identity(graph, execution, moment.replace("+00:00", "Z"))
 
 
-def _would_restore(restorer: Any, item: Any, result: dict[str, Any]) -> dict[str, Any]:
+def _would_restore(runtime: Any, item: Any, document: dict[str, Any]) -> dict[str, Any]:
     """A dry run's answer: the execution's state now (a query, no restore) and whether the
     function would send a restore - admitted, and the execution failed, which the service
     requires."""
-    from handler.pipeline.answers import state_of, unreadable_execution
+    from handler.pipeline.classify import execution_error, state_of, unreadable_execution
 
-    client = restorer.client_for(None)
+    client = runtime.clients.get(None)
     answer = client.getWorkflowExecution(item.execution_name, item.graph_name)
-    state = state_of(answer, result)
-    admitted = result["outcome"] == "dry_run"
+    state = state_of(answer)
+    admitted = document["outcome"] == "dry_run"
     fields: dict[str, Any] = {
         "dryRun": True,
         "executionState": state,
         "wouldRestore": admitted and state == "FAILED",
+        "executionError": execution_error(answer) or document["executionError"],
     }
     if admitted and state != "FAILED":
         seen = f"the execution is {state}" if state else unreadable_execution(answer)
-        fields["reason"] = f"{result['reason']}; but no restore would be sent: {seen}"
+        fields["reason"] = f"{document['reason']}; but no restore would be sent: {seen}"
     return fields
 
 
@@ -214,7 +209,8 @@ def _print_restore(document: dict[str, Any], graph: str, execution: str, *, as_j
 
 def _replay(args: argparse.Namespace) -> int:
     from handler import intake
-    from handler.pipeline import Invocation, build_restorer
+    from handler.invocation import Invocation
+    from handler.runtime import build_runtime
 
     settings = load_settings()
     try:
@@ -223,20 +219,20 @@ def _replay(args: argparse.Namespace) -> int:
         reason = exc.strerror or type(exc).__name__
         print(f"error: cannot read {args.file}: {reason}", file=sys.stderr)
         return 2
-    restorer = build_restorer(settings, log_stream=sys.stderr)
+    runtime = build_runtime(settings, log_stream=sys.stderr)
     invocation = Invocation()
     try:
         try:
             items = intake.from_http(body, {"Content-Type": args.content_type})
         except intake.IntakeError as exc:
-            delivery = restorer.rejected(exc.code, exc.message, exc.status, invocation)
+            answer = runtime.rejected(exc.code, exc.message, exc.status, invocation)
         else:
-            delivery = restorer.run(items, invocation)
+            answer = runtime.run(items, invocation)
     finally:
-        restorer.close()
-    document = delivery.document()
+        runtime.close()
+    document = answer.document()
     if args.json:
-        print(json.dumps({"status": delivery.status, **document}))
+        print(json.dumps({"status": answer.status, **document}))
     else:
-        print_table(document, delivery.status)
-    return 0 if delivery.status == 200 else 1
+        print_table(document, answer.status)
+    return 0 if answer.status == 200 else 1

@@ -2,20 +2,17 @@
 
 It hands the process over to functions-framework rather than serving in-process, so what runs
 here is exactly what FunctionGraph's bootstrap runs; :mod:`handler.devtools.demo` starts it
-with the same :func:`serve_command`.
+with the same :func:`handler.entry.serve.serve_command`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
+from handler.entry.serve import serve_command
 from handler.settings import load_settings
-
-MAIN_SOURCE = Path(__file__).resolve().parent.parent / "main.py"
 
 
 def add_commands(commands: Any) -> None:
@@ -31,10 +28,3 @@ def _serve(args: argparse.Namespace) -> int:
     command = serve_command(args.host, args.port)
     os.execv(command[0], command)  # noqa: S606 - replaces this process with the server
     return 0  # pragma: no cover
-
-
-def serve_command(host: str, port: int) -> list[str]:
-    """The documented way to serve the HTTP function, with this interpreter's framework."""
-    executable = Path(sys.executable).parent / "functions-framework"
-    return [str(executable), "--source", str(MAIN_SOURCE), "--target", "restore",
-            "--host", host, "--port", str(port)]  # fmt: skip

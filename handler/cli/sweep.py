@@ -49,7 +49,8 @@ def add_commands(commands: Any) -> None:
 
 def _sweep(args: argparse.Namespace) -> int:
     from handler.intake import IntakeError
-    from handler.pipeline import Invocation, build_restorer
+    from handler.invocation import Invocation
+    from handler.runtime import build_runtime
     from handler.sweep import SweepRequest
 
     settings = load_settings()
@@ -69,20 +70,20 @@ def _sweep(args: argparse.Namespace) -> int:
     except IntakeError as exc:
         print(f"error: {_flag_message(exc.message)}", file=sys.stderr)
         return 2
-    restorer = build_restorer(settings, log_stream=sys.stderr)
+    runtime = build_runtime(settings, log_stream=sys.stderr)
     try:
-        delivery, summary = restorer.sweep(request, Invocation())
+        answer, summary = runtime.sweep(request, Invocation())
     finally:
-        restorer.close()
+        runtime.close()
     if summary.stopped == "state store unavailable":
         print("error: state store unavailable: nothing was swept", file=sys.stderr)
         return 2
-    document = {**delivery.document(), "sweep": summary.document()}
+    document = {**answer.document(), "sweep": summary.document()}
     if args.json:
         print(json.dumps(document))
     else:
         _print_sweep(document)
-    incomplete = summary.errors or summary.stopped or delivery.retry
+    incomplete = summary.errors or summary.stopped or answer.retry
     return 1 if incomplete else 0
 
 

@@ -18,10 +18,11 @@ A listing only reads: it never restores, and what its rows become is its caller'
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from handler.client.results import ExecutionPage, ExecutionSummary, WorkflowResult
+from handler.timestamps import parse_api_time
 
 GRAPH_PAGE_SIZE = 1000  # the largest page of graph names both APIs serve
 # How OBS (``FAILED``) and DWR (``fail``) spell a failure; anything else is normalised first.
@@ -223,17 +224,5 @@ def within(timestamp: str | None, since: datetime) -> bool:
     """
     if not timestamp:
         return True
-    moment = parse_time(timestamp)
+    moment = parse_api_time(timestamp)
     return moment is None or moment >= since
-
-
-def parse_time(text: str) -> datetime | None:
-    """An API timestamp as a UTC datetime; None when it is not a time a datetime can hold
-    (garbage, or epoch milliseconds such as ``99999999999999999``, years past 9999)."""
-    try:
-        if text.isdigit():
-            return datetime.fromtimestamp(int(text) / 1000.0, timezone.utc)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -28,8 +28,8 @@ from typing import Any
 
 import requests
 
-from handler.cli import serve_command
 from handler.devtools.emulator import EMULATORS
+from handler.entry.serve import serve_command
 
 GRAPH, EXECUTION = "nightly-etl", "run-20261127-0200"
 ACCESS_KEY, SECRET_KEY = "DEMOACCESSKEY", "demo-secret-key"

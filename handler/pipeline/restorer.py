@@ -1,404 +1,265 @@
-"""The restorer: each item through policy, client and report, exactly one outcome each.
+"""The restorer: each item down the stages, exactly one outcome each.
 
-:class:`Restorer` is built once per process (:func:`build_restorer`); entry points hand it the
-items of one delivery (:meth:`Restorer.run`) or a sweep request (:meth:`Restorer.sweep`) and
-turn the :class:`~handler.pipeline.delivery.Delivery` it returns into their own answer.
+Per item, in this order, each stage called once and returning here:
+
+1. **admit** - :meth:`Admission.enter <handler.pipeline.admission.Admission.enter>` (the
+   door: allowlist, dedupe claim, sweep grace), then - with the facts a query gave, when the
+   rules need them - :meth:`Admission.decide <handler.pipeline.admission.Admission.decide>`
+   (rules, spacing, budget);
+2. **act** - the client: the query (made once, shared by the rules and the look before
+   sending), the restore, the query that checks an unclear answer;
+3. **classify** - :mod:`handler.pipeline.classify` turns the answers into a verdict;
+4. **settle** - :func:`~handler.pipeline.settlement.settle` keeps or gives back what the item
+   held in the store;
+5. **report** - the frozen :class:`~handler.outcomes.Result`, built once, goes to the
+   reporter (the log line, the sink event), then to every observer.
+
+Observers (``observers=``) are the place for what happens after an outcome - notifications,
+metrics: each is called with every item's result and invocation, after its line is written;
+one that raises is logged and costs no other item anything.
 """
 
 from __future__ import annotations
 
-import atexit
-import threading
 import time
-from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
 
-from handler.client import DEADLINE_EXCEEDED, RetrySchedule, WorkflowResult
-from handler.credentials import Credentials
+from handler.client import WorkflowApi, WorkflowResult
 from handler.intake import Item
-from handler.pipeline import unanswered
-from handler.pipeline.answers import (
-    AMBIGUOUS_REFUSALS,
-    CREDENTIAL_REFUSALS,
-    ExecutionLookup,
-    credential_refusal,
-    execution_state,
-    internal_error,
-    record_of,
-    response_fields,
-    state_of,
-    stopped_at,
-    took_effect,
-    unreadable_execution,
-)
-from handler.pipeline.delivery import Delivery, Invocation
-from handler.pipeline.sweeping import run_sweep
-from handler.policy import Policy, Settlement, Ticket, Verdict
-from handler.report import Reporter, SinkSender, configure_logging, monotonic_ms
-from handler.settings import Settings
-from handler.store import StateStore, StoreUnavailable, open_store_deferred
-from handler.sweep import SWEEP, SweepRequest, SweepSummary
+from handler.invocation import Invocation
+from handler.outcomes import Answer, Outcome, Result
+from handler.pipeline import classify, unanswered
+from handler.pipeline.admission import NO_FACTS, Admission, FailureFacts, Ticket
+from handler.pipeline.clients import Clients
+from handler.pipeline.settlement import Settlement, Verdict, settle
+from handler.report import Reporter, monotonic_ms
+from handler.store import StateStore
+from handler.sweep import SWEEP
 
-if TYPE_CHECKING:
-    from handler.client import DwrClient, WorkflowClient
+Observer = Callable[[Result, Invocation], None]
+NO_CREDENTIALS = (
+    "no credentials: set OBS_ACCESS_KEY_ID and OBS_SECRET_ACCESS_KEY, or give the function "
+    "an agency"
+)
+
+
+class _Query:
+    """The one query of an item's execution, made when first needed and answered from then
+    on: the rules' facts and the look before restoring share it."""
+
+    def __init__(self, client: WorkflowApi | None, item: Item, deadline: float | None) -> None:
+        self.client = client
+        self._item = item
+        self._deadline = deadline
+        self.answer: WorkflowResult | None = None
+
+    def ask(self) -> WorkflowResult | None:
+        """The query's answer (None without a client: nothing can be asked)."""
+        if self.answer is None and self.client is not None:
+            self.answer = self.client.getWorkflowExecution(
+                self._item.execution_name, self._item.graph_name, deadline=self._deadline
+            )
+        return self.answer
 
 
 class Restorer:
-    """Runs items through policy, client and report; safe to share between threads."""
+    """Runs items through the stages; safe to share between threads."""
 
     def __init__(
         self,
-        settings: Settings,
+        admission: Admission,
+        clients: Clients,
         store: StateStore,
         reporter: Reporter,
+        *,
+        api: str,
         clock: Callable[[], float] = time.time,
+        observers: Sequence[Observer] = (),
     ) -> None:
-        self.settings = settings
-        self.store = store
-        self.reporter = reporter
-        self.policy = Policy(settings, store, clock)
+        self._admission = admission
+        self._clients = clients
+        self._store = store
+        self._reporter = reporter
+        self._api = api  # "OBS" or "DWR", for reasons
         self._clock = clock  # wall-clock seconds: when a restore was sent
-        self._api = settings.workflow_api.upper()  # "OBS" or "DWR", for reasons
-        self._lock = threading.Lock()
-        self._client: WorkflowClient | None = None
-        self._client_credentials: Credentials | None = None
+        self._observers = tuple(observers)
 
-    def run(self, items: list[Item], invocation: Invocation) -> Delivery:
-        """Process every item of one delivery; each ends in exactly one reported outcome."""
-        delivery = Delivery([])
-        for item in items:
-            self.handle(item, invocation, delivery)
-        return delivery
+    def run(self, items: Sequence[Item], invocation: Invocation) -> Answer:
+        """Every item of one delivery; each ends in exactly one reported outcome."""
+        return Answer(tuple(self.handle(item, invocation) for item in items))
 
-    def sweep(self, request: SweepRequest, invocation: Invocation) -> tuple[Delivery, SweepSummary]:
-        """Find failures by listing (:mod:`handler.sweep`) and restore them like events.
-
-        One sweep at a time: a lease in the state store makes an overlapping sweep (a slow one
-        and the next timer, or instances sharing Redis) end at once, "sweep in progress"
-        (:mod:`handler.pipeline.sweeping`).
-        """
-        return run_sweep(self, request, invocation)
-
-    def rejected(self, code: str, message: str, status: int, invocation: Invocation) -> Delivery:
-        """A delivery the intake could not read at all: one log line, no items."""
-        self.reporter.delivery_rejected(code, message, invocation.id)
-        return Delivery([], error={"code": code, "message": message}, error_status=status)
-
-    def readiness_problem(self) -> str | None:
-        """None when the state store can be written (so items can be admitted), else why not.
-
-        The reason is answered to unauthenticated probes, so it names no host or path."""
-        try:
-            self.store.check_writable()
-        except StoreUnavailable:
-            return "state store cannot be written"
-        return None
-
-    def flush_events(self, timeout: float) -> bool:
-        """Wait a bounded time for queued sink events (before a platform freezes the process)."""
-        return self.reporter.flush(timeout)
-
-    def close(self) -> None:
-        self.reporter.close()
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-        self.store.close()
-
-    def handle(self, item: Item, invocation: Invocation, delivery: Delivery) -> str:
-        """Process and report one item into ``delivery``; return its outcome."""
+    def handle(self, item: Item, invocation: Invocation) -> Result:
+        """One item, reported; its result."""
         started = monotonic_ms()
         failure = None
         try:
-            result, redeliver = self._process(item, invocation)
+            result = self._process(item, invocation)
         except Exception as exc:  # a bug in one item must not cost the others theirs
             failure = exc
-            result, redeliver = internal_error(item, exc), True
-        self.reporter.item(result, invocation.id, monotonic_ms() - started, failure)
-        delivery.results.append(result)
-        delivery.retry = delivery.retry or redeliver
-        return result["outcome"]
+            result = Result.internal_error(item, exc)
+        self._reporter.item(result, invocation.id, monotonic_ms() - started, failure)
+        for observe in self._observers:
+            try:
+                observe(result, invocation)
+            except Exception as exc:  # an observer's bug is logged, never the item's
+                self._reporter.crashed(exc)
+        return result
 
-    def _process(self, item: Item, invocation: Invocation) -> tuple[dict[str, Any], bool]:
-        """The item's result, and whether it must be delivered again."""
-        base = {
-            "eventId": item.event_id,
-            "graphName": item.graph_name,
-            "executionName": item.execution_name,
-            "attempts": 0,
-        }
+    def _process(self, item: Item, invocation: Invocation) -> Result:
         claim_ttl = None
         if invocation.deadline is not None:
             claim_ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
-        lookup = ExecutionLookup(self, item, invocation)
         forced = invocation.forced
+        entered = self._admission.enter(item, claim_ttl, forced=forced is not None)
+        if isinstance(entered, Verdict):
+            return self._conclude(item, entered, invocation)
+        client = self._clients.get(invocation.credentials)
+        query = _Query(client, item, invocation.deadline)
         if forced is not None:
-            # The operator decided instead of the allowlist and the rules: who and why go into
-            # the result, and so into the record and the log line.
-            base["forced"] = {"by": forced.by, "reason": forced.reason or None}
-            decision = self.policy.admit_forced(item, claim_ttl, dry_run=invocation.dry_run)
+            decided = self._admission.decide_forced(entered, dry_run=invocation.dry_run)
         else:
-            decision = self.policy.admit(
-                item, claim_ttl, dry_run=invocation.dry_run, facts=lookup.facts
-            )
-        if isinstance(decision, Verdict):
-            result = {**base, "outcome": decision.outcome, "reason": decision.reason}
-            result.update(decision.fields)
-            if decision.detail:
-                result["detail"] = decision.detail
-        else:
-            rule = None if forced is not None else decision.rule
-            result = self._restore(item, decision, invocation, {**base, "rule": rule}, lookup)
-        if forced is not None:
-            note, reason = forced.describe(), result.get("reason")
-            result["reason"] = f"{note}; {reason}" if reason else note
-            result.setdefault("severity", "WARNING")  # skipped rules are worth a look
-        lookup.note_execution_error(result)
-        redeliver = result["outcome"] == "retryable_error" or (
-            isinstance(decision, Verdict) and decision.redeliver
-        )
-        return result, redeliver
+            facts = NO_FACTS
+            if self._clients.gives_error_text and self._admission.needs_facts(entered):
+                facts = self._facts(query)
+            decided = self._admission.decide(entered, facts, dry_run=invocation.dry_run)
+        if isinstance(decided, Verdict):
+            return self._conclude(item, decided, invocation, query)
+        return self._restore(item, decided, invocation, query)
 
-    def _restore(
-        self,
-        item: Item,
-        ticket: Ticket,
-        invocation: Invocation,
-        base: dict[str, Any],
-        lookup: ExecutionLookup,
-    ) -> dict[str, Any]:
-        client = self.client_for(invocation.credentials)
+    @staticmethod
+    def _facts(query: _Query) -> FailureFacts:
+        """Why (and when) the execution failed, from its query."""
+        answer = query.ask()
+        if answer is None:
+            return FailureFacts(None, "no credentials to query the execution", "NoCredentials")
+        return classify.failure_facts(answer)
+
+    def _restore(self, item: Item, ticket: Ticket, invocation: Invocation, query: _Query) -> Result:
+        client = query.client
         if client is None:
-            self.policy.settle(ticket, Settlement.RETRY, {})
-            return {
-                **base,
-                "outcome": "retryable_error",
-                "errorCode": "NoCredentials",
-                "reason": "no credentials: set OBS_ACCESS_KEY_ID and "
-                "OBS_SECRET_ACCESS_KEY, or give the function an agency",
-            }
+            verdict = Verdict(
+                Outcome.RETRYABLE_ERROR,
+                Settlement.RELEASED,
+                NO_CREDENTIALS,
+                error_code="NoCredentials",
+            )
+            return self._conclude(item, verdict, invocation, query, ticket)
         earlier: unanswered.UnansweredRestore | None = None
         if item.shape == SWEEP or ticket.restored_before:
             # Ask before restoring when an earlier restore of this execution may have taken
             # effect: a list answer may be stale, and an earlier attempt may have got no
             # answer at all. A restore that may have been applied is never sent blindly.
-            # One query serves this check and the rules' error patterns (the lookup caches it).
-            answer = lookup.answer()
-            state = state_of(answer, base) if answer is not None else None
-            if ticket.restored_before and answer is not None and state is not None:
+            answer = query.ask()
+            assert answer is not None  # a client was there to ask
+            if ticket.restored_before and classify.state_of(answer) is not None:
                 # Did this item send a restore before that got no answer? (A memory in the
                 # store; see handler.pipeline.unanswered.)
-                earlier = unanswered.recall(self.store, item.event_id)
-                seen = earlier and took_effect(answer, earlier.sent_at, earlier.stopped_before)
-                if seen:
-                    result = {
-                        **base,
-                        "outcome": "restored",
-                        "reason": f"this event's earlier restore got no answer, but it took "
-                        f"effect: {seen}",
-                    }
-                    # This delivery's own unit is given back (the lost restore kept its own)
-                    # and the outcome recorded: a refund and a record, as for a refusal.
-                    self.policy.settle(ticket, Settlement.REFUSED, record_of(result))
-                    unanswered.forget(self.store, item.event_id)
-                    return result
-            if state is not None and state != "FAILED":
-                why = "the list answer was stale" if item.shape == SWEEP else "restored already"
-                result = {
-                    **base,
-                    "outcome": "skipped",
-                    "reason": f"execution is {state} now: {why}",
-                }
-                self.policy.settle(ticket, Settlement.REFUSED, record_of(result))
-                return result
-            if state is None:
-                # An answer we could not read says nothing: retry, never restore on a guess.
-                problem = unreadable_execution(answer) if answer is not None else "no query"
-                question = (
-                    "whether the execution is still failed"
-                    if item.shape == SWEEP and not ticket.restored_before
-                    else "whether an earlier restore took effect"
-                )
-                result = {
-                    **base,
-                    "outcome": "retryable_error",
-                    "errorCode": answer.errorCode if answer is not None else None,
-                    "reason": f"{self._api} did not say {question} ({problem}); nothing sent",
-                }
-                self.policy.settle(ticket, Settlement.RETRY, {})
-                return result
+                earlier = unanswered.recall(self._store, item.event_id)
+            stop = classify.before_restore(
+                answer,
+                api=self._api,
+                listed=item.shape == SWEEP,
+                restored_before=ticket.restored_before,
+                earlier=earlier,
+            )
+            if stop is not None:
+                return self._conclude(item, stop, invocation, query, ticket, earlier=earlier)
         # What the query said before sending, and when the restore left: an unanswered
-        # restore is judged against them (:func:`~handler.pipeline.answers.took_effect`).
-        sending = unanswered.UnansweredRestore(self._clock(), stopped_at(lookup.asked()))
+        # restore is judged against them (classify.took_effect).
+        sending = unanswered.UnansweredRestore(self._clock(), classify.stopped_at(query.answer))
         response = client.restoreFailedWorkflowExecution(
             item.execution_name, item.graph_name, deadline=invocation.deadline
         )
-        result = {**base, **response_fields(response)}
-        outcome, settlement, reason = self._classify(
-            client, item, response, invocation, result, sending
+        check = None
+        if classify.needs_check(response):
+            check = client.getWorkflowExecution(
+                item.execution_name, item.graph_name, deadline=invocation.deadline
+            )
+        verdict = classify.after_restore(
+            response, check, sending, api=self._api, agency=invocation.credentials is not None
         )
-        result.update(outcome=outcome, reason=reason)
-        if response.status in CREDENTIAL_REFUSALS:
-            result["severity"] = "ERROR"  # nothing restores until an operator acts
-        if settlement is Settlement.UNKNOWN:
-            result["maybeApplied"] = True  # for callers that say so (the command line)
-            unanswered.remember(self.store, item.event_id, sending, ticket.retention)
-        elif earlier is not None and settlement is not Settlement.RETRY:
-            unanswered.forget(self.store, item.event_id)  # a final outcome: no longer needed
-        unrecorded = self.policy.settle(ticket, settlement, record_of(result))
-        if unrecorded is not None:
-            # The store's message names its host or path: the log line gets it, not the caller.
-            note = "outcome not recorded, state store unavailable"
-            result["reason"] = f"{reason}; {note}" if reason else note
-            result["detail"] = str(unrecorded)
-        return result
+        if verdict.settlement is Settlement.UNKNOWN:
+            unanswered.remember(self._store, item.event_id, sending, ticket.hold.retention)
+        return self._conclude(
+            item, verdict, invocation, query, ticket, response=response, check=check,
+            earlier=earlier,
+        )  # fmt: skip
 
-    def _classify(
+    def _conclude(
         self,
-        client: WorkflowClient | DwrClient,
         item: Item,
-        response: WorkflowResult,
+        verdict: Verdict,
         invocation: Invocation,
-        result: dict[str, Any],
-        sending: unanswered.UnansweredRestore,
-    ) -> tuple[str, Settlement, str]:
-        """Map the service's answer to an outcome and what it means for budget and dedupe."""
-        if response.ok:
-            return "restored", Settlement.CONSUMED, ""
-        if response.status == 0:
-            if response.maybe_applied:
-                return self._after_unanswered_restore(client, item, invocation, result, sending)
-            if response.errorCode == DEADLINE_EXCEEDED:
-                return (
-                    "retryable_error",
-                    Settlement.RETRY,
-                    "the invocation's deadline passed before the restore was sent",
-                )
-            return "retryable_error", Settlement.RETRY, f"{self._api} could not be reached"
-        if response.retryable:
-            return (
-                "retryable_error",
-                Settlement.RETRY,
-                f"{self._api} answered with a transient error",
+        query: _Query | None = None,
+        ticket: Ticket | None = None,
+        *,
+        response: WorkflowResult | None = None,
+        check: WorkflowResult | None = None,
+        earlier: unanswered.UnansweredRestore | None = None,
+    ) -> Result:
+        """Build the item's one Result and settle what it held."""
+        result = self._result(item, verdict, invocation, query, ticket, response, check)
+        if earlier is not None and verdict.settlement in (Settlement.SPENT, Settlement.RECORDED):
+            unanswered.forget(self._store, item.event_id)  # a final outcome: no longer needed
+        hold = ticket.hold if ticket is not None else verdict.hold
+        problem = settle(self._store, hold, verdict.settlement, result.record())
+        if problem is None:
+            return result
+        if ticket is not None:
+            # The restore happened (or not) whatever the store says: the outcome stands and
+            # says it was not recorded; the store's message names its host or path, so the
+            # log line gets it, not the caller.
+            return result.unrecorded(str(problem))
+        if verdict.settlement is Settlement.RECORDED:
+            # Nothing was called: an outcome that cannot be recorded is decided again by a
+            # redelivery rather than lost.
+            down = Verdict(
+                Outcome.RETRYABLE_ERROR,
+                reason="state store unavailable, nothing called",
+                error_code="StoreUnavailable",
+                detail=str(problem),
             )
-        if response.status in CREDENTIAL_REFUSALS:
-            # A wrong key, a skewed clock or a missing permission is the operator's to fix; a
-            # recorded failure would make the redelivery after the fix a "duplicate".
-            return (
-                "retryable_error",
-                Settlement.RETRY,
-                credential_refusal(self._api, response, invocation),
-            )
-        if response.status in AMBIGUOUS_REFUSALS:
-            state = execution_state(client, item, invocation, result)
-            if state and state != "FAILED":
-                return (
-                    "skipped",
-                    Settlement.REFUSED,
-                    f"execution is {state}, not failed (restored already?)",
-                )
-        return "failed", Settlement.REFUSED, f"{self._api} refused the restore"
+            return self._result(item, down, invocation, query, None, None, None)
+        return result  # a marker that could not be released expires after its TTL
 
-    def _after_unanswered_restore(
+    def _result(
         self,
-        client: WorkflowClient | DwrClient,
         item: Item,
+        verdict: Verdict,
         invocation: Invocation,
-        result: dict[str, Any],
-        sending: unanswered.UnansweredRestore,
-    ) -> tuple[str, Settlement, str]:
-        """The restore left but no answer came back: ask the service what happened.
-
-        An execution that is no longer failed was restored by this call, and so was one that
-        the service says stopped again after the restore was sent (DWR gives the stop time):
-        the outcome is ``restored`` and the budget unit is kept; the new failure is a failure
-        of its own, restored under its own identity and unit. Otherwise nothing can be told
-        apart (never applied, or applied and failed again where the API gives no stop time):
-        the unit stays spent and the platform delivers again, and the redelivery asks again
-        before anything is sent - never blindly.
-        """
-        answer = client.getWorkflowExecution(
-            item.execution_name, item.graph_name, deadline=invocation.deadline
+        query: _Query | None,
+        ticket: Ticket | None,
+        response: WorkflowResult | None,
+        check: WorkflowResult | None,
+    ) -> Result:
+        """The one place a Result is built: the item, its verdict, the service's answers."""
+        forced = invocation.forced
+        rule = verdict.rule if ticket is None else ticket.rule
+        execution_error = classify.execution_error(check, query.answer if query else None)
+        if verdict.recorded is not None:
+            return Result.duplicate(
+                item, verdict.recorded, verdict.reason, forced=forced, detail=verdict.detail,
+                execution_error=execution_error, redeliver=verdict.redeliver,
+            )  # fmt: skip
+        body = response.body if response is not None else None
+        return Result(
+            item.event_id,
+            item.graph_name,
+            item.execution_name,
+            verdict.outcome,
+            verdict.reason,
+            rule=rule,
+            status=response.status if response is not None else None,
+            request_id=response.requestId if response is not None else None,
+            execution_urn=getattr(body, "executionUrn", None),
+            restored_at=getattr(body, "restoredAt", None),
+            error_code=response.errorCode if response is not None else verdict.error_code,
+            error_message=response.errorMessage if response is not None else None,
+            attempts=response.attempts if response is not None else 0,
+            execution_error=execution_error,
+            forced=forced,
+            severity=verdict.severity,
+            redeliver=verdict.redeliver,
+            maybe_applied=verdict.maybe_applied,
+            detail=verdict.detail,
         )
-        state = state_of(answer, result)
-        seen = took_effect(answer, sending.sent_at, sending.stopped_before)
-        if seen is not None:
-            return (
-                "restored",
-                Settlement.CONSUMED,
-                f"no answer to the restore, but it took effect: {seen}",
-            )
-        seen = f"the execution is still {state}" if state else "its state could not be read"
-        return (
-            "retryable_error",
-            Settlement.UNKNOWN,
-            f"no answer after sending and {seen}; the restore may have been applied",
-        )
-
-    def client_for(self, credentials: Credentials | None) -> WorkflowClient | None:
-        """The shared client for these credentials; rebuilt only when they change."""
-        settings = self.settings
-        if credentials is None and settings.access_key_id and settings.secret_access_key:
-            credentials = Credentials(
-                settings.access_key_id, settings.secret_access_key, settings.security_token
-            )
-        if credentials is None:
-            return None
-        with self._lock:
-            if self._client is None or credentials != self._client_credentials:
-                if self._client is not None:
-                    self._client.close()
-                self._client = make_client(settings, credentials)
-                self._client_credentials = credentials
-            return self._client
-
-
-def make_client(settings: Settings, credentials: Credentials) -> WorkflowClient | DwrClient:
-    """A client for the configured API, with the settings' endpoint, timeouts, retries and TLS.
-
-    Both clients answer the same calls with the same result type, so nothing downstream needs
-    to know which API is in use."""
-    options: dict[str, Any] = {
-        "timeout": (settings.connect_timeout, settings.read_timeout),
-        "retry": RetrySchedule(max_attempts=settings.max_attempts),
-        "verify": settings.verify,
-    }
-    # Only the configured API's client is imported: its signer and parsing are read at the
-    # first event, the other API's never (handler.client loads names on first use).
-    if settings.workflow_api == "dwr":
-        from handler.client.dwr import DwrClient
-
-        assert settings.project_id is not None  # load_settings requires it for dwr
-        return DwrClient(
-            credentials.access_key_id,
-            credentials.secret_access_key,
-            settings.project_id,
-            settings.endpoint,
-            credentials.security_token,
-            **options,
-        )
-    from handler.client.obs import WorkflowClient
-
-    return WorkflowClient(
-        credentials.access_key_id,
-        credentials.secret_access_key,
-        credentials.security_token,
-        settings.endpoint,
-        **options,
-    )
-
-
-def build_restorer(settings: Settings, log_stream: IO[str] | None = None) -> Restorer:
-    """Everything a process needs to restore: logging, the state store, the reporter.
-
-    Writes the start-up line with the effective (redacted) settings.
-    """
-    logger = configure_logging(settings.log_level, log_stream)
-    store = open_store_deferred(settings.state_url)
-    sink = SinkSender(settings.event_sink, logger) if settings.event_sink else None
-    reporter = Reporter(logger, sink)
-    reporter.started(settings.redacted(), store.describe)
-    restorer = Restorer(settings, store, reporter)
-    if sink is not None:
-        atexit.register(sink.close)  # queued sink events get a bounded last chance
-    return restorer

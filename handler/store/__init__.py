@@ -1,6 +1,6 @@
 """The state store: deduplication markers and the restore budget, shared by every instance.
 
-The policy stage (handler/policy.py) asks it whether an event was handled and whether an
+Admission (handler/pipeline/admission.py) asks it whether an event was handled and whether an
 execution has restores left; handler/pipeline/ opens it, the CLI opens one for operators.
 
 - ``base``: the :class:`StateStore` protocol every backend fulfils, :class:`Claim`,

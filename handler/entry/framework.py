@@ -3,7 +3,8 @@
 functions-framework builds a Flask app around our target and parses a CloudEvent *before*
 calling ``restore_cloudevent``; its own error pages are HTML, and the one for an unreadable
 CloudEvent echoes the request's headers and body. So when :mod:`handler.main` is loaded by
-functions-framework, it installs two things on that app:
+functions-framework, :meth:`handler.entry.Function.install_framework_hooks` installs two
+things on that app:
 
 * a ``before_request`` check: every call except the token-free probes (GET, HEAD, OPTIONS)
   is authenticated before anything is parsed, whatever the signature type; for the
@@ -18,14 +19,13 @@ path never reaches this module.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import flask
 from werkzeug.exceptions import HTTPException
 
-Answer = tuple[str, int, dict[str, str]]
+from handler.entry.documents import HttpAnswer, error_answer
 
 # Our message for each framework error, in place of its HTML page (which may echo the request).
 FRAMEWORK_ERRORS = {
@@ -41,14 +41,14 @@ CLOUDEVENT_ENDPOINT = "cloudevent"
 
 def install(
     app: flask.Flask,
-    authenticate: Callable[[Any], Answer | None],
-    crash_answer: Callable[[BaseException], Answer],
-    screen_cloudevent: Callable[[Any], Answer | None],
+    authenticate: Callable[[Any], HttpAnswer | None],
+    crash_answer: Callable[[BaseException], HttpAnswer],
+    screen_cloudevent: Callable[[Any], HttpAnswer | None],
 ) -> None:
     """Hook the caller check, the CloudEvent target's screen and the JSON error answers into
     functions-framework's app."""
 
-    def check_caller() -> Answer | None:
+    def check_caller() -> HttpAnswer | None:
         refusal = authenticate(flask.request)
         # The app is built around the module after it is loaded: which kind it is shows
         # only now, by the endpoint the framework registered.
@@ -56,13 +56,12 @@ def install(
             return refusal
         return screen_cloudevent(flask.request)
 
-    def framework_error(error: HTTPException) -> Answer:
+    def framework_error(error: HTTPException) -> HttpAnswer:
         status = error.code or 500
         code, message = FRAMEWORK_ERRORS.get(status, (error.name.replace(" ", ""), error.name))
-        document = {"results": [], "summary": {}, "error": {"code": code, "message": message}}
-        return json.dumps(document), status, {"Content-Type": "application/json"}
+        return error_answer(code, message, status)
 
-    def unexpected(error: Exception) -> Answer:
+    def unexpected(error: Exception) -> HttpAnswer:
         return crash_answer(error)
 
     app.before_request(check_caller)

@@ -1,0 +1,43 @@
+"""One call of an entry point (:class:`Invocation`); an operator's ``--force`` (:class:`Forced`).
+
+Standard library only: entry points build an Invocation before the pipeline (and ``requests``)
+is loaded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from handler.credentials import Credentials
+
+
+@dataclass(frozen=True)
+class Forced:
+    """An operator's ``restore --force``: who forced it (the OS user) and why (their words).
+
+    Both go into the result, the record and the log line: a restore that skipped the rules
+    must say who decided instead of them.
+    """
+
+    by: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        return f"forced by {self.by} (restore --force, allowlist and rules skipped){why}"
+
+    def document(self) -> dict[str, Any]:
+        return {"by": self.by, "reason": self.reason or None}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One call of an entry point: its id for log correlation, deadline and credentials."""
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    deadline: float | None = None  # time.monotonic() seconds
+    credentials: Credentials | None = None  # overrides the settings' (FunctionGraph agency)
+    dry_run: bool = False  # this invocation only: everything but the restore call
+    forced: Forced | None = None  # an operator's --force (the command line only)

@@ -1,0 +1,74 @@
+"""Deferred failures, remembered in the store until they are due and then handed back.
+
+A failure a rule's spacing defers is not lost: admission remembers it (:meth:`remember`)
+until it has a final outcome - the store forgets it when one is recorded - or a retention
+after it was due, and every sweep first works through those that are due (:meth:`due`),
+with their own identity and through the same admission. One whose delay outlasts the sweep's
+lookback, or that only an event reported, is still restored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handler.intake import Item
+from handler.intake.items import RESTORE
+from handler.names import InvalidNameError, validate_name
+from handler.store import StateStore
+from handler.sweep import SWEEP
+
+
+class DeferredFailures:
+    """The deferred failures of one store; ``retention`` is how long one is kept after it
+    was due (the dedupe retention)."""
+
+    def __init__(self, store: StateStore, retention: float) -> None:
+        self._store = store
+        self._retention = retention
+
+    def remember(self, item: Item, due: float) -> None:
+        """Keep ``item`` until ``due`` (wall-clock seconds) and after. Raises
+        :class:`~handler.store.StoreUnavailable`."""
+        failure = {
+            "shape": item.shape,
+            "graph": item.graph_name,
+            "execution": item.execution_name,
+            "source": item.source,
+            "identifiedByContent": item.identified_by_content,
+            "failedAt": item.failed_at,
+        }
+        self._store.remember_deferred(item.event_id, failure, due, self._retention)
+
+    def due(self, limit: int) -> list[Item]:
+        """The deferred failures that are due, the longest due first: the same items (same
+        identity) as when they were deferred, for the sweep to run through admission again.
+
+        Raises :class:`~handler.store.StoreUnavailable`. An entry that does not rebuild an
+        item (written by something else) is left to expire."""
+        items = []
+        for key, failure in self._store.due_deferred(limit):
+            graph, execution = failure.get("graph"), failure.get("execution")
+            try:  # an item carries only checked names, wherever it comes from
+                validate_name(graph, "graph")
+                validate_name(execution, "execution")
+            except InvalidNameError:
+                continue
+            items.append(
+                Item(
+                    RESTORE,
+                    key,
+                    str(failure.get("shape") or SWEEP),
+                    graph,
+                    execution,
+                    source=str(failure.get("source") or ""),
+                    identified_by_content=failure.get("identifiedByContent") is True,
+                    failed_at=_seconds_or_none(failure.get("failedAt")),
+                )
+            )
+        return items
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)

@@ -1,0 +1,92 @@
+"""What an item leaves in the store once decided: the settle stage.
+
+While an item is decided it holds things in the state store (:class:`Hold`): the in-progress
+marker of its identity, and - once a restore is allowed - a reserved unit of its execution's
+budget. Every way an item ends says what becomes of them (:class:`Settlement`), and
+:func:`settle` does it, in one place: the unit is kept or given back, the outcome recorded or
+the marker released. A :class:`Verdict` is how admission and classification hand an outcome
+down to here: the outcome, its settlement and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from handler.intake import Item
+from handler.outcomes import Outcome
+from handler.store import StateStore, StoreUnavailable
+
+
+class Settlement(Enum):
+    """What an item's end means for what it holds in the store."""
+
+    SPENT = "spent"  # the restore was accepted: the unit is spent, the outcome recorded
+    RECORDED = "recorded"  # a final outcome that used no unit: give it back, record the outcome
+    RELEASED = "released"  # decided again later: give the unit back, release the marker
+    UNKNOWN = "unknown"  # sent without an answer, may have been applied: spent, marker released
+    NONE = "none"  # nothing is held (skipped or rejected at the door, a duplicate, store down)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What one item holds in the store: its claimed marker and, once a restore is allowed,
+    its budget unit (in flight until settled)."""
+
+    item: Item  # under the key it was claimed with (an id reused for another execution is
+    # claimed under a key of its own)
+    claim_token: str
+    retention: float  # how long a recorded outcome answers redeliveries
+    ttl: float  # how long the marker holds; a reserved unit is in flight as long
+    subject: str | None = None  # "<graph>/<execution>": whose budget the unit is of
+    budget_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An item's outcome as a stage decided it, with what the store must do about it.
+
+    ``hold`` is what admission leaves to settle (None from classification, whose caller
+    holds the ticket); ``recorded`` is the first outcome's record a duplicate repeats.
+    """
+
+    outcome: Outcome
+    settlement: Settlement = Settlement.NONE
+    reason: str = ""
+    rule: str | None = None
+    error_code: str | None = None
+    redeliver: bool = False  # not final although the outcome may be: deliver again
+    severity: int | None = None  # raises the log line's level: an operator must act
+    detail: str = ""  # for the log line only: may name hosts, paths or raw exception text
+    maybe_applied: bool = False
+    recorded: Mapping[str, Any] | None = None
+    hold: Hold | None = None
+
+
+def settle(
+    store: StateStore, hold: Hold | None, settlement: Settlement, record: Mapping[str, Any]
+) -> StoreUnavailable | None:
+    """Apply ``settlement`` to ``hold``; return the store's failure when it could not take it
+    (never raise): the caller says so and keeps the failure's text for the log.
+
+    A unit that is kept is settled, so it counts as spent (``budget_exhausted`` for the next
+    items once the budget is full) instead of in flight (retried).
+    """
+    if hold is None or settlement is Settlement.NONE:
+        return None
+    try:
+        if hold.budget_token is not None and hold.subject is not None:
+            if settlement in (Settlement.SPENT, Settlement.UNKNOWN):
+                store.settle_budget(hold.subject, hold.budget_token)
+            else:
+                store.refund_budget(hold.subject, hold.budget_token)
+        key = hold.item.event_id
+        if settlement in (Settlement.SPENT, Settlement.RECORDED):
+            store.finish(key, hold.claim_token, dict(record), hold.retention)
+        else:
+            store.release(key, hold.claim_token)
+    except StoreUnavailable as exc:
+        return exc
+    return None

@@ -1,0 +1,244 @@
+"""The sweeper: one sweep - the lease, the deferred failures due, every graph in scope - with
+each failure found handed to the restorer like an event's item.
+
+It sits beside the :class:`~handler.pipeline.restorer.Restorer` and takes what it needs: the
+shared :class:`~handler.pipeline.clients.Clients` to list with, the
+:class:`~handler.pipeline.lease.SweepLease` that keeps sweeps from overlapping, the
+:class:`~handler.pipeline.deferred.DeferredFailures` to work through first, and the restorer
+for each item. How each API lists is the client's
+(:meth:`~handler.client.WorkflowApi.listFailedWorkflowExecutions`); what a row becomes is
+:mod:`handler.sweep`'s. This module decides how much is worked on - the restore cap, the
+deadline, the lease - and what goes wrong with one graph (its name, its listing, a bug) is
+named in the summary's ``errors`` while the other graphs are swept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from handler.client import ListingError, WorkflowApi
+from handler.intake import Item
+from handler.invocation import Invocation
+from handler.names import InvalidNameError, validate_name
+from handler.outcomes import Answer, Outcome, Result
+from handler.pipeline.clients import Clients
+from handler.pipeline.deferred import DeferredFailures
+from handler.pipeline.lease import HeldLease, SweepLease
+from handler.pipeline.restorer import Restorer
+from handler.report import Reporter
+from handler.settings import Settings
+from handler.store import StoreUnavailable
+from handler.sweep import Failure, SweepRequest, SweepSummary, shown_name, time_left_until
+
+LEASE_LOST = "lease lost"
+STORE_UNAVAILABLE = "state store unavailable"
+
+
+class Sweeper:
+    """Runs sweeps; safe to share between threads (each sweep takes the lease first)."""
+
+    def __init__(
+        self,
+        restorer: Restorer,
+        clients: Clients,
+        lease: SweepLease,
+        deferred: DeferredFailures,
+        reporter: Reporter,
+        settings: Settings,
+    ) -> None:
+        self._restorer = restorer
+        self._clients = clients
+        self._lease = lease
+        self._deferred = deferred
+        self._reporter = reporter
+        self._settings = settings
+
+    def sweep(self, request: SweepRequest, invocation: Invocation) -> tuple[Answer, SweepSummary]:
+        """Find failures by listing and restore them like events; the items' answer and the
+        sweep's summary (also its ``sweep finished`` line)."""
+        started = time.monotonic()
+        summary = SweepSummary()
+        results: list[Result] = []
+        invocation = replace(invocation, dry_run=invocation.dry_run or request.dry_run)
+        lease = self._take_lease(invocation, summary)
+        if lease is not None:
+            try:
+                client = self._clients.get(invocation.credentials)
+                if client is None:
+                    summary.errors.append({"graph": None, "errorCode": "NoCredentials"})
+                else:
+                    time_left = time_left_until(invocation.deadline)
+
+                    def going_on() -> bool:
+                        return time_left() and not lease.lost.is_set()
+
+                    run = _Run(self._restorer, invocation, summary, results, going_on)
+                    restored = self._due_deferred(run, request)
+                    request = replace(request, max_restores=request.max_restores - restored)
+                    self._graphs(run, client, request)
+            finally:
+                lease.release()
+            if lease.lost.is_set():
+                summary.stopped = LEASE_LOST
+                summary.error(
+                    {
+                        "graph": None,
+                        "errorCode": "LeaseLost",
+                        "message": "the sweep's lease could not be renewed: stopped so that no "
+                        "second sweep runs beside this one",
+                    }
+                )
+        summary.duration_ms = (time.monotonic() - started) * 1000.0
+        self._reporter.sweep_summary(summary.document(), invocation.id)
+        return Answer(tuple(results)), summary
+
+    def _take_lease(self, invocation: Invocation, summary: SweepSummary) -> HeldLease | None:
+        ttl = self._settings.claim_ttl
+        if invocation.deadline is not None:
+            ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
+        try:
+            lease = self._lease.take(ttl, renew=invocation.deadline is None)
+        except StoreUnavailable as exc:
+            summary.stopped = STORE_UNAVAILABLE
+            summary.errors.append({"graph": None, "errorCode": "StoreUnavailable"})
+            self._reporter.store_problem(str(exc))
+            return None
+        if lease is None:
+            summary.stopped = "sweep in progress"
+        return lease
+
+    def _due_deferred(self, run: _Run, request: SweepRequest) -> int:
+        """Hand the deferred failures that are due to the restorer, before listing.
+
+        A failure deferred by a rule's spacing may be due after every listing has dropped it
+        (its delay outlasts the lookback), or was reported by an event no listing shows: the
+        store remembers it until it has a final outcome. Each goes through the same
+        admission, with the same identity (so dedupe holds), within the sweep's restore cap;
+        returns how many were restored.
+        """
+        if request.max_restores < 1:
+            return 0
+        try:
+            items = self._deferred.due(request.max_restores)
+        except StoreUnavailable as exc:
+            run.summary.error({"graph": None, "errorCode": "StoreUnavailable"})
+            self._reporter.store_problem(str(exc))
+            return 0
+        restored = 0
+        for item in items:
+            if request.graphs and item.graph_name not in request.graphs:
+                continue
+            if not run.going_on():
+                run.summary.stopped = "deadline"
+                break
+            if run.handle(item) is Outcome.RESTORED:
+                restored += 1
+        return restored
+
+    def _graphs(self, run: _Run, client: WorkflowApi, request: SweepRequest) -> None:
+        """Every graph in scope, each failure listed within the lookback, within the cap."""
+        summary, going_on = run.summary, run.going_on
+        max_pages = self._settings.sweep_max_pages
+        deadline = run.invocation.deadline
+        graphs = request.graphs or (
+            graph
+            for graph in client.listWorkflowNames(
+                deadline=deadline, max_pages=max_pages, keep_going=going_on
+            )
+            if self._settings.graph_allowed(graph)
+        )
+        since = datetime.now(timezone.utc) - timedelta(seconds=request.lookback)
+        restored = 0
+        swept: set[str] = set()  # a graph the list names twice is swept once
+        try:
+            for graph in graphs:
+                if not going_on():
+                    summary.stopped = "deadline"
+                    return
+                if graph in swept:
+                    continue
+                swept.add(graph)
+                try:
+                    validate_name(graph, "graph name")
+                except InvalidNameError as exc:  # it could not be listed, let alone restored
+                    summary.error(
+                        {
+                            "graph": shown_name(graph),
+                            "errorCode": "InvalidGraphName",
+                            "message": str(exc),
+                        }
+                    )
+                    continue
+                summary.graphs_scanned += 1
+                listing = client.listFailedWorkflowExecutions(
+                    graph, since, deadline=deadline, max_pages=max_pages, keep_going=going_on
+                )
+                try:
+                    for row in listing:
+                        try:
+                            failure = Failure.listed(graph, row)
+                        except InvalidNameError as exc:  # it cannot be restored
+                            summary.error(
+                                {
+                                    "graph": graph,
+                                    "execution": shown_name(row.execution_name),
+                                    "errorCode": "InvalidExecutionName",
+                                    "message": str(exc),
+                                }
+                            )
+                            continue
+                        summary.failures_found += 1
+                        self._reporter.failure_found(failure.event_data())
+                        if restored >= request.max_restores:
+                            summary.waiting += 1
+                            continue
+                        if not going_on():
+                            summary.stopped = "deadline"
+                            return
+                        if run.handle(failure.item()) is Outcome.RESTORED:
+                            restored += 1
+                            listing.restored()
+                except ListingError as exc:
+                    summary.error(exc.document())
+                except Exception as exc:  # a bug in one graph's listing must not cost the rest
+                    self._reporter.crashed(exc)
+                    summary.error({"graph": graph, "errorCode": "InternalError"})
+                finally:
+                    summary.pages += listing.pages
+                    summary.executions_listed += listing.listed
+            if not going_on():
+                summary.stopped = "deadline"
+        except ListingError as exc:  # the list of graphs itself
+            summary.error(exc.document())
+        except Exception as exc:  # a bug in reading the list of graphs: the graphs swept stand
+            self._reporter.crashed(exc)
+            summary.error({"graph": None, "errorCode": "InternalError"})
+
+
+class _Run:
+    """One sweep's running state: its invocation, summary and results so far."""
+
+    def __init__(
+        self,
+        restorer: Restorer,
+        invocation: Invocation,
+        summary: SweepSummary,
+        results: list[Result],
+        going_on: Callable[[], bool],
+    ) -> None:
+        self.invocation = invocation
+        self.summary = summary
+        self.going_on = going_on
+        self._restorer = restorer
+        self._results = results
+
+    def handle(self, item: Item) -> Outcome:
+        """One item through the restorer, counted in the summary; its outcome."""
+        result = self._restorer.handle(item, self.invocation)
+        self._results.append(result)
+        outcome = result.outcome.value
+        self.summary.outcomes[outcome] = self.summary.outcomes.get(outcome, 0) + 1
+        return result.outcome

@@ -1,0 +1,174 @@
+"""The runtime: everything a process needs to restore, built once from :class:`Settings`.
+
+:func:`build_runtime` is the one place that wires the stages together - logging, the state
+store, the reporter (and its sink), the API client for the configured API, admission, the
+restorer and the sweeper - and writes the start-up line. Entry points (:mod:`handler.entry`,
+:mod:`handler.cli`) build one and hand it deliveries; tests build one around a store, a
+reporter and a clock of their own with :class:`Runtime`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from handler.client import DwrClient, RetrySchedule, WorkflowApi, WorkflowClient
+from handler.credentials import Credentials
+from handler.intake import Item
+from handler.invocation import Invocation
+from handler.outcomes import Answer
+from handler.pipeline.admission import Admission
+from handler.pipeline.clients import Clients
+from handler.pipeline.deferred import DeferredFailures
+from handler.pipeline.lease import SweepLease
+from handler.pipeline.restorer import Observer, Restorer
+from handler.pipeline.sweeper import Sweeper
+from handler.report import Reporter, SinkSender, configure_logging
+from handler.settings import Settings
+from handler.store import StateStore, StoreUnavailable, open_store_deferred
+from handler.sweep import SweepRequest, SweepSummary
+
+
+class Runtime:
+    """The stages of one process, wired; safe to share between threads.
+
+    ``observers`` are called with every item's result after its log line (notifications,
+    metrics): see :mod:`handler.pipeline.restorer`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        reporter: Reporter,
+        clock: Callable[[], float] = time.time,
+        *,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.reporter = reporter
+        client_class, connect = _connector(settings)
+        self.clients = Clients(
+            connect, _static_credentials(settings), gives_error_text=client_class.gives_error_text
+        )
+        deferred = DeferredFailures(store, settings.dedupe_retention)
+        self.admission = Admission(settings, store, deferred, clock)
+        self.restorer = Restorer(
+            self.admission,
+            self.clients,
+            store,
+            reporter,
+            api=settings.workflow_api.upper(),
+            clock=clock,
+            observers=observers,
+        )
+        self.sweeper = Sweeper(
+            self.restorer, self.clients, SweepLease(store, reporter), deferred, reporter, settings
+        )
+
+    def run(self, items: Sequence[Item], invocation: Invocation) -> Answer:
+        """Every item of one delivery through the restorer."""
+        return self.restorer.run(items, invocation)
+
+    def sweep(self, request: SweepRequest, invocation: Invocation) -> tuple[Answer, SweepSummary]:
+        """One sweep (:class:`~handler.pipeline.sweeper.Sweeper`)."""
+        return self.sweeper.sweep(request, invocation)
+
+    def rejected(self, code: str, message: str, status: int, invocation: Invocation) -> Answer:
+        """A delivery the intake could not read at all: one log line, no items."""
+        self.reporter.delivery_rejected(code, message, invocation.id)
+        return Answer.refused(code, message, status)
+
+    def readiness_problem(self) -> str | None:
+        """None when the state store can be written (so items can be admitted), else why not.
+
+        The reason is answered to unauthenticated probes, so it names no host or path."""
+        try:
+            self.store.check_writable()
+        except StoreUnavailable:
+            return "state store cannot be written"
+        return None
+
+    def flush_events(self, timeout: float) -> bool:
+        """Wait a bounded time for queued sink events (before a platform freezes the process)."""
+        return self.reporter.flush(timeout)
+
+    def close(self) -> None:
+        self.reporter.close()
+        self.clients.close()
+        self.store.close()
+
+
+def build_runtime(settings: Settings, log_stream: IO[str] | None = None) -> Runtime:
+    """Everything a process needs to restore, from its settings: logging (JSON lines on
+    ``log_stream``, stdout by default), the state store, the reporter and its sink.
+
+    Writes the start-up line with the effective (redacted) settings.
+    """
+    logger = configure_logging(settings.log_level, log_stream)
+    store = open_store_deferred(settings.state_url)
+    sink = SinkSender(settings.event_sink, logger) if settings.event_sink else None
+    reporter = Reporter(logger, sink)
+    reporter.started(settings.redacted(), store.describe)
+    runtime = Runtime(settings, store, reporter)
+    if sink is not None:
+        atexit.register(sink.close)  # queued sink events get a bounded last chance
+    return runtime
+
+
+def _static_credentials(settings: Settings) -> Credentials | None:
+    if settings.access_key_id and settings.secret_access_key:
+        return Credentials(
+            settings.access_key_id, settings.secret_access_key, settings.security_token
+        )
+    return None
+
+
+def _obs(settings: Settings, credentials: Credentials, **options: Any) -> WorkflowApi:
+    return WorkflowClient(
+        credentials.access_key_id,
+        credentials.secret_access_key,
+        credentials.security_token,
+        settings.endpoint,
+        **options,
+    )
+
+
+def _dwr(settings: Settings, credentials: Credentials, **options: Any) -> WorkflowApi:
+    assert settings.project_id is not None  # load_settings requires it for dwr
+    return DwrClient(
+        credentials.access_key_id,
+        credentials.secret_access_key,
+        settings.project_id,
+        settings.endpoint,
+        credentials.security_token,
+        **options,
+    )
+
+
+# WORKFLOW_API -> the client class and how the settings make one.
+_CLIENTS: dict[str, tuple[type[WorkflowClient] | type[DwrClient], Callable[..., WorkflowApi]]] = {
+    "obs": (WorkflowClient, _obs),
+    "dwr": (DwrClient, _dwr),
+}
+
+
+def _connector(
+    settings: Settings,
+) -> tuple[type[WorkflowClient] | type[DwrClient], Callable[[Credentials], WorkflowApi]]:
+    """The configured API's client class, and a client for given credentials with the
+    settings' endpoint, timeouts, retry schedule and TLS."""
+    client_class, make = _CLIENTS[settings.workflow_api]
+    options = {
+        "timeout": (settings.connect_timeout, settings.read_timeout),
+        "retry": RetrySchedule(max_attempts=settings.max_attempts),
+        "verify": settings.verify,
+    }
+
+    def connect(credentials: Credentials) -> WorkflowApi:
+        return make(settings, credentials, **options)
+
+    return client_class, connect

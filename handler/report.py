@@ -19,7 +19,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from handler.outcomes import Result, line_fields
+from handler.outcomes import Outcome, Result, line_fields
 from handler.redaction import redact_url_in
 
 LOGGER_NAME = "obs_workflow_restore"
@@ -127,7 +127,10 @@ class Reporter:
     def delivery_rejected(self, code: str, message: str, invocation_id: str) -> None:
         """Record a delivery that held no readable item at all (so it still leaves a line)."""
         fields = line_fields(
-            outcome="rejected", invocationId=invocation_id, errorCode=code, reason=message
+            outcome=Outcome.REJECTED.value,
+            invocationId=invocation_id,
+            errorCode=code,
+            reason=message,
         )
         self._logger.warning("delivery rejected", extra={"fields": fields})
 

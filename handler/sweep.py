@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from handler.client import ExecutionSummary
 
 SWEEP = "sweep"  # Item.shape of what a sweep found
+# Why a sweep stopped early (its summary's ``stopped``).
+STOPPED_DEADLINE = "deadline"
+STOPPED_IN_PROGRESS = "sweep in progress"
+STOPPED_LEASE_LOST = "lease lost"
+STOPPED_STORE_UNAVAILABLE = "state store unavailable"
 # An override may name at most this many graphs: more than one page of the graph list, and
 # each is listed in turn, so a longer list is a mistake rather than a plan.
 MAX_OVERRIDE_GRAPHS = 1000
@@ -148,8 +153,13 @@ class SweepSummary:
     waiting: int = 0  # failures left for the next sweep: the restore cap was reached
     errors: list[dict[str, Any]] = field(default_factory=list)
     errors_left_off: int = 0  # errors beyond MAX_SUMMARY_ERRORS: counted, not listed
-    stopped: str | None = None  # why the sweep ended early: "deadline", "sweep in progress"
+    stopped: str | None = None  # why the sweep ended early: one of the STOPPED_* words
     duration_ms: float = 0.0
+
+    @property
+    def store_unavailable(self) -> bool:
+        """Nothing was swept: the state store could not be reached (answered 503)."""
+        return self.stopped == STOPPED_STORE_UNAVAILABLE
 
     def error(self, entry: dict[str, Any]) -> None:
         """Name one error (a graph or row skipped), or count it once the list is full."""

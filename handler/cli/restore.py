@@ -22,11 +22,12 @@ from typing import Any
 
 from handler.cli.output import print_fields, print_table
 from handler.intake.identity import cli_identity
+from handler.outcomes import Outcome
 from handler.settings import SettingsError, load_settings
 
 MAX_REASON_CHARS = 200  # an operator's --reason, kept in the record and every log line
 # Outcomes after which nothing is left to do: the restore happened, or need not happen.
-DONE_OUTCOMES = frozenset({"restored", "skipped", "duplicate"})
+DONE_OUTCOMES = frozenset({Outcome.RESTORED, Outcome.SKIPPED, Outcome.DUPLICATE})
 DEADLINE_MARGIN_SECONDS = 1.0  # as the function: finish before the in-progress marker expires
 
 
@@ -127,7 +128,7 @@ def _restore(args: argparse.Namespace) -> int:
     _print_restore(document, graph, execution, as_json=args.json)
     if dry_run:
         return 0 if document["wouldRestore"] else 1
-    if result.outcome == "rejected":
+    if result.outcome is Outcome.REJECTED:
         return 2
     # A duplicate still in flight elsewhere (answer.retry) is not done yet.
     return 0 if result.outcome in DONE_OUTCOMES and not answer.retry else 1
@@ -169,7 +170,7 @@ def _would_restore(runtime: Any, item: Any, document: dict[str, Any]) -> dict[st
     client = runtime.clients.get(None)
     answer = client.getWorkflowExecution(item.execution_name, item.graph_name)
     state = state_of(answer)
-    admitted = document["outcome"] == "dry_run"
+    admitted = document["outcome"] == Outcome.DRY_RUN
     fields: dict[str, Any] = {
         "dryRun": True,
         "executionState": state,

@@ -75,7 +75,7 @@ def _sweep(args: argparse.Namespace) -> int:
         answer, summary = runtime.sweep(request, Invocation())
     finally:
         runtime.close()
-    if summary.stopped == "state store unavailable":
+    if summary.store_unavailable:
         print("error: state store unavailable: nothing was swept", file=sys.stderr)
         return 2
     document = {**answer.document(), "sweep": summary.document()}

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 # How long an event invocation waits for its sink events before it returns.
 SINK_FLUSH_SECONDS = 2.0
-STORE_UNAVAILABLE = "state store unavailable"
 
 
 class Function:
@@ -300,7 +299,7 @@ class Function:
             runtime.reporter.sweep_refused(exc.code, exc.message, invocation.id)
             return error_document(exc.code, exc.message), exc.status
         answer, summary = runtime.sweep(request, invocation)
-        status = 503 if summary.stopped == STORE_UNAVAILABLE else 200
+        status = 503 if summary.store_unavailable else 200
         return {**answer.document(), "sweep": summary.document()}, status
 
     def _check_token(

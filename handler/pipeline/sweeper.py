@@ -31,10 +31,17 @@ from handler.pipeline.restorer import Restorer
 from handler.report import Reporter
 from handler.settings import Settings
 from handler.store import StoreUnavailable
-from handler.sweep import Failure, SweepRequest, SweepSummary, shown_name, time_left_until
-
-LEASE_LOST = "lease lost"
-STORE_UNAVAILABLE = "state store unavailable"
+from handler.sweep import (
+    STOPPED_DEADLINE,
+    STOPPED_IN_PROGRESS,
+    STOPPED_LEASE_LOST,
+    STOPPED_STORE_UNAVAILABLE,
+    Failure,
+    SweepRequest,
+    SweepSummary,
+    shown_name,
+    time_left_until,
+)
 
 
 class Sweeper:
@@ -82,7 +89,7 @@ class Sweeper:
             finally:
                 lease.release()
             if lease.lost.is_set():
-                summary.stopped = LEASE_LOST
+                summary.stopped = STOPPED_LEASE_LOST
                 summary.error(
                     {
                         "graph": None,
@@ -102,12 +109,12 @@ class Sweeper:
         try:
             lease = self._lease.take(ttl, renew=invocation.deadline is None)
         except StoreUnavailable as exc:
-            summary.stopped = STORE_UNAVAILABLE
+            summary.stopped = STOPPED_STORE_UNAVAILABLE
             summary.errors.append({"graph": None, "errorCode": "StoreUnavailable"})
             self._reporter.store_problem(str(exc))
             return None
         if lease is None:
-            summary.stopped = "sweep in progress"
+            summary.stopped = STOPPED_IN_PROGRESS
         return lease
 
     def _due_deferred(self, run: _Run, request: SweepRequest) -> int:
@@ -132,7 +139,7 @@ class Sweeper:
             if request.graphs and item.graph_name not in request.graphs:
                 continue
             if not run.going_on():
-                run.summary.stopped = "deadline"
+                run.summary.stopped = STOPPED_DEADLINE
                 break
             if run.handle(item) is Outcome.RESTORED:
                 restored += 1
@@ -156,7 +163,7 @@ class Sweeper:
         try:
             for graph in graphs:
                 if not going_on():
-                    summary.stopped = "deadline"
+                    summary.stopped = STOPPED_DEADLINE
                     return
                 if graph in swept:
                     continue
@@ -196,7 +203,7 @@ class Sweeper:
                             summary.waiting += 1
                             continue
                         if not going_on():
-                            summary.stopped = "deadline"
+                            summary.stopped = STOPPED_DEADLINE
                             return
                         if run.handle(failure.item()) is Outcome.RESTORED:
                             restored += 1
@@ -210,7 +217,7 @@ class Sweeper:
                     summary.pages += listing.pages
                     summary.executions_listed += listing.listed
             if not going_on():
-                summary.stopped = "deadline"
+                summary.stopped = STOPPED_DEADLINE
         except ListingError as exc:  # the list of graphs itself
             summary.error(exc.document())
         except Exception as exc:  # a bug in reading the list of graphs: the graphs swept stand

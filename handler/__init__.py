@@ -1,18 +1,21 @@
 """obs-workflow-restore: restore failed Huawei Cloud workflow executions (OBS or DWR API).
 
-One pipeline, one room per stage; data flows one way:
+One item goes down the stages and back up only to return (the map: README, "How it works"):
 
-- entry points: ``main`` (HTTP URL, CloudEvent target, FunctionGraph handler), ``cli/``,
-  ``framework`` (functions-framework hooks);
-- intake: ``intake/`` (any event shape → items) and ``sweep`` (listing → items);
-- policy: ``policy`` (allowlist, dedupe, budget) over ``store/``;
-- client: ``client/`` (either API, signed, retried);
-- report: ``report`` (log lines, sink CloudEvents);
-- ``pipeline/`` is the only package that calls more than one stage; ``settings`` is the only one
-  that reads the environment; ``devtools/`` is never deployed.
+- entry points: ``main`` (the three targets), ``entry/`` (HTTP URL, CloudEvent target,
+  FunctionGraph handler; auth, probes, the JSON documents, functions-framework hooks),
+  ``cli/``; ``runtime`` builds everything they run from the settings;
+- intake: ``intake/`` (any event shape -> items) and ``sweep`` (a sweep's request, its
+  failures as items, its summary);
+- ``pipeline/``: admit (``admission``, over ``store/`` and the rule set in ``rules``) ->
+  act (the client) -> classify -> settle -> report; the sweeper beside the restorer;
+- client: ``client/`` (either API behind one protocol, signed, retried, paged);
+- report: ``report`` (log lines, sink CloudEvents) of ``outcomes`` (Outcome, Result, Answer);
+- ``settings`` is the only module that reads the environment; ``devtools/`` is never deployed.
 
-The package is deliberately import-light: importing ``handler`` pulls in nothing but the
-standard library, so the FunctionGraph event path starts fast.
+The import rules are contracts in ``pyproject.toml`` (``make lint``). The package is
+deliberately import-light: importing ``handler`` pulls in nothing but the standard library,
+so the FunctionGraph event path starts fast.
 """
 
 __version__ = "0.1.0"

@@ -62,7 +62,7 @@ The package, one module per concern (envelope modules after powertools' ``data_c
   and ``messages`` (how input is quoted) - shared by all of the above.
 
 What it may import: the standard library and :mod:`handler.names`, nothing of a later stage
-(policy, client, report). Import cost matters at cold start, so the ``cloudevents`` SDK is
+(admission, client, report). Import cost matters at cold start, so the ``cloudevents`` SDK is
 imported inside the functions that read CloudEvents, on first use.
 """
 

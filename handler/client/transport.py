@@ -136,6 +136,11 @@ class EndpointAdapter(requests.adapters.HTTPAdapter):
     prefix are the same on every call, so they are found once and remembered; a client with
     a proxy takes requests' own path unchanged. Everything else - the pool's keep-alive,
     timeouts, TLS verification, the response - is requests' and urllib3's.
+
+    The three methods overridden are requests' documented hooks for subclasses ("only exposed
+    for use when subclassing the HTTPAdapter"). Measured by ``make bench``: without them a
+    restore's client time over TLS is about a tenth longer (OBS 0.30x -> 0.33-0.35x of the
+    SDK's, DWR 0.57x -> 0.61x).
     """
 
     def __init__(self, server: str, *, direct: bool) -> None:

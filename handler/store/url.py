@@ -12,7 +12,9 @@
     process crash - may lose the last commits) or ``full`` (every commit is on disk before it
     returns); see :class:`~handler.store.sqlite.SQLiteStore`.
 ``redis://...`` / ``rediss://...``
-    A Redis server shared by every instance anywhere, with redis-py's own query options.
+    A Redis server shared by every instance anywhere; query options ``socket_timeout`` and
+    ``socket_connect_timeout`` (seconds), and for ``rediss://`` ``ssl_cert_reqs`` and
+    ``ssl_ca_certs``.
 
 Settings check ``RESTORE_STATE_URL`` with :func:`validate_state_url` when the function
 starts, so a configuration error stops it there instead of failing every delivery. That check
@@ -31,26 +33,13 @@ DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite write waits for another writer
 SYNCHRONOUS_MODES = ("normal", "full")
 DEFAULT_SYNCHRONOUS = "normal"
 
-# Query options a redis:// URL may carry: redis-py's own names, each with the check its value
-# must pass. redis-py passes an unknown name on to the connection as a keyword argument and only
-# fails (with a TypeError) at the first command, so every name is checked here, at load time.
+# Query options a redis:// URL may carry - the README's: the two timeouts, and for rediss://
+# how the server's certificate is checked (a private CA, as some managed Redis use). Anything
+# else in the query is refused by name at load time: redis-py would pass an unknown name on
+# to the connection and only fail (with a TypeError) at the first command.
 _REDIS_NUMBER_OPTIONS = ("socket_timeout", "socket_connect_timeout")
-_REDIS_FLAG_OPTIONS = ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname")
-_REDIS_TEXT_OPTIONS = ("client_name", "username", "password")
-_REDIS_TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-_REDIS_OPTIONS = frozenset(
-    (
-        "db",
-        "health_check_interval",
-        "max_connections",
-        "protocol",
-        *_REDIS_NUMBER_OPTIONS,
-        *_REDIS_FLAG_OPTIONS,
-        *_REDIS_TEXT_OPTIONS,
-        *_REDIS_TLS_OPTIONS,
-    )
-)
-_FLAG_VALUES = ("true", "false", "1", "0", "yes", "no", "on", "off")
+_REDIS_TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs")
+_REDIS_OPTIONS = frozenset((*_REDIS_NUMBER_OPTIONS, *_REDIS_TLS_OPTIONS))
 
 
 def validate_state_url(url: str) -> None:
@@ -105,7 +94,7 @@ def _validate_redis_url(url: str, *, tls: bool) -> None:
         if name in seen:
             raise ValueError(f"Redis store option {name!r} is given twice")
         seen.add(name)
-        if name in (*_REDIS_TLS_OPTIONS, "ssl_check_hostname") and not tls:
+        if name in _REDIS_TLS_OPTIONS and not tls:
             raise ValueError(f"Redis store option {name!r} needs a rediss:// (TLS) URL")
         _check_redis_option(name, value)
 
@@ -117,22 +106,10 @@ def _check_redis_option(name: str, value: str) -> None:
             positive_seconds(name, float(value))
         except ValueError:
             raise ValueError(f"{name} must be a positive number of seconds, got {shown}") from None
-    elif name in _REDIS_FLAG_OPTIONS:
-        if value.lower() not in _FLAG_VALUES:
-            raise ValueError(f"{name} must be true or false, got {shown}")
-    elif name in ("db", "health_check_interval"):  # redis-py reads both as int
-        if not (value.isascii() and value.isdigit()):
-            raise ValueError(f"{name} must be a whole number >= 0, got {shown}")
-    elif name == "max_connections":
-        if not (value.isascii() and value.isdigit() and int(value) >= 1):
-            raise ValueError(f"max_connections must be a whole number >= 1, got {shown}")
-    elif name == "protocol":
-        if value not in ("2", "3"):
-            raise ValueError(f"protocol must be 2 or 3, got {shown}")
     elif name == "ssl_cert_reqs":
         if value.lower() not in ("none", "optional", "required"):
             raise ValueError(f"ssl_cert_reqs must be none, optional or required, got {shown}")
-    elif not value:  # a text option, possibly secret: its value is never shown
+    elif not value:  # ssl_ca_certs: a path
         raise ValueError(f"Redis store option {name!r} is empty")
 
 

@@ -90,3 +90,39 @@ def test_an_outcome_the_store_could_not_record_is_said_without_the_store_s_addre
     assert "10.0.0.7" not in json.dumps(answer) and "hunter2" not in json.dumps(answer)
     (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert "10.0.0.7" in line["detail"] and "10.0.0.7" not in line["reason"]
+
+
+def test_each_observer_sees_every_result_once_after_its_line_and_a_broken_one_costs_nothing():
+    """The after-outcome seam (notifications, metrics): each observer gets every item's frozen
+    Result once; one that raises is logged and changes no outcome."""
+    items = from_http(
+        json.dumps(
+            [{"graphName": "g", "executionName": "a"}, {"graphName": "g", "executionName": "b"}]
+        ).encode(),
+        {},
+    )
+    stream = io.StringIO()
+    seen = []
+
+    def broken(result, invocation):
+        raise RuntimeError("an observer's bug")
+
+    runtime = Runtime(
+        Settings(endpoint="http://127.0.0.1:9", dry_run=True),
+        open_store("memory://"),
+        Reporter(configure_logging("INFO", stream)),
+        observers=(broken, lambda result, invocation: seen.append((result, invocation.id))),
+    )
+
+    answer = runtime.run(items, Invocation(id="inv-1"))
+
+    assert [(result.execution_name, inv) for result, inv in seen] == [
+        ("a", "inv-1"),
+        ("b", "inv-1"),
+    ]
+    assert [result.outcome for result, _ in seen] == ["dry_run", "dry_run"]
+    assert answer.summary == {"dry_run": 2} and answer.status == 200
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == [
+        "restore dry_run", "unexpected error", "restore dry_run", "unexpected error",
+    ]  # fmt: skip

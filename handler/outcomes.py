@@ -31,8 +31,9 @@ class Outcome(str, Enum):
     """The one outcome of an item, and what it implies.
 
     ``final``: nothing more will happen to this item (a retried one is delivered again);
-    ``level``: its log line's level; ``event_type``: the suffix of its sink CloudEvent type.
-    A ``str`` enum: it compares equal to, and serialises as, its README name.
+    ``level``: its log line's level; ``event_type``: the suffix of its sink CloudEvent type;
+    ``http_status``: its part in the delivery's status (:attr:`Answer.status`). A ``str``
+    enum: it compares equal to, and serialises as, its README name.
     """
 
     level: int
@@ -60,12 +61,14 @@ class Outcome(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def http_status(self) -> int:
+        """503: deliver again; 400: unusable (when every item of a delivery is); else 200."""
+        if not self.final:
+            return 503
+        return 400 if self is Outcome.REJECTED else 200
 
-# What callers and the sink see of a result, in this order.
-ANSWER_FIELDS = (
-    "eventId", "graphName", "executionName", "outcome", "status", "requestId", "executionUrn",
-    "restoredAt", "errorCode", "errorMessage", "attempts", "reason", "rule", "executionError",
-)  # fmt: skip
+
 # A log line's fields, in order; absent values are written as null so every line has the same
 # keys and queries never need an "exists" test.
 LINE_FIELDS = (
@@ -177,7 +180,7 @@ class Result:
         return replace(self, not_recorded=problem)
 
     def answer(self) -> dict[str, Any]:
-        """The item as callers and the sink see it (every field of :data:`ANSWER_FIELDS`)."""
+        """The item as callers and the sink see it, every field in this order."""
         return {
             "eventId": self.event_id,
             "graphName": self.graph_name,
@@ -263,9 +266,9 @@ class Answer:
     def status(self) -> int:
         if self.error_status is not None:
             return self.error_status
-        if self.retry:
+        if self.retry:  # an item not final, or a duplicate still in flight elsewhere
             return 503
-        if self.results and all(r.outcome is Outcome.REJECTED for r in self.results):
+        if self.results and all(r.outcome.http_status == 400 for r in self.results):
             return 400
         return 200
 

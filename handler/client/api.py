@@ -23,10 +23,6 @@ from handler.client.transport import Transport
 DEFAULT_MAX_PAGES = 100
 
 
-def _always() -> bool:
-    return True
-
-
 class WorkflowApi(Protocol):
     """The calls the pipeline makes; see the module docstring."""
 
@@ -47,16 +43,11 @@ class WorkflowApi(Protocol):
         *,
         deadline: float | None = None,
         max_pages: int = DEFAULT_MAX_PAGES,
-        keep_going: Callable[[], bool] = _always,
     ) -> FailureListing: ...
 
     def listWorkflowNames(
-        self,
-        *,
-        deadline: float | None = None,
-        max_pages: int = DEFAULT_MAX_PAGES,
-        keep_going: Callable[[], bool] = _always,
-    ) -> Iterator[str]: ...
+        self, *, deadline: float | None = None, max_pages: int = DEFAULT_MAX_PAGES
+    ) -> Iterator[tuple[str, ...]]: ...
 
     def close(self) -> None: ...
 
@@ -90,11 +81,10 @@ class ApiClient:
         *,
         deadline: float | None = None,
         max_pages: int = DEFAULT_MAX_PAGES,
-        keep_going: Callable[[], bool] = _always,
         now: datetime | None = None,
     ) -> FailureListing:
         """The failures of ``graphName`` that stopped (or started) at or after ``since``,
-        streamed page by page as it is iterated (see
+        one tuple per page as it is iterated (see
         :class:`~handler.client.listing.FailureListing`); ``now`` is for tests."""
         return FailureListing(
             graphName,
@@ -102,21 +92,15 @@ class ApiClient:
             self._failure_pages,
             deadline=deadline,
             max_pages=max_pages,
-            keep_going=keep_going,
             now=now or datetime.now(timezone.utc),
         )
 
     def listWorkflowNames(
-        self,
-        *,
-        deadline: float | None = None,
-        max_pages: int = DEFAULT_MAX_PAGES,
-        keep_going: Callable[[], bool] = _always,
-    ) -> Iterator[str]:
-        """Every graph name, page by page (see :func:`~handler.client.listing.graph_names`)."""
-        return graph_names(
-            self.listWorkflow, deadline=deadline, max_pages=max_pages, keep_going=keep_going
-        )
+        self, *, deadline: float | None = None, max_pages: int = DEFAULT_MAX_PAGES
+    ) -> Iterator[tuple[str, ...]]:
+        """Every graph name, one tuple per page (see
+        :func:`~handler.client.listing.graph_names`)."""
+        return graph_names(self.listWorkflow, deadline=deadline, max_pages=max_pages)
 
     def _failure_pages(self, listing: FailureListing) -> Iterator[ExecutionPage]:
         """The pages holding ``listing``'s failures, each read with ``listing.read`` once

@@ -6,11 +6,14 @@ by an offset that stops at 1000, with ``status=fail`` and a time window on the s
 window holding more failures than offsets reach is split by time. Each client pages its own
 way (:meth:`~handler.client.api.ApiClient._failure_pages`); what both share lives here:
 
-* :class:`FailureListing` - iterating it yields each failed execution of one graph that
-  stopped (or started) since a moment, once, streaming page by page; it counts the pages and
-  rows it read, bounds the pages, stops quietly when its caller's ``keep_going`` says so, and
-  raises :class:`ListingError` when a list cannot be followed;
-* :func:`graph_names` - every graph name, by the list-graphs call both APIs answer alike.
+* :class:`FailureListing` - iterating it yields, page by page, the failed executions of one
+  graph that stopped (or started) since a moment, each once; it counts the pages and rows it
+  read, bounds the pages, and raises :class:`ListingError` when a list cannot be followed;
+* :func:`graph_names` - every graph name, page by page, by the list-graphs call both APIs
+  answer alike.
+
+Both are lazy: a page is read only when the caller asks for the next one, so a caller that is
+out of time simply stops asking - nothing here calls back up to find out.
 
 A listing only reads: it never restores, and what its rows become is its caller's business.
 """
@@ -88,12 +91,12 @@ def read_page(graph: str | None, call: Callable[..., WorkflowResult], **options:
 class FailureListing:
     """The failed executions of one graph that stopped (or started) at or after ``since``.
 
-    Iterate it for :class:`~handler.client.results.ExecutionSummary` rows, each failure once
-    (pages that overlap - DWR windows and offsets re-read around their edges - yield a row
-    only the first time). ``pages`` and ``listed`` count the pages and rows read so far.
-    ``keep_going()`` is asked before every page: False ends the listing quietly (the caller
-    is out of time); more than ``max_pages`` pages end it with a :class:`ListingError`.
-    Call :meth:`restored` after restoring a yielded failure (see there).
+    Iterate it for one tuple of :class:`~handler.client.results.ExecutionSummary` rows per
+    page read, each failure once (pages that overlap - DWR windows and offsets re-read around
+    their edges - yield a row only the first time); the next page is read when the next
+    tuple is asked for. ``pages`` and ``listed`` count the pages and rows read so far; more
+    than ``max_pages`` pages end the listing with a :class:`ListingError`. Call
+    :meth:`restored` after restoring a yielded failure (see there).
     """
 
     def __init__(
@@ -104,7 +107,6 @@ class FailureListing:
         *,
         deadline: float | None,
         max_pages: int,
-        keep_going: Callable[[], bool],
         now: datetime,
     ) -> None:
         self.graph = graph
@@ -115,7 +117,6 @@ class FailureListing:
         self.listed = 0
         self.left_the_list = 0  # failures restored since the current page was read
         self._max_pages = max_pages
-        self._keep_going = keep_going
         self._pages = pages
 
     def restored(self) -> None:
@@ -128,9 +129,8 @@ class FailureListing:
         self.left_the_list += 1
 
     def take_page(self) -> bool:
-        """Whether another page may be read: the caller goes on, and within ``max_pages``."""
-        if not self._keep_going():
-            return False
+        """Whether another page may be read (True), or the :class:`ListingError` of a listing
+        past ``max_pages``."""
         if self.pages >= self._max_pages:
             raise ListingError.unfollowable(
                 self.graph,
@@ -147,10 +147,11 @@ class FailureListing:
         self.listed += len(page.executions)
         return page
 
-    def __iter__(self) -> Iterator[ExecutionSummary]:
+    def __iter__(self) -> Iterator[tuple[ExecutionSummary, ...]]:
         not_failed: set[str | None] = set()
         seen: set[tuple[str, str | None, str | None]] = set()
         for page in self._pages(self):
+            failures = []
             for row in page.executions:
                 # A sweep checks every listed execution (10,000 in the benchmark) and a page
                 # holds few distinct states: the services' words for a failure, and states
@@ -168,17 +169,15 @@ class FailureListing:
                 if key in seen:
                     continue
                 seen.add(key)
-                yield row
+                failures.append(row)
+            yield tuple(failures)
 
 
 def graph_names(
-    list_workflow: Callable[..., WorkflowResult],
-    *,
-    deadline: float | None,
-    max_pages: int,
-    keep_going: Callable[[], bool],
-) -> Iterator[str]:
-    """Every graph name the list-graphs call returns, page by page (``next_start``).
+    list_workflow: Callable[..., WorkflowResult], *, deadline: float | None, max_pages: int
+) -> Iterator[tuple[str, ...]]:
+    """Every graph name the list-graphs call returns, one tuple per page (``next_start``),
+    the next page read when the next tuple is asked for.
 
     At most ``max_pages`` pages: a next start seen before, a truncated page without one, or
     more pages than that end the list with a :class:`ListingError` (the names already
@@ -186,10 +185,8 @@ def graph_names(
     start = None
     seen: set[int] = set()
     for _ in range(max_pages):
-        if not keep_going():
-            return
         page = read_page(None, list_workflow, start=start, limit=GRAPH_PAGE_SIZE, deadline=deadline)
-        yield from page.names
+        yield page.names
         if not page.is_truncated:
             return
         if page.next_start is None:

@@ -15,9 +15,10 @@ named in the summary's ``errors`` while the other graphs are swept.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 from handler.client import ListingError, WorkflowApi
 from handler.intake import Item
@@ -42,6 +43,8 @@ from handler.sweep import (
     shown_name,
     time_left_until,
 )
+
+T = TypeVar("T")
 
 
 class Sweeper:
@@ -152,9 +155,10 @@ class Sweeper:
         deadline = run.invocation.deadline
         graphs = request.graphs or (
             graph
-            for graph in client.listWorkflowNames(
-                deadline=deadline, max_pages=max_pages, keep_going=going_on
+            for page in _while(
+                going_on, client.listWorkflowNames(deadline=deadline, max_pages=max_pages)
             )
+            for graph in page
             if self._settings.graph_allowed(graph)
         )
         since = datetime.now(timezone.utc) - timedelta(seconds=request.lookback)
@@ -181,10 +185,10 @@ class Sweeper:
                     continue
                 summary.graphs_scanned += 1
                 listing = client.listFailedWorkflowExecutions(
-                    graph, since, deadline=deadline, max_pages=max_pages, keep_going=going_on
+                    graph, since, deadline=deadline, max_pages=max_pages
                 )
                 try:
-                    for row in listing:
+                    for row in (row for page in _while(going_on, listing) for row in page):
                         try:
                             failure = Failure.listed(graph, row)
                         except InvalidNameError as exc:  # it cannot be restored
@@ -223,6 +227,17 @@ class Sweeper:
         except Exception as exc:  # a bug in reading the list of graphs: the graphs swept stand
             self._reporter.crashed(exc)
             summary.error({"graph": None, "errorCode": "InternalError"})
+
+
+def _while(going_on: Callable[[], bool], pages: Iterable[T]) -> Iterator[T]:
+    """The pages of a listing, the next one asked for (and so read) only while the sweep
+    goes on: a listing is lazy, so a sweep out of time simply stops asking."""
+    iterator = iter(pages)
+    while going_on():
+        page = next(iterator, None)
+        if page is None:
+            return
+        yield page
 
 
 class _Run:

@@ -33,8 +33,9 @@ bench: $(STAMP)
 # `make package PYTHON_VERSION=3.12` builds for Python3.12 (set the template's runtime to match).
 PYTHON_VERSION ?= 3.10
 
-# The two code packages template.yaml deploys (build/restore-event.zip, build/restore-http.zip),
-# with dependencies resolved for that runtime; needs the package index (pip).
+# The two code packages, with dependencies resolved for that runtime; needs the package index
+# (pip). Each is left unpacked in the folder template.yaml deploys (build/restore-event/,
+# build/restore-http/: the fgs component zips a folder itself) and as a zip for the console.
 package: $(STAMP)
 	$(BIN)/python scripts/build_package.py --python-version $(PYTHON_VERSION) --out build
 

@@ -68,7 +68,16 @@ def _install_framework_hooks() -> None:
     if flask is not None and flask.has_app_context():
         from handler.framework import install
 
-        install(flask.current_app, authenticate_request, crash_answer)
+        install(flask.current_app, authenticate_request, crash_answer, _auth_mode())
+
+
+def _auth_mode() -> str:
+    """How a POST is checked, for the server's one start-up line."""
+    if SETTINGS.auth_token:
+        return "token"
+    if SETTINGS.allow_unauthenticated:
+        return "OFF (RESTORE_ALLOW_UNAUTHENTICATED=true)"
+    return "token not set - every POST is refused with 403 (set RESTORE_AUTH_TOKEN)"
 
 
 class RetryableDeliveryError(RuntimeError):
@@ -140,7 +149,8 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     comes from outside, so it is authenticated like the HTTP URL and answered with an API
     Gateway response; other triggers (SMN, EventGrid, timer) can only be delivered by the
     platform and carry no token. For those, a delivery that must be retried raises
-    :class:`RetryableDeliveryError`, which makes FunctionGraph retry it.
+    :class:`RetryableDeliveryError`: FunctionGraph invokes them asynchronously and retries a
+    failed call as often as the function's asynchronous settings allow (README: Deploy).
     """
     if _is_api_gateway(event):
         return _api_gateway(event, context)
@@ -153,7 +163,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             runtime, lambda: parse_overrides(event.get("user_event")), invocation
         )
         _flush_sink(runtime, context)
-        return {"statusCode": status, **document}  # timers are not retried: never raise
+        # Timer calls are asynchronous: raising would have FunctionGraph repeat the sweep. It
+        # never does - the next timer is the retry.
+        return {"statusCode": status, **document}
     delivery = _deliver_event(runtime, event, context)
     _flush_sink(runtime, context)
     if delivery.retry:

@@ -15,8 +15,11 @@ settings table), so what works here works there:
     obs-workflow-restore policy check FILE                  validate restore rules, print them
     obs-workflow-restore policy explain --graph G [--error T]  which rule decides, and how
 
-``--json`` prints machine-readable results on every command that prints results. Exit codes:
-0 done, 1 done but the answer was not a success, 2 could not run (a flag, a setting, an
+``--json`` prints machine-readable results on every command that prints results; ``-v``
+(before or after the command) adds the function's own log lines on standard error - the
+start-up settings document and one line per item - which are otherwise left out. Exit codes,
+one rule for every command (:func:`handler.cli.output.exit_code`): 0 every item succeeded or
+needed nothing, 1 some item failed or must be retried, 2 could not run (a flag, a setting, an
 unreadable file, an unreachable state store - said in one line on standard error).
 """
 
@@ -78,4 +81,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     state.add_commands(commands)
     policy.add_commands(commands)
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    _add_verbose(commands)
     return parser
+
+
+VERBOSE_HELP = "also show the function's log lines: the start-up settings, one line per item"
+
+
+def _add_verbose(subparsers: argparse._SubParsersAction) -> None:
+    """``-v`` after the command name too (``replay FILE -v``), wherever a user puts it.
+
+    SUPPRESS as the default: a subcommand without the flag leaves the top level's value.
+    """
+    for name, command in subparsers.choices.items():
+        if name == "emulator":  # its flags are the emulator's own
+            continue
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+        )
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbose(action)

@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from handler.cli.output import print_fields, print_table
+from handler.cli.output import (
+    EXIT_COULD_NOT_RUN,
+    exit_code,
+    print_fields,
+    print_table,
+    quiet_unless_verbose,
+)
 from handler.settings import SettingsError, load_settings
 
 
@@ -34,11 +40,14 @@ def add_commands(commands: Any) -> None:
     replay = commands.add_parser(
         "replay", help="feed a saved delivery (any accepted shape) through the pipeline"
     )
-    replay.add_argument("file", help="a JSON file, or - for standard input")
+    replay.add_argument(
+        "file", help="a saved delivery: the body a sender POSTed, or - for standard input"
+    )
     replay.add_argument(
         "--content-type",
         default="application/json",
-        help="the delivery's Content-Type (default: %(default)s)",
+        help="the delivery's Content-Type, e.g. application/cloudevents-batch+json "
+        "(default: %(default)s)",
     )
     replay.add_argument("--json", action="store_true", help="print the result document as JSON")
     replay.set_defaults(run=_replay)
@@ -63,7 +72,7 @@ def _restore(args: argparse.Namespace) -> int:
             response = client.restoreFailedWorkflowExecution(args.execution, args.graph)
         except InvalidNameError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_COULD_NOT_RUN
     result = {
         "status": response.status,
         "requestId": response.requestId,
@@ -74,7 +83,7 @@ def _restore(args: argparse.Namespace) -> int:
         "attempts": response.attempts,
     }
     print_fields(result, as_json=args.json)
-    return 0 if response.ok else 1
+    return exit_code(["restored" if response.ok else "failed"])
 
 
 def _restore_dry_run(client: Any, args: argparse.Namespace) -> int:
@@ -93,7 +102,9 @@ def _restore_dry_run(client: Any, args: argparse.Namespace) -> int:
         "attempts": response.attempts,
     }
     print_fields(result, as_json=args.json)
-    return 0 if result["wouldRestore"] else 1
+    if not response.ok:
+        return exit_code(["failed"])  # the question could not be answered
+    return exit_code(["dry_run" if result["wouldRestore"] else "skipped"])
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -106,8 +117,8 @@ def _replay(args: argparse.Namespace) -> int:
     except OSError as exc:  # missing, a directory, unreadable: one line, not a traceback
         reason = exc.strerror or type(exc).__name__
         print(f"error: cannot read {args.file}: {reason}", file=sys.stderr)
-        return 2
-    restorer = build_restorer(settings, log_stream=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    restorer = build_restorer(quiet_unless_verbose(settings, args.verbose), log_stream=sys.stderr)
     invocation = Invocation()
     try:
         try:
@@ -123,4 +134,5 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps({"status": delivery.status, **document}))
     else:
         print_table(document, delivery.status)
-    return 0 if delivery.status == 200 else 1
+    outcomes = [result["outcome"] for result in document["results"]]
+    return exit_code(outcomes, incomplete=delivery.retry or not outcomes)

@@ -36,12 +36,12 @@ def test_replay_runs_a_saved_delivery_through_the_pipeline(emulator, cli_env, tm
             ]
         )
     )
-    assert cli.main(["replay", str(delivery), "--json"]) == 0
+    assert cli.main(["replay", str(delivery), "--json"]) == 1  # an item was rejected
     document = json.loads(capsys.readouterr().out)
     assert document["status"] == 200
     assert document["summary"] == {"restored": 1, "rejected": 1}
 
-    assert cli.main(["replay", str(delivery)]) == 0  # a table, and the redelivery is a duplicate
+    assert cli.main(["replay", str(delivery)]) == 1  # a table, and the redelivery is a duplicate
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["outcome", "graphName", "executionName"]
     assert "duplicate" in table and "status 200: 1 duplicate, 1 rejected" in table
@@ -74,8 +74,8 @@ def test_restore_dry_run_queries_and_never_restores(emulator, cli_env, monkeypat
     result = json.loads(capsys.readouterr().out)
     assert result["dryRun"] is True and result["executionState"] == "FAILED"
     assert result["wouldRestore"] is True
-    command[4] = "exec-2"  # SUCCESS: nothing to restore
-    assert cli.main(command) == 1
+    command[4] = "exec-2"  # SUCCESS: nothing to restore, which is nothing to do
+    assert cli.main(command) == 0
     assert json.loads(capsys.readouterr().out)["wouldRestore"] is False
     monkeypatch.setenv("RESTORE_DRY_RUN", "true")  # the setting means the same here
     assert cli.main(["restore", "--graph", "graph-1", "--execution", "exec-1"]) == 0

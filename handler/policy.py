@@ -172,7 +172,7 @@ class Policy:
         if dry_run:
             self._release(item.event_id, claim_token)
         else:
-            record = {"outcome": "skipped", "reason": reason, **fields}
+            record = {"outcome": "skipped", "reason": reason, **fields, **_names(item)}
             self._store.finish(item.event_id, claim_token, record, self._retention(item))
         return Verdict("skipped", reason, fields)
 
@@ -205,10 +205,9 @@ class Policy:
             )
         if dry_run:
             self._release(item.event_id, claim_token)
-            return Verdict(
-                "dry_run", f"RESTORE_DRY_RUN is on: restore not called (rule {rule.name}){note}",
-                fields,
-            )  # fmt: skip
+            # Say which switch it was: a sweep's --dry-run (or dryRun) leaves the setting off.
+            why = "RESTORE_DRY_RUN is on" if self._settings.dry_run else "a dry run was asked for"
+            return Verdict("dry_run", f"{why}: restore not called (rule {rule.name}){note}", fields)
         budget_token = self._store.reserve_budget(subject, rule.max_restores, rule.window)
         if budget_token is None:
             return self._exhausted(item, claim_token, rule, fields)
@@ -259,7 +258,7 @@ class Policy:
             f"{rule.window:g}s already ({source})",
             fields,
         )
-        record = {"outcome": verdict.outcome, "reason": verdict.reason, **fields}
+        record = {"outcome": verdict.outcome, "reason": verdict.reason, **fields, **_names(item)}
         self._store.finish(item.event_id, claim_token, record, self._retention(item))
         return verdict
 
@@ -336,6 +335,11 @@ def _store_down(exc: StoreUnavailable) -> Verdict:
         {"errorCode": "StoreUnavailable"},
         detail=str(exc),
     )
+
+
+def _names(item: Item) -> dict[str, Any]:
+    """The execution a record is about, for ``obs-workflow-restore state``."""
+    return {"graphName": item.graph_name, "executionName": item.execution_name}
 
 
 def _duplicate_of(record: dict[str, Any]) -> Verdict:

@@ -8,7 +8,7 @@ settings table), so what works here works there:
     obs-workflow-restore sweep [--graph G ...] [--lookback 6h] [--dry-run]
                                                             list failed executions, restore them
     obs-workflow-restore serve [--port 8080]                the HTTP function (functions-framework)
-    obs-workflow-restore emulator [...]                     the local OBS workflow emulator
+    obs-workflow-restore emulator [--api obs|dwr] [...]     the local workflow API emulator
     obs-workflow-restore state                              recent dedupe and budget records
     obs-workflow-restore state forget EVENT_ID              drop a recorded outcome or marker
     obs-workflow-restore state reset-budget GRAPH/EXECUTION drop an execution's restore budget
@@ -77,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_commands(commands)
     # Its flags are the emulator's own: main() hands everything after the name to its parser.
     commands.add_parser(
-        "emulator", help="run the local OBS workflow emulator (see its --help)", add_help=False
+        "emulator",
+        help="run the local workflow API emulator, OBS or DWR (see its --help)",
+        add_help=False,
     )
     state.add_commands(commands)
     policy.add_commands(commands)

@@ -57,10 +57,28 @@ def _policy_check(args: argparse.Namespace) -> int:
     print(f"policy {policy.source}: valid, digest {policy.digest}, {len(policy.rules)} rule(s)")
     for number, rule in enumerate(policy.rules, start=1):
         print(f"{number}. {rule.name}")
-        for key, value in rule.describe().items():
+        for key, value in _as_written(rule.describe()).items():
             if key != "name":
                 print(f"     {key}: {json.dumps(value)}")
     return 0
+
+
+# The fields of a rule that are durations: shown as a policy file writes them (24h, 2m), not
+# as the seconds they mean (--json keeps the seconds, for programs).
+_DURATION_FIELDS = frozenset({"window", "first", "interval", "max_interval"})
+
+
+def _as_written(described: dict[str, Any]) -> dict[str, Any]:
+    from handler.durations import duration_text
+
+    return {
+        key: _as_written(value)
+        if isinstance(value, dict)
+        else duration_text(value)
+        if key in _DURATION_FIELDS and isinstance(value, (int, float))
+        else value
+        for key, value in described.items()
+    }
 
 
 def _policy_explain(args: argparse.Namespace) -> int:
@@ -86,8 +104,11 @@ def _policy_explain(args: argparse.Namespace) -> int:
     elif match.leave:
         answer["decision"] = f"skipped: left alone, leave_on pattern {match.pattern!r} matches"
     elif args.restores >= rule.max_restores:
+        from handler.durations import duration_text
+
         answer["decision"] = (
-            f"budget_exhausted: {rule.max_restores} restores within {rule.window:g}s already"
+            f"budget_exhausted: {rule.max_restores} restores within "
+            f"{duration_text(rule.window)} already"
         )
     else:
         wait = rule.spacing.nominal_delay(args.restores)

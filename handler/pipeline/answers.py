@@ -135,9 +135,9 @@ def response_fields(response: WorkflowResult) -> dict[str, Any]:
 
 
 def record_of(result: dict[str, Any]) -> dict[str, Any]:
-    """What a redelivery of this item will be answered with."""
+    """What a redelivery of this item will be answered with (and ``state`` shows)."""
     keys = (
         "outcome", "status", "requestId", "executionUrn", "restoredAt", "errorCode",
-        "errorMessage", "reason", "rule",
+        "errorMessage", "reason", "rule", "graphName", "executionName",
     )  # fmt: skip
     return {k: result.get(k) for k in keys}

@@ -7,7 +7,7 @@ apart only by its settings:
 1. start the workflow emulator with one failed execution;
 2. start the function exactly as deployed (functions-framework, SQLite state, an auth token);
 3. send a realistic EventGrid failure event to its URL and show the answer and the log line;
-4. show the execution is RUNNING again;
+4. show the execution is running again;
 5. send the same event again: the function answers ``duplicate`` and calls nothing;
 6. stop everything it started.
 """

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE
+from handler.durations import duration_text
 from handler.settings import load_store_settings
 from handler.store import StateStore
 
@@ -53,7 +55,7 @@ def _state(args: argparse.Namespace) -> int:
         records = store.recent(args.limit, window=settings.budget_window)
     if args.json:
         print(json.dumps({"store": store.describe, **records}, default=str))
-        return 0
+        return EXIT_DONE
     print(f"store: {store.describe}")
     print("dedupe (newest first; a redelivery of KEY is answered from it until UNTIL):")
     for record in records["dedupe"]:
@@ -64,11 +66,12 @@ def _state(args: argparse.Namespace) -> int:
             f"  {record['state']:<12} {outcome:<17} {_execution(record['key'], fields):<40} "
             f"{when}until {_time(record.get('expires_at'))}  {record['key']}"
         )
-    print(f"budget (restores within RESTORE_BUDGET_WINDOW, {settings.budget_window:g} s):")
+    window = duration_text(settings.budget_window)
+    print(f"budget (restores within RESTORE_BUDGET_WINDOW, {window}):")
     for record in records["budget"]:
         last = _time(record.get("last_at"))
         print(f"  {record['used']:>3} used  {record['subject']:<40} last {last}")
-    return 0
+    return EXIT_DONE
 
 
 def _execution(key: str, record: dict[str, Any]) -> str:
@@ -100,7 +103,7 @@ def _state_forget(args: argparse.Namespace) -> int:
         print(f"forgot {args.event_id}: a redelivery will be handled again")
     else:
         print(f"nothing recorded for {args.event_id}")
-    return 0
+    return EXIT_DONE
 
 
 def _state_reset_budget(args: argparse.Namespace) -> int:
@@ -114,13 +117,13 @@ def _state_reset_budget(args: argparse.Namespace) -> int:
         validate_name(execution, "execution")
     except InvalidNameError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_RUN
     dropped, describe = _in_store(lambda store: store.reset_budget(args.subject))
     if args.json:
         print(json.dumps({"store": describe, "subject": args.subject, "dropped": dropped}))
     else:
         print(f"dropped {dropped} budget reservation(s) of {args.subject}")
-    return 0
+    return EXIT_DONE
 
 
 def _in_store(change: Callable[[StateStore], T]) -> tuple[T, str]:

@@ -68,3 +68,33 @@ def test_the_demo_shows_the_dwr_api_by_default_and_says_how_long_it_took():
     assert "DWR saw 1 restore call(s)" in done.stdout
     assert "demo-secret-key" not in done.stdout + done.stderr
     assert re.search(r"^demo succeeded in \d+\.\d s$", done.stdout, re.M)
+
+
+# What `pip install -e '.[test]'` adds and `make demo` must do without (pyproject's test extra).
+TEST_EXTRAS = ("pytest", "pytest_httpserver", "hypothesis", "obs", "huaweicloudsdkcore",
+               "huaweicloudsdkdwr", "redis", "ruff")  # fmt: skip
+BLOCKER = f"""
+import sys
+
+class _Absent:
+    # As if the test extras were not installed: `make demo` installs without them.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {TEST_EXTRAS!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not installed by make demo)")
+        return None
+
+sys.meta_path.insert(0, _Absent())
+"""
+
+
+def test_make_demo_installs_only_what_the_demo_runs(tmp_path):
+    """Its own stamp installs the project without extras, and the demo - emulator, function
+    server and all - runs with every test extra and SDK absent."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("$(DEMO_STAMP): pyproject.toml") :].split("\n\n")[0]
+    assert "pip install --quiet -e .\n" in recipe + "\n" and "[test]" not in recipe
+    assert re.search(r"^demo: .*\$\(DEMO_STAMP\)", makefile, re.M)
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    done = run_demo([], {"PYTHONPATH": str(tmp_path)})  # the function server inherits it
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"outcome": "duplicate"' in done.stdout

@@ -72,7 +72,22 @@ def _install_framework_hooks() -> None:
     if flask is not None and flask.has_app_context():
         from handler.framework import install
 
-        install(flask.current_app, authenticate_request, crash_answer, screen_cloudevent_request)
+        install(
+            flask.current_app,
+            authenticate_request,
+            crash_answer,
+            screen_cloudevent_request,
+            _auth_mode(),
+        )
+
+
+def _auth_mode() -> str:
+    """How a POST is checked, for the server's one start-up line."""
+    if SETTINGS.auth_token:
+        return "token"
+    if SETTINGS.allow_unauthenticated:
+        return "OFF (RESTORE_ALLOW_UNAUTHENTICATED=true)"
+    return "token not set - every POST is refused with 403 (set RESTORE_AUTH_TOKEN)"
 
 
 class RetryableDeliveryError(RuntimeError):
@@ -187,7 +202,8 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     comes from outside, so it is authenticated like the HTTP URL and answered with an API
     Gateway response; other triggers (SMN, EventGrid, timer) can only be delivered by the
     platform and carry no token. For those, a delivery that must be retried raises
-    :class:`RetryableDeliveryError`, which makes FunctionGraph retry it.
+    :class:`RetryableDeliveryError`: FunctionGraph invokes them asynchronously and retries a
+    failed call as often as the function's asynchronous settings allow (README: Deploy).
     """
     if is_apig_request(event):  # the intake's own test: whatever it unwraps is checked
         return _api_gateway(event, context)
@@ -204,8 +220,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
 
 
 def _timer(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """A TIMER event runs a sweep, and never raises: timers are not retried (the next sweep
-    is the retry) and an exception would only leave a platform error behind. Overrides the
+    """A TIMER event runs a sweep, and never raises: timer calls are asynchronous, so raising
+    would have FunctionGraph repeat the sweep as often as its asynchronous settings allow,
+    while the next timer already is the retry. Overrides the
     timer cannot mean (plain text in ``user_event``) are ignored with a WARNING line;
     overrides that are wrong are refused at ERROR, since nobody reads a timer's answer."""
     try:

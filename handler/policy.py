@@ -316,10 +316,9 @@ class Policy:
             )
         if dry_run:
             self._release(item.event_id, claim_token)
-            return Verdict(
-                "dry_run", f"RESTORE_DRY_RUN is on: restore not called (rule {rule.name}){note}",
-                fields,
-            )  # fmt: skip
+            # Say which switch it was: a sweep's --dry-run (or dryRun) leaves the setting off.
+            why = "RESTORE_DRY_RUN is on" if self._settings.dry_run else "a dry run was asked for"
+            return Verdict("dry_run", f"{why}: restore not called (rule {rule.name}){note}", fields)
         reservation = self._store.reserve_budget(
             subject, rule.max_restores, rule.window, in_flight=in_flight, keep=self._budget_keep
         )
@@ -557,7 +556,8 @@ def _store_down(exc: StoreUnavailable) -> Verdict:
 
 
 def _names(item: Item) -> dict[str, Any]:
-    """The execution a record is for, kept beside its outcome (see _recorded_for_another)."""
+    """The execution a record is for, kept beside its outcome: ``state`` shows it, and an id
+    reused for another execution is told apart by it (see _recorded_for_another)."""
     return {"graphName": item.graph_name, "executionName": item.execution_name}
 
 

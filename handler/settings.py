@@ -44,7 +44,12 @@ DWR_REGION_HOSTS = {
 
 # name → (default shown in the README, meaning). Secrets are marked so they are never shown.
 SETTINGS_DOC: dict[str, tuple[str, str]] = {
-    "WORKFLOW_API": ("obs", "the workflow API: `obs` (OBS workflows) or `dwr` (Data Workshop v3)"),
+    "WORKFLOW_API": (
+        "(inferred)",
+        "the workflow API, `dwr` (Data Workshop v3) or `obs` (OBS workflows); unset, it is "
+        "`dwr` when `DWR_ENDPOINT` or `DWR_REGION` is set and `obs` when `OBS_ENDPOINT` is "
+        "(both or neither stop the start)",
+    ),
     "OBS_ENDPOINT": (
         "(required for `obs`)",
         "OBS endpoint URL; `https://` is assumed for a bare host",
@@ -120,6 +125,12 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "a sweep leaves an execution restored this recently alone (list answers lag)",
     ),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
+    "RESTORE_REQUIRED_SETTINGS": (
+        "",
+        "comma-separated settings that must be set: a missing one stops the start naming it "
+        "(the template lists its encrypted variables, so one that did not arrive is an error, "
+        "not a silent default)",
+    ),
 }
 
 SECRET_SETTINGS = frozenset(
@@ -232,7 +243,8 @@ class Settings:
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting from ``environ`` (default: the process environment)."""
     env = _Env(os.environ if environ is None else environ)
-    api = env.text("WORKFLOW_API").lower() or "obs"
+    _check_required(env)
+    api = env.text("WORKFLOW_API").lower() or _inferred_api(env)
     if api not in WORKFLOW_APIS:
         raise SettingsError("WORKFLOW_API", f"must be obs or dwr, got {env.shown('WORKFLOW_API')}")
     endpoint, project_id = _dwr_endpoint(env) if api == "dwr" else (_obs_endpoint(env), None)
@@ -353,6 +365,45 @@ class _Env:
 
     def shown(self, name: str) -> str:
         return "a secret value" if name in SECRET_SETTINGS else ascii(self.text(name)[:40])
+
+
+def _check_required(env: _Env) -> None:
+    """Each setting ``RESTORE_REQUIRED_SETTINGS`` names is set, checked before anything else.
+
+    Without it a secret that did not reach the function (an encrypted variable the platform
+    left out) would quietly become its default: per-instance SQLite for the state URL, every
+    call refused for the auth token.
+    """
+    for name in env.names("RESTORE_REQUIRED_SETTINGS"):
+        if not name.isidentifier() or not name.isascii():
+            shown = ascii(name[:40])
+            raise SettingsError("RESTORE_REQUIRED_SETTINGS", f"{shown} is not a variable name")
+        if not env.text(name):
+            raise SettingsError(name, "is required (RESTORE_REQUIRED_SETTINGS) but not set")
+
+
+def _inferred_api(env: _Env) -> str:
+    """The API the endpoint settings name, when ``WORKFLOW_API`` does not say.
+
+    Guessing is refused both ways: with no endpoint the function could only fail on its first
+    call, and with both it would call one API while the operator meant the other.
+    """
+    dwr = [name for name in ("DWR_ENDPOINT", "DWR_REGION") if env.text(name)]
+    if dwr and env.text("OBS_ENDPOINT"):
+        raise SettingsError(
+            "WORKFLOW_API",
+            f"OBS_ENDPOINT and {' and '.join(dwr)} are both set: keep the one of the API "
+            "your workflows use, or set WORKFLOW_API=obs or dwr",
+        )
+    if dwr:
+        return "dwr"
+    if env.text("OBS_ENDPOINT"):
+        return "obs"
+    raise SettingsError(
+        "WORKFLOW_API",
+        "no workflow API is configured: set DWR_REGION (or DWR_ENDPOINT) and DWR_PROJECT_ID "
+        "for DWR, or OBS_ENDPOINT for the OBS API",
+    )
 
 
 def _obs_endpoint(env: _Env) -> str:

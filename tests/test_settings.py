@@ -88,7 +88,7 @@ def test_durations_and_allowlist():
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
-        ({}, "OBS_ENDPOINT"),
+        ({"WORKFLOW_API": "obs"}, "OBS_ENDPOINT"),
         ({"OBS_ENDPOINT": "ftp://x"}, "OBS_ENDPOINT"),
         ({**BASE, "RESTORE_DRY_RUN": "maybe"}, "RESTORE_DRY_RUN"),
         ({**BASE, "RESTORE_MAX_RESTORES": "three"}, "RESTORE_MAX_RESTORES"),
@@ -246,10 +246,60 @@ def test_huawei_cloud_sdk_names_are_aliases():
         ({**DWR, "DWR_ENDPOINT": "https://dwr.example"}, "DWR_REGION"),
         ({"WORKFLOW_API": "dwr", "DWR_PROJECT_ID": "p"}, "DWR_ENDPOINT"),
         ({**DWR, "OBS_ENDPOINT": "obs.example"}, "OBS_ENDPOINT"),
-        ({**BASE, "DWR_REGION": "cn-south-1"}, "DWR_REGION"),
+        ({**BASE, "WORKFLOW_API": "obs", "DWR_REGION": "cn-south-1"}, "DWR_REGION"),
+        ({**BASE, "DWR_REGION": "cn-south-1"}, "WORKFLOW_API"),
     ],
 )
 def test_invalid_api_combinations_stop_at_start_naming_the_setting(environ, variable):
     with pytest.raises(SettingsError) as caught:
         load_settings(environ)
     assert caught.value.variable == variable
+
+
+def test_the_workflow_api_is_inferred_from_the_endpoint_settings():
+    """DWR_ENDPOINT or DWR_REGION means DWR, OBS_ENDPOINT means OBS: the API an account
+    opened today has is not the one a forgotten WORKFLOW_API would pick."""
+    region_only = {"DWR_REGION": "cn-east-3", "DWR_PROJECT_ID": "p1"}
+    assert load_settings(region_only).workflow_api == "dwr"
+    endpoint_only = {"DWR_ENDPOINT": "http://127.0.0.1:9000", "DWR_PROJECT_ID": "p1"}
+    assert load_settings(endpoint_only).workflow_api == "dwr"
+    assert load_settings(BASE).workflow_api == "obs"
+
+
+def test_an_explicit_workflow_api_wins_over_the_inference():
+    assert load_settings({**DWR, "WORKFLOW_API": "DWR"}).workflow_api == "dwr"
+    with pytest.raises(SettingsError) as caught:  # it decides, and the other API's setting
+        load_settings({"WORKFLOW_API": "obs", "DWR_REGION": "cn-east-3"})  # is named
+    assert caught.value.variable == "DWR_REGION"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({}, ("DWR_REGION", "DWR_ENDPOINT", "OBS_ENDPOINT")),
+        ({"LOG_LEVEL": "INFO", "DWR_PROJECT_ID": "p1"}, ("DWR_REGION", "OBS_ENDPOINT")),
+        ({**BASE, "DWR_ENDPOINT": "https://dwr.example", "DWR_PROJECT_ID": "p"}, ("DWR_ENDPOINT",)),
+        ({**BASE, **DWR, "WORKFLOW_API": ""}, ("OBS_ENDPOINT", "DWR_REGION")),
+    ],
+)
+def test_no_endpoint_or_both_apis_stop_the_start_naming_the_variables(environ, named):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ)
+    assert caught.value.variable == "WORKFLOW_API"
+    for name in named:
+        assert name in str(caught.value)
+
+
+def test_a_required_setting_that_did_not_arrive_stops_the_start_naming_it():
+    """The template lists its encrypted variables: one the platform left out is an error at
+    start, not a quiet fallback to per-instance SQLite."""
+    required = {**BASE, "RESTORE_REQUIRED_SETTINGS": "RESTORE_STATE_URL, RESTORE_AUTH_TOKEN"}
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**required, "RESTORE_AUTH_TOKEN": "token-secret-1"})
+    assert caught.value.variable == "RESTORE_STATE_URL"
+    assert "token-secret-1" not in str(caught.value)
+    complete = {**required, "RESTORE_AUTH_TOKEN": "t", "RESTORE_STATE_URL": "memory://"}
+    assert load_settings(complete).state_url == "memory://"
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**BASE, "RESTORE_REQUIRED_SETTINGS": "RESTORE_STATE_URL;rm"})
+    assert caught.value.variable == "RESTORE_REQUIRED_SETTINGS"

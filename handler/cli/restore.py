@@ -20,7 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from handler.cli.output import print_fields, print_table
+from handler.cli.output import (
+    EXIT_COULD_NOT_RUN,
+    EXIT_DONE,
+    exit_code,
+    print_fields,
+    print_table,
+    quiet_unless_verbose,
+)
 from handler.intake.identity import cli_identity
 from handler.settings import SettingsError, load_settings
 
@@ -30,8 +37,6 @@ RESTORE_FIELDS = (
     "outcome", "reason", "rule", "forced", "eventId", "status", "requestId", "executionUrn",
     "restoredAt", "errorCode", "errorMessage", "attempts", "executionError",
 )  # fmt: skip
-# Outcomes after which nothing is left to do: the restore happened, or need not happen.
-DONE_OUTCOMES = frozenset({"restored", "skipped", "duplicate"})
 DEADLINE_MARGIN_SECONDS = 1.0  # as the function: finish before the in-progress marker expires
 
 
@@ -68,11 +73,14 @@ def add_commands(commands: Any) -> None:
     replay = commands.add_parser(
         "replay", help="feed a saved delivery (any accepted shape) through the pipeline"
     )
-    replay.add_argument("file", help="a JSON file, or - for standard input")
+    replay.add_argument(
+        "file", help="a saved delivery: the body a sender POSTed, or - for standard input"
+    )
     replay.add_argument(
         "--content-type",
         default="application/json",
-        help="the delivery's Content-Type (default: %(default)s)",
+        help="the delivery's Content-Type, e.g. application/cloudevents-batch+json "
+        "(default: %(default)s)",
     )
     replay.add_argument("--json", action="store_true", help="print the result document as JSON")
     replay.set_defaults(run=_replay)
@@ -92,11 +100,11 @@ def _restore(args: argparse.Namespace) -> int:
         execution = validate_name(args.execution, "executionName")
     except InvalidNameError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_RUN
     problem = _reason_problem(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_RUN
     dry_run = args.dry_run or settings.dry_run
     forced = Forced(_operator(), (args.reason or "").strip()) if args.force else None
     item = Item(RESTORE, _identity(graph, execution), "cli", graph, execution)
@@ -105,13 +113,13 @@ def _restore(args: argparse.Namespace) -> int:
         dry_run=dry_run,
         forced=forced,
     )
-    restorer = build_restorer(settings, log_stream=sys.stderr)
+    restorer = build_restorer(quiet_unless_verbose(settings, args.verbose), log_stream=sys.stderr)
     try:
         delivery = restorer.run([item], invocation)
         (result,) = delivery.results
         if result.get("errorCode") == "StoreUnavailable":
             print("error: state store unavailable: nothing was called", file=sys.stderr)
-            return 2
+            return EXIT_COULD_NOT_RUN
         if dry_run:
             # A dry run leaves nothing behind: markers were released, and a decision the
             # policy records (an exhausted budget) is dropped again under this run's identity.
@@ -131,12 +139,12 @@ def _restore(args: argparse.Namespace) -> int:
             f"{graph} --execution {execution} --dry-run`"
         )
     _print_restore(document, graph, execution, as_json=args.json)
-    if dry_run:
-        return 0 if document["wouldRestore"] else 1
-    if result["outcome"] == "rejected":
-        return 2
+    if dry_run and document["wouldRestore"]:
+        return EXIT_DONE
+    if dry_run and result["outcome"] == "dry_run":  # admitted, but the state says no
+        return exit_code(["skipped" if document["executionState"] else "retryable_error"])
     # A duplicate still in flight elsewhere (delivery.retry) is not done yet.
-    return 0 if result["outcome"] in DONE_OUTCOMES and not delivery.retry else 1
+    return exit_code([result["outcome"]], incomplete=delivery.retry)
 
 
 def _reason_problem(args: argparse.Namespace) -> str | None:
@@ -222,8 +230,8 @@ def _replay(args: argparse.Namespace) -> int:
     except OSError as exc:  # missing, a directory, unreadable: one line, not a traceback
         reason = exc.strerror or type(exc).__name__
         print(f"error: cannot read {args.file}: {reason}", file=sys.stderr)
-        return 2
-    restorer = build_restorer(settings, log_stream=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    restorer = build_restorer(quiet_unless_verbose(settings, args.verbose), log_stream=sys.stderr)
     invocation = Invocation()
     try:
         try:
@@ -239,4 +247,5 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps({"status": delivery.status, **document}))
     else:
         print_table(document, delivery.status)
-    return 0 if delivery.status == 200 else 1
+    outcomes = [result["outcome"] for result in document["results"]]
+    return exit_code(outcomes, incomplete=delivery.retry or not outcomes)

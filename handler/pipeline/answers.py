@@ -204,9 +204,9 @@ def response_fields(response: WorkflowResult) -> dict[str, Any]:
 
 
 def record_of(result: dict[str, Any]) -> dict[str, Any]:
-    """What a redelivery of this item will be answered with, which execution it was for (an
-    id reused for another execution must not be answered with it: see the policy), and who
-    forced it, if anyone."""
+    """What a redelivery of this item will be answered with (and ``state`` shows), which
+    execution it was for (an id reused for another execution must not be answered with it:
+    see the policy), and who forced it, if anyone."""
     keys = (
         "outcome", "status", "requestId", "executionUrn", "restoredAt", "errorCode",
         "errorMessage", "reason", "rule", "graphName", "executionName",

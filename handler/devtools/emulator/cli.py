@@ -7,7 +7,7 @@ or SIGTERM. The secret key is never printed or logged; give it in
 ``EMULATOR_SECRET_ACCESS_KEY`` rather than with ``--secret-key`` (which still works), so it
 does not show in ``ps``::
 
-    EMULATOR_SECRET_ACCESS_KEY=SK python -m handler.devtools.emulator --port 9000 \\
+    EMULATOR_SECRET_ACCESS_KEY=SK obs-workflow-restore emulator --port 9000 \\
         --seed seed.json --execution graph-1/exec-1=FAILED --access-key AK \\
         --fail-next 2 --fail-status 503
 
@@ -80,11 +80,15 @@ def _serve_until_signalled(emulator: EmulatorCore) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m handler.devtools.emulator",
-        description="Local stand-in for the workflow execution API (prints its URL).",
+        prog="obs-workflow-restore emulator",
+        description="Local stand-in for a workflow execution API - OBS workflows or DWR (--api) "
+        "- on loopback; prints its URL, serves until stopped.",
     )
     parser.add_argument(
-        "--api", choices=sorted(EMULATORS), default="obs", help="the API to serve (default: obs)"
+        "--api",
+        choices=sorted(EMULATORS),
+        default="obs",
+        help="the API to serve: obs, or dwr with --project-id (default: obs)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=9000, help="port; 0 picks a free one")

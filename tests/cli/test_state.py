@@ -36,10 +36,10 @@ def test_state_says_which_execution_each_record_is_about_and_when(
     capsys.readouterr()
     assert cli.main(["state"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    (record,) = [line for line in lines if line.endswith("HC.OBS/e-7")]
+    (record,) = [line for line in lines if line.endswith("ce:HC.OBS:e-7")]
     assert re.match(
         r"^  done +restored +graph-1/exec-1 +restored 20\d\d-\d\d-\d\dT[\d:.]+Z"
-        r"  until 20\d\d-\d\d-\d\dT[\d:]+Z  HC\.OBS/e-7$",
+        r"  until 20\d\d-\d\d-\d\dT[\d:]+Z  ce:HC\.OBS:e-7$",
         record,
     ), record
     (budget,) = [line for line in lines if "used" in line]

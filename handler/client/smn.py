@@ -50,7 +50,9 @@ MAX_SUBJECT_BYTES = 512
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_SMS_CHARACTERS = 490
 MAX_TIME_TO_LIVE = 86400
-PUBLISH_CONTENT_TYPE = "application/json;charset=UTF-8"  # what the official SDK sends
+# What the official SDK sends: its model says "application/json;charset=UTF-8", and its
+# header helper lower-cases it on the way out.
+PUBLISH_CONTENT_TYPE = "application/json;charset=utf-8"
 CUT_NOTE = "\n[… cut to fit SMN's 256 KB message limit]"
 # What the note adds to the structure once JSON-escaped (its newline takes two bytes).
 _CUT_NOTE_BYTES = len(json.dumps(CUT_NOTE, ensure_ascii=False).encode()) - 2
@@ -167,22 +169,48 @@ def message_structure(default: str, *, email: str | None = None, sms: str | None
     At most 256 KB in UTF-8: when the texts are longer, the longest is cut (with a note) until
     they fit, so a message with a long history is shortened, never refused.
     """
-    texts = {"default": _text(default, "default")}
+    # No text can fit once longer than the limit itself, so none is longer than that to begin
+    # with: the search below then stays bounded whatever a caller passes.
+    texts = {"default": _cut_utf8(_text(default, "default"), MAX_MESSAGE_BYTES)}
     if not texts["default"].strip():
         raise ValueError("invalid default: the default message must not be empty")
-    texts["email"] = texts["default"] if email is None else _text(email, "email")
+    email = texts["default"] if email is None else _text(email, "email")
+    texts["email"] = _cut_utf8(email, MAX_MESSAGE_BYTES)
     short = texts["default"] if sms is None else _text(sms, "sms")
     texts["sms"] = short.translate(_SMS_BRACKETS)[:MAX_SMS_CHARACTERS]
-    for _ in range(len(texts) + 1):  # each cut fits, or empties the longest text
-        structure = json.dumps(texts, ensure_ascii=False, separators=(",", ":"))
-        excess = len(structure.encode()) - MAX_MESSAGE_BYTES
-        if excess <= 0:
+    for _ in range(len(texts)):  # each round fits, or leaves the longest text only its note
+        structure = _structure_json(texts)
+        size = len(structure.encode())
+        if size <= MAX_MESSAGE_BYTES:
             return structure
-        longest = max(texts, key=lambda key: len(texts[key].encode()))
-        raw = texts[longest].encode()
-        keep = max(0, len(raw) - excess - _CUT_NOTE_BYTES)
-        texts[longest] = _cut_utf8(texts[longest], keep) + CUT_NOTE
-    raise ValueError("message texts cannot be fitted into 256 KB")  # pragma: no cover
+        longest = max(texts, key=lambda key: _escaped_size(texts[key]))
+        room = MAX_MESSAGE_BYTES - (size - _escaped_size(texts[longest])) - _CUT_NOTE_BYTES
+        texts[longest] = _prefix_within(texts[longest], room) + CUT_NOTE
+    structure = _structure_json(texts)
+    if len(structure.encode()) > MAX_MESSAGE_BYTES:  # pragma: no cover - the notes alone fit
+        raise ValueError("message texts cannot be fitted into 256 KB")
+    return structure
+
+
+def _structure_json(texts: dict[str, str]) -> str:
+    return json.dumps(texts, ensure_ascii=False, separators=(",", ":"))
+
+
+def _escaped_size(text: str) -> int:
+    """UTF-8 bytes ``text`` takes inside the structure, JSON escapes included."""
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
+
+
+def _prefix_within(text: str, room: int) -> str:
+    """The longest prefix of ``text`` (whole characters) taking at most ``room`` bytes."""
+    low, high = 0, len(text)
+    while low < high:  # the size grows with the prefix, so a binary search finds the cut
+        middle = (low + high + 1) // 2
+        if _escaped_size(text[:middle]) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 def _text(value: object, field: str) -> str:

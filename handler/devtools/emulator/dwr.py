@@ -72,13 +72,11 @@ _LIST_TIME = "%Y-%m-%dT%H:%M:%SZ"
 _AUTH_FAILED = "APIGW.0301"
 
 
-class DwrEmulator(NotifyRoutes, EmulatorCore):
+class DwrWorkflowEmulator(EmulatorCore):
     """In-memory DWR workflow executions behind the ``SDK-HMAC-SHA256``-signed v3 API.
 
     Takes the same arguments as :class:`~handler.devtools.emulator.Emulator`; ``project_id``
     is the project whose paths it serves. States are DWR's words (``fail``, ``running``, ...).
-    It also serves SMN publish and Cloud Eye metric data (:mod:`.notify`; ``topics=`` names
-    the SMN topics that exist).
     """
 
     STATES: ClassVar[tuple[str, ...]] = STATES
@@ -309,6 +307,12 @@ class DwrEmulator(NotifyRoutes, EmulatorCore):
             f"urn:dwr:{self.region}:{self.project_id}:execution:"
             f"{graph}:{execution}:{self.domain_id}"
         )
+
+
+class DwrEmulator(NotifyRoutes, DwrWorkflowEmulator):
+    """The DWR emulator, serving SMN publish and Cloud Eye metric data beside the workflow API
+    (:mod:`.notify`; ``topics=`` names the SMN topics that exist): what a function on DWR
+    talks to, at one URL."""
 
 
 def _list_stamp(timestamp: float) -> str:

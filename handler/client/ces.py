@@ -44,6 +44,7 @@ __all__ = [
     "CesClient",
     "InvalidMetricError",
     "MetricDatum",
+    "metric_batches",
     "metric_data_body",
 ]
 
@@ -171,9 +172,38 @@ def metric_data_body(
     body = json.dumps(items).encode("ascii")
     if len(body) > MAX_BATCH_BYTES:
         raise InvalidMetricError(
-            None, "batch", f"is {len(body)} bytes; Cloud Eye takes at most {MAX_BATCH_BYTES}"
+            None,
+            "batch",
+            f"is {len(body)} bytes; Cloud Eye takes at most 512 KB ({MAX_BATCH_BYTES})",
         )
     return body
+
+
+def metric_batches(namespace: str, data: Iterable[MetricDatum]) -> list[list[MetricDatum]]:
+    """``data`` split, in order, into the fewest batches Cloud Eye takes one by one.
+
+    512 KB binds long before 10,000 items do (an item with one dimension is about 190
+    bytes, so about 2,700 fit), and a function with many graphs has more to say than one
+    batch holds. Each datum is checked as :func:`metric_data_body` checks it (without the
+    time window); one that breaks a rule raises :class:`InvalidMetricError`.
+    """
+    validate_namespace(namespace)
+    batches: list[list[MetricDatum]] = []
+    size = 0
+    for index, datum in enumerate(data):
+        # The array's brackets, then ", " before every item but the first.
+        item_size = len(json.dumps(_item(namespace, datum, index, None)))
+        if (
+            batches
+            and len(batches[-1]) < MAX_BATCH_ITEMS
+            and size + 2 + item_size <= MAX_BATCH_BYTES
+        ):
+            batches[-1].append(datum)
+            size += 2 + item_size
+        else:
+            batches.append([datum])
+            size = 2 + item_size
+    return batches
 
 
 def _item(namespace: str, datum: object, index: int, now_ms: int | None) -> dict[str, object]:

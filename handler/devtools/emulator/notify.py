@@ -359,7 +359,7 @@ def _structure(text: object) -> dict[str, Any]:
 
 def _metric_records(raw: bytes, now: float) -> list[MetricRecord]:
     if len(raw) > MAX_BATCH_BYTES:
-        raise _BadRequest(f"the body is larger than {MAX_BATCH_BYTES} bytes")
+        raise _BadRequest(f"the body is larger than 512 KB ({MAX_BATCH_BYTES} bytes)")
     items = _json(raw)
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise _BadRequest(f"the body must be a JSON array of 1 to {MAX_BATCH_ITEMS} items")

@@ -499,8 +499,9 @@ SETTINGS_DOC.update(
     {
         "RESTORE_NOTIFY_TOPIC_URN": (
             "",
-            "SMN topic told when the function gives up, "
-            "`urn:smn:<region>:<project_id>:<topic>`; empty: no messages",
+            "SMN topic to tell when the function gives up, "
+            "`urn:smn:<region>:<project_id>:<topic>` (checked at start-up; nothing is "
+            "published yet, see below the table); empty: no messages",
         ),
         "SMN_ENDPOINT": (
             "(the topic URN's region)",
@@ -514,7 +515,8 @@ SETTINGS_DOC.update(
             "(`DWR_REGION`'s)",
             "Cloud Eye endpoint URL for metrics; by default "
             "`https://ces.<region>.myhuaweicloud.com`. Metrics are on when this, "
-            "`CES_PROJECT_ID` or `RESTORE_METRICS_NAMESPACE` is set",
+            "`CES_PROJECT_ID` or `RESTORE_METRICS_NAMESPACE` is set (checked at start-up; "
+            "nothing is sent yet, see below the table)",
         ),
         "CES_PROJECT_ID": ("(the DWR project id)", "project the metrics are written to"),
         "RESTORE_METRICS_NAMESPACE": (

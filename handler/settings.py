@@ -188,6 +188,9 @@ class Settings:
     log_level: str = "INFO"
     # None: no policy was given, the single default rule of max_restores and budget_window
     restore_policy: RestorePolicy | None = None
+    # None: off (see "Notifications and metrics" below)
+    notify: NotifySettings | None = None
+    metrics: MetricsSettings | None = None
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()})"
@@ -237,6 +240,8 @@ class Settings:
             "sweepGraceSeconds": self.sweep_grace,
             "logLevel": self.log_level,
             "policy": self.policy.summary(),
+            "notify": self.notify.redacted() if self.notify else None,
+            "metrics": self.metrics.redacted() if self.metrics else None,
         }
 
 
@@ -289,7 +294,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         missing = "OBS_SECRET_ACCESS_KEY" if settings.access_key_id else "OBS_ACCESS_KEY_ID"
         raise SettingsError(missing, "access key id and secret access key must be set together")
     _check_state_url(settings.state_url)
-    return settings
+    return replace(settings, **_notify_and_metrics(env, settings))
 
 
 def parse_duration(text: str, name: str, *, minimum: float, maximum: float | None = None) -> float:
@@ -526,6 +531,141 @@ def _check_state_url(url: str) -> None:
         validate_state_url(url)
     except ValueError as exc:
         raise SettingsError("RESTORE_STATE_URL", str(exc)) from None
+
+
+# --- notifications (SMN) and metrics (Cloud Eye) ------------------------------------------
+# One block, so the settings of issue 23 stay together: their table rows, their values and
+# their checks. Both are off unless asked for, and need no credentials at start-up (the
+# FunctionGraph agency's keys arrive with each call).
+
+from handler.notify_targets import (  # noqa: E402 - kept with the block that uses it
+    DEFAULT_METRICS_NAMESPACE,
+    ces_endpoint,
+    parse_topic_urn,
+    smn_endpoint,
+    validate_namespace,
+)
+
+SETTINGS_DOC.update(
+    {
+        "RESTORE_NOTIFY_TOPIC_URN": (
+            "",
+            "SMN topic to tell when the function gives up, "
+            "`urn:smn:<region>:<project_id>:<topic>` (checked at start-up; nothing is "
+            "published yet, see below the table); empty: no messages",
+        ),
+        "SMN_ENDPOINT": (
+            "(the topic URN's region)",
+            "SMN endpoint URL; by default `https://smn.<region>.myhuaweicloud.com`",
+        ),
+        "RESTORE_NOTIFY_DIGEST": (
+            "10",
+            "more give-up messages than this within 10 minutes go out as one digest (1-1000)",
+        ),
+        "CES_ENDPOINT": (
+            "(`DWR_REGION`'s)",
+            "Cloud Eye endpoint URL for metrics; by default "
+            "`https://ces.<region>.myhuaweicloud.com`. Metrics are on when this, "
+            "`CES_PROJECT_ID` or `RESTORE_METRICS_NAMESPACE` is set (checked at start-up; "
+            "nothing is sent yet, see below the table)",
+        ),
+        "CES_PROJECT_ID": ("(the DWR project id)", "project the metrics are written to"),
+        "RESTORE_METRICS_NAMESPACE": (
+            DEFAULT_METRICS_NAMESPACE,
+            "Cloud Eye namespace of the metrics, `service.item` (3-32 letters, digits, `_`)",
+        ),
+    }
+)
+_NOTIFY_ONLY = ("SMN_ENDPOINT", "RESTORE_NOTIFY_DIGEST")
+_METRICS_SWITCHES = ("CES_ENDPOINT", "CES_PROJECT_ID", "RESTORE_METRICS_NAMESPACE")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where give-up messages go: the topic, its endpoint, the digest threshold."""
+
+    topic_urn: str
+    endpoint: str
+    digest: int = 10
+
+    def redacted(self) -> dict[str, object]:
+        return {"topicUrn": self.topic_urn, "endpoint": self.endpoint, "digest": self.digest}
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Where metrics go: Cloud Eye's endpoint, the project, the namespace."""
+
+    endpoint: str
+    project_id: str
+    namespace: str = DEFAULT_METRICS_NAMESPACE
+
+    def redacted(self) -> dict[str, object]:
+        return {
+            "endpoint": self.endpoint,
+            "projectId": self.project_id,
+            "namespace": self.namespace,
+        }
+
+
+def _notify_and_metrics(env: _Env, settings: Settings) -> dict[str, object]:
+    """``notify`` and ``metrics`` for :func:`load_settings`, checked now so a typo in a URN
+    stops the start instead of silencing the first give-up."""
+    return {"notify": _notify(env), "metrics": _metrics(env, settings)}
+
+
+def _notify(env: _Env) -> NotifySettings | None:
+    text = env.text("RESTORE_NOTIFY_TOPIC_URN")
+    if not text:
+        for name in _NOTIFY_ONLY:
+            if env.text(name):
+                raise SettingsError(name, "has no effect without RESTORE_NOTIFY_TOPIC_URN")
+        return None
+    try:
+        topic = parse_topic_urn(text)
+    except ValueError as exc:
+        raise SettingsError("RESTORE_NOTIFY_TOPIC_URN", str(exc)) from None
+    endpoint = _endpoint("SMN_ENDPOINT", env.text("SMN_ENDPOINT")) or smn_endpoint(topic.region)
+    digest = env.integer("RESTORE_NOTIFY_DIGEST", 10, minimum=1, maximum=1000)
+    return NotifySettings(topic_urn=str(topic), endpoint=endpoint, digest=digest)
+
+
+def _metrics(env: _Env, settings: Settings) -> MetricsSettings | None:
+    if not any(env.text(name) for name in _METRICS_SWITCHES):
+        return None
+    namespace = env.text("RESTORE_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE
+    try:
+        validate_namespace(namespace)
+    except ValueError as exc:
+        raise SettingsError("RESTORE_METRICS_NAMESPACE", str(exc)) from None
+    endpoint = _endpoint("CES_ENDPOINT", env.text("CES_ENDPOINT"))
+    if endpoint is None:
+        region = env.text("DWR_REGION").lower()  # checked against the DWR regions already
+        if not region:
+            raise SettingsError(
+                "CES_ENDPOINT", "is required for metrics without DWR_REGION (set either)"
+            )
+        endpoint = ces_endpoint(region)
+    project_id = env.text("CES_PROJECT_ID") or settings.project_id
+    if not project_id:
+        raise SettingsError("CES_PROJECT_ID", "is required for metrics without a DWR project id")
+    try:
+        validate_name(project_id, "project id")
+    except ValueError as exc:
+        raise SettingsError("CES_PROJECT_ID", str(exc)) from None
+    return MetricsSettings(endpoint=endpoint, project_id=project_id, namespace=namespace)
+
+
+def _endpoint(name: str, value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        return normalise_endpoint(value)
+    except ValueError as exc:
+        raise SettingsError(name, str(exc)) from None
+
+
+# --- end of notifications and metrics -------------------------------------------------------
 
 
 @dataclass(frozen=True)

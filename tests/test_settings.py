@@ -303,3 +303,107 @@ def test_a_required_setting_that_did_not_arrive_stops_the_start_naming_it():
     with pytest.raises(SettingsError) as caught:
         load_settings({**BASE, "RESTORE_REQUIRED_SETTINGS": "RESTORE_STATE_URL;rm"})
     assert caught.value.variable == "RESTORE_REQUIRED_SETTINGS"
+
+
+# --- notifications (SMN) and metrics (Cloud Eye) --------------------------------------------
+
+TOPIC = "urn:smn:cn-north-4:0123abcd0123abcd0123abcd0123abcd:restore-alerts"
+
+
+def test_notifications_and_metrics_are_off_unless_asked_for():
+    for environ in (BASE, DWR):
+        settings = load_settings(environ)
+        assert (settings.notify, settings.metrics) == (None, None)
+        assert settings.redacted()["notify"] is None and settings.redacted()["metrics"] is None
+
+
+def test_a_topic_urn_turns_notifications_on_with_its_region_s_endpoint():
+    notify = load_settings({**BASE, "RESTORE_NOTIFY_TOPIC_URN": f" {TOPIC} "}).notify
+    assert (notify.topic_urn, notify.endpoint, notify.digest) == (
+        TOPIC,
+        "https://smn.cn-north-4.myhuaweicloud.com",
+        10,
+    )
+    explicit = load_settings(
+        {
+            **BASE,
+            "RESTORE_NOTIFY_TOPIC_URN": TOPIC,
+            "SMN_ENDPOINT": "127.0.0.1:9000",
+            "RESTORE_NOTIFY_DIGEST": "25",
+        }
+    )
+    assert (explicit.notify.endpoint, explicit.notify.digest) == ("https://127.0.0.1:9000", 25)
+    assert explicit.redacted()["notify"] == {
+        "topicUrn": TOPIC,
+        "endpoint": "https://127.0.0.1:9000",
+        "digest": 25,
+    }
+
+
+def test_metrics_take_the_dwr_region_and_project_when_turned_on():
+    for switch in (
+        {"RESTORE_METRICS_NAMESPACE": "WORKFLOW.restore"},
+        {"CES_PROJECT_ID": DWR["DWR_PROJECT_ID"]},
+        {"CES_ENDPOINT": "https://ces.cn-south-1.myhuaweicloud.com"},
+    ):
+        metrics = load_settings({**DWR, **switch}).metrics
+        assert (metrics.endpoint, metrics.project_id, metrics.namespace) == (
+            "https://ces.cn-south-1.myhuaweicloud.com",
+            DWR["DWR_PROJECT_ID"],
+            "WORKFLOW.restore",
+        ), switch
+
+
+def test_metrics_on_obs_name_their_endpoint_and_project():
+    metrics = load_settings(
+        {
+            **BASE,
+            "CES_ENDPOINT": "http://127.0.0.1:9000",
+            "CES_PROJECT_ID": "proj-1",
+            "RESTORE_METRICS_NAMESPACE": "ETL.restore",
+        }
+    ).metrics
+    assert (metrics.endpoint, metrics.project_id, metrics.namespace) == (
+        "http://127.0.0.1:9000",
+        "proj-1",
+        "ETL.restore",
+    )
+
+
+URN, DIGEST, NAMESPACE = (
+    "RESTORE_NOTIFY_TOPIC_URN",
+    "RESTORE_NOTIFY_DIGEST",
+    "RESTORE_METRICS_NAMESPACE",
+)
+NOTIFYING = {**BASE, URN: TOPIC}
+ON_OBS = {**BASE, "CES_ENDPOINT": "https://ces.example"}
+DWR_BY_ENDPOINT = {**DWR, "DWR_REGION": "", "DWR_ENDPOINT": "https://dwr.example"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "named"),
+    [
+        ({**BASE, URN: "restore-alerts"}, URN, "urn:smn"),
+        ({**BASE, URN: "urn:smn:mars:p:t"}, URN, "region"),
+        ({**BASE, URN: "urn:smn:cn-north-4:a/b:t"}, URN, "project"),
+        ({**NOTIFYING, "SMN_ENDPOINT": "ftp://x"}, "SMN_ENDPOINT", "http"),
+        ({**NOTIFYING, DIGEST: "0"}, DIGEST, "between 1 and 1000"),
+        ({**NOTIFYING, DIGEST: "ten"}, DIGEST, "whole"),
+        ({**BASE, "SMN_ENDPOINT": "https://smn.example"}, "SMN_ENDPOINT", URN),
+        ({**BASE, DIGEST: "5"}, DIGEST, URN),
+        ({**BASE, "CES_PROJECT_ID": "p"}, "CES_ENDPOINT", "DWR_REGION"),
+        (ON_OBS, "CES_PROJECT_ID", "required"),
+        ({**BASE, "CES_ENDPOINT": "ftp://ces"}, "CES_ENDPOINT", "http"),
+        ({**ON_OBS, "CES_PROJECT_ID": "../x"}, "CES_PROJECT_ID", "project id"),
+        ({**DWR, NAMESPACE: "restore"}, NAMESPACE, "service.item"),
+        ({**DWR, NAMESPACE: "SYS.restore"}, NAMESPACE, "SYS"),
+        ({**DWR_BY_ENDPOINT, "CES_PROJECT_ID": "p"}, "CES_ENDPOINT", "DWR_REGION"),
+    ],
+)
+def test_invalid_notify_and_metrics_settings_stop_the_start_naming_the_variable(
+    environ, variable, named
+):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ") and named in str(caught.value)

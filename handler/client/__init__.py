@@ -4,7 +4,9 @@
 * :mod:`~handler.client.transport` - the session, retries and answer parsing both share;
 * :mod:`~handler.client.obs` + :mod:`~handler.client.obs_signing` - the OBS workflow API (V2);
 * :mod:`~handler.client.dwr` + :mod:`~handler.client.dwr_signing` - the DWR v3 API
-  (``SDK-HMAC-SHA256``).
+  (``SDK-HMAC-SHA256``);
+* :mod:`~handler.client.smn` and :mod:`~handler.client.ces` - SMN publish and Cloud Eye metric
+  data, signed the DWR way, bounded in time (:mod:`~handler.client.sending`).
 
 This is the client stage of the pipeline: it imports :mod:`handler.credentials`,
 :mod:`handler.names` and :mod:`handler.endpoint`, never another stage.
@@ -33,24 +35,35 @@ _EXPORTS = {
     "WorkflowClient": "handler.client.obs",
     "WorkflowResult": "handler.client.results",
     "normalise_state": "handler.client.results",
+    "SmnClient": "handler.client.smn",
+    "CesClient": "handler.client.ces",
+    "MetricDatum": "handler.client.ces",
+    "SendOutcome": "handler.client.sending",
+    "SendResult": "handler.client.sending",
 }
 
 __all__ = [
     "DEADLINE_EXCEEDED",
+    "CesClient",
     "DwrClient",
     "ExecutionInfo",
     "ExecutionPage",
     "ExecutionSummary",
     "GraphPage",
     "InvalidNameError",
+    "MetricDatum",
     "RestoreBody",
     "RetryPolicy",
+    "SendOutcome",
+    "SendResult",
+    "SmnClient",
     "WorkflowClient",
     "WorkflowResult",
     "normalise_state",
 ]
 
 if TYPE_CHECKING:
+    from handler.client.ces import CesClient, MetricDatum
     from handler.client.dwr import DwrClient
     from handler.client.obs import WorkflowClient
     from handler.client.results import (
@@ -62,6 +75,8 @@ if TYPE_CHECKING:
         WorkflowResult,
         normalise_state,
     )
+    from handler.client.sending import SendOutcome, SendResult
+    from handler.client.smn import SmnClient
     from handler.client.transport import DEADLINE_EXCEEDED, RetryPolicy
     from handler.names import InvalidNameError
 

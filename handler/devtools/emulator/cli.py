@@ -16,7 +16,9 @@ The faults can be queued from the command line too - ``--fail-next N [--fail-sta
 ``--redirect-next N [--redirect-location URL]`` - and are served in that order.
 
 ``--api dwr --project-id P`` serves the DWR v3 API for project P instead of the OBS one
-(states in DWR's words: ``--execution graph-1/exec-1=fail``).
+(states in DWR's words: ``--execution graph-1/exec-1=fail``), and beside it SMN publish and
+Cloud Eye metric data (:mod:`.notify`): ``--topic NAME`` (repeatable) creates the SMN topic
+``urn:smn:<region>:<project>:NAME``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--project-id")
     parser.add_argument("--domain-id")
     parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="create this SMN topic (--api dwr); repeatable",
+    )
+    parser.add_argument(
         "--after-restore",
         metavar="STATE:SECONDS",
         help="after each restore, flip RUNNING to STATE (FAILED or SUCCESS) after SECONDS",
@@ -158,6 +167,10 @@ def _emulator_from_args(args: argparse.Namespace) -> EmulatorCore:
             options[name] = getattr(args, name)
     if args.after_restore:
         options["after_restore"] = _after_restore_from_flag(args.after_restore, EMULATORS[args.api])
+    if args.topic:
+        if not hasattr(EMULATORS[args.api], "create_topic"):
+            raise ValueError("--topic needs --api dwr (the emulator that serves SMN)")
+        options["topics"] = args.topic
     if not seed.get("credentials") and "credentials" not in options:
         raise ValueError("no credentials: give --access-key/--secret-key or a seed with them")
     emulator = EMULATORS[args.api].from_seed(seed, **options)

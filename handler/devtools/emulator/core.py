@@ -54,6 +54,7 @@ from werkzeug.wrappers import Request
 from handler.credentials import Credentials
 from handler.devtools.emulator.faults import Fault, FaultInjection, Hold
 from handler.devtools.emulator.wire import (
+    MAX_REQUEST_BODY,
     SERVER_NAME,
     Answer,
     RequestHandler,
@@ -185,6 +186,10 @@ class EmulatorCore(FaultInjection):
 
     def _info(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _body_limit(self, request: Request) -> int:
+        """The largest request body this request may carry (a route set may take more)."""
+        return MAX_REQUEST_BODY
 
     def _query_answer(self, info: dict[str, Any]) -> dict[str, Any]:
         """The query's answer document around :meth:`_info`."""
@@ -558,7 +563,7 @@ class EmulatorCore(FaultInjection):
         """Decide the answer to one request, record it, and apply latency."""
         request_id = uuid.uuid4().hex.upper()
         graph, execution = self._target(request)
-        answer = consume_body(request, request_id, self._error)
+        answer = consume_body(request, request_id, self._error, self._body_limit(request))
         if answer is None:
             self._wait_if_held(graph, self._operation(request))
             fault = self._next_fault(graph, self._operation(request))

@@ -22,8 +22,8 @@ path or method, before authentication and before any state change unless said ot
 
 Every fault applies to the list calls too. ``faults_for(graph=..., operation=...)`` queues
 faults that only requests naming that graph and/or doing that operation (``restore``,
-``query``, ``list``, ``list_graphs``) consume - e.g. one graph's listing fails while the
-others' succeed::
+``query``, ``list``, ``list_graphs``, ``publish``, ``metric_data``) consume - e.g. one
+graph's listing fails while the others' succeed::
 
     emu.faults_for(graph="graph-3", operation="list").fail_next(5, 503)
 
@@ -44,7 +44,8 @@ from typing import Any
 
 from handler.devtools.emulator.wire import JSON, Answer, body_bytes, retry_after_value
 
-OPERATIONS = ("restore", "query", "list", "list_graphs")
+# The notification routes (:mod:`.notify`) add "publish" (SMN) and "metric_data" (Cloud Eye).
+OPERATIONS = ("restore", "query", "list", "list_graphs", "publish", "metric_data")
 
 
 @dataclass(frozen=True)

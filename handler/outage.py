@@ -204,17 +204,20 @@ class Outage:
         (taken atomically: one caller per cooldown across instances); or deferred, with the
         due time and the reason. Call it after every check that could still stop the item
         (rules, spacing, budget): it takes a rate slot and maybe the canary."""
-        window = self.settings.breaker_window
         canary = ""
         if self._threshold(threshold) > 0:
-            state = self._store.breaker(graph, window=window)
+            # One read answers both: this graph's breaker, and how many are open at once.
+            open_now = self._store.breakers_open()
+            state = next((b for b in open_now if b.graph == graph), BreakerState(graph))
             now = self._clock()
             next_canary = state.next_canary_at
             if next_canary is not None and now >= next_canary:
-                state = self._store.take_canary(graph, execution, window=window)
+                state = self._store.take_canary(
+                    graph, execution, window=self.settings.breaker_window
+                )
                 canary = state.canary_token if state.changed else ""
             if not canary:
-                held = self._held(state, now)
+                held = self._held(state, open_now, now)
                 if held is not None:
                     return held
         try:
@@ -345,7 +348,9 @@ class Outage:
     def _systemic(self, open_now: list[BreakerState]) -> bool:
         return 0 < self.settings.breaker_global <= len(open_now)
 
-    def _held(self, state: BreakerState, now: float) -> Admission | None:
+    def _held(
+        self, state: BreakerState, open_now: list[BreakerState], now: float
+    ) -> Admission | None:
         """The deferral an open or half-open breaker, or a systemic outage, imposes."""
         if state.state == OPEN:
             assert state.opened_at is not None and state.next_canary_at is not None
@@ -368,9 +373,7 @@ class Outage:
                 f"restored at {_iso(state.canary_at)}, judged at {_iso(due)}",
                 HOLD_BREAKER,
             )
-        if self.settings.breaker_global < 1:
-            return None
-        open_now = self._store.breakers_open()
+        open_now = [other for other in open_now if other.graph != state.graph]
         if not self._systemic(open_now):
             return None
         steps = [s.next_canary_at or s.canary_judged_at or now for s in open_now]

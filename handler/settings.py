@@ -23,6 +23,13 @@ from urllib.parse import urlsplit
 from handler.durations import duration_seconds
 from handler.endpoint import normalise_endpoint
 from handler.names import validate_name
+from handler.outage import (
+    DEFAULT_BREAKER_GLOBAL,
+    DEFAULT_BREAKER_THRESHOLD,
+    DEFAULT_RATE_LIMIT,
+    OutageSettings,
+    RateLimit,
+)
 from handler.redaction import redact, redact_url
 from handler.rules import PolicyError, RestorePolicy, default_policy, parse_policy_text
 from handler.store import validate_state_url
@@ -124,6 +131,30 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "10m",
         "a sweep leaves an execution restored this recently alone (list answers lag)",
     ),
+    # Outage mode (handler/outage.py): the restore rate and the breakers.
+    "RESTORE_RATE_LIMIT": (
+        DEFAULT_RATE_LIMIT,
+        "restores per second, minute or hour across every instance (`N/s`, `N/m`, `N/h`; "
+        "sliding); set but empty, or `off`: no limit",
+    ),
+    "RESTORE_BREAKER_WINDOW": (
+        "15m",
+        "a graph's re-failures (failed again after a restore) count within this window",
+    ),
+    "RESTORE_BREAKER_THRESHOLD": (
+        str(DEFAULT_BREAKER_THRESHOLD),
+        "distinct executions of one graph re-failing within the window open its breaker "
+        "(0-1000; 0: no breaker)",
+    ),
+    "RESTORE_BREAKER_COOLDOWN": (
+        "10m",
+        "an open breaker restores one canary after this; doubled after a failed canary, up "
+        "to 1h (or the cooldown, if longer)",
+    ),
+    "RESTORE_BREAKER_GLOBAL": (
+        str(DEFAULT_BREAKER_GLOBAL),
+        "this many graphs open at once hold every graph: a systemic outage (0: never)",
+    ),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
     "RESTORE_REQUIRED_SETTINGS": (
         "",
@@ -186,6 +217,7 @@ class Settings:
     sweep_max_pages: int = 100
     sweep_grace: float = 600.0
     log_level: str = "INFO"
+    outage: OutageSettings = field(default_factory=OutageSettings)  # rate and breakers
     # None: no policy was given, the single default rule of max_restores and budget_window
     restore_policy: RestorePolicy | None = None
     # None: off (see "Notifications and metrics" below)
@@ -239,6 +271,7 @@ class Settings:
             "sweepMaxPages": self.sweep_max_pages,
             "sweepGraceSeconds": self.sweep_grace,
             "logLevel": self.log_level,
+            "outage": self.outage.summary(),
             "policy": self.policy.summary(),
             "notify": self.notify.redacted() if self.notify else None,
             "metrics": self.metrics.redacted() if self.metrics else None,
@@ -286,6 +319,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sweep_max_pages=env.integer("RESTORE_SWEEP_MAX_PAGES", 100, minimum=1, maximum=100000),
         sweep_grace=env.seconds("RESTORE_SWEEP_GRACE", 600.0, minimum=0),
         log_level=_log_level(env),
+        outage=_outage(env),
     )
     policy = _restore_policy(env, settings.max_restores, settings.budget_window)
     if policy is not None:
@@ -329,6 +363,10 @@ class _Env:
 
     def text(self, name: str) -> str:
         return self._environ.get(name, "").strip()
+
+    def present(self, name: str) -> bool:
+        """Whether ``name`` is set at all (even to an empty value)."""
+        return name in self._environ
 
     def first(self, *names: str) -> str | None:
         """The first of several names (a setting and its aliases) that is set, or None."""
@@ -491,6 +529,29 @@ def _log_level(env: _Env) -> str:
     if value not in _LOG_LEVELS:
         raise SettingsError("LOG_LEVEL", f"must be one of {', '.join(_LOG_LEVELS)}")
     return value
+
+
+def _outage(env: _Env) -> OutageSettings:
+    """The restore rate and the breakers (what they mean: :mod:`handler.outage`).
+
+    ``RESTORE_RATE_LIMIT`` unset is the default rate; set but empty is no limit, as the
+    issue that asked for it says - unlike the other settings, where empty is the default."""
+    given = env.present("RESTORE_RATE_LIMIT")
+    try:
+        rate = RateLimit.parse(env.text("RESTORE_RATE_LIMIT") if given else DEFAULT_RATE_LIMIT)
+    except ValueError as exc:
+        raise SettingsError("RESTORE_RATE_LIMIT", str(exc)) from None
+    return OutageSettings(
+        rate_limit=rate,
+        breaker_window=env.seconds("RESTORE_BREAKER_WINDOW", 900.0, minimum=60, maximum=86400),
+        breaker_threshold=env.integer(
+            "RESTORE_BREAKER_THRESHOLD", DEFAULT_BREAKER_THRESHOLD, minimum=0, maximum=1000
+        ),
+        breaker_cooldown=env.seconds("RESTORE_BREAKER_COOLDOWN", 600.0, minimum=10, maximum=86400),
+        breaker_global=env.integer(
+            "RESTORE_BREAKER_GLOBAL", DEFAULT_BREAKER_GLOBAL, minimum=0, maximum=1000
+        ),
+    )
 
 
 def _restore_policy(env: _Env, max_restores: int, window: float) -> RestorePolicy | None:

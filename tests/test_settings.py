@@ -407,3 +407,47 @@ def test_invalid_notify_and_metrics_settings_stop_the_start_naming_the_variable(
         load_settings(environ)
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ") and named in str(caught.value)
+
+
+def test_outage_mode_settings_default_to_the_documented_values_and_are_validated():
+    from handler.outage import OutageSettings, RateLimit
+
+    assert load_settings(BASE).outage == OutageSettings()
+    assert load_settings(BASE).redacted()["outage"]["rateLimit"] == "60/m"
+    chosen = load_settings(
+        {
+            **BASE,
+            "RESTORE_RATE_LIMIT": "5/s",
+            "RESTORE_BREAKER_WINDOW": "30m",
+            "RESTORE_BREAKER_THRESHOLD": "3",
+            "RESTORE_BREAKER_COOLDOWN": "2h",
+            "RESTORE_BREAKER_GLOBAL": "0",
+        }
+    ).outage
+    assert chosen == OutageSettings(RateLimit(5, 1.0), 1800.0, 3, 7200.0, 0)
+    assert chosen.max_cooldown == 7200.0  # the cap never shortens a longer cooldown
+    # Unset is the default rate; set but empty (or off) is no limit.
+    assert load_settings({**BASE, "RESTORE_RATE_LIMIT": ""}).outage.rate_limit is None
+    assert load_settings({**BASE, "RESTORE_RATE_LIMIT": "off"}).outage.rate_limit is None
+    assert load_settings({**BASE, "RESTORE_BREAKER_THRESHOLD": "0"}).outage.breaker_threshold == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RESTORE_RATE_LIMIT", "lots"),
+        ("RESTORE_RATE_LIMIT", "0/s"),
+        ("RESTORE_RATE_LIMIT", "50/10m"),
+        ("RESTORE_BREAKER_WINDOW", "30s"),
+        ("RESTORE_BREAKER_WINDOW", "2d"),
+        ("RESTORE_BREAKER_THRESHOLD", "five"),
+        ("RESTORE_BREAKER_THRESHOLD", "-1"),
+        ("RESTORE_BREAKER_THRESHOLD", "1001"),
+        ("RESTORE_BREAKER_COOLDOWN", "5s"),
+        ("RESTORE_BREAKER_GLOBAL", "many"),
+    ],
+)
+def test_a_bad_outage_mode_setting_stops_the_start_naming_it(variable, value):
+    with pytest.raises(SettingsError) as error:
+        load_settings({**BASE, variable: value})
+    assert error.value.variable == variable and str(error.value).startswith(variable)

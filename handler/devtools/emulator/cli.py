@@ -19,6 +19,10 @@ The faults can be queued from the command line too - ``--fail-next N [--fail-sta
 (states in DWR's words: ``--execution graph-1/exec-1=fail``), and beside it SMN publish and
 Cloud Eye metric data (:mod:`.notify`): ``--topic NAME`` (repeatable) creates the SMN topic
 ``urn:smn:<region>:<project>:NAME``.
+
+``--broken-downstream SECONDS [--fixed-after SECONDS] [--downstream NAME]`` plays an outage:
+every restored execution fails again SECONDS after its restore, naming the downstream, until
+it is fixed ``--fixed-after`` seconds after the emulator started (never, without it).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 
 from handler.devtools.emulator.core import EmulatorCore, read_seed
 from handler.devtools.emulator.dwr import DwrEmulator
+from handler.devtools.emulator.faults import DEFAULT_DOWNSTREAM
 from handler.devtools.emulator.obs import Emulator
 from handler.devtools.emulator.wire import logger
 
@@ -125,6 +130,27 @@ def _parser() -> argparse.ArgumentParser:
         help="after each restore, flip RUNNING to STATE (FAILED or SUCCESS) after SECONDS",
     )
     parser.add_argument("--latency", type=float, default=0.0, help="delay every answer (s)")
+    outage = parser.add_argument_group(
+        "outage", "a broken downstream: every restored run fails again until it is fixed"
+    )
+    outage.add_argument(
+        "--broken-downstream",
+        type=float,
+        metavar="SECONDS",
+        help="every restored execution fails again SECONDS after its restore",
+    )
+    outage.add_argument(
+        "--fixed-after",
+        type=float,
+        metavar="SECONDS",
+        help="the downstream is fixed SECONDS after the emulator starts (default: never)",
+    )
+    outage.add_argument(
+        "--downstream",
+        default=DEFAULT_DOWNSTREAM,
+        metavar="NAME",
+        help=f"the downstream the error messages name (default: {DEFAULT_DOWNSTREAM})",
+    )
     parser.add_argument("--verbose", action="store_true", help="log each call to stderr")
     faults = parser.add_argument_group(
         "faults", "answers for the next requests, whatever they are, served in this order"
@@ -177,7 +203,23 @@ def _emulator_from_args(args: argparse.Namespace) -> EmulatorCore:
     emulator.load_executions(_execution_from_flag(flag) for flag in args.execution)
     emulator.latency(args.latency)
     _queue_faults_from_args(emulator, args)
+    _break_downstream_from_args(emulator, args)
     return emulator
+
+
+def _break_downstream_from_args(emulator: EmulatorCore, args: argparse.Namespace) -> None:
+    if args.broken_downstream is None:
+        if args.fixed_after is not None:
+            raise ValueError("--fixed-after needs --broken-downstream SECONDS")
+        return
+    if not args.broken_downstream >= 0:
+        raise ValueError(f"--broken-downstream wants seconds >= 0, got {args.broken_downstream}")
+    fixed_at = None
+    if args.fixed_after is not None:
+        if not args.fixed_after >= 0:
+            raise ValueError(f"--fixed-after wants seconds >= 0, got {args.fixed_after}")
+        fixed_at = emulator._clock() + args.fixed_after
+    emulator.break_downstream(args.broken_downstream, name=args.downstream, fixed_at=fixed_at)
 
 
 def _queue_faults_from_args(emulator: EmulatorCore, args: argparse.Namespace) -> None:

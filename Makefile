@@ -6,11 +6,22 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: test lint demo bench package clean
 
+# Everything `make test`, `lint`, `bench` and `package` use: the project with its test extras
+# (pytest, the official SDKs the signers are checked against, ruff, ...).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# What `make demo` runs and nothing more: the project and its run-time dependencies, so a fresh
+# clone's first demo installs a handful of packages, not the test extras and both SDKs. A venv
+# that `make test` already filled serves as it is.
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
+	touch $(DEMO_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -20,10 +31,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# `make demo API=dwr` shows the same story on the DWR v3 API.
-API ?= obs
+# The current workflow API, DWR; `make demo API=obs` shows the same story on the OBS one.
+API ?= dwr
 
-demo: $(STAMP)
+demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 	$(BIN)/python -m handler.devtools.demo --api $(API)
 
 bench: $(STAMP)
@@ -34,8 +45,9 @@ bench: $(STAMP)
 # `make package PYTHON_VERSION=3.12` builds for Python3.12 (set the template's runtime to match).
 PYTHON_VERSION ?= 3.10
 
-# The two code packages template.yaml deploys (build/restore-event.zip, build/restore-http.zip),
-# with dependencies resolved for that runtime; needs the package index (pip).
+# The two code packages, with dependencies resolved for that runtime; needs the package index
+# (pip). Each is left unpacked in the folder template.yaml deploys (build/restore-event/,
+# build/restore-http/: the fgs component zips a folder itself) and as a zip for the console.
 package: $(STAMP)
 	$(BIN)/python scripts/build_package.py --python-version $(PYTHON_VERSION) --out build
 

@@ -18,3 +18,14 @@ def duration_seconds(text: str) -> float | None:
     if match is None:
         return None
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` in the grammar above, in the largest unit that says it exactly.
+
+    Days only from two days up: a window written ``24h`` reads back as ``24h``, not ``1d``.
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit == "d" else 1) and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

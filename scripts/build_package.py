@@ -18,6 +18,10 @@ modules in :data:`DEV_ONLY`, its dependencies without ``bin/`` scripts or ``__py
 and its entry file (``index.py`` or ``bootstrap``). Entries are sorted and carry a fixed
 timestamp, so the same inputs give the same bytes. ``MANIFEST.txt`` inside each zip (and a
 copy beside it) lists every file with its size.
+
+Each package is also left unpacked, in a folder of the same name (``build/restore-event/``):
+that folder is what ``template.yaml`` deploys, because the Serverless Devs ``fgs`` component
+reads ``codeUri`` as a folder and zips it itself. The zip stays for uploads in the console.
 """
 
 from __future__ import annotations
@@ -158,6 +162,7 @@ def build_one(
     files["MANIFEST.txt"] = (manifest.encode(), 0o644)
     path = out / f"{artifact.name}.zip"
     write_zip(path, files)
+    write_folder(out / artifact.name, files)
     (out / f"{artifact.name}.MANIFEST.txt").write_text(
         manifest + f"# {path.name}: {path.stat().st_size} bytes compressed\n"
     )
@@ -375,13 +380,32 @@ def write_zip(path: Path, files: dict[str, tuple[bytes, int]]) -> None:
     os.replace(partial, path)
 
 
+def write_folder(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
+    """The package unpacked, exactly the zip's files and modes, replacing an older build.
+
+    Written beside the final name and swapped in, so an interrupted build leaves no folder
+    that mixes two builds' files (a deploy would zip whatever it finds there).
+    """
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for name in sorted(files):
+        content, mode = files[name]
+        target = partial / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        os.chmod(target, mode)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+
+
 def summary_line(path: Path) -> str:
     with zipfile.ZipFile(path) as archive:
         entries = archive.infolist()
     unpacked = sum(entry.file_size for entry in entries)
     return (
         f"{path}: {path.stat().st_size / 1e6:.2f} MB zipped, {unpacked / 1e6:.2f} MB unpacked, "
-        f"{len(entries)} files (manifest: {path.with_suffix('').name}.MANIFEST.txt)"
+        f"{len(entries)} files (manifest: {path.with_suffix('').name}.MANIFEST.txt; "
+        f"unpacked for template.yaml in {path.with_suffix('')}/)"
     )
 
 

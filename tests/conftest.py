@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from handler.client import RetrySchedule, WorkflowClient
+from tests.skip_summary import pytest_terminal_summary  # noqa: F401 - a pytest hook
 
 AK = "AKEXAMPLE"
 SK = "SKEXAMPLE-secret-key-0123456789"

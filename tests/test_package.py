@@ -1,10 +1,13 @@
-"""The zips `make package` builds run on FunctionGraph's CPython, with nothing but themselves.
+"""The packages `make package` builds run on FunctionGraph's CPython, with nothing but themselves.
 
-Each zip is unpacked into a temporary directory and run under the target CPython (a bare venv
-of the Makefile's PYTHON_VERSION) with a clean environment: only the variables template.yaml
-gives the function, plus PATH. The workflow API is the project's emulator on loopback, which
-accepts only the agency's temporary keys, so a restore proves the function signed with the
-keys FunctionGraph hands it. The timer's sweep lists executions, which the DWR emulator serves.
+What runs is what template.yaml deploys: the folder its ``codeUri`` names (the component zips
+that folder, FunctionGraph unpacks it), copied into a temporary directory and run under the
+target CPython (a bare venv of the Makefile's PYTHON_VERSION) with a clean environment: exactly
+the variables template.yaml gives the function - plain and encrypted, DWR by default - plus
+PATH. One substitution makes that loopback: ``DWR_REGION`` stands for the region's DWR host,
+so the test checks it does and puts the emulator's address in its place (``DWR_ENDPOINT``).
+The workflow API is the project's DWR emulator, which accepts only the agency's temporary keys,
+so a restore proves the function signed with the keys FunctionGraph hands it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,8 +27,9 @@ import pytest
 import requests
 import yaml
 
-from handler.devtools.emulator import DwrEmulator, Emulator
-from tests.packages import ROOT, names, target_version, unpack
+from handler.devtools.emulator import DwrEmulator
+from handler.settings import DWR_REGION_HOSTS, load_settings
+from tests.packages import ROOT, names, target_version
 
 pytest_plugins = ["tests.package_fixtures", "tests.redis_server"]
 
@@ -53,6 +58,16 @@ TIMER_EVENT = {
     "user_event": "",
 }
 DWR_PROJECT = "0123456789abcdef0123456789abcdef"
+EVENTGRID_RESTORES = [("eventgrid-graph", "eg-exec-1"), ("eventgrid-graph", "eg-exec-2")]
+# What EventGrid hands a FunctionGraph target: one CloudEvent (README: Accepted event shapes).
+EVENTGRID_TARGET_EVENT = {
+    "specversion": "1.0",
+    "id": "eg-package-2",
+    "source": "HC.OBS",
+    "type": "com.example.workflow.execution.failed",
+    "datacontenttype": "application/json",
+    "data": {"graphName": "eventgrid-graph", "executionName": "eg-exec-2"},
+}
 EVENTGRID_EVENT = {
     "events": [
         {
@@ -66,7 +81,7 @@ EVENTGRID_EVENT = {
     ]
 }
 
-# Runs inside the unpacked event zip under the target CPython, as FunctionGraph would: the code
+# Runs inside the event package's folder under the target CPython, as FunctionGraph would: the code
 # directory on sys.path, `index.handler(event, context)` per event. The context offers the
 # documented methods, with the agency's temporary keys.
 EVENT_DRIVER = """
@@ -115,24 +130,46 @@ def template_function(service: str) -> dict:
     ]
 
 
-def function_environment(service: str, endpoint: str, secrets: dict[str, str]) -> dict[str, str]:
-    """template.yaml's variables for ``service`` with its ${vars.…} and ${env(…)} filled in."""
-    template = yaml.safe_load((ROOT / "template.yaml").read_text())
-    variables = {**template["vars"], "endpoint": endpoint}
+def deployed_environment(service: str, exported: dict[str, str]) -> dict[str, str]:
+    """template.yaml's variables for ``service`` - plain and encrypted, as both reach the
+    function's environment - with ${vars.…} filled in and ${env(…)} taken from ``exported``."""
+    template_vars = yaml.safe_load((ROOT / "template.yaml").read_text())["vars"]
+    function = template_function(service)
+    variables = {**function["environmentVariables"], **function["encryptedUserData"]}
     environment = {}
-    for name, value in template_function(service)["environmentVariables"].items():
-        value = re.sub(r"\$\{vars\.(\w+)\}", lambda m: str(variables[m.group(1)]), str(value))
-        value = re.sub(r"\$\{env\((\w+)\)\}", lambda m: secrets[m.group(1)], value)
-        environment[name] = value
+    for name, value in variables.items():
+        value = re.sub(r"\$\{vars\.(\w+)\}", lambda m: str(template_vars[m.group(1)]), str(value))
+        environment[name] = re.sub(r"\$\{env\((\w+)\)\}", lambda m: exported[m.group(1)], value)
     return environment
+
+
+def on_loopback(environment: dict[str, str], emulator_url: str) -> dict[str, str]:
+    """The deployed variables, with the region's DWR host replaced by the emulator."""
+    deployed = load_settings(environment)
+    assert deployed.workflow_api == "dwr"  # the template's default, inferred from DWR_REGION
+    assert deployed.endpoint == DWR_REGION_HOSTS[environment["DWR_REGION"]]
+    loopback = {k: v for k, v in environment.items() if k != "DWR_REGION"}
+    return {**loopback, "DWR_ENDPOINT": emulator_url}
+
+
+def code_folder(kind: str, built_packages: dict[str, Path], destination: Path) -> Path:
+    """A copy of the folder template.yaml deploys for ``kind`` (modes kept, as the zip's)."""
+    folder = built_packages[kind].with_suffix("")  # build/restore-event.zip → build/restore-event
+    assert f"./build/{folder.name}" == template_function(f"{folder.name}")["code"]["codeUri"]
+    return Path(shutil.copytree(folder, destination))
+
+
+def shell(state_url: str, **more: str) -> dict[str, str]:
+    """What the deploying shell exports (the README's deploy step)."""
+    return {"DWR_PROJECT_ID": DWR_PROJECT, "RESTORE_STATE_URL": state_url, **more}
 
 
 @pytest.fixture
 def emulator():
-    """The OBS workflow API on loopback, accepting only the agency's temporary credentials."""
-    emu = Emulator({AGENCY_AK: AGENCY_SK}, security_token=AGENCY_TOKEN)
-    for graph, execution in [*SMN_RESTORES, ("eventgrid-graph", "eg-exec-1")]:
-        emu.seed(graph, execution, "FAILED")
+    """The DWR API on loopback, accepting only the agency's temporary credentials."""
+    emu = DwrEmulator({AGENCY_AK: AGENCY_SK}, security_token=AGENCY_TOKEN, project_id=DWR_PROJECT)
+    for graph, execution in [*SMN_RESTORES, *EVENTGRID_RESTORES]:
+        emu.seed(graph, execution, "fail")
     with emu:
         yield emu
 
@@ -247,27 +284,29 @@ def test_zip_entries_are_sorted_and_bootstrap_is_executable(built_packages):
 
 
 @pytest.mark.parametrize("state", ["sqlite", "redis"])
-def test_the_event_zip_restores_an_smn_trigger_event_under_the_target_python(
+def test_the_event_package_restores_smn_and_eventgrid_events_under_the_target_python(
     state, built_packages, runtime_bin, emulator, tmp_path, request
 ):
-    code = unpack(built_packages["event"], tmp_path / "code")
+    code = code_folder("event", built_packages, tmp_path / "code")
     if state == "redis":
         state_url = request.getfixturevalue("redis_url")
     else:
         state_url = f"sqlite:///{tmp_path / 'state.db'}"
-    env = function_environment("restore-event", emulator.url, {"RESTORE_STATE_URL": state_url})
+    env = on_loopback(deployed_environment("restore-event", shell(state_url)), emulator.url)
     assert "OBS_ACCESS_KEY_ID" not in env  # the agency's keys are the only credentials
 
-    first = run_event_function(code, runtime_bin, env, [SMN_EVENT, EVENTGRID_EVENT], tmp_path)
+    events = [SMN_EVENT, EVENTGRID_EVENT, EVENTGRID_TARGET_EVENT]
+    first = run_event_function(code, runtime_bin, env, events, tmp_path)
 
     assert first["python"] == [int(part) for part in target_version().split(".")]
-    assert Path(first["requestsFrom"]).is_relative_to(code)  # from the zip, nowhere else
+    assert Path(first["requestsFrom"]).is_relative_to(code)  # from the package, nowhere else
     assert first["webModulesLoaded"] == []
-    smn, eventgrid = first["answers"]
+    smn, envelope, target = first["answers"]
     assert smn["statusCode"] == 200 and smn["summary"] == {"restored": 2, "skipped": 1}
-    assert eventgrid["summary"] == {"restored": 1}  # a CloudEvent, read with the cloudevents SDK
-    for graph, execution in [*SMN_RESTORES, ("eventgrid-graph", "eg-exec-1")]:
-        assert emulator.state(graph, execution) == "RUNNING"
+    assert envelope["summary"] == {"restored": 1}  # the publish envelope {"events": [...]}
+    assert target["summary"] == {"restored": 1}  # one bare CloudEvent, as a target gets it
+    for graph, execution in [*SMN_RESTORES, *EVENTGRID_RESTORES]:
+        assert emulator.state(graph, execution) == "running"
         assert emulator.restores(graph, execution) == 1
 
     # Another cold start gets the same delivery again: the state store remembers it.
@@ -281,8 +320,8 @@ SWEPT_GRAPHS = {
     "nightly-etl": [("etl-01", "fail"), ("etl-02", "success"), ("etl-03", "fail"),
                     ("etl-04", "running"), ("etl-05", "fail"), ("etl-06", "cancel")],
     "video-transcode": [("vt-01", "fail"), ("vt-02", "timeout")],
+    "archive": [("nightly-04", "fail")],
 }  # fmt: skip
-UNSWEPT = ("archive", "nightly-04")  # failed too, in a graph outside RESTORE_SWEEP_GRAPHS
 
 
 @pytest.fixture
@@ -301,28 +340,21 @@ def dwr_emulator():
     for graph, executions in SWEPT_GRAPHS.items():
         for execution, status in executions:
             emu.seed(graph, execution, status)
-    emu.seed(*UNSWEPT, "fail")
     with emu:
         yield emu
 
 
 @pytest.mark.parametrize("state", ["sqlite", "redis"])
-def test_the_event_zip_sweeps_on_a_timer_event_under_the_target_python(
+def test_the_event_package_sweeps_on_a_timer_event_under_the_target_python(
     state, built_packages, runtime_bin, dwr_emulator, tmp_path, request
 ):
-    code = unpack(built_packages["event"], tmp_path / "code")
+    """The template's sweep scope (RESTORE_SWEEP_GRAPHS empty): every graph the list has."""
+    code = code_folder("event", built_packages, tmp_path / "code")
     if state == "redis":
         state_url = request.getfixturevalue("redis_url")
     else:
         state_url = f"sqlite:///{tmp_path / 'state.db'}"
-    env = function_environment("restore-event", "unused", {"RESTORE_STATE_URL": state_url})
-    del env["OBS_ENDPOINT"]
-    env.update(
-        WORKFLOW_API="dwr",
-        DWR_ENDPOINT=dwr_emulator.url,
-        DWR_PROJECT_ID=DWR_PROJECT,
-        RESTORE_SWEEP_GRAPHS=",".join(SWEPT_GRAPHS),
-    )
+    env = on_loopback(deployed_environment("restore-event", shell(state_url)), dwr_emulator.url)
     failed = {(g, e) for g, runs in SWEPT_GRAPHS.items() for e, status in runs if status == "fail"}
 
     first = run_event_function(code, runtime_bin, env, [TIMER_EVENT], tmp_path)
@@ -340,7 +372,6 @@ def test_the_event_zip_sweeps_on_a_timer_event_under_the_target_python(
             restored = int((graph, execution) in failed)
             assert dwr_emulator.restores(graph, execution) == restored, (graph, execution)
             assert dwr_emulator.state(graph, execution) == ("running" if restored else status)
-    assert dwr_emulator.state(*UNSWEPT) == "fail" and dwr_emulator.restores(*UNSWEPT) == 0
     summaries = [line for line in map(json.loads, first["log"].splitlines())
                  if line.get("message") == "sweep finished"]  # fmt: skip
     assert [line["sweep"]["outcomes"] for line in summaries] == [{"restored": len(failed)}]
@@ -359,17 +390,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_the_http_zip_bootstrap_serves_and_restores_under_the_target_python(
+def test_the_http_package_bootstrap_serves_and_restores_under_the_target_python(
     built_packages, runtime_bin, emulator, tmp_path
 ):
-    code = unpack(built_packages["http"], tmp_path / "code")
-    secrets = {
-        "OBS_ACCESS_KEY_ID": STATIC_AK,  # not accepted: only the agency's header keys work
-        "OBS_SECRET_ACCESS_KEY": STATIC_SK,
-        "RESTORE_AUTH_TOKEN": AUTH_TOKEN,
-        "RESTORE_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
-    }
-    env = function_environment("restore-http", emulator.url, secrets)
+    code = code_folder("http", built_packages, tmp_path / "code")
+    secrets = shell(
+        f"sqlite:///{tmp_path / 'state.db'}",
+        OBS_ACCESS_KEY_ID=STATIC_AK,  # not accepted: only the agency's header keys work
+        OBS_SECRET_ACCESS_KEY=STATIC_SK,
+        RESTORE_AUTH_TOKEN=AUTH_TOKEN,
+    )
+    env = on_loopback(deployed_environment("restore-http", secrets), emulator.url)
     port = free_port()
     env.update(
         PATH=f"{runtime_bin}:/usr/bin:/bin", RUNTIME_CODE_ROOT=str(code), BOOTSTRAP_PORT=str(port)
@@ -404,7 +435,7 @@ def test_the_http_zip_bootstrap_serves_and_restores_under_the_target_python(
         )
         assert answer.status_code == 200, answer.text
         assert outcomes(answer.json()) == [(*SMN_RESTORES[0], "restored")]
-        assert emulator.state(*SMN_RESTORES[0]) == "RUNNING"
+        assert emulator.state(*SMN_RESTORES[0]) == "running"
         unauthenticated = requests.post(url, json={}, timeout=RUN_TIMEOUT)
         assert unauthenticated.status_code == 401
     finally:

@@ -282,10 +282,22 @@ def test_policy_check_prints_the_effective_rules(policy_file, capsys):
     assert cli.main(["policy", "check", str(policy_file)]) == 0
     out = capsys.readouterr().out
     assert "valid, digest" in out and "1. throttling-and-timeouts" in out
-    assert '"interval": 120.0' in out and '"max_interval": 1800.0' in out
+    assert '"interval": "2m"' in out and '"max_interval": "30m"' in out
+    assert 'window: "24h"' in out  # as the file writes it, not 86400.0
     assert cli.main(["policy", "check", str(policy_file), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["rules"][0]["max_restores"] == 5 and len(document["digest"]) == 12
+    assert document["rules"][0]["window"] == 86400  # programs get the seconds
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(86400, "24h"), (172800, "2d"), (120, "2m"), (90, "90s"), (0, "0s"), (1.5, "1.5s")],
+)
+def test_durations_read_back_in_the_grammar_they_are_written_in(seconds, text):
+    from handler.durations import duration_seconds, duration_text
+
+    assert duration_text(seconds) == text and duration_seconds(text) == seconds
 
 
 def test_policy_check_refuses_a_bad_policy_naming_rule_and_field(tmp_path, capsys, monkeypatch):

@@ -88,7 +88,7 @@ def test_durations_and_allowlist():
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
-        ({}, "OBS_ENDPOINT"),
+        ({"WORKFLOW_API": "obs"}, "OBS_ENDPOINT"),
         ({"OBS_ENDPOINT": "ftp://x"}, "OBS_ENDPOINT"),
         ({**BASE, "RESTORE_DRY_RUN": "maybe"}, "RESTORE_DRY_RUN"),
         ({**BASE, "RESTORE_MAX_RESTORES": "three"}, "RESTORE_MAX_RESTORES"),
@@ -246,10 +246,208 @@ def test_huawei_cloud_sdk_names_are_aliases():
         ({**DWR, "DWR_ENDPOINT": "https://dwr.example"}, "DWR_REGION"),
         ({"WORKFLOW_API": "dwr", "DWR_PROJECT_ID": "p"}, "DWR_ENDPOINT"),
         ({**DWR, "OBS_ENDPOINT": "obs.example"}, "OBS_ENDPOINT"),
-        ({**BASE, "DWR_REGION": "cn-south-1"}, "DWR_REGION"),
+        ({**BASE, "WORKFLOW_API": "obs", "DWR_REGION": "cn-south-1"}, "DWR_REGION"),
+        ({**BASE, "DWR_REGION": "cn-south-1"}, "WORKFLOW_API"),
     ],
 )
 def test_invalid_api_combinations_stop_at_start_naming_the_setting(environ, variable):
     with pytest.raises(SettingsError) as caught:
         load_settings(environ)
     assert caught.value.variable == variable
+
+
+def test_the_workflow_api_is_inferred_from_the_endpoint_settings():
+    """DWR_ENDPOINT or DWR_REGION means DWR, OBS_ENDPOINT means OBS: the API an account
+    opened today has is not the one a forgotten WORKFLOW_API would pick."""
+    region_only = {"DWR_REGION": "cn-east-3", "DWR_PROJECT_ID": "p1"}
+    assert load_settings(region_only).workflow_api == "dwr"
+    endpoint_only = {"DWR_ENDPOINT": "http://127.0.0.1:9000", "DWR_PROJECT_ID": "p1"}
+    assert load_settings(endpoint_only).workflow_api == "dwr"
+    assert load_settings(BASE).workflow_api == "obs"
+
+
+def test_an_explicit_workflow_api_wins_over_the_inference():
+    assert load_settings({**DWR, "WORKFLOW_API": "DWR"}).workflow_api == "dwr"
+    with pytest.raises(SettingsError) as caught:  # it decides, and the other API's setting
+        load_settings({"WORKFLOW_API": "obs", "DWR_REGION": "cn-east-3"})  # is named
+    assert caught.value.variable == "DWR_REGION"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({}, ("DWR_REGION", "DWR_ENDPOINT", "OBS_ENDPOINT")),
+        ({"LOG_LEVEL": "INFO", "DWR_PROJECT_ID": "p1"}, ("DWR_REGION", "OBS_ENDPOINT")),
+        ({**BASE, "DWR_ENDPOINT": "https://dwr.example", "DWR_PROJECT_ID": "p"}, ("DWR_ENDPOINT",)),
+        ({**BASE, **DWR, "WORKFLOW_API": ""}, ("OBS_ENDPOINT", "DWR_REGION")),
+    ],
+)
+def test_no_endpoint_or_both_apis_stop_the_start_naming_the_variables(environ, named):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ)
+    assert caught.value.variable == "WORKFLOW_API"
+    for name in named:
+        assert name in str(caught.value)
+
+
+def test_a_required_setting_that_did_not_arrive_stops_the_start_naming_it():
+    """The template lists its encrypted variables: one the platform left out is an error at
+    start, not a quiet fallback to per-instance SQLite."""
+    required = {**BASE, "RESTORE_REQUIRED_SETTINGS": "RESTORE_STATE_URL, RESTORE_AUTH_TOKEN"}
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**required, "RESTORE_AUTH_TOKEN": "token-secret-1"})
+    assert caught.value.variable == "RESTORE_STATE_URL"
+    assert "token-secret-1" not in str(caught.value)
+    complete = {**required, "RESTORE_AUTH_TOKEN": "t", "RESTORE_STATE_URL": "memory://"}
+    assert load_settings(complete).state_url == "memory://"
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**BASE, "RESTORE_REQUIRED_SETTINGS": "RESTORE_STATE_URL;rm"})
+    assert caught.value.variable == "RESTORE_REQUIRED_SETTINGS"
+
+
+# --- notifications (SMN) and metrics (Cloud Eye) --------------------------------------------
+
+TOPIC = "urn:smn:cn-north-4:0123abcd0123abcd0123abcd0123abcd:restore-alerts"
+
+
+def test_notifications_and_metrics_are_off_unless_asked_for():
+    for environ in (BASE, DWR):
+        settings = load_settings(environ)
+        assert (settings.notify, settings.metrics) == (None, None)
+        assert settings.redacted()["notify"] is None and settings.redacted()["metrics"] is None
+
+
+def test_a_topic_urn_turns_notifications_on_with_its_region_s_endpoint():
+    notify = load_settings({**BASE, "RESTORE_NOTIFY_TOPIC_URN": f" {TOPIC} "}).notify
+    assert (notify.topic_urn, notify.endpoint, notify.digest) == (
+        TOPIC,
+        "https://smn.cn-north-4.myhuaweicloud.com",
+        10,
+    )
+    explicit = load_settings(
+        {
+            **BASE,
+            "RESTORE_NOTIFY_TOPIC_URN": TOPIC,
+            "SMN_ENDPOINT": "127.0.0.1:9000",
+            "RESTORE_NOTIFY_DIGEST": "25",
+        }
+    )
+    assert (explicit.notify.endpoint, explicit.notify.digest) == ("https://127.0.0.1:9000", 25)
+    assert explicit.redacted()["notify"] == {
+        "topicUrn": TOPIC,
+        "endpoint": "https://127.0.0.1:9000",
+        "digest": 25,
+    }
+
+
+def test_metrics_take_the_dwr_region_and_project_when_turned_on():
+    for switch in (
+        {"RESTORE_METRICS_NAMESPACE": "WORKFLOW.restore"},
+        {"CES_PROJECT_ID": DWR["DWR_PROJECT_ID"]},
+        {"CES_ENDPOINT": "https://ces.cn-south-1.myhuaweicloud.com"},
+    ):
+        metrics = load_settings({**DWR, **switch}).metrics
+        assert (metrics.endpoint, metrics.project_id, metrics.namespace) == (
+            "https://ces.cn-south-1.myhuaweicloud.com",
+            DWR["DWR_PROJECT_ID"],
+            "WORKFLOW.restore",
+        ), switch
+
+
+def test_metrics_on_obs_name_their_endpoint_and_project():
+    metrics = load_settings(
+        {
+            **BASE,
+            "CES_ENDPOINT": "http://127.0.0.1:9000",
+            "CES_PROJECT_ID": "proj-1",
+            "RESTORE_METRICS_NAMESPACE": "ETL.restore",
+        }
+    ).metrics
+    assert (metrics.endpoint, metrics.project_id, metrics.namespace) == (
+        "http://127.0.0.1:9000",
+        "proj-1",
+        "ETL.restore",
+    )
+
+
+URN, DIGEST, NAMESPACE = (
+    "RESTORE_NOTIFY_TOPIC_URN",
+    "RESTORE_NOTIFY_DIGEST",
+    "RESTORE_METRICS_NAMESPACE",
+)
+NOTIFYING = {**BASE, URN: TOPIC}
+ON_OBS = {**BASE, "CES_ENDPOINT": "https://ces.example"}
+DWR_BY_ENDPOINT = {**DWR, "DWR_REGION": "", "DWR_ENDPOINT": "https://dwr.example"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "named"),
+    [
+        ({**BASE, URN: "restore-alerts"}, URN, "urn:smn"),
+        ({**BASE, URN: "urn:smn:mars:p:t"}, URN, "region"),
+        ({**BASE, URN: "urn:smn:cn-north-4:a/b:t"}, URN, "project"),
+        ({**NOTIFYING, "SMN_ENDPOINT": "ftp://x"}, "SMN_ENDPOINT", "http"),
+        ({**NOTIFYING, DIGEST: "0"}, DIGEST, "between 1 and 1000"),
+        ({**NOTIFYING, DIGEST: "ten"}, DIGEST, "whole"),
+        ({**BASE, "SMN_ENDPOINT": "https://smn.example"}, "SMN_ENDPOINT", URN),
+        ({**BASE, DIGEST: "5"}, DIGEST, URN),
+        ({**BASE, "CES_PROJECT_ID": "p"}, "CES_ENDPOINT", "DWR_REGION"),
+        (ON_OBS, "CES_PROJECT_ID", "required"),
+        ({**BASE, "CES_ENDPOINT": "ftp://ces"}, "CES_ENDPOINT", "http"),
+        ({**ON_OBS, "CES_PROJECT_ID": "../x"}, "CES_PROJECT_ID", "project id"),
+        ({**DWR, NAMESPACE: "restore"}, NAMESPACE, "service.item"),
+        ({**DWR, NAMESPACE: "SYS.restore"}, NAMESPACE, "SYS"),
+        ({**DWR_BY_ENDPOINT, "CES_PROJECT_ID": "p"}, "CES_ENDPOINT", "DWR_REGION"),
+    ],
+)
+def test_invalid_notify_and_metrics_settings_stop_the_start_naming_the_variable(
+    environ, variable, named
+):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ") and named in str(caught.value)
+
+
+def test_outage_mode_settings_default_to_the_documented_values_and_are_validated():
+    from handler.outage import OutageSettings, RateLimit
+
+    assert load_settings(BASE).outage == OutageSettings()
+    assert load_settings(BASE).redacted()["outage"]["rateLimit"] == "60/m"
+    chosen = load_settings(
+        {
+            **BASE,
+            "RESTORE_RATE_LIMIT": "5/s",
+            "RESTORE_BREAKER_WINDOW": "30m",
+            "RESTORE_BREAKER_THRESHOLD": "3",
+            "RESTORE_BREAKER_COOLDOWN": "2h",
+            "RESTORE_BREAKER_GLOBAL": "0",
+        }
+    ).outage
+    assert chosen == OutageSettings(RateLimit(5, 1.0), 1800.0, 3, 7200.0, 0)
+    assert chosen.max_cooldown == 7200.0  # the cap never shortens a longer cooldown
+    # Unset is the default rate; set but empty (or off) is no limit.
+    assert load_settings({**BASE, "RESTORE_RATE_LIMIT": ""}).outage.rate_limit is None
+    assert load_settings({**BASE, "RESTORE_RATE_LIMIT": "off"}).outage.rate_limit is None
+    assert load_settings({**BASE, "RESTORE_BREAKER_THRESHOLD": "0"}).outage.breaker_threshold == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RESTORE_RATE_LIMIT", "lots"),
+        ("RESTORE_RATE_LIMIT", "0/s"),
+        ("RESTORE_RATE_LIMIT", "50/10m"),
+        ("RESTORE_BREAKER_WINDOW", "30s"),
+        ("RESTORE_BREAKER_WINDOW", "2d"),
+        ("RESTORE_BREAKER_THRESHOLD", "five"),
+        ("RESTORE_BREAKER_THRESHOLD", "-1"),
+        ("RESTORE_BREAKER_THRESHOLD", "1001"),
+        ("RESTORE_BREAKER_COOLDOWN", "5s"),
+        ("RESTORE_BREAKER_GLOBAL", "many"),
+    ],
+)
+def test_a_bad_outage_mode_setting_stops_the_start_naming_it(variable, value):
+    with pytest.raises(SettingsError) as error:
+        load_settings({**BASE, variable: value})
+    assert error.value.variable == variable and str(error.value).startswith(variable)

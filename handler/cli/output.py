@@ -1,14 +1,48 @@
-"""How results reach the terminal: a column of fields, or a table of a delivery's items.
+"""How results reach the terminal: a column of fields, a table of a delivery's items, the
+exit status, and how much of the function's own logging a command shows.
 
 Shared by the commands that print the pipeline's results (restore, replay, sweep), so one
-item looks the same whichever command handled it. ``--json`` output is each command's own
-``json.dumps`` of the same document.
+item looks the same - and ends the process the same way - whichever command handled it.
+``--json`` output is each command's own ``json.dumps`` of the same document.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
+
+from handler.settings import Settings
+
+# The exit status of every command, one rule: scripts and schedulers act on it without
+# reading the output.
+EXIT_DONE = 0  # every item succeeded or there was nothing to do
+EXIT_NOT_DONE = 1  # some item failed or must be retried: someone has to look, or run it again
+EXIT_COULD_NOT_RUN = 2  # a flag, a setting, a file or the state store: nothing was decided
+# Outcomes that leave nothing to do: the restore happened (or, in a dry run, would), or it
+# was not needed now (not failed, already handled, not due yet: the sweep restores it later).
+DONE_OUTCOMES = frozenset({"restored", "dry_run", "skipped", "duplicate", "deferred"})
+
+
+def exit_code(outcomes: Iterable[str], *, incomplete: bool = False) -> int:
+    """:data:`EXIT_DONE` when every outcome is done and nothing was left ``incomplete`` (a
+    delivery to redeliver, a graph that could not be listed, failures left for the next
+    sweep); :data:`EXIT_NOT_DONE` otherwise - ``failed``, ``rejected``, ``budget_exhausted``
+    and ``retryable_error`` included, and any outcome this rule does not know."""
+    if incomplete or any(outcome not in DONE_OUTCOMES for outcome in outcomes):
+        return EXIT_NOT_DONE
+    return EXIT_DONE
+
+
+def quiet_unless_verbose(settings: Settings, verbose: bool) -> Settings:
+    """The settings a command builds its pipeline with: the function's own log lines (the
+    start-up settings document, one line per item) only with ``-v``. Warnings and errors -
+    a refused credential, an exhausted budget - still reach standard error."""
+    if verbose or settings.log_level in ("WARNING", "ERROR"):
+        return settings
+    return replace(settings, log_level="WARNING")
+
 
 TABLE_COLUMNS = ("outcome", "graphName", "executionName", "status", "attempts", "reason")
 

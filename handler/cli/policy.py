@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE
+
 
 def add_commands(commands: Any) -> None:
     """Add ``policy check`` and ``policy explain`` to the command line's subparsers."""
@@ -53,14 +55,32 @@ def _policy_check(args: argparse.Namespace) -> int:
     policy = load_policy(file=args.file)
     if args.json:
         print(json.dumps(policy.describe()))
-        return 0
+        return EXIT_DONE
     print(f"policy {policy.source}: valid, digest {policy.digest}, {len(policy.rules)} rule(s)")
     for number, rule in enumerate(policy.rules, start=1):
         print(f"{number}. {rule.name}")
-        for key, value in rule.describe().items():
+        for key, value in _as_written(rule.describe()).items():
             if key != "name":
                 print(f"     {key}: {json.dumps(value)}")
-    return 0
+    return EXIT_DONE
+
+
+# The fields of a rule that are durations: shown as a policy file writes them (24h, 2m), not
+# as the seconds they mean (--json keeps the seconds, for programs).
+_DURATION_FIELDS = frozenset({"window", "first", "interval", "max_interval"})
+
+
+def _as_written(described: dict[str, Any]) -> dict[str, Any]:
+    from handler.durations import duration_text
+
+    return {
+        key: _as_written(value)
+        if isinstance(value, dict)
+        else duration_text(value)
+        if key in _DURATION_FIELDS and isinstance(value, (int, float))
+        else value
+        for key, value in described.items()
+    }
 
 
 def _policy_explain(args: argparse.Namespace) -> int:
@@ -68,7 +88,7 @@ def _policy_explain(args: argparse.Namespace) -> int:
 
     if args.restores < 0:
         print("error: --restores must be 0 or more", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_RUN
     policy = load_policy(file=args.file)
     errors = tuple(args.error) if args.error else None
     match = policy.match(args.graph, errors)
@@ -86,8 +106,11 @@ def _policy_explain(args: argparse.Namespace) -> int:
     elif match.leave:
         answer["decision"] = f"skipped: left alone, leave_on pattern {match.pattern!r} matches"
     elif args.restores >= rule.max_restores:
+        from handler.durations import duration_text
+
         answer["decision"] = (
-            f"budget_exhausted: {rule.max_restores} restores within {rule.window:g}s already"
+            f"budget_exhausted: {rule.max_restores} restores within "
+            f"{duration_text(rule.window)} already"
         )
     else:
         wait = rule.spacing.nominal_delay(args.restores)
@@ -101,7 +124,7 @@ def _policy_explain(args: argparse.Namespace) -> int:
         answer["jitter"] = rule.spacing.jitter
     if args.json:
         print(json.dumps(answer))
-        return 0
+        return EXIT_DONE
     for key in ("policy", "digest", "rule", "pattern", "excerpt", "note", "decision"):
         if answer.get(key) is not None:
             print(f"{key:>9}: {answer[key]}")
@@ -109,4 +132,4 @@ def _policy_explain(args: argparse.Namespace) -> int:
         jitter = f" (each up to {answer['jitter']:.0%} sooner)" if answer["jitter"] else ""
         schedule = ", ".join(f"{seconds:g}s" for seconds in answer["schedule"])
         print(f"{'schedule':>9}: {schedule}{jitter}")
-    return 0
+    return EXIT_DONE

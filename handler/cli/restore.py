@@ -20,14 +20,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from handler.cli.output import print_fields, print_table
+from handler.cli.output import (
+    EXIT_COULD_NOT_RUN,
+    EXIT_DONE,
+    exit_code,
+    print_fields,
+    print_table,
+    quiet_unless_verbose,
+)
 from handler.intake.identity import cli_identity
 from handler.outcomes import Outcome
 from handler.settings import SettingsError, load_settings
 
 MAX_REASON_CHARS = 200  # an operator's --reason, kept in the record and every log line
-# Outcomes after which nothing is left to do: the restore happened, or need not happen.
-DONE_OUTCOMES = frozenset({Outcome.RESTORED, Outcome.SKIPPED, Outcome.DUPLICATE})
 DEADLINE_MARGIN_SECONDS = 1.0  # as the function: finish before the in-progress marker expires
 
 
@@ -64,11 +69,14 @@ def add_commands(commands: Any) -> None:
     replay = commands.add_parser(
         "replay", help="feed a saved delivery (any accepted shape) through the pipeline"
     )
-    replay.add_argument("file", help="a JSON file, or - for standard input")
+    replay.add_argument(
+        "file", help="a saved delivery: the body a sender POSTed, or - for standard input"
+    )
     replay.add_argument(
         "--content-type",
         default="application/json",
-        help="the delivery's Content-Type (default: %(default)s)",
+        help="the delivery's Content-Type, e.g. application/cloudevents-batch+json "
+        "(default: %(default)s)",
     )
     replay.add_argument("--json", action="store_true", help="print the result document as JSON")
     replay.set_defaults(run=_replay)
@@ -89,11 +97,11 @@ def _restore(args: argparse.Namespace) -> int:
         execution = validate_name(args.execution, "executionName")
     except InvalidNameError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_RUN
     problem = _reason_problem(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_RUN
     dry_run = args.dry_run or settings.dry_run
     forced = Forced(_operator(), (args.reason or "").strip()) if args.force else None
     item = Item(RESTORE, _identity(graph, execution), "cli", graph, execution)
@@ -102,13 +110,13 @@ def _restore(args: argparse.Namespace) -> int:
         dry_run=dry_run,
         forced=forced,
     )
-    runtime = build_runtime(settings, log_stream=sys.stderr)
+    runtime = build_runtime(quiet_unless_verbose(settings, args.verbose), log_stream=sys.stderr)
     try:
         answer = runtime.run([item], invocation)
         (result,) = answer.results
         if result.error_code == "StoreUnavailable":
             print("error: state store unavailable: nothing was called", file=sys.stderr)
-            return 2
+            return EXIT_COULD_NOT_RUN
         document = {**result.answer(), "forced": forced.document() if forced else None}
         if dry_run:
             # A dry run leaves nothing behind: markers were released, and a decision the
@@ -126,12 +134,12 @@ def _restore(args: argparse.Namespace) -> int:
             f"{graph} --execution {execution} --dry-run`"
         )
     _print_restore(document, graph, execution, as_json=args.json)
-    if dry_run:
-        return 0 if document["wouldRestore"] else 1
-    if result.outcome is Outcome.REJECTED:
-        return 2
+    if dry_run and document["wouldRestore"]:
+        return EXIT_DONE
+    if dry_run and result.outcome is Outcome.DRY_RUN:  # admitted, but the state says no
+        return exit_code(["skipped" if document["executionState"] else "retryable_error"])
     # A duplicate still in flight elsewhere (answer.retry) is not done yet.
-    return 0 if result.outcome in DONE_OUTCOMES and not answer.retry else 1
+    return exit_code([result.outcome], incomplete=answer.retry)
 
 
 def _reason_problem(args: argparse.Namespace) -> str | None:
@@ -219,8 +227,8 @@ def _replay(args: argparse.Namespace) -> int:
     except OSError as exc:  # missing, a directory, unreadable: one line, not a traceback
         reason = exc.strerror or type(exc).__name__
         print(f"error: cannot read {args.file}: {reason}", file=sys.stderr)
-        return 2
-    runtime = build_runtime(settings, log_stream=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    runtime = build_runtime(quiet_unless_verbose(settings, args.verbose), log_stream=sys.stderr)
     invocation = Invocation()
     try:
         try:
@@ -236,4 +244,5 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps({"status": answer.status, **document}))
     else:
         print_table(document, answer.status)
-    return 0 if answer.status == 200 else 1
+    outcomes = [result["outcome"] for result in document["results"]]
+    return exit_code(outcomes, incomplete=answer.retry or not outcomes)

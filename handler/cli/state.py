@@ -12,8 +12,11 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE
+from handler.durations import duration_text
 from handler.settings import load_store_settings
 from handler.store import StateStore
 
@@ -77,16 +80,44 @@ def _state(args: argparse.Namespace) -> int:
         records = store.recent(args.limit, window=settings.budget_window)
     if args.json:
         print(json.dumps({"store": store.describe, **records}, default=str))
-        return 0
+        return EXIT_DONE
     print(f"store: {store.describe}")
-    print("dedupe:")
+    print("dedupe (newest first; a redelivery of KEY is answered from it until UNTIL):")
     for record in records["dedupe"]:
-        outcome = (record.get("record") or {}).get("outcome", "")
-        print(f"  {record['state']:<12} {outcome:<17} {record['key']}")
-    print("budget:")
+        fields = record.get("record") or {}
+        outcome = fields.get("outcome", "")
+        when = f"restored {_time(fields['restoredAt'])}  " if fields.get("restoredAt") else ""
+        print(
+            f"  {record['state']:<12} {outcome:<17} {_execution(record['key'], fields):<40} "
+            f"{when}until {_time(record.get('expires_at'))}  {record['key']}"
+        )
+    window = duration_text(settings.budget_window)
+    print(f"budget (restores within RESTORE_BUDGET_WINDOW, {window}):")
     for record in records["budget"]:
-        print(f"  {record['used']:>3} used  {record['subject']}")
-    return 0
+        last = _time(record.get("last_at"))
+        print(f"  {record['used']:>3} used  {record['subject']:<40} last {last}")
+    return EXIT_DONE
+
+
+def _execution(key: str, record: dict[str, Any]) -> str:
+    """GRAPH/EXECUTION of a dedupe record: recorded with it, or read from its execution URN
+    or its key (a sweep's identity names both); ``-`` for an older record without them."""
+    if record.get("graphName") and record.get("executionName"):
+        return f"{record['graphName']}/{record['executionName']}"
+    urn = str(record.get("executionUrn") or "").split(":")
+    if "execution" in urn and len(urn) > urn.index("execution") + 2:
+        at = urn.index("execution")
+        return f"{urn[at + 1]}/{urn[at + 2]}"
+    if key.startswith("sweep:") and "@" in key:
+        return key.removeprefix("sweep:").rsplit("@", 1)[0]
+    return "-"
+
+
+def _time(value: Any) -> str:
+    """A store time (epoch seconds) or a service's ISO text, as UTC to the second."""
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value) if value else "-"
 
 
 def _state_forget(args: argparse.Namespace) -> int:
@@ -97,7 +128,7 @@ def _state_forget(args: argparse.Namespace) -> int:
         print(f"forgot {args.event_id}: a redelivery will be handled again")
     else:
         print(f"nothing recorded for {args.event_id}")
-    return 0
+    return EXIT_DONE
 
 
 def _state_reset_budget(args: argparse.Namespace) -> int:
@@ -111,13 +142,13 @@ def _state_reset_budget(args: argparse.Namespace) -> int:
         validate_name(execution, "execution")
     except InvalidNameError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_RUN
     dropped, describe = _in_store(lambda store: store.reset_budget(args.subject))
     if args.json:
         print(json.dumps({"store": describe, "subject": args.subject, "dropped": dropped}))
     else:
         print(f"dropped {dropped} budget reservation(s) of {args.subject}")
-    return 0
+    return EXIT_DONE
 
 
 def _in_store(change: Callable[[StateStore], T]) -> tuple[T, str]:

@@ -11,7 +11,12 @@ import json
 import sys
 from typing import Any
 
-from handler.cli.output import print_table
+from handler.cli.output import (
+    EXIT_COULD_NOT_RUN,
+    exit_code,
+    print_table,
+    quiet_unless_verbose,
+)
 from handler.settings import SettingsError, load_settings
 
 
@@ -21,8 +26,9 @@ def add_commands(commands: Any) -> None:
         "sweep",
         help="list executions, restore the failed ones (one sweep, as the timer runs it)",
         description="One sweep with the function's settings (RESTORE_SWEEP_*); the flags "
-        "narrow it for this run. Exit 0 when it ran, 1 when a graph could not be listed, an "
-        "item is left to retry or another sweep holds the lease, 2 on a flag or setting error.",
+        "narrow it for this run. Exit 0 when every failure found was restored or needed "
+        "nothing, 1 when one failed or must be retried (a graph could not be listed, failures "
+        "wait for the next sweep, another sweep holds the lease), 2 when it could not run.",
     )
     sweep.add_argument(
         "--graph",
@@ -69,22 +75,22 @@ def _sweep(args: argparse.Namespace) -> int:
         request = SweepRequest.from_settings(settings).overridden(overrides)
     except IntakeError as exc:
         print(f"error: {_flag_message(exc.message)}", file=sys.stderr)
-        return 2
-    runtime = build_runtime(settings, log_stream=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    runtime = build_runtime(quiet_unless_verbose(settings, args.verbose), log_stream=sys.stderr)
     try:
         answer, summary = runtime.sweep(request, Invocation())
     finally:
         runtime.close()
     if summary.store_unavailable:
         print("error: state store unavailable: nothing was swept", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_RUN
     document = {**answer.document(), "sweep": summary.document()}
     if args.json:
         print(json.dumps(document))
     else:
         _print_sweep(document)
-    incomplete = summary.errors or summary.stopped or answer.retry
-    return 1 if incomplete else 0
+    incomplete = bool(summary.errors or summary.stopped or summary.waiting or answer.retry)
+    return exit_code(summary.outcomes, incomplete=incomplete)
 
 
 # How an override's message names its field, and the flag that set it here.

@@ -10,6 +10,9 @@
   paged by marker;
 * :mod:`~handler.client.dwr` + :mod:`~handler.client.dwr_signing` - the DWR v3 API
   (``SDK-HMAC-SHA256``), paged by offset, windows split by time where offsets end.
+* :mod:`~handler.client.smn` and :mod:`~handler.client.ces` - SMN publish and Cloud Eye metric
+  data, signed the DWR way, bounded in time (:mod:`~handler.client.sending`); imported by
+  their module, so a process that sends neither never loads them.
 
 Each API's differences stay inside its client: nothing outside this package asks which API
 is in use. This is the client stage of the pipeline: it imports :mod:`handler.credentials`,
@@ -35,6 +38,7 @@ from handler.names import InvalidNameError
 
 __all__ = [
     "DEADLINE_EXCEEDED",
+    "CesClient",
     "DwrClient",
     "ExecutionInfo",
     "ExecutionPage",

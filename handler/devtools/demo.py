@@ -1,12 +1,13 @@
 """``make demo``: the whole job end to end on loopback, with no cloud account.
 
-``make demo`` shows it on the OBS workflow API, ``make demo API=dwr`` (``--api dwr``) on the
-DWR v3 API - the same story, as the function tells both apart only by its settings:
+``make demo`` shows it on the DWR v3 API, the one an account opened today has, and ``make demo
+API=obs`` (``--api obs``) on the OBS workflow API - the same story, as the function tells both
+apart only by its settings:
 
 1. start the workflow emulator with one failed execution;
 2. start the function exactly as deployed (functions-framework, SQLite state, an auth token);
 3. send a realistic EventGrid failure event to its URL and show the answer and the log line;
-4. show the execution is RUNNING again;
+4. show the execution is running again;
 5. send the same event again: the function answers ``duplicate`` and calls nothing;
 6. stop everything it started.
 """
@@ -58,8 +59,9 @@ FAILURE_EVENT = {"events": [{
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; 0 when every step showed what it should."""
     parser = argparse.ArgumentParser(prog="python -m handler.devtools.demo", description=__doc__)
-    parser.add_argument("--api", choices=sorted(EMULATORS), default="obs", help="default: obs")
+    parser.add_argument("--api", choices=sorted(EMULATORS), default="dwr", help="default: dwr")
     api = parser.parse_args(argv).api
+    started = time.monotonic()
     emulator_class, service = EMULATORS[api], api.upper()
     with (
         tempfile.TemporaryDirectory(prefix="obs-workflow-restore-demo-") as workdir,
@@ -90,14 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         and outcome_of(second) == "duplicate"
         and restores == 1
     )
-    print("\ndemo " + ("succeeded" if ok else "FAILED"))
+    took = time.monotonic() - started  # from the emulator's start to everything stopped
+    print(f"\ndemo {'succeeded' if ok else 'FAILED'} in {took:.1f} s")
     return 0 if ok else 1
 
 
 def _api_settings(api: str, url: str) -> dict[str, str]:
-    """The settings that point the function at the emulator's API (handler/settings.py)."""
+    """The settings that point the function at the emulator's API (handler/settings.py): the
+    endpoint setting alone chooses the API, as in a deployment."""
     if api == "dwr":
-        return {"WORKFLOW_API": "dwr", "DWR_ENDPOINT": url, "DWR_PROJECT_ID": PROJECT_ID}
+        return {"DWR_ENDPOINT": url, "DWR_PROJECT_ID": PROJECT_ID}
     return {"OBS_ENDPOINT": url}
 
 

@@ -87,7 +87,16 @@ class Function:
                 self.authenticate_request,
                 self.crash_answer,
                 self.screen_cloudevent_request,
+                self._auth_mode(),
             )
+
+    def _auth_mode(self) -> str:
+        """How a POST is checked, for the server's one start-up line."""
+        if self.settings.auth_token:
+            return "token"
+        if self.settings.allow_unauthenticated:
+            return "OFF (RESTORE_ALLOW_UNAUTHENTICATED=true)"
+        return "token not set - every POST is refused with 403 (set RESTORE_AUTH_TOKEN)"
 
     # --- the three targets ------------------------------------------------------------
 
@@ -155,7 +164,9 @@ class Function:
         Gateway event comes from outside, so it is authenticated like the HTTP URL and
         answered with an API Gateway response; other triggers (SMN, EventGrid, timer) can
         only be delivered by the platform and carry no token. For those, a delivery that must
-        be retried raises :class:`RetryableDeliveryError`, which makes FunctionGraph retry it.
+        be retried raises :class:`RetryableDeliveryError`: FunctionGraph invokes them
+        asynchronously and retries a failed call as often as the function's asynchronous
+        settings allow (README: Deploy).
         """
         if is_apig_request(event):  # the intake's own test: whatever it unwraps is checked
             return self._api_gateway(event, context)
@@ -217,11 +228,11 @@ class Function:
     # --- FunctionGraph events -----------------------------------------------------------
 
     def _timer(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        """A TIMER event runs a sweep, and never raises: timers are not retried (the next
-        sweep is the retry) and an exception would only leave a platform error behind.
-        Overrides the timer cannot mean (plain text in ``user_event``) are ignored with a
-        WARNING line; overrides that are wrong are refused at ERROR, since nobody reads a
-        timer's answer."""
+        """A TIMER event runs a sweep, and never raises: timer calls are asynchronous, so
+        raising would have FunctionGraph repeat the sweep as often as its asynchronous settings
+        allow, while the next timer already is the retry. Overrides the timer cannot mean
+        (plain text in ``user_event``) are ignored with a WARNING line; overrides that are
+        wrong are refused at ERROR, since nobody reads a timer's answer."""
         try:
             runtime = self.runtime
             invocation = self._invocation(

@@ -263,10 +263,12 @@ class Admission:
                 hold=hold,
             )
         if dry_run:
+            # Say which switch it was: a sweep's --dry-run (or dryRun) leaves the setting off.
+            why = "RESTORE_DRY_RUN is on" if self._settings.dry_run else "a dry run was asked for"
             return Verdict(
                 Outcome.DRY_RUN,
                 Settlement.RELEASED,
-                f"RESTORE_DRY_RUN is on: restore not called (rule {rule.name}){note}",
+                f"{why}: restore not called (rule {rule.name}){note}",
                 rule=rule.name,
                 hold=hold,
             )

@@ -9,7 +9,7 @@ execution has restores left; handler/pipeline/ opens it, the CLI opens one for o
   ``redis://``); standard library only, so settings can check the URL at start-up.
 - ``factory``: :func:`open_store` and :func:`open_store_deferred` choose the backend by scheme.
 - ``memory``, ``sqlite``, ``redis`` (with its Lua scripts in ``redis_scripts``): one backend
-  each.
+  each; ``breaker_steps``: the circuit breaker's transitions, which memory and SQLite share.
 
 What it may import: the standard library and ``handler.redaction``, no pipeline stage.
 redis-py is imported only when a Redis store is made, never by importing this package.

@@ -31,6 +31,30 @@ Two memories serve the restore rules' spacing:
   for them (in the same step) or a retention after they were due: a sweep works through the
   due ones, so a failure no listing shows any more is still restored.
 
+Two answers serve outage mode (:mod:`handler.outage`), where hundreds of executions fail at
+once because something they share broke:
+
+* :meth:`~StateStore.take_rate_slot` - a restore rate of ``limit`` per ``interval`` across
+  every instance: a *sliding log* of the slots taken (each kept one interval), not a token
+  bucket, because the promise is "never more than ``limit`` in *any* interval", which a
+  bucket refilled at ``limit``/``interval`` breaks at the seam of two intervals (a full
+  bucket spent at once, then refilled, allows almost twice the limit in one interval). The
+  log holds at most ``limit`` entries per subject. A full log answers when the next slot
+  frees (the item's due time); :meth:`~StateStore.return_rate_slot` gives back a slot whose
+  restore was not sent or was refused.
+* a circuit breaker per graph (:class:`BreakerState`): :meth:`~StateStore.record_refailure`
+  counts the distinct executions that failed again after a restore within a window and opens
+  the breaker in the same step when they reach the threshold; after the cooldown
+  :meth:`~StateStore.take_canary` gives exactly one caller the canary (half-open);
+  :meth:`~StateStore.close_breaker` and :meth:`~StateStore.reopen_breaker` (cooldown doubled,
+  capped) act only for the canary's token, so of several instances that looked at it exactly
+  one makes the transition (``changed``) and logs it; :meth:`~StateStore.release_canary`
+  gives back a canary whose restore never reached the execution;
+  :meth:`~StateStore.breakers_open` lists the graphs not closed (the global hold). Nothing is
+  kept for ever: a re-failure counts for its window, a close is remembered for one window
+  (re-failures that stopped before it are not counted again), and an open breaker nobody
+  came back to for a window after its canary was due is forgotten (closed, without a line).
+
 For operators and readiness probes: :meth:`~StateStore.forget` drops one event's outcome or
 marker, :meth:`~StateStore.reset_budget` one execution's reservations, and
 :meth:`~StateStore.check_writable` proves a write works now without leaving anything behind.
@@ -95,6 +119,75 @@ class Reservation:
     reserved: bool
     token: str
     state: str
+
+
+@dataclass(frozen=True)
+class RateSlot:
+    """The answer to :meth:`StateStore.take_rate_slot`.
+
+    ``granted`` with ``token`` naming the slot (kept one interval), or not granted and
+    ``free_at`` the earliest moment a slot is free again (when granted, ``free_at`` is now).
+    """
+
+    granted: bool
+    token: str
+    free_at: float
+
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
+# Re-failures kept per graph (the most recent): the most a threshold can ask for, and what
+# bounds a graph's record however many of its executions fail.
+REFAILURES_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class Refailure:
+    """One execution that failed again after a restore, and when (its latest such failure)."""
+
+    execution: str
+    at: float
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """A graph's circuit breaker as the store holds it, answered by every breaker call.
+
+    ``state`` is ``"closed"``, ``"open"`` (since ``opened_at``; the canary may be taken at
+    ``opened_at + cooldown``) or ``"half_open"`` (``canary_execution`` was restored at
+    ``canary_at`` under ``canary_token``; it is judged at ``canary_at + cooldown``).
+    ``refailures`` are the distinct executions that re-failed within the window, oldest
+    first (the evidence; the read and record calls fill it, the others leave it empty).
+    ``changed`` is true only in the answer of the call that made the transition it asked for
+    (opened, took the canary, closed, reopened, released): across every instance exactly one
+    caller sees it, and that one logs the event.
+    """
+
+    graph: str
+    state: str = CLOSED
+    opened_at: float | None = None
+    cooldown: float | None = None
+    canary_token: str = ""
+    canary_execution: str | None = None
+    canary_at: float | None = None
+    refailures: tuple[Refailure, ...] = ()
+    changed: bool = False
+
+    @property
+    def next_canary_at(self) -> float | None:
+        """When an open breaker's canary may be taken (None unless open)."""
+        if self.state != OPEN or self.opened_at is None or self.cooldown is None:
+            return None
+        return self.opened_at + self.cooldown
+
+    @property
+    def canary_judged_at(self) -> float | None:
+        """When a half-open breaker's canary may be judged (None unless half-open)."""
+        if self.state != HALF_OPEN or self.canary_at is None or self.cooldown is None:
+            return None
+        return self.canary_at + self.cooldown
 
 
 class StateStore(Protocol):
@@ -208,6 +301,89 @@ class StateStore(Protocol):
         the longest due first."""
         ...
 
+    def take_rate_slot(self, subject: str, limit: int, interval: float) -> RateSlot:
+        """Take one of ``limit`` slots per sliding ``interval`` s shared by every caller of
+        ``subject``, or answer when the next one is free.
+
+        Never more than ``limit`` slots are held from any ``interval``-long stretch of time,
+        however many callers race (nothing is granted for ``limit < 1``; ``free_at`` is then
+        infinite). A slot taken at ``t`` is free again at ``t + interval``.
+        """
+        ...
+
+    def return_rate_slot(self, subject: str, token: str) -> None:
+        """Give a slot back: its restore was not sent, or was refused. Unknown: ignored."""
+        ...
+
+    def rate_used(self, subject: str, interval: float) -> int:
+        """How many slots of ``subject`` were taken within the last ``interval`` seconds."""
+        ...
+
+    def record_refailure(
+        self,
+        graph: str,
+        execution: str,
+        failed_at: float,
+        *,
+        window: float,
+        threshold: int,
+        cooldown: float,
+    ) -> BreakerState:
+        """Count that ``execution`` of ``graph`` failed again (at ``failed_at``, not later
+        than now) after a restore; open the breaker when the distinct executions that
+        re-failed within the last ``window`` s reach ``threshold``.
+
+        One execution counts once however often it re-fails (its latest time is kept). A
+        re-failure older than the window, or that stopped before the breaker last closed,
+        is not counted. An open or half-open breaker is left as it is. The answer carries the
+        evidence; ``changed`` when this call opened the breaker (``cooldown`` from now).
+        """
+        ...
+
+    def breaker(self, graph: str, *, window: float) -> BreakerState:
+        """``graph``'s breaker now, with the re-failures within the last ``window`` s."""
+        ...
+
+    def take_canary(self, graph: str, execution: str, *, window: float) -> BreakerState:
+        """Make ``execution`` the canary of ``graph``'s open breaker whose cooldown is over:
+        half-open, with a new ``canary_token``; ``changed`` for the one caller that took it.
+        Any other state, or a cooldown not over, answers the state unchanged.
+
+        A half-open breaker nobody judges within ``window`` s after its canary was due to be
+        judged is forgotten.
+        """
+        ...
+
+    def close_breaker(self, graph: str, token: str, *, window: float) -> BreakerState:
+        """Close ``graph``'s half-open breaker if ``token`` is its canary's (the canary did
+        not fail again): its re-failures are dropped, and for ``window`` s re-failures that
+        stopped before now are not counted again. ``changed`` for the caller that closed it.
+        """
+        ...
+
+    def reopen_breaker(
+        self, graph: str, token: str, *, max_cooldown: float, window: float
+    ) -> BreakerState:
+        """Open ``graph``'s half-open breaker again if ``token`` is its canary's (the canary
+        failed again): open since now, its cooldown doubled - at most ``max_cooldown``, and
+        never shorter than it was. ``changed`` for the caller that reopened it."""
+        ...
+
+    def release_canary(self, graph: str, token: str, *, window: float) -> BreakerState:
+        """Give back ``token``'s canary (its restore never reached the execution): open
+        again as before, so the next caller may take a canary at once."""
+        ...
+
+    def breakers_open(self) -> list[BreakerState]:
+        """Every graph whose breaker is open or half-open (without re-failures), the
+        longest open first: the global hold counts them."""
+        ...
+
+    def reset_breaker(self, graph: str) -> bool:
+        """Forget ``graph``'s breaker and re-failures (an operator closing it by hand);
+        whether it was open or half-open."""
+        ...
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """A snapshot for operators: ``{"dedupe": [...], "budget": [...]}``, newest first.
 
@@ -291,6 +467,16 @@ def check_time(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
     return float(value)
+
+
+def free_slot_at(times: list[float], limit: int, interval: float) -> float:
+    """When a full rate log frees a slot: ``times`` are the slots held within the interval,
+    oldest first (at least ``limit`` of them). The one whose leaving brings them below
+    ``limit`` frees it, one interval after it was taken (more than ``limit`` are held only
+    when the limit was lowered meanwhile)."""
+    if limit < 1:
+        return math.inf
+    return times[len(times) - limit] + interval
 
 
 def check_limit(limit: int) -> int:

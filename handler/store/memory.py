@@ -12,20 +12,27 @@ import threading
 import time
 from collections.abc import Callable
 
+from handler.store import breaker_steps as steps
 from handler.store.base import (
     ACQUIRED,
     BUSY,
+    CLOSED,
     DONE,
     IN_PROGRESS,
+    REFAILURES_KEPT,
     RESERVED,
     SPENT,
+    BreakerState,
     Claim,
+    RateSlot,
+    Refailure,
     Reservation,
     budget_kept,
     check_limit,
     check_text,
     check_time,
     dump_record,
+    free_slot_at,
     new_token,
     positive_seconds,
     recent_view,
@@ -50,6 +57,11 @@ class MemoryStore:
         self._seen: dict[str, tuple[float, float]] = {}
         # item key -> (failure_json, due_at, expires_at)
         self._deferred: dict[str, tuple[str, float, float]] = {}
+        # rate subject -> slot token -> (taken at, expires_at: one interval later)
+        self._rate: dict[str, dict[str, tuple[float, float]]] = {}
+        # graph -> its breaker record; graph -> execution -> (re-failed at, expires_at)
+        self._breakers: dict[str, steps.BreakerRecord] = {}
+        self._refailures: dict[str, dict[str, tuple[float, float]]] = {}
         self._calls = 0
 
     @property
@@ -196,6 +208,163 @@ class MemoryStore:
             )
         return [(key, json.loads(data)) for _, key, data in due[: max(limit, 0)]]
 
+    def take_rate_slot(self, subject: str, limit: int, interval: float) -> RateSlot:
+        check_text("subject", subject)
+        limit = check_limit(limit)
+        interval = positive_seconds("interval", interval)
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            held = self._rate.setdefault(subject, {})
+            for token in [t for t, (at, _) in held.items() if at <= now - interval]:
+                del held[token]
+            if len(held) < limit:
+                token = new_token()
+                held[token] = (now, now + interval)
+                return RateSlot(True, token, now)
+            times = sorted(at for at, _ in held.values())
+            if not held:
+                del self._rate[subject]
+            return RateSlot(False, "", free_slot_at(times, limit, interval))
+
+    def return_rate_slot(self, subject: str, token: str) -> None:
+        with self._lock:
+            held = self._rate.get(subject)
+            if held is not None:
+                held.pop(token, None)
+
+    def rate_used(self, subject: str, interval: float) -> int:
+        interval = positive_seconds("interval", interval)
+        with self._lock:
+            now = self._clock()
+            held = self._rate.get(subject, {}).values()
+            return sum(1 for at, expires_at in held if at > now - interval and expires_at > now)
+
+    def record_refailure(
+        self,
+        graph: str,
+        execution: str,
+        failed_at: float,
+        *,
+        window: float,
+        threshold: int,
+        cooldown: float,
+    ) -> BreakerState:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        failed_at = check_time("failed_at", failed_at)
+        window = positive_seconds("window", window)
+        threshold = check_limit(threshold)
+        cooldown = positive_seconds("cooldown", cooldown)
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            failed_at = min(failed_at, now)
+            record = steps.live(self._breakers.get(graph), now)
+            held = self._refailures.setdefault(graph, {})
+            if steps.counts(record, failed_at, now, window):
+                latest = max(failed_at, held.get(execution, (failed_at, 0.0))[0])
+                held[execution] = (latest, latest + window)
+                if len(held) > REFAILURES_KEPT:
+                    oldest = sorted(held, key=lambda name: held[name][0])
+                    for name in oldest[: len(held) - REFAILURES_KEPT]:
+                        del held[name]
+            evidence = self._evidence(graph, now, window)
+            opened = steps.after_refailure(
+                record, len(evidence), now, threshold=threshold, cooldown=cooldown, window=window
+            )
+            if opened is not None:
+                self._breakers[graph] = record = opened
+            return steps.state_of(graph, record, evidence, changed=opened is not None)
+
+    def breaker(self, graph: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        with self._lock:
+            now = self._clock()
+            record = steps.live(self._breakers.get(graph), now)
+            return steps.state_of(graph, record, self._evidence(graph, now, window))
+
+    def take_canary(self, graph: str, execution: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        window = positive_seconds("window", window)
+        token = new_token()
+        return self._transition(
+            graph,
+            lambda record, now: steps.after_take_canary(
+                record, execution, token, now, window=window
+            ),
+        )
+
+    def close_breaker(self, graph: str, token: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        answer = self._transition(
+            graph, lambda record, now: steps.after_close(record, token, now, window=window)
+        )
+        if answer.changed:
+            with self._lock:
+                self._refailures.pop(graph, None)
+        return answer
+
+    def reopen_breaker(
+        self, graph: str, token: str, *, max_cooldown: float, window: float
+    ) -> BreakerState:
+        check_text("graph", graph)
+        max_cooldown = positive_seconds("max_cooldown", max_cooldown)
+        window = positive_seconds("window", window)
+        return self._transition(
+            graph,
+            lambda record, now: steps.after_reopen(
+                record, token, now, max_cooldown=max_cooldown, window=window
+            ),
+        )
+
+    def release_canary(self, graph: str, token: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        return self._transition(
+            graph, lambda record, now: steps.after_release(record, token, now, window=window)
+        )
+
+    def breakers_open(self) -> list[BreakerState]:
+        with self._lock:
+            now = self._clock()
+            held = [
+                (record.opened_at or 0.0, graph, record)
+                for graph, record in self._breakers.items()
+                if record.expires_at > now and record.state != CLOSED
+            ]
+        return [steps.state_of(graph, record) for _, graph, record in sorted(held)]
+
+    def reset_breaker(self, graph: str) -> bool:
+        check_text("graph", graph)
+        with self._lock:
+            record = steps.live(self._breakers.pop(graph, None), self._clock())
+            self._refailures.pop(graph, None)
+        return record is not None and record.state != CLOSED
+
+    def _transition(self, graph: str, step) -> BreakerState:
+        """Apply one breaker step under the lock; the answer says whether it changed."""
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            record = steps.live(self._breakers.get(graph), now)
+            changed = step(record, now)
+            if changed is not None:
+                self._breakers[graph] = record = changed
+            return steps.state_of(graph, record, changed=changed is not None)
+
+    def _evidence(self, graph: str, now: float, window: float) -> tuple[Refailure, ...]:
+        """The graph's re-failures within ``window``, oldest first; the caller holds the lock."""
+        held = self._refailures.get(graph, {})
+        return tuple(
+            Refailure(execution, at)
+            for at, execution in sorted((at, name) for name, (at, _) in held.items())
+            if at > now - window
+        )
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._lock:
             now = self._clock()
@@ -251,6 +420,7 @@ class MemoryStore:
         """Drop expired entries, amortised: one full pass per ``len(entries)`` calls."""
         self._calls += 1
         entries = len(self._dedupe) + len(self._budget) + len(self._seen) + len(self._deferred)
+        entries += len(self._rate) + len(self._breakers) + len(self._refailures)
         if self._calls < max(64, entries):
             return
         self._calls = 0
@@ -266,3 +436,17 @@ class MemoryStore:
                 del held[token]
             if not held:
                 del self._budget[subject]
+        for subject in list(self._rate):
+            slots = self._rate[subject]
+            for token in [t for t, (_, expires_at) in slots.items() if expires_at <= now]:
+                del slots[token]
+            if not slots:
+                del self._rate[subject]
+        for key in [k for k, record in self._breakers.items() if record.expires_at <= now]:
+            del self._breakers[key]
+        for graph in list(self._refailures):
+            kept = self._refailures[graph]
+            for name in [n for n, (_, expires_at) in kept.items() if expires_at <= now]:
+                del kept[name]
+            if not kept:
+                del self._refailures[graph]

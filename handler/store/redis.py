@@ -23,11 +23,15 @@ from handler.redaction import redact_url
 from handler.store.base import (
     ACQUIRED,
     BUSY,
+    CLOSED,
     DONE,
     IN_PROGRESS,
     RESERVED,
     SPENT,
+    BreakerState,
     Claim,
+    RateSlot,
+    Refailure,
     Reservation,
     StoreUnavailable,
     budget_kept,
@@ -42,23 +46,32 @@ from handler.store.base import (
 from handler.store.redis_scripts import (
     CHECK_WRITABLE_LUA,
     CLAIM_LUA,
+    CLOSE_BREAKER_LUA,
     DUE_DEFERRED_LUA,
     FINISH_LUA,
     FIRST_SEEN_LUA,
     FORGET_LUA,
     LATE,
+    READ_BREAKER_LUA,
+    RECORD_REFAILURE_LUA,
+    REDIS_EXPIRY_GRACE_MS,
     REFUND_LUA,
+    RELEASE_CANARY_LUA,
     RELEASE_LUA,
     REMEMBER_DEFERRED_LUA,
     RENEW_LUA,
+    REOPEN_BREAKER_LUA,
     RESERVE_LUA,
+    RESET_BREAKER_LUA,
     RESET_BUDGET_LUA,
+    RETURN_RATE_SLOT_LUA,
     SETTLE_LUA,
+    TAKE_CANARY_LUA,
+    TAKE_RATE_SLOT_LUA,
 )
 
 DEFAULT_REDIS_PREFIX = "obs-workflow-restore:"
 REDIS_TIMEOUT = 2.0  # seconds to connect to / hear back from Redis: "down" must fail fast
-REDIS_EXPIRY_GRACE_MS = 60_000  # Redis drops a key this long after its logical expiry
 REDIS_SCAN_LIMIT = 10_000  # keys recent() examines at most on Redis
 REDIS_CALIBRATE_EVERY = 300.0  # seconds between re-reading Redis' clock (see RedisStore)
 REDIS_LOST_LIMIT = 1_000  # claims/reservations whose reply was lost, kept to undo later
@@ -140,7 +153,8 @@ class RedisStore:
         )
         self._redis_minus_monotonic: float | None = None
         self._calibrated_at = -math.inf
-        self._lost: list[tuple[str, str, str]] = []  # ("claim"|"budget", key or subject, token)
+        # (kind: "claim", "budget", "rate" or "canary"; key, subject or graph; token; window)
+        self._lost: list[tuple[str, str, str, str]] = []
         self._lost_lock = threading.Lock()
         self._claim = self._redis.register_script(CLAIM_LUA)
         self._finish = self._redis.register_script(FINISH_LUA)
@@ -155,6 +169,15 @@ class RedisStore:
         self._forget = self._redis.register_script(FORGET_LUA)
         self._reset_budget = self._redis.register_script(RESET_BUDGET_LUA)
         self._check_writable = self._redis.register_script(CHECK_WRITABLE_LUA)
+        self._take_rate_slot = self._redis.register_script(TAKE_RATE_SLOT_LUA)
+        self._return_rate_slot = self._redis.register_script(RETURN_RATE_SLOT_LUA)
+        self._record_refailure = self._redis.register_script(RECORD_REFAILURE_LUA)
+        self._read_breaker = self._redis.register_script(READ_BREAKER_LUA)
+        self._take_canary = self._redis.register_script(TAKE_CANARY_LUA)
+        self._close_breaker = self._redis.register_script(CLOSE_BREAKER_LUA)
+        self._reopen_breaker = self._redis.register_script(REOPEN_BREAKER_LUA)
+        self._release_canary = self._redis.register_script(RELEASE_CANARY_LUA)
+        self._reset_breaker = self._redis.register_script(RESET_BREAKER_LUA)
 
     @property
     def describe(self) -> str:
@@ -330,6 +353,164 @@ class RedisStore:
             for key, value in zip(found[::2], found[1::2], strict=True)
         ]
 
+    def take_rate_slot(self, subject: str, limit: int, interval: float) -> RateSlot:
+        check_text("subject", subject)
+        limit = check_limit(limit)
+        interval = positive_seconds("interval", interval)
+        if limit < 1:
+            return RateSlot(False, "", math.inf)
+        token = new_token()
+        now = self._clock()
+        self._undo_lost()
+        with self._remember_if_lost("rate", subject, token), self._guard():
+            answer, at = self._in_time(
+                self._take_rate_slot,
+                keys=[self._rate_key(subject)],
+                args=[
+                    repr(now),
+                    repr(now - interval),
+                    limit,
+                    token,
+                    _redis_ttl_ms(interval),
+                ],
+            )
+        if answer == "granted":
+            return RateSlot(True, token, float(at))
+        return RateSlot(False, "", float(at) + interval)
+
+    def return_rate_slot(self, subject: str, token: str) -> None:
+        self._undo_lost()
+        with self._guard():
+            self._return_rate_slot(keys=[self._rate_key(subject)], args=[token])
+
+    def rate_used(self, subject: str, interval: float) -> int:
+        interval = positive_seconds("interval", interval)
+        now = self._clock()
+        with self._guard():
+            return int(self._redis.zcount(self._rate_key(subject), f"({now - interval!r}", "+inf"))
+
+    def record_refailure(
+        self,
+        graph: str,
+        execution: str,
+        failed_at: float,
+        *,
+        window: float,
+        threshold: int,
+        cooldown: float,
+    ) -> BreakerState:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        failed_at = check_time("failed_at", failed_at)
+        window = positive_seconds("window", window)
+        threshold = check_limit(threshold)
+        cooldown = positive_seconds("cooldown", cooldown)
+        now = self._clock()
+        self._undo_lost()
+        with self._guard():
+            answer = self._record_refailure(
+                keys=self._breaker_keys(graph),
+                args=[
+                    repr(now),
+                    graph,
+                    execution,
+                    repr(min(failed_at, now)),
+                    repr(now - window),
+                    repr(window),
+                    threshold,
+                    repr(cooldown),
+                    new_token(),
+                ],
+            )
+        return _breaker_state(graph, answer)
+
+    def breaker(self, graph: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        now = self._clock()
+        with self._guard():
+            answer = self._read_breaker(
+                keys=self._breaker_keys(graph), args=[repr(now), repr(now - window)]
+            )
+        return _breaker_state(graph, answer)
+
+    def take_canary(self, graph: str, execution: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        window = positive_seconds("window", window)
+        token = new_token()
+        now = self._clock()
+        self._undo_lost()
+        with self._remember_if_lost("canary", graph, token, repr(window)), self._guard():
+            answer = self._in_time(
+                self._take_canary,
+                keys=self._breaker_keys(graph),
+                args=[repr(now), graph, execution, token, repr(window)],
+            )
+        return _breaker_state(graph, answer)
+
+    def close_breaker(self, graph: str, token: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        return self._breaker_step(self._close_breaker, graph, [token, repr(window)])
+
+    def reopen_breaker(
+        self, graph: str, token: str, *, max_cooldown: float, window: float
+    ) -> BreakerState:
+        check_text("graph", graph)
+        max_cooldown = positive_seconds("max_cooldown", max_cooldown)
+        window = positive_seconds("window", window)
+        return self._breaker_step(
+            self._reopen_breaker, graph, [token, repr(max_cooldown), repr(window)]
+        )
+
+    def release_canary(self, graph: str, token: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        return self._breaker_step(self._release_canary, graph, [token, repr(window)])
+
+    def breakers_open(self) -> list[BreakerState]:
+        """See :meth:`StateStore.breakers_open`; the index lists at most one entry per graph
+        whose breaker is not closed, each dropped when its record expires."""
+        now = self._clock()
+        index = f"{self._prefix}breakers-open"
+        with self._guard():
+            graphs = self._redis.zrangebyscore(index, f"({now!r}", "+inf")
+            pipe = self._redis.pipeline(transaction=False)
+            for graph in graphs:
+                pipe.hmget(
+                    self._breaker_keys(graph)[0],
+                    "state", "expires_at", "opened_at", "cooldown", "canary_token",
+                    "canary_execution", "canary_at",
+                )  # fmt: skip
+            records = pipe.execute()
+        found = []
+        for graph, (state, expires_at, *fields) in zip(graphs, records, strict=True):
+            if state is None or state == CLOSED or float(expires_at) <= now:
+                continue
+            found.append(_breaker_state(graph, [state, *fields, "0"]))
+        found.sort(key=lambda breaker: (breaker.opened_at or 0.0, breaker.graph))
+        return found
+
+    def reset_breaker(self, graph: str) -> bool:
+        check_text("graph", graph)
+        with self._guard():
+            return bool(
+                self._reset_breaker(
+                    keys=self._breaker_keys(graph), args=[repr(self._clock()), graph]
+                )
+            )
+
+    def _breaker_step(self, script: Callable[..., list], graph: str, args: list) -> BreakerState:
+        """Run a breaker transition script (ARGV: now, graph, a call id, then ``args``)."""
+        now = self._clock()
+        self._undo_lost()
+        with self._guard():
+            answer = script(
+                keys=self._breaker_keys(graph), args=[repr(now), graph, new_token(), *args]
+            )
+        return _breaker_state(graph, answer)
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         """See :meth:`StateStore.recent`; here it SCANs at most ``REDIS_SCAN_LIMIT`` keys."""
         now = self._clock()
@@ -416,6 +597,17 @@ class RedisStore:
     def _budget_key(self, subject: str) -> str:
         return f"{self._prefix}budget:{subject}"
 
+    def _rate_key(self, subject: str) -> str:
+        return f"{self._prefix}rate:{subject}"
+
+    def _breaker_keys(self, graph: str) -> list[str]:
+        """The graph's record, its re-failures, and the index of breakers not closed."""
+        return [
+            f"{self._prefix}breaker:{graph}",
+            f"{self._prefix}breaker-refailures:{graph}",
+            f"{self._prefix}breakers-open",
+        ]
+
     def _scan(self, kind: str) -> list[str]:
         pattern = _glob_escape(self._prefix + kind) + "*"
         keys = []
@@ -449,28 +641,38 @@ class RedisStore:
         return time.monotonic() + self._redis_minus_monotonic + self._answer_within
 
     @contextmanager
-    def _remember_if_lost(self, kind: str, name: str, token: str) -> Iterator[None]:
+    def _remember_if_lost(
+        self, kind: str, name: str, token: str, window: str = ""
+    ) -> Iterator[None]:
         """If the call fails, its script may still have run: remember what to undo."""
         try:
             yield
         except StoreUnavailable:
             with self._lost_lock:
                 if len(self._lost) < REDIS_LOST_LIMIT:
-                    self._lost.append((kind, name, token))
+                    self._lost.append((kind, name, token, window))
             raise
 
     def _undo_lost(self) -> None:
-        """Release markers and refund units taken by calls whose reply was lost (best effort).
+        """Release markers, refund units, give back rate slots and canaries taken by calls
+        whose reply was lost (best effort).
 
         Safe at any later time: the caller gave up after the script's deadline, so a script
         not yet run never acts, and the release and refund only touch our own token.
         """
         with self._lost_lock:
             lost, self._lost = self._lost, []
-        for index, (kind, name, token) in enumerate(lost):
+        for index, (kind, name, token, window) in enumerate(lost):
             try:
                 if kind == "claim":
                     self._release(keys=[self._dedupe_key(name)], args=[token])
+                elif kind == "rate":
+                    self._return_rate_slot(keys=[self._rate_key(name)], args=[token])
+                elif kind == "canary":
+                    self._release_canary(
+                        keys=self._breaker_keys(name),
+                        args=[repr(self._clock()), name, new_token(), token, window],
+                    )
                 else:
                     self._refund(keys=[self._budget_key(name)], args=[token])
             except self._errors:
@@ -491,6 +693,26 @@ class RedisStore:
         except self._errors as exc:
             detail = self._scrub(f"{type(exc).__name__}: {exc}")
             raise StoreUnavailable(f"state store {self._describe} unavailable: {detail}") from None
+
+
+def _breaker_state(graph: str, answer: list) -> BreakerState:
+    """A breaker script's reply (see redis_scripts.BREAKER_LUA) as the contract's answer."""
+    state, opened_at, cooldown, canary_token, canary_execution, canary_at, changed = answer[:7]
+    evidence = answer[7:]
+    return BreakerState(
+        graph,
+        state,
+        opened_at=float(opened_at) if opened_at else None,
+        cooldown=float(cooldown) if cooldown else None,
+        canary_token=canary_token or "",
+        canary_execution=canary_execution or None,
+        canary_at=float(canary_at) if canary_at else None,
+        refailures=tuple(
+            Refailure(execution, float(at))
+            for execution, at in zip(evidence[::2], evidence[1::2], strict=True)
+        ),
+        changed=changed == "1",
+    )
 
 
 def _budget_kept_past(member: str, now: float) -> bool:

@@ -5,6 +5,10 @@ another instance's. The scripts are idempotent for a given token, so the client'
 a lost reply cannot take a second budget unit or turn our own marker into someone else's.
 """
 
+from handler.store.base import REFAILURES_KEPT
+
+REDIS_EXPIRY_GRACE_MS = 60_000  # Redis drops a key this long after its logical expiry
+
 # Every script that takes something (a marker, a budget unit) first compares Redis' own clock
 # with the caller's deadline, in Redis time (the last ARGV): a script that a stalled server runs
 # only after the caller gave up must not take anything the caller will never use or release.
@@ -229,3 +233,239 @@ for _, key in ipairs(due) do
 end
 return found
 """
+
+# --- outage mode: the restore rate and the breakers ------------------------------------------
+#
+# Single-node, like every script here: a breaker script touches three keys (the graph's
+# record, its re-failures and the index of breakers not closed), which Redis Cluster would
+# refuse unless they shared a hash slot. Every key expires (PEXPIRE, a grace period after its
+# logical expiry), so nothing outlives what it is for.
+
+# A rate is a sorted set of slot tokens scored by when each was taken: a sliding log, kept one
+# interval. KEYS[1] the log; ARGV: now, since (now - interval), limit, token, redis_ttl_ms,
+# deadline. Answers {'granted', now} or {'full', when the slot whose leaving frees one was
+# taken}; a retry after a lost reply finds its own slot.
+TAKE_RATE_SLOT_LUA = (
+    DEADLINE_LUA
+    + """
+local taken = redis.call('ZSCORE', KEYS[1], ARGV[4])
+if taken then return {'granted', taken} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local used, limit = redis.call('ZCARD', KEYS[1]), tonumber(ARGV[3])
+if used < limit then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return {'granted', ARGV[1]}
+end
+local frees = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
+return {'full', frees[2]}
+"""
+)
+
+# KEYS[1] the log; ARGV: token.
+RETURN_RATE_SLOT_LUA = """
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+# The breaker of one graph: KEYS[1] its record (a hash of BREAKER_FIELDS; absent or expired is
+# closed), KEYS[2] its re-failures (a sorted set: execution scored by when it last re-failed),
+# KEYS[3] the index of breakers not closed (graph scored by its record's expiry). The steps are
+# those of handler/store/breaker_steps.py. ``changed_by`` holds the id of the call that made
+# the last transition (each call has its own: several instances judge one canary with the
+# same canary token), so a retry after a lost reply is told it made it (``changed``).
+# Replies: {state, opened_at, cooldown, canary_token, canary_execution, canary_at, changed,
+# execution, at, execution, at, ...} (re-failures only from the calls that read them).
+BREAKER_LUA = f"""
+local GRACE = {REDIS_EXPIRY_GRACE_MS}
+local KEPT = {REFAILURES_KEPT}
+local FIELDS = {{'state', 'expires_at', 'opened_at', 'cooldown', 'canary_token',
+                'canary_execution', 'canary_at', 'closed_at', 'changed_by'}}
+local function fmt(number) return string.format('%.17g', number) end
+local function load(now)
+  local values = redis.call('HMGET', KEYS[1], unpack(FIELDS))
+  if not values[1] or tonumber(values[2]) <= now then return nil end
+  local record = {{}}
+  for i, name in ipairs(FIELDS) do record[name] = values[i] or '' end
+  return record
+end
+local function save(record, graph, now)
+  redis.call('DEL', KEYS[1])
+  local fields = {{}}
+  for _, name in ipairs(FIELDS) do
+    if record[name] and record[name] ~= '' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = record[name]
+    end
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  local ttl = math.ceil((tonumber(record.expires_at) - now) * 1000) + GRACE
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if record.state == 'closed' then
+    redis.call('ZREM', KEYS[3], graph)
+  else
+    redis.call('ZADD', KEYS[3], record.expires_at, graph)
+    if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
+  end
+end
+local function reply(record, changed, since)
+  local out = {{'closed', '', '', '', '', '', changed}}
+  if record and record.state ~= 'closed' then
+    out = {{record.state}}
+    for _, name in ipairs({{'opened_at', 'cooldown', 'canary_token', 'canary_execution',
+                           'canary_at'}}) do
+      out[#out + 1] = record[name] or ''
+    end
+    out[#out + 1] = changed
+  end
+  if since then
+    local held = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. since, '+inf', 'WITHSCORES')
+    for i = 1, #held do out[#out + 1] = held[i] end
+  end
+  return out
+end
+local function canary_of(record, token)
+  return record and record.state == 'half_open' and token ~= '' and record.canary_token == token
+end
+"""
+
+# ARGV: now, graph, execution, failed_at (not after now), since (now - window), window,
+# threshold, cooldown, token.
+RECORD_REFAILURE_LUA = (
+    BREAKER_LUA
+    + """
+local now, failed_at, since = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local record = load(now)
+local before_close = record and record.state == 'closed' and record.closed_at ~= ''
+    and failed_at <= tonumber(record.closed_at)
+if failed_at > since and not before_close then
+  local current = redis.call('ZSCORE', KEYS[2], ARGV[3])
+  if not current or tonumber(current) < failed_at then
+    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+  local extra = redis.call('ZCARD', KEYS[2]) - KEPT
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
+  local ttl = math.ceil((failed_at + tonumber(ARGV[6]) - now) * 1000) + GRACE
+  if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+local changed = '0'
+if not record or record.state == 'closed' then
+  local distinct = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[5], '+inf')
+  local threshold = tonumber(ARGV[7])
+  if threshold >= 1 and distinct >= threshold then
+    local cooldown = tonumber(ARGV[8])
+    record = {state = 'open', expires_at = fmt(now + cooldown + tonumber(ARGV[6])),
+              opened_at = ARGV[1], cooldown = ARGV[8], changed_by = ARGV[9]}
+    save(record, ARGV[2], now)
+    changed = '1'
+  end
+elseif record.state == 'open' and record.changed_by == ARGV[9] then
+  changed = '1'
+end
+return reply(record, changed, ARGV[5])
+"""
+)
+
+# ARGV: now, since (now - window).
+READ_BREAKER_LUA = (
+    BREAKER_LUA
+    + """
+return reply(load(tonumber(ARGV[1])), '0', ARGV[2])
+"""
+)
+
+# ARGV: now, graph, execution, token, window, deadline.
+TAKE_CANARY_LUA = (
+    DEADLINE_LUA
+    + BREAKER_LUA
+    + """
+local now = tonumber(ARGV[1])
+local record = load(now)
+if canary_of(record, ARGV[4]) then return reply(record, '1') end
+if record and record.state == 'open'
+    and now >= tonumber(record.opened_at) + tonumber(record.cooldown) then
+  record.state, record.canary_token = 'half_open', ARGV[4]
+  record.canary_execution, record.canary_at = ARGV[3], ARGV[1]
+  record.expires_at = fmt(now + tonumber(record.cooldown) + tonumber(ARGV[5]))
+  record.changed_by = ARGV[4]
+  save(record, ARGV[2], now)
+  return reply(record, '1')
+end
+return reply(record, '0')
+"""
+)
+
+# ARGV: now, graph, call id, canary token, window.
+CLOSE_BREAKER_LUA = (
+    BREAKER_LUA
+    + """
+local now = tonumber(ARGV[1])
+local record = load(now)
+if canary_of(record, ARGV[4]) then
+  record = {state = 'closed', expires_at = fmt(now + tonumber(ARGV[5])), closed_at = ARGV[1],
+            changed_by = ARGV[3]}
+  save(record, ARGV[2], now)
+  redis.call('DEL', KEYS[2])
+  return reply(record, '1')
+end
+if record and record.state == 'closed' and record.changed_by == ARGV[3] then
+  return reply(record, '1')
+end
+return reply(record, '0')
+"""
+)
+
+# ARGV: now, graph, call id, canary token, max_cooldown, window.
+REOPEN_BREAKER_LUA = (
+    BREAKER_LUA
+    + """
+local now = tonumber(ARGV[1])
+local record = load(now)
+if canary_of(record, ARGV[4]) then
+  local cooldown = tonumber(record.cooldown)
+  cooldown = math.max(cooldown, math.min(2 * cooldown, tonumber(ARGV[5])))
+  record = {state = 'open', expires_at = fmt(now + cooldown + tonumber(ARGV[6])),
+            opened_at = ARGV[1], cooldown = fmt(cooldown), changed_by = ARGV[3]}
+  save(record, ARGV[2], now)
+  return reply(record, '1')
+end
+if record and record.state == 'open' and record.changed_by == ARGV[3] then
+  return reply(record, '1')
+end
+return reply(record, '0')
+"""
+)
+
+# ARGV: now, graph, call id, canary token, window.
+RELEASE_CANARY_LUA = (
+    BREAKER_LUA
+    + """
+local now = tonumber(ARGV[1])
+local record = load(now)
+if canary_of(record, ARGV[4]) then
+  local due = tonumber(record.opened_at) + tonumber(record.cooldown)
+  record.state, record.canary_token, record.canary_execution, record.canary_at =
+      'open', '', '', ''
+  record.expires_at = fmt(math.max(due, now) + tonumber(ARGV[5]))
+  record.changed_by = ARGV[3]
+  save(record, ARGV[2], now)
+  return reply(record, '1')
+end
+if record and record.state == 'open' and record.changed_by == ARGV[3] then
+  return reply(record, '1')
+end
+return reply(record, '0')
+"""
+)
+
+# ARGV: now, graph. Answers 1 when the breaker was open or half-open.
+RESET_BREAKER_LUA = (
+    BREAKER_LUA
+    + """
+local record = load(tonumber(ARGV[1]))
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+if record and record.state ~= 'closed' then return 1 end
+return 0
+"""
+)

@@ -31,14 +31,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
 
+from handler.store import breaker_steps as steps
 from handler.store.base import (
     ACQUIRED,
     BUSY,
+    CLOSED,
     DONE,
     IN_PROGRESS,
+    REFAILURES_KEPT,
     RESERVED,
     SPENT,
+    BreakerState,
     Claim,
+    RateSlot,
+    Refailure,
     Reservation,
     StoreUnavailable,
     budget_kept,
@@ -46,6 +52,7 @@ from handler.store.base import (
     check_text,
     check_time,
     dump_record,
+    free_slot_at,
     new_token,
     positive_seconds,
 )
@@ -96,6 +103,39 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS deferred_due_at ON deferred (due_at)",
     "CREATE INDEX IF NOT EXISTS deferred_expires_at ON deferred (expires_at)",
+    """CREATE TABLE IF NOT EXISTS rate_slots (
+        subject TEXT NOT NULL,
+        token TEXT NOT NULL,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (subject, token)
+    )""",
+    "CREATE INDEX IF NOT EXISTS rate_slots_subject_at ON rate_slots (subject, at)",
+    "CREATE INDEX IF NOT EXISTS rate_slots_expires_at ON rate_slots (expires_at)",
+    """CREATE TABLE IF NOT EXISTS breakers (
+        graph TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        opened_at REAL,
+        cooldown REAL,
+        canary_token TEXT NOT NULL DEFAULT '',
+        canary_execution TEXT,
+        canary_at REAL,
+        closed_at REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS breakers_expires_at ON breakers (expires_at)",
+    """CREATE TABLE IF NOT EXISTS breaker_refailures (
+        graph TEXT NOT NULL,
+        execution TEXT NOT NULL,
+        at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (graph, execution)
+    )""",
+    "CREATE INDEX IF NOT EXISTS breaker_refailures_graph_at ON breaker_refailures (graph, at)",
+    "CREATE INDEX IF NOT EXISTS breaker_refailures_expires_at ON breaker_refailures (expires_at)",
+)
+_BREAKER_COLUMNS = (
+    "state, expires_at, opened_at, cooldown, canary_token, canary_execution, canary_at, closed_at"
 )
 # Columns added after a table was first released: a file an earlier version made gets them
 # at open. (A reservation from before ``in_flight_until`` existed reads as settled: spent.)
@@ -328,6 +368,207 @@ class SQLiteStore:
             ).fetchall()
         return [(key, json.loads(failure)) for key, failure in rows]
 
+    def take_rate_slot(self, subject: str, limit: int, interval: float) -> RateSlot:
+        check_text("subject", subject)
+        limit = check_limit(limit)
+        interval = positive_seconds("interval", interval)
+        with self._write() as db:
+            now = self._clock()
+            self._purge(db, now)
+            times = [
+                float(at)
+                for (at,) in db.execute(
+                    "SELECT at FROM rate_slots WHERE subject = ? AND at > ? AND expires_at > ?"
+                    " ORDER BY at",
+                    (subject, now - interval, now),
+                )
+            ]
+            if len(times) >= limit:
+                return RateSlot(False, "", free_slot_at(times, limit, interval))
+            token = new_token()
+            db.execute(
+                "INSERT INTO rate_slots (subject, token, at, expires_at) VALUES (?, ?, ?, ?)",
+                (subject, token, now, now + interval),
+            )
+            return RateSlot(True, token, now)
+
+    def return_rate_slot(self, subject: str, token: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM rate_slots WHERE subject = ? AND token = ?", (subject, token))
+
+    def rate_used(self, subject: str, interval: float) -> int:
+        interval = positive_seconds("interval", interval)
+        now = self._clock()
+        with self._read() as db:
+            (used,) = db.execute(
+                "SELECT COUNT(*) FROM rate_slots WHERE subject = ? AND at > ? AND expires_at > ?",
+                (subject, now - interval, now),
+            ).fetchone()
+        return int(used)
+
+    def record_refailure(
+        self,
+        graph: str,
+        execution: str,
+        failed_at: float,
+        *,
+        window: float,
+        threshold: int,
+        cooldown: float,
+    ) -> BreakerState:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        failed_at = check_time("failed_at", failed_at)
+        window = positive_seconds("window", window)
+        threshold = check_limit(threshold)
+        cooldown = positive_seconds("cooldown", cooldown)
+        with self._write() as db:
+            now = self._clock()
+            self._purge(db, now)
+            failed_at = min(failed_at, now)
+            record = self._breaker_record(db, graph, now)
+            if steps.counts(record, failed_at, now, window):
+                db.execute(
+                    "INSERT INTO breaker_refailures (graph, execution, at, expires_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (graph, execution) DO UPDATE SET"
+                    " at = MAX(at, excluded.at), expires_at = MAX(expires_at, excluded.expires_at)",
+                    (graph, execution, failed_at, failed_at + window),
+                )
+                db.execute(
+                    "DELETE FROM breaker_refailures WHERE rowid IN (SELECT rowid FROM"
+                    " breaker_refailures WHERE graph = ? ORDER BY at DESC LIMIT -1 OFFSET ?)",
+                    (graph, REFAILURES_KEPT),
+                )
+            evidence = self._evidence(db, graph, now, window)
+            opened = steps.after_refailure(
+                record, len(evidence), now, threshold=threshold, cooldown=cooldown, window=window
+            )
+            if opened is not None:
+                self._save_breaker(db, graph, opened)
+                record = opened
+            return steps.state_of(graph, record, evidence, changed=opened is not None)
+
+    def breaker(self, graph: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        now = self._clock()
+        with self._read() as db:
+            record = self._breaker_record(db, graph, now)
+            return steps.state_of(graph, record, self._evidence(db, graph, now, window))
+
+    def take_canary(self, graph: str, execution: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        window = positive_seconds("window", window)
+        token = new_token()
+        return self._transition(
+            graph,
+            lambda record, now: steps.after_take_canary(
+                record, execution, token, now, window=window
+            ),
+        )
+
+    def close_breaker(self, graph: str, token: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        return self._transition(
+            graph,
+            lambda record, now: steps.after_close(record, token, now, window=window),
+            forget_refailures=True,
+        )
+
+    def reopen_breaker(
+        self, graph: str, token: str, *, max_cooldown: float, window: float
+    ) -> BreakerState:
+        check_text("graph", graph)
+        max_cooldown = positive_seconds("max_cooldown", max_cooldown)
+        window = positive_seconds("window", window)
+        return self._transition(
+            graph,
+            lambda record, now: steps.after_reopen(
+                record, token, now, max_cooldown=max_cooldown, window=window
+            ),
+        )
+
+    def release_canary(self, graph: str, token: str, *, window: float) -> BreakerState:
+        check_text("graph", graph)
+        window = positive_seconds("window", window)
+        return self._transition(
+            graph, lambda record, now: steps.after_release(record, token, now, window=window)
+        )
+
+    def breakers_open(self) -> list[BreakerState]:
+        now = self._clock()
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT graph, {_BREAKER_COLUMNS} FROM breakers"  # noqa: S608 - fixed columns
+                " WHERE expires_at > ? AND state != ? ORDER BY opened_at, graph",
+                (now, CLOSED),
+            ).fetchall()
+        return [steps.state_of(row[0], steps.BreakerRecord(*row[1:])) for row in rows]
+
+    def reset_breaker(self, graph: str) -> bool:
+        check_text("graph", graph)
+        with self._write() as db:
+            record = self._breaker_record(db, graph, self._clock())
+            db.execute("DELETE FROM breakers WHERE graph = ?", (graph,))
+            db.execute("DELETE FROM breaker_refailures WHERE graph = ?", (graph,))
+        return record is not None and record.state != CLOSED
+
+    def _transition(self, graph: str, step, *, forget_refailures: bool = False) -> BreakerState:
+        """Apply one breaker step in one write transaction; the answer says if it changed."""
+        with self._write() as db:
+            now = self._clock()
+            self._purge(db, now)
+            record = self._breaker_record(db, graph, now)
+            changed = step(record, now)
+            if changed is not None:
+                self._save_breaker(db, graph, changed)
+                record = changed
+                if forget_refailures:
+                    db.execute("DELETE FROM breaker_refailures WHERE graph = ?", (graph,))
+            return steps.state_of(graph, record, changed=changed is not None)
+
+    @staticmethod
+    def _breaker_record(
+        db: sqlite3.Connection, graph: str, now: float
+    ) -> steps.BreakerRecord | None:
+        row = db.execute(
+            f"SELECT {_BREAKER_COLUMNS} FROM breakers"  # noqa: S608 - fixed columns
+            " WHERE graph = ? AND expires_at > ?",
+            (graph, now),
+        ).fetchone()
+        return steps.BreakerRecord(*row) if row is not None else None
+
+    @staticmethod
+    def _save_breaker(db: sqlite3.Connection, graph: str, record: steps.BreakerRecord) -> None:
+        db.execute(
+            f"INSERT OR REPLACE INTO breakers (graph, {_BREAKER_COLUMNS})"  # noqa: S608
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                graph,
+                record.state,
+                record.expires_at,
+                record.opened_at,
+                record.cooldown,
+                record.canary_token,
+                record.canary_execution,
+                record.canary_at,
+                record.closed_at,
+            ),
+        )
+
+    @staticmethod
+    def _evidence(
+        db: sqlite3.Connection, graph: str, now: float, window: float
+    ) -> tuple[Refailure, ...]:
+        rows = db.execute(
+            "SELECT execution, at FROM breaker_refailures WHERE graph = ? AND at > ?"
+            " AND expires_at > ? ORDER BY at, execution",
+            (graph, now - window, now),
+        ).fetchall()
+        return tuple(Refailure(execution, float(at)) for execution, at in rows)
+
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:
         with self._read() as db:
             now = self._clock()
@@ -559,7 +800,8 @@ class SQLiteStore:
 
     @staticmethod
     def _purge(db: sqlite3.Connection, now: float) -> None:
-        for table in ("dedupe", "budget", "first_seen", "deferred"):
+        tables = ("dedupe", "budget", "first_seen", "deferred", "rate_slots", "breakers")
+        for table in (*tables, "breaker_refailures"):
             db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names
                 f" (SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",

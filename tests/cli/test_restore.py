@@ -50,8 +50,8 @@ def test_restore_obeys_the_allowlist_and_the_rules_and_names_the_rule(
     monkeypatch.delenv("RESTORE_GRAPH_ALLOWLIST")
     spaced = {"rules": [{"name": "spaced", "spacing": {"first": "1h"}}]}
     monkeypatch.setenv("RESTORE_POLICY", json.dumps(spaced))
-    code, result = run_restore(capsys)  # not due yet: nothing done now, so exit 1
-    assert (code, result["outcome"], result["rule"]) == (1, "deferred", "spaced")
+    code, result = run_restore(capsys)  # not due yet: the sweep restores it when due
+    assert (code, result["outcome"], result["rule"]) == (0, "deferred", "spaced")
     assert restores(emulator) == 0 and emulator.state("graph-1", "exec-1") == "FAILED"
 
 
@@ -73,7 +73,7 @@ def test_restore_dry_run_says_what_the_function_would_decide_and_records_nothing
 
     monkeypatch.setenv("RESTORE_GRAPH_ALLOWLIST", "etl-*")  # the function would skip it
     code, result = run_restore(capsys, "--dry-run")
-    assert (code, result["outcome"], result["wouldRestore"]) == (1, "skipped", False)
+    assert (code, result["outcome"], result["wouldRestore"]) == (0, "skipped", False)  # no-op
 
     monkeypatch.delenv("RESTORE_GRAPH_ALLOWLIST")
     monkeypatch.setenv("RESTORE_MAX_RESTORES", "1")
@@ -83,7 +83,7 @@ def test_restore_dry_run_says_what_the_function_would_decide_and_records_nothing
     assert (code, result["outcome"], result["wouldRestore"]) == (1, "budget_exhausted", False)
 
     command = ["restore", "--graph", "graph-1", "--execution", "exec-2", "--dry-run", "--json"]
-    assert cli.main(command) == 1  # SUCCESS: admitted, but nothing to restore
+    assert cli.main(command) == 0  # SUCCESS: admitted, but nothing to restore (a no-op)
     assert json.loads(capsys.readouterr().out)["wouldRestore"] is False
     monkeypatch.setenv("RESTORE_DRY_RUN", "true")  # the setting means the same here
     assert cli.main(["restore", "--graph", "graph-1", "--execution", "exec-1"]) == 1
@@ -171,12 +171,12 @@ def test_replay_runs_a_saved_delivery_through_the_pipeline(emulator, cli_env, tm
             ]
         )
     )
-    assert cli.main(["replay", str(delivery), "--json"]) == 0
+    assert cli.main(["replay", str(delivery), "--json"]) == 1  # an item was rejected
     document = json.loads(capsys.readouterr().out)
     assert document["status"] == 200
     assert document["summary"] == {"restored": 1, "rejected": 1}
 
-    assert cli.main(["replay", str(delivery)]) == 0  # a table, and the redelivery is a duplicate
+    assert cli.main(["replay", str(delivery)]) == 1  # a table, and the redelivery is a duplicate
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["outcome", "graphName", "executionName"]
     assert "duplicate" in table and "status 200: 1 duplicate, 1 rejected" in table

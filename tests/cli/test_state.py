@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -21,6 +22,28 @@ def test_state_shows_dedupe_and_budget_records(emulator, cli_env, tmp_path, caps
     assert records["dedupe"][0]["record"]["outcome"] == "restored"
     budget = records["budget"][0]
     assert (budget["subject"], budget["used"]) == ("graph-1/exec-1", 1)
+
+
+def test_state_says_which_execution_each_record_is_about_and_when(
+    emulator, cli_env, tmp_path, capsys
+):
+    """The key alone (a CloudEvent's source/id) does not say what to forget or reset."""
+    delivery = tmp_path / "event.json"
+    event = {"specversion": "1.0", "id": "e-7", "source": "HC.OBS", "type": "failed",
+             "data": {"graphName": "graph-1", "executionName": "exec-1"}}  # fmt: skip
+    delivery.write_text(json.dumps(event))
+    cli.main(["replay", str(delivery)])
+    capsys.readouterr()
+    assert cli.main(["state"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (record,) = [line for line in lines if line.endswith("ce:HC.OBS:e-7")]
+    assert re.match(
+        r"^  done +restored +graph-1/exec-1 +restored 20\d\d-\d\d-\d\dT[\d:.]+Z"
+        r"  until 20\d\d-\d\d-\d\dT[\d:]+Z  ce:HC\.OBS:e-7$",
+        record,
+    ), record
+    (budget,) = [line for line in lines if "used" in line]
+    assert re.match(r"^ +1 used  graph-1/exec-1 +last 20\d\d-\d\d-\d\dT[\d:]+Z$", budget), budget
 
 
 def test_state_needs_only_the_store_settings(tmp_path, monkeypatch, capsys):

@@ -95,6 +95,19 @@ def test_sweep_dry_run_lists_and_decides_but_restores_nothing(service, sweep_env
     assert sweep_json(capsys)["sweep"]["outcomes"] == {"restored": 1}  # a dry run records none
 
 
+def test_the_dry_run_reason_names_the_switch_that_made_it(service, sweep_env, capsys):
+    """--dry-run is not RESTORE_DRY_RUN: the reason must not send the operator to a setting
+    that is off."""
+    service.add("graph-1", "run-1", "FAILED", NOW - timedelta(minutes=5))
+    sweep_env()
+    (flagged,) = sweep_json(capsys, "--dry-run")["results"]
+    assert flagged["outcome"] == "dry_run"
+    assert flagged["reason"].startswith("a dry run was asked for: restore not called")
+    sweep_env(RESTORE_DRY_RUN="true")
+    (configured,) = sweep_json(capsys)["results"]
+    assert configured["reason"].startswith("RESTORE_DRY_RUN is on: restore not called")
+
+
 def test_sweep_exits_1_when_a_graph_cannot_be_listed_and_sweeps_the_others(
     service, sweep_env, capsys
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,8 @@ def run_demo(arguments: list[str], shell: dict[str, str]) -> subprocess.Complete
     )
 
 
-def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
-    done = run_demo([], CALLERS_SETTINGS)
+def test_the_demo_on_the_obs_api_restores_once_and_reports_the_redelivery_as_duplicate():
+    done = run_demo(["--api", "obs"], CALLERS_SETTINGS)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"outcome": "restored"' in done.stdout
     assert "the execution is now RUNNING" in done.stdout
@@ -48,7 +49,8 @@ def test_the_demo_restores_once_and_reports_the_redelivery_as_duplicate():
     assert "demo-secret-key" not in done.stdout + done.stderr
 
 
-def test_the_demo_on_the_dwr_api_restores_once_and_reports_the_redelivery_as_duplicate():
+def test_the_demo_shows_the_dwr_api_by_default_and_says_how_long_it_took():
+    """DWR is the API of an account opened today; `make demo` runs this without arguments."""
     shell = {
         **CALLERS_SETTINGS,
         "WORKFLOW_API": "obs",
@@ -56,7 +58,7 @@ def test_the_demo_on_the_dwr_api_restores_once_and_reports_the_redelivery_as_dup
         "DWR_PROJECT_ID": "project-of-the-shell",
         "HUAWEICLOUD_SDK_AK": "AK-of-the-shell",
     }
-    done = run_demo(["--api", "dwr"], shell)
+    done = run_demo([], shell)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "DWR emulator on http://127.0.0.1:" in done.stdout
     assert '"outcome": "restored"' in done.stdout
@@ -65,3 +67,34 @@ def test_the_demo_on_the_dwr_api_restores_once_and_reports_the_redelivery_as_dup
     assert '"outcome": "duplicate"' in done.stdout
     assert "DWR saw 1 restore call(s)" in done.stdout
     assert "demo-secret-key" not in done.stdout + done.stderr
+    assert re.search(r"^demo succeeded in \d+\.\d s$", done.stdout, re.M)
+
+
+# What `pip install -e '.[test]'` adds and `make demo` must do without (pyproject's test extra).
+TEST_EXTRAS = ("pytest", "pytest_httpserver", "hypothesis", "obs", "huaweicloudsdkcore",
+               "huaweicloudsdkdwr", "redis", "ruff")  # fmt: skip
+BLOCKER = f"""
+import sys
+
+class _Absent:
+    # As if the test extras were not installed: `make demo` installs without them.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {TEST_EXTRAS!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not installed by make demo)")
+        return None
+
+sys.meta_path.insert(0, _Absent())
+"""
+
+
+def test_make_demo_installs_only_what_the_demo_runs(tmp_path):
+    """Its own stamp installs the project without extras, and the demo - emulator, function
+    server and all - runs with every test extra and SDK absent."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("$(DEMO_STAMP): pyproject.toml") :].split("\n\n")[0]
+    assert "pip install --quiet -e .\n" in recipe + "\n" and "[test]" not in recipe
+    assert re.search(r"^demo: .*\$\(DEMO_STAMP\)", makefile, re.M)
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    done = run_demo([], {"PYTHONPATH": str(tmp_path)})  # the function server inherits it
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"outcome": "duplicate"' in done.stdout

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from handler.store import Claim, StateStore
-from handler.store.base import Reservation
+from handler.store.base import REFAILURES_KEPT, BreakerState, Refailure, Reservation
 from tests.store.conftest import HOUR, START
 
 pytest_plugins = ["tests.redis_server"]  # redis_url, redis_server_factory
@@ -472,3 +472,282 @@ def test_check_writable_writes_nothing(store):
         store.check_writable()
     assert store.recent() == {"dedupe": [], "budget": []}
     assert store.claim("event", ttl=60).acquired
+
+
+# --- outage mode: the restore rate -------------------------------------------------------------
+
+
+def test_rate_slots_stop_at_the_limit_and_each_frees_one_interval_after_it_was_taken(store, clock):
+    granted = []
+    for _ in range(3):
+        slot = store.take_rate_slot("restore", 3, 60)
+        assert slot.granted and slot.free_at == START + 10 * len(granted)
+        granted.append(slot.token)
+        clock.advance(10)
+    assert len(set(granted)) == 3 and all(len(token) >= 16 for token in granted)
+    full = store.take_rate_slot("restore", 3, 60)
+    assert (full.granted, full.token, full.free_at) == (False, "", START + 60)
+    assert store.rate_used("restore", 60) == 3
+    assert store.take_rate_slot("other", 3, 60).granted  # per subject
+
+    clock.now = START + 59.9
+    assert store.take_rate_slot("restore", 3, 60).free_at == START + 60
+    clock.now = START + 60  # the first slot leaves the interval: one is free
+    assert store.take_rate_slot("restore", 3, 60).granted
+    assert store.take_rate_slot("restore", 3, 60).free_at == START + 70
+    assert store.rate_used("restore", 60) == 3
+    assert store.rate_used("restore", 45) == 2  # those taken at START + 20 and START + 60
+
+
+def test_a_returned_rate_slot_is_free_again_at_once(store):
+    first = store.take_rate_slot("restore", 2, 60)
+    assert store.take_rate_slot("restore", 2, 60).granted
+    assert not store.take_rate_slot("restore", 2, 60).granted
+    store.return_rate_slot("restore", first.token)  # its restore was never sent
+    assert store.take_rate_slot("restore", 2, 60).granted
+    store.return_rate_slot("restore", "unknown")  # harmless
+    store.return_rate_slot("never-seen", "unknown")
+    assert store.rate_used("restore", 60) == 2
+
+
+def test_a_lowered_rate_limit_frees_a_slot_only_once_enough_have_left(store, clock):
+    for _ in range(5):
+        assert store.take_rate_slot("restore", 5, 60).granted
+        clock.advance(1)
+    # Five held, two allowed now: the fourth slot's leaving (taken at START + 3) brings them
+    # below two.
+    assert store.take_rate_slot("restore", 2, 60).free_at == START + 63
+
+
+def test_a_rate_limit_below_one_never_grants_and_bad_arguments_fail_before_any_io(store):
+    never = store.take_rate_slot("restore", 0, 60)
+    assert not never.granted and never.free_at == float("inf")
+    with pytest.raises(ValueError, match="interval"):
+        store.take_rate_slot("restore", 3, 0)
+    with pytest.raises(ValueError, match="subject"):
+        store.take_rate_slot("", 3, 60)
+    with pytest.raises(TypeError):
+        store.take_rate_slot("restore", True, 60)
+    assert store.rate_used("restore", 60) == 0
+
+
+def test_twenty_threads_taking_rate_slots_with_limit_five_get_exactly_five(make_store):
+    store = make_store()
+    answers = run_threads(20, lambda: store.take_rate_slot("restore", 5, HOUR))
+    granted = [answer for answer in answers if answer.granted]
+    assert len(granted) == 5 and len({answer.token for answer in granted}) == 5
+    first = min(answer.free_at for answer in granted)
+    assert all(answer.free_at >= first + HOUR for answer in answers if not answer.granted)
+    assert store.rate_used("restore", HOUR) == 5
+
+
+# --- outage mode: the breaker of a graph -------------------------------------------------------
+
+WINDOW, COOLDOWN = 900.0, 600.0
+
+
+def refail(store, execution, at, *, graph="etl", threshold=3, cooldown=COOLDOWN):
+    return store.record_refailure(
+        graph, execution, at, window=WINDOW, threshold=threshold, cooldown=cooldown
+    )
+
+
+def open_breaker(store, clock, graph="etl", *, cooldown=COOLDOWN):
+    for n in range(3):
+        state = refail(store, f"run-{n}", clock(), graph=graph, cooldown=cooldown)
+    assert state.state == "open" and state.changed
+    return state
+
+
+def test_distinct_executions_re_failing_within_the_window_open_the_breaker_with_evidence(
+    store, clock
+):
+    first = refail(store, "run-1", START - 30)
+    assert (first.state, first.changed, first.opened_at) == ("closed", False, None)
+    clock.advance(10)
+    again = refail(store, "run-1", clock())  # the same execution counts once, at its latest
+    assert again.state == "closed" and [r.execution for r in again.refailures] == ["run-1"]
+    assert refail(store, "run-2", clock()).state == "closed"
+    clock.advance(5)
+    opened = refail(store, "run-3", clock() - 1)
+    assert (opened.state, opened.changed) == ("open", True)
+    assert (opened.opened_at, opened.cooldown) == (START + 15, COOLDOWN)
+    assert opened.next_canary_at == START + 15 + COOLDOWN
+    assert opened.refailures == (
+        Refailure("run-1", START + 10),
+        Refailure("run-2", START + 10),
+        Refailure("run-3", START + 14),
+    )
+    more = refail(store, "run-4", clock())  # already open: recorded, nothing changes
+    assert (more.state, more.changed, more.opened_at) == ("open", False, START + 15)
+    read = store.breaker("etl", window=WINDOW)
+    assert (read.state, read.changed, len(read.refailures)) == ("open", False, 4)
+    assert store.breaker("other", window=WINDOW) == BreakerState("other")  # per graph
+
+
+def test_re_failures_older_than_the_window_do_not_count(store, clock):
+    assert refail(store, "run-1", START - WINDOW).refailures == ()  # stopped too long ago
+    refail(store, "run-1", clock())
+    clock.advance(WINDOW)  # run-1's re-failure has left the window
+    refail(store, "run-2", clock())
+    state = refail(store, "run-3", clock())
+    assert state.state == "closed" and [r.execution for r in state.refailures] == [
+        "run-2",
+        "run-3",
+    ]
+    future = refail(store, "run-4", clock() + 3600)  # a stop time ahead of our clock: now
+    assert future.state == "open" and future.refailures[-1] == Refailure("run-4", clock())
+    with pytest.raises(ValueError, match="failed_at"):
+        refail(store, "run-5", float("nan"))
+    with pytest.raises(ValueError, match="graph"):
+        refail(store, "run-5", START, graph="")
+    with pytest.raises(ValueError, match="cooldown"):
+        refail(store, "run-5", START, cooldown=0)
+
+
+def test_a_threshold_below_one_never_opens(store, clock):
+    for n in range(5):
+        state = refail(store, f"run-{n}", clock(), threshold=0)
+    assert state.state == "closed" and len(state.refailures) == 5
+
+
+def test_exactly_one_caller_takes_the_canary_once_the_cooldown_is_over(store, clock):
+    open_breaker(store, clock)
+    clock.advance(COOLDOWN - 1)
+    early = store.take_canary("etl", "run-0", window=WINDOW)
+    assert (early.state, early.changed, early.canary_token) == ("open", False, "")
+    clock.advance(1)
+    taken = store.take_canary("etl", "run-0", window=WINDOW)
+    assert (taken.state, taken.changed, taken.canary_execution) == ("half_open", True, "run-0")
+    assert len(taken.canary_token) >= 16 and taken.canary_at == START + COOLDOWN
+    assert taken.canary_judged_at == START + 2 * COOLDOWN
+    late = store.take_canary("etl", "run-1", window=WINDOW)
+    assert (late.state, late.changed, late.canary_execution) == ("half_open", False, "run-0")
+    assert late.canary_token == taken.canary_token  # every instance can judge the canary
+    assert store.take_canary("closed-graph", "run-0", window=WINDOW).state == "closed"
+
+
+def test_sixteen_threads_taking_one_canary_yield_exactly_one(make_store, clock):
+    store = make_store(clock)
+    open_breaker(store, clock)
+    clock.advance(COOLDOWN)
+    answers = run_threads(16, lambda: store.take_canary("etl", "run-0", window=WINDOW))
+    assert [answer.changed for answer in answers].count(True) == 1
+    assert {answer.canary_token for answer in answers} != {""}
+    assert len({answer.canary_token for answer in answers}) == 1
+
+
+def test_a_canary_that_did_not_fail_again_closes_the_breaker_for_exactly_one_caller(store, clock):
+    open_breaker(store, clock)
+    clock.advance(COOLDOWN)
+    canary = store.take_canary("etl", "run-0", window=WINDOW)
+    clock.advance(COOLDOWN)
+    wrong = store.close_breaker("etl", "not-the-canary", window=WINDOW)
+    assert (wrong.state, wrong.changed) == ("half_open", False)
+    closed = store.close_breaker("etl", canary.canary_token, window=WINDOW)
+    assert (closed.state, closed.changed) == ("closed", True)
+    # Another instance judged the same canary at the same time: it does not close it again.
+    again = store.close_breaker("etl", canary.canary_token, window=WINDOW)
+    assert (again.state, again.changed) == ("closed", False)
+    assert store.breaker("etl", window=WINDOW).refailures == ()  # the evidence is dropped
+    assert store.breakers_open() == []
+
+
+def test_a_closed_breaker_does_not_count_re_failures_that_stopped_before_it_closed(store, clock):
+    open_breaker(store, clock)
+    clock.advance(COOLDOWN)
+    canary = store.take_canary("etl", "run-0", window=WINDOW)
+    clock.advance(COOLDOWN)
+    closed_at = clock()
+    store.close_breaker("etl", canary.canary_token, window=WINDOW)
+    clock.advance(1)
+    for n in range(3):  # found late: they stopped before the canary proved the outage over
+        state = refail(store, f"late-{n}", closed_at - 10)
+    assert (state.state, state.refailures) == ("closed", ())
+    for n in range(3):
+        state = refail(store, f"new-{n}", clock())
+    assert (state.state, state.changed) == ("open", True)
+
+
+def test_a_failed_canary_reopens_the_breaker_with_the_cooldown_doubled_up_to_the_cap(store, clock):
+    open_breaker(store, clock)
+    cooldowns = []
+    for _ in range(4):
+        clock.advance(store.breaker("etl", window=WINDOW).cooldown)
+        canary = store.take_canary("etl", "run-0", window=WINDOW)
+        assert canary.changed
+        clock.advance(canary.cooldown)
+        reopened = store.reopen_breaker(
+            "etl", canary.canary_token, max_cooldown=2000, window=WINDOW
+        )
+        assert (reopened.state, reopened.changed, reopened.opened_at) == ("open", True, clock())
+        cooldowns.append(reopened.cooldown)
+        again = store.reopen_breaker("etl", canary.canary_token, max_cooldown=2000, window=WINDOW)
+        assert not again.changed and again.cooldown == reopened.cooldown  # judged once
+    assert cooldowns == [1200, 2000, 2000, 2000]
+    # A cap below the configured cooldown never shortens it.
+    clock.advance(2000)
+    canary = store.take_canary("etl", "run-0", window=WINDOW)
+    kept = store.reopen_breaker("etl", canary.canary_token, max_cooldown=60, window=WINDOW)
+    assert kept.cooldown == 2000
+    with pytest.raises(ValueError, match="max_cooldown"):
+        store.reopen_breaker("etl", canary.canary_token, max_cooldown=0, window=WINDOW)
+
+
+def test_a_released_canary_lets_the_next_caller_take_one_at_once(store, clock):
+    open_breaker(store, clock)
+    clock.advance(COOLDOWN + 5)
+    canary = store.take_canary("etl", "run-0", window=WINDOW)
+    assert store.release_canary("etl", "not-the-canary", window=WINDOW).state == "half_open"
+    released = store.release_canary("etl", canary.canary_token, window=WINDOW)
+    assert (released.state, released.changed, released.opened_at) == ("open", True, START)
+    assert released.canary_execution is None
+    second = store.take_canary("etl", "run-1", window=WINDOW)
+    assert second.changed and second.canary_token != canary.canary_token
+    # The first canary's token is worth nothing now.
+    assert not store.close_breaker("etl", canary.canary_token, window=WINDOW).changed
+    assert store.breaker("etl", window=WINDOW).canary_execution == "run-1"
+
+
+def test_breakers_open_lists_the_graphs_not_closed_the_longest_open_first(store, clock):
+    open_breaker(store, clock, "billing")
+    clock.advance(10)
+    open_breaker(store, clock, "etl")
+    refail(store, "run-0", clock(), graph="quiet")  # re-failed, not open
+    clock.advance(COOLDOWN)
+    store.take_canary("etl", "run-0", window=WINDOW)  # half-open still counts
+    listed = store.breakers_open()
+    assert [(b.graph, b.state) for b in listed] == [("billing", "open"), ("etl", "half_open")]
+    assert all(b.refailures == () and not b.changed for b in listed)
+    assert store.reset_breaker("billing") is True  # an operator closes it by hand
+    assert store.reset_breaker("quiet") is False  # it was not open
+    assert store.reset_breaker("never-seen") is False
+    assert [b.graph for b in store.breakers_open()] == ["etl"]
+    assert store.breaker("billing", window=WINDOW) == BreakerState("billing")
+    with pytest.raises(ValueError, match="graph"):
+        store.reset_breaker("")
+
+
+def test_an_open_breaker_nobody_came_back_to_is_forgotten_a_window_after_its_next_step(
+    store, clock
+):
+    open_breaker(store, clock, "etl")
+    open_breaker(store, clock, "billing")
+    clock.advance(COOLDOWN)
+    canary = store.take_canary("billing", "run-0", window=WINDOW)
+    clock.advance(WINDOW - 0.5)  # etl's canary has been due for almost a window
+    assert [b.graph for b in store.breakers_open()] == ["billing", "etl"]  # same age: by name
+    clock.advance(0.5)
+    assert [b.graph for b in store.breakers_open()] == ["billing"]
+    assert store.breaker("etl", window=WINDOW).state == "closed"
+    clock.now = canary.canary_judged_at + WINDOW  # nobody judged billing's canary either
+    assert store.breakers_open() == []
+    assert store.take_canary("billing", "run-1", window=WINDOW).state == "closed"
+
+
+def test_the_re_failures_a_graph_keeps_are_bounded(store, clock):
+    for n in range(REFAILURES_KEPT + 5):
+        state = refail(store, f"run-{n}", clock(), threshold=REFAILURES_KEPT)
+        clock.advance(0.01)
+    assert len(state.refailures) == REFAILURES_KEPT
+    assert state.refailures[0].execution == "run-5"  # the oldest went first

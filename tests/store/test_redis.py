@@ -250,3 +250,98 @@ def test_a_reservation_an_earlier_version_wrote_still_counts(redis_url, clock):
     store.refund_budget("exec", "old-token")
     assert store.reserve_budget("exec", 1, HOUR, in_flight=60).reserved
     store.close()
+
+
+def test_redis_outage_scripts_are_idempotent_for_a_retried_call(redis_url, monkeypatch, clock):
+    """A retry after a lost reply carries the same token or call id: it takes no second rate
+    slot, and it is told it made the transition the lost attempt made (so the event that
+    transition logs is not lost)."""
+    store = open_store(redis_url, clock=clock)
+    assert isinstance(store, RedisStore)
+    monkeypatch.setattr("handler.store.redis.new_token", lambda: "same-token")
+    assert store.take_rate_slot("restore", 3, 60).granted
+    assert store.take_rate_slot("restore", 3, 60).granted
+    assert store.rate_used("restore", 60) == 1
+    for n in range(2):
+        store.record_refailure("etl", f"run-{n}", clock(), window=900, threshold=2, cooldown=60)
+    retried = store.record_refailure("etl", "run-1", clock(), window=900, threshold=2, cooldown=60)
+    assert retried.state == "open" and retried.changed  # the same call id opened it
+    clock.advance(60)
+    assert store.take_canary("etl", "run-0", window=900).changed
+    assert store.take_canary("etl", "run-0", window=900).changed
+    assert store.close_breaker("etl", "same-token", window=900).changed
+    assert store.close_breaker("etl", "same-token", window=900).changed
+    store.close()
+
+
+def test_a_redis_stall_takes_no_rate_slot(redis_server_factory):
+    server = redis_server_factory()
+    store = open_store(server.url + "?socket_timeout=0.3")
+    assert store.take_rate_slot("warm-up", 1, HOUR).granted
+    assert server.process is not None
+    ran_before = _evalsha_calls(server.url)
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.take_rate_slot("restore", 1, HOUR)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    give_up = time.monotonic() + 5
+    while _evalsha_calls(server.url) == ran_before:
+        assert time.monotonic() < give_up, "the stalled slot never ran"
+        time.sleep(0.02)
+    assert store.rate_used("restore", HOUR) == 0
+    assert store.take_rate_slot("restore", 1, HOUR).granted
+    store.close()
+
+
+def test_a_canary_whose_reply_was_lost_is_given_back_at_the_next_use(redis_url, clock):
+    """The script ran, the answer never came back: the canary nobody will restore is released,
+    so another instance may take one."""
+    import redis
+
+    store, other_instance = open_store(redis_url, clock=clock), open_store(redis_url, clock=clock)
+    assert isinstance(store, RedisStore)
+    for n in range(2):
+        store.record_refailure("etl", f"run-{n}", clock(), window=900, threshold=2, cooldown=60)
+    clock.advance(60)
+    real_take = store._take_canary
+
+    def reply_lost(**kwargs):
+        real_take(**kwargs)
+        raise redis.exceptions.ConnectionError("connection reset after the script ran")
+
+    store._take_canary = reply_lost
+    with pytest.raises(StoreUnavailable):
+        store.take_canary("etl", "run-0", window=900)
+    store._take_canary = real_take
+    assert other_instance.breaker("etl", window=900).state == "half_open"  # it did run
+    store.ping()  # any next use undoes it
+    assert other_instance.take_canary("etl", "run-1", window=900).changed
+    store.close()
+    other_instance.close()
+
+
+def test_redis_rate_and_breaker_keys_live_under_the_prefix_and_expire(redis_url, clock):
+    import redis
+
+    store = open_store(redis_url, clock=clock)
+    store.take_rate_slot("restore", 5, 60)
+    for n in range(2):
+        store.record_refailure("etl", f"run-{n}", clock(), window=900, threshold=2, cooldown=600)
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = DEFAULT_REDIS_PREFIX
+    assert sorted(raw.keys("*")) == [
+        f"{prefix}breaker-refailures:etl",
+        f"{prefix}breaker:etl",
+        f"{prefix}breakers-open",
+        f"{prefix}rate:restore",
+    ]
+    # Each key expires a grace period after the last thing in it stops mattering.
+    assert 60_000 < raw.pttl(f"{prefix}rate:restore") <= 120_000
+    assert 900_000 < raw.pttl(f"{prefix}breaker-refailures:etl") <= 960_000
+    open_for = (600 + 900) * 1000  # until a window after the canary is due
+    assert open_for < raw.pttl(f"{prefix}breaker:etl") <= open_for + 60_000
+    assert open_for < raw.pttl(f"{prefix}breakers-open") <= open_for + 60_000
+    raw.close()
+    store.close()

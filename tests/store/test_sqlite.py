@@ -50,6 +50,24 @@ def _reserve_in_process(url: str, barrier, results) -> None:
         results.put(f"error: {exc!r}")
 
 
+def _take_slot_in_process(url: str, barrier, results) -> None:
+    try:
+        with open_store(url) as store:
+            barrier.wait(timeout=20)
+            results.put("granted" if store.take_rate_slot("restore", 3, HOUR).granted else "full")
+    except BaseException as exc:
+        results.put(f"error: {exc!r}")
+
+
+def _take_canary_in_process(url: str, barrier, results) -> None:
+    try:
+        with open_store(url) as store:
+            barrier.wait(timeout=20)
+            results.put("canary" if store.take_canary("etl", "run-0", window=HOUR).changed else "")
+    except BaseException as exc:
+        results.put(f"error: {exc!r}")
+
+
 def run_processes(count: int, target, url: str) -> list[object]:
     """Run ``target`` in ``count`` forked processes released together; collect answers."""
     context = multiprocessing.get_context("fork")
@@ -81,6 +99,41 @@ def test_sqlite_processes_reserving_with_limit_three_get_exactly_three(tmp_path)
     assert sorted(tokens) == ["busy"] * 5 + ["reserved"] * 3
     with open_store(url) as store:
         assert store.budget_used("exec", HOUR) == 3
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses fork")
+def test_sqlite_processes_taking_rate_slots_with_limit_three_get_exactly_three(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    answers = run_processes(8, _take_slot_in_process, url)
+    assert sorted(answers) == ["full"] * 5 + ["granted"] * 3
+    with open_store(url) as store:
+        assert store.rate_used("restore", HOUR) == 3
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses fork")
+def test_sqlite_processes_taking_one_canary_yield_exactly_one(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with open_store(url) as store:
+        for n in range(2):
+            store.record_refailure(
+                "etl", f"run-{n}", time.time() - 10, window=HOUR, threshold=2, cooldown=0.001
+            )
+    time.sleep(0.01)  # the cooldown is over before any child asks
+    answers = run_processes(8, _take_canary_in_process, url)
+    assert sorted(answers) == [""] * 7 + ["canary"]
+
+
+def test_a_file_from_before_outage_mode_gets_its_tables_at_open(tmp_path):
+    path = tmp_path / "old.db"
+    with open_store(f"sqlite:///{path}") as store:
+        assert store.claim("event", ttl=60).acquired
+    with sqlite3.connect(path) as db:  # as an earlier version left it
+        for table in ("rate_slots", "breakers", "breaker_refailures"):
+            db.execute(f"DROP TABLE {table}")
+    with open_store(f"sqlite:///{path}") as store:
+        assert store.claim("event", ttl=60).state == "in_progress"  # nothing else was lost
+        assert store.take_rate_slot("restore", 1, 60).granted
+        assert store.breaker("etl", window=60).state == "closed"
 
 
 def test_sqlite_store_survives_fork_with_its_own_connections(tmp_path):

@@ -9,9 +9,11 @@ end, and it injects the faults a client must survive (5xx, resets, garbage, redi
 Modules: :mod:`.core` (executions, faults, the server's life: what every API shares),
 :mod:`.faults` (fault injection), :mod:`.wire` (the keep-alive HTTP handler), one module per
 API - :mod:`.obs` (the OBS v2 API, :class:`Emulator`) and :mod:`.dwr` (the DWR v3 API,
-:class:`DwrEmulator`): paths, signature check, answers - and :mod:`.cli` (the command line,
-``--api obs|dwr``). Development only: nothing under
-``handler/devtools`` ships in a function package, and no production module imports it.
+:class:`DwrEmulator`): paths, signature check, answers - :mod:`.notify` (SMN publish and
+Cloud Eye metric data, served by :class:`DwrEmulator` beside DWR), :mod:`.gateway` (the
+``SDK-HMAC-SHA256`` check they share) and :mod:`.cli` (the command line, ``--api obs|dwr``).
+Development only: nothing under ``handler/devtools`` ships in a function package, and no
+production module imports it.
 
 Python use::
 

@@ -7,7 +7,7 @@ or SIGTERM. The secret key is never printed or logged; give it in
 ``EMULATOR_SECRET_ACCESS_KEY`` rather than with ``--secret-key`` (which still works), so it
 does not show in ``ps``::
 
-    EMULATOR_SECRET_ACCESS_KEY=SK python -m handler.devtools.emulator --port 9000 \\
+    EMULATOR_SECRET_ACCESS_KEY=SK obs-workflow-restore emulator --port 9000 \\
         --seed seed.json --execution graph-1/exec-1=FAILED --access-key AK \\
         --fail-next 2 --fail-status 503
 
@@ -16,7 +16,13 @@ The faults can be queued from the command line too - ``--fail-next N [--fail-sta
 ``--redirect-next N [--redirect-location URL]`` - and are served in that order.
 
 ``--api dwr --project-id P`` serves the DWR v3 API for project P instead of the OBS one
-(states in DWR's words: ``--execution graph-1/exec-1=fail``).
+(states in DWR's words: ``--execution graph-1/exec-1=fail``), and beside it SMN publish and
+Cloud Eye metric data (:mod:`.notify`): ``--topic NAME`` (repeatable) creates the SMN topic
+``urn:smn:<region>:<project>:NAME``.
+
+``--broken-downstream SECONDS [--fixed-after SECONDS] [--downstream NAME]`` plays an outage:
+every restored execution fails again SECONDS after its restore, naming the downstream, until
+it is fixed ``--fixed-after`` seconds after the emulator started (never, without it).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 from handler.devtools.emulator.core import EmulatorCore, read_seed
 from handler.devtools.emulator.dwr import DwrEmulator
+from handler.devtools.emulator.faults import DEFAULT_DOWNSTREAM
 from handler.devtools.emulator.obs import Emulator
 from handler.devtools.emulator.wire import logger
 
@@ -80,11 +87,15 @@ def _serve_until_signalled(emulator: EmulatorCore) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m handler.devtools.emulator",
-        description="Local stand-in for the workflow execution API (prints its URL).",
+        prog="obs-workflow-restore emulator",
+        description="Local stand-in for a workflow execution API - OBS workflows or DWR (--api) "
+        "- on loopback; prints its URL, serves until stopped.",
     )
     parser.add_argument(
-        "--api", choices=sorted(EMULATORS), default="obs", help="the API to serve (default: obs)"
+        "--api",
+        choices=sorted(EMULATORS),
+        default="obs",
+        help="the API to serve: obs, or dwr with --project-id (default: obs)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=9000, help="port; 0 picks a free one")
@@ -107,11 +118,39 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--project-id")
     parser.add_argument("--domain-id")
     parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="create this SMN topic (--api dwr); repeatable",
+    )
+    parser.add_argument(
         "--after-restore",
         metavar="STATE:SECONDS",
         help="after each restore, flip RUNNING to STATE (FAILED or SUCCESS) after SECONDS",
     )
     parser.add_argument("--latency", type=float, default=0.0, help="delay every answer (s)")
+    outage = parser.add_argument_group(
+        "outage", "a broken downstream: every restored run fails again until it is fixed"
+    )
+    outage.add_argument(
+        "--broken-downstream",
+        type=float,
+        metavar="SECONDS",
+        help="every restored execution fails again SECONDS after its restore",
+    )
+    outage.add_argument(
+        "--fixed-after",
+        type=float,
+        metavar="SECONDS",
+        help="the downstream is fixed SECONDS after the emulator starts (default: never)",
+    )
+    outage.add_argument(
+        "--downstream",
+        default=DEFAULT_DOWNSTREAM,
+        metavar="NAME",
+        help=f"the downstream the error messages name (default: {DEFAULT_DOWNSTREAM})",
+    )
     parser.add_argument("--verbose", action="store_true", help="log each call to stderr")
     faults = parser.add_argument_group(
         "faults", "answers for the next requests, whatever they are, served in this order"
@@ -154,13 +193,33 @@ def _emulator_from_args(args: argparse.Namespace) -> EmulatorCore:
             options[name] = getattr(args, name)
     if args.after_restore:
         options["after_restore"] = _after_restore_from_flag(args.after_restore, EMULATORS[args.api])
+    if args.topic:
+        if not hasattr(EMULATORS[args.api], "create_topic"):
+            raise ValueError("--topic needs --api dwr (the emulator that serves SMN)")
+        options["topics"] = args.topic
     if not seed.get("credentials") and "credentials" not in options:
         raise ValueError("no credentials: give --access-key/--secret-key or a seed with them")
     emulator = EMULATORS[args.api].from_seed(seed, **options)
     emulator.load_executions(_execution_from_flag(flag) for flag in args.execution)
     emulator.latency(args.latency)
     _queue_faults_from_args(emulator, args)
+    _break_downstream_from_args(emulator, args)
     return emulator
+
+
+def _break_downstream_from_args(emulator: EmulatorCore, args: argparse.Namespace) -> None:
+    if args.broken_downstream is None:
+        if args.fixed_after is not None:
+            raise ValueError("--fixed-after needs --broken-downstream SECONDS")
+        return
+    if not args.broken_downstream >= 0:
+        raise ValueError(f"--broken-downstream wants seconds >= 0, got {args.broken_downstream}")
+    fixed_at = None
+    if args.fixed_after is not None:
+        if not args.fixed_after >= 0:
+            raise ValueError(f"--fixed-after wants seconds >= 0, got {args.fixed_after}")
+        fixed_at = emulator._clock() + args.fixed_after
+    emulator.break_downstream(args.broken_downstream, name=args.downstream, fixed_at=fixed_at)
 
 
 def _queue_faults_from_args(emulator: EmulatorCore, args: argparse.Namespace) -> None:

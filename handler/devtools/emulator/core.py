@@ -18,6 +18,9 @@ two calls over one keep-alive connection count one).
 Background transition: ``after_restore=("FAILED", 0.5)`` flips a restored execution from
 running to that state after 0.5 s, unless it was restored again or re-seeded meanwhile; with
 a delay of 0 the restored run ends before the restore is answered (it "fails again at once").
+A broken downstream (``break_downstream``, :mod:`.faults`) does the same to every restored
+run, with an error naming it, until it is fixed: an outage and its recovery. Whichever of
+the two reaches a run first decides it.
 
 Seeding: :meth:`EmulatorCore.seed` one execution (state, start and stop time, execution type),
 :meth:`EmulatorCore.seed_many` thousands in one go (a sweep's test or benchmark), and
@@ -52,8 +55,9 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 
 from handler.credentials import Credentials
-from handler.devtools.emulator.faults import Fault, FaultInjection, Hold
+from handler.devtools.emulator.faults import BrokenDownstream, Fault, FaultInjection, Hold
 from handler.devtools.emulator.wire import (
+    MAX_REQUEST_BODY,
     SERVER_NAME,
     Answer,
     RequestHandler,
@@ -157,6 +161,7 @@ class EmulatorCore(FaultInjection):
         self._timers: set[threading.Timer] = set()
         self._after_restore: tuple[str, float] | None = None
         self.after_restore = after_restore
+        self._downstream: BrokenDownstream | None = None
         self._server: Any = None
         self._scheme = "http"
         self._thread: threading.Thread | None = None
@@ -185,6 +190,10 @@ class EmulatorCore(FaultInjection):
 
     def _info(self, graph: str, execution: str, current: Execution) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _body_limit(self, request: Request) -> int:
+        """The largest request body this request may carry (a route set may take more)."""
+        return MAX_REQUEST_BODY
 
     def _query_answer(self, info: dict[str, Any]) -> dict[str, Any]:
         """The query's answer document around :meth:`_info`."""
@@ -464,12 +473,23 @@ class EmulatorCore(FaultInjection):
             current.restore_count += 1
             generation, transition = current.restore_count, self._after_restore
             taken = replace_execution(current)
+            outage = self._downstream
+            if outage is not None and outage.fails_after == 0:
+                # The run needs the downstream at once: decided before the answer, as below.
+                self._reach_downstream_locked(current, outage)
+                outage = None
+            if current.state != self.RUNNING:
+                transition = None  # the downstream ended it already
             if transition is not None and transition[1] == 0:
                 # "Fails again at once": the restored run ends before the restore is even
                 # answered, so the next request of any client sees it ended, never a race.
                 current.state = transition[0]
                 current.updated = current.stopped = self._clock()
                 transition = None
+        if outage is not None:
+            self._start_timer(
+                outage.fails_after, self._reach_downstream, graph, execution, generation
+            )
         if transition is not None:
             self._schedule(graph, execution, generation, *transition)
         return taken, True, now
@@ -558,7 +578,7 @@ class EmulatorCore(FaultInjection):
         """Decide the answer to one request, record it, and apply latency."""
         request_id = uuid.uuid4().hex.upper()
         graph, execution = self._target(request)
-        answer = consume_body(request, request_id, self._error)
+        answer = consume_body(request, request_id, self._error, self._body_limit(request))
         if answer is None:
             self._wait_if_held(graph, self._operation(request))
             fault = self._next_fault(graph, self._operation(request))
@@ -582,13 +602,40 @@ class EmulatorCore(FaultInjection):
     def _schedule(
         self, graph: str, execution: str, generation: int, target: str, delay: float
     ) -> None:
-        timer = threading.Timer(
-            delay, self._transition, args=(graph, execution, generation, target)
-        )
+        self._start_timer(delay, self._transition, graph, execution, generation, target)
+
+    def _start_timer(self, delay: float, function: Callable[..., None], *args: Any) -> None:
+        timer = threading.Timer(delay, function, args=args)
         timer.daemon = True
         with self._lock:
             self._timers.add(timer)
         timer.start()
+
+    def _reach_downstream(self, graph: str, execution: str, generation: int) -> None:
+        """A restored run reaches the downstream, unless a later restore, a re-seed or the
+        after-restore transition has overtaken it."""
+        with self._lock:
+            self._timers.discard(threading.current_thread())  # type: ignore[arg-type]
+            current = self._executions.get((graph, execution))
+            outage = self._downstream
+            if (
+                outage is not None
+                and current is not None
+                and current.state == self.RUNNING
+                and current.restore_count == generation
+            ):
+                self._reach_downstream_locked(current, outage)
+
+    def _reach_downstream_locked(self, current: Execution, outage: BrokenDownstream) -> None:
+        """Broken now: the run fails again, naming it. Fixed: the run goes on. The caller
+        holds the lock."""
+        now = self._clock()
+        if outage.broken_at(now):
+            current.state, current.updated, current.stopped = self.FAILED, now, now
+            current.error_message = outage.message
+            outage.failed += 1
+        else:
+            outage.passed += 1
 
     def _transition(self, graph: str, execution: str, generation: int, target: str) -> None:
         """Finish a restored run, unless a later restore or a re-seed has overtaken it."""

@@ -40,8 +40,6 @@ project id):
 
 from __future__ import annotations
 
-import calendar
-import hmac
 import re
 import time
 import uuid
@@ -52,9 +50,11 @@ from typing import Any, ClassVar
 
 from werkzeug.wrappers import Request
 
-from handler.client.dwr_signing import DATE_HEADER, SECURITY_TOKEN_HEADER, DwrSigner
+from handler.client.dwr_signing import DwrSigner
 from handler.credentials import Credentials
 from handler.devtools.emulator.core import EmulatorCore, Execution, iso
+from handler.devtools.emulator.gateway import sdk_signature_problem
+from handler.devtools.emulator.notify import NotifyRoutes
 from handler.devtools.emulator.wire import Answer, json_answer
 from handler.names import InvalidNameError, validate_name
 
@@ -68,15 +68,11 @@ _EXECUTION = re.compile(r"/v3/([^/]*)/workflows/([^/]*)/workflowexecution/([^/]*
 _LIST = re.compile(r"/v3/([^/]*)/workflowexecutions")
 _GRAPHS = re.compile(r"/v3/([^/]*)/workflows")
 MAX_GRAPH_LIMIT = 1000
-_AUTHORIZATION = re.compile(
-    r"SDK-HMAC-SHA256 Access=(?P<access>[^,\s]+), SignedHeaders=(?P<signed>[^,\s]+), "
-    r"Signature=(?P<signature>[0-9a-f]+)"
-)
 _LIST_TIME = "%Y-%m-%dT%H:%M:%SZ"
 _AUTH_FAILED = "APIGW.0301"
 
 
-class DwrEmulator(EmulatorCore):
+class DwrWorkflowEmulator(EmulatorCore):
     """In-memory DWR workflow executions behind the ``SDK-HMAC-SHA256``-signed v3 API.
 
     Takes the same arguments as :class:`~handler.devtools.emulator.Emulator`; ``project_id``
@@ -159,31 +155,14 @@ class DwrEmulator(EmulatorCore):
 
     def _authenticate(self, request: Request, request_id: str) -> Answer | None:
         """None when the signature, X-Sdk-Date and security token are all good, else a 401."""
-        parts = _AUTHORIZATION.fullmatch(request.headers.get("Authorization", "").strip())
-        signed = parts["signed"].split(";") if parts else []
-        if parts is None or not {"host", DATE_HEADER.lower()} <= set(signed):
-            return self._refused("missing or malformed Authorization", request_id)
-        signer = self._signers.get(parts["access"])
-        if signer is None:
-            return self._refused("the access key id does not exist", request_id)
-        sent = _sdk_timestamp(request.headers.get(DATE_HEADER, ""))
-        if sent is None or abs(self._clock() - sent) > self._max_skew:
-            return self._refused("X-Sdk-Date is missing or too far off the time", request_id)
-        if any(name not in request.headers for name in signed):
-            return self._refused("a signed header is missing", request_id)
-        expected = signer.authorization(
-            request.method,
-            request.path,
-            request.args.to_dict(),
-            {name: request.headers[name] for name in signed},
-            request.get_data(),
+        why = sdk_signature_problem(
+            request,
+            self._signers,
+            now=self._clock(),
+            max_skew=self._max_skew,
+            security_token=self._security_token,
         )
-        if not hmac.compare_digest(parts["signature"], expected.rpartition("Signature=")[2]):
-            return self._refused("the signature does not match", request_id)
-        token = request.headers.get(SECURITY_TOKEN_HEADER)
-        if self._security_token and not hmac.compare_digest(token or "", self._security_token):
-            return self._refused("the security token is missing or not valid", request_id)
-        return None
+        return None if why is None else self._refused(why, request_id)
 
     def _refused(self, why: str, request_id: str) -> Answer:
         message = f"Incorrect IAM authentication information: {why}"
@@ -330,12 +309,10 @@ class DwrEmulator(EmulatorCore):
         )
 
 
-def _sdk_timestamp(value: str) -> float | None:
-    """Seconds since the epoch from ``X-Sdk-Date`` (``YYYYMMDDTHHMMSSZ``), or None."""
-    try:
-        return float(calendar.timegm(time.strptime(value.strip(), "%Y%m%dT%H%M%SZ")))
-    except ValueError:
-        return None
+class DwrEmulator(NotifyRoutes, DwrWorkflowEmulator):
+    """The DWR emulator, serving SMN publish and Cloud Eye metric data beside the workflow API
+    (:mod:`.notify`; ``topics=`` names the SMN topics that exist): what a function on DWR
+    talks to, at one URL."""
 
 
 def _list_stamp(timestamp: float) -> str:

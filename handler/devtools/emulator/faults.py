@@ -20,10 +20,20 @@ path or method, before authentication and before any state change unless said ot
   carried out, until the returned :class:`Hold` is released (or its timeout passes):
   a test can keep a caller inside one call for as long as it needs, without timing.
 
+* ``break_downstream(fails_after, name=..., fixed_at=None)`` - not a fault of the API but of
+  what the workflows need (a database, a bucket): every execution restored from then on fails
+  again ``fails_after`` seconds after its restore (0: before the restore is even answered),
+  with an error message naming the downstream (DWR's query shows it on the failed node; the
+  OBS API shows no error text), until it is fixed - ``fix_downstream()`` now, or
+  ``fix_downstream(at)`` / ``fixed_at=`` at a moment of the emulator's clock. Whether a run
+  fails is decided when it reaches the downstream (``fails_after`` after its restore): a run
+  restored just before the fix that reaches it after succeeds. ``downstream`` says how many
+  runs it failed and let through. Other faults still apply to the requests themselves.
+
 Every fault applies to the list calls too. ``faults_for(graph=..., operation=...)`` queues
 faults that only requests naming that graph and/or doing that operation (``restore``,
-``query``, ``list``, ``list_graphs``) consume - e.g. one graph's listing fails while the
-others' succeed::
+``query``, ``list``, ``list_graphs``, ``publish``, ``metric_data``) consume - e.g. one
+graph's listing fails while the others' succeed::
 
     emu.faults_for(graph="graph-3", operation="list").fail_next(5, 503)
 
@@ -36,15 +46,17 @@ queue and the latency and consumes one fault per request; imports only :mod:`.wi
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from handler.devtools.emulator.wire import JSON, Answer, body_bytes, retry_after_value
 
-OPERATIONS = ("restore", "query", "list", "list_graphs")
+# The notification routes (:mod:`.notify`) add "publish" (SMN) and "metric_data" (Cloud Eye).
+OPERATIONS = ("restore", "query", "list", "list_graphs", "publish", "metric_data")
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,40 @@ class Hold:
         return (self.graph is None or self.graph == graph) and (
             self.operation is None or self.operation == operation
         )
+
+
+DEFAULT_DOWNSTREAM = "shared-database"
+
+
+@dataclass
+class BrokenDownstream:
+    """What every restored run depends on, broken until ``fixed_at`` (None: not yet fixed)."""
+
+    fails_after: float
+    name: str
+    fixed_at: float | None = None
+    failed: int = 0  # restored runs it failed again
+    passed: int = 0  # restored runs that reached it once it was fixed
+
+    def broken_at(self, moment: float) -> bool:
+        return self.fixed_at is None or moment < self.fixed_at
+
+    @property
+    def message(self) -> str:
+        """Why a run it failed failed: the error text, naming the downstream."""
+        return f"downstream {self.name} unavailable: connection refused"
+
+
+@dataclass(frozen=True)
+class DownstreamStatus:
+    """A snapshot of the broken downstream: ``broken`` now, and what it did so far."""
+
+    name: str
+    fails_after: float
+    fixed_at: float | None
+    broken: bool
+    failed: int
+    passed: int
 
 
 class FaultQueueing:
@@ -144,6 +190,51 @@ class FaultInjection(FaultQueueing):
     _faults: deque[Fault]
     _latency: float
     _holds: list[Hold]
+    _clock: Callable[[], float]
+    _downstream: BrokenDownstream | None
+
+    def break_downstream(
+        self,
+        fails_after: float,
+        *,
+        name: str = DEFAULT_DOWNSTREAM,
+        fixed_at: float | None = None,
+    ) -> None:
+        """From now on every restored execution fails again ``fails_after`` seconds after its
+        restore, the error naming ``name``, until the downstream is fixed (``fixed_at``, a
+        moment of the emulator's clock, or :meth:`fix_downstream`). Replaces an earlier one."""
+        if not (isinstance(fails_after, (int, float)) and math.isfinite(fails_after)):
+            raise ValueError("fails_after must be a number of seconds >= 0")
+        if fails_after < 0:
+            raise ValueError("fails_after must be a number of seconds >= 0")
+        if not name or not name.isprintable():
+            raise ValueError("the downstream needs a printable name")
+        with self._lock:
+            self._downstream = BrokenDownstream(float(fails_after), name, fixed_at)
+
+    def fix_downstream(self, at: float | None = None) -> None:
+        """The downstream works again from ``at`` (the emulator's clock; default: now): a
+        restored run that reaches it from then on is not failed by it."""
+        with self._lock:
+            if self._downstream is None:
+                raise ValueError("no broken downstream to fix: call break_downstream first")
+            self._downstream.fixed_at = self._clock() if at is None else float(at)
+
+    @property
+    def downstream(self) -> DownstreamStatus | None:
+        """The broken downstream's state now, or None when there is none."""
+        with self._lock:
+            outage = self._downstream
+            if outage is None:
+                return None
+            return DownstreamStatus(
+                outage.name,
+                outage.fails_after,
+                outage.fixed_at,
+                outage.broken_at(self._clock()),
+                outage.failed,
+                outage.passed,
+            )
 
     def faults_for(
         self, *, graph: str | None = None, operation: str | None = None

@@ -182,9 +182,11 @@ def retry_after_value(value: float | str) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def consume_body(request: Request, request_id: str, error: ErrorAnswer) -> Answer | None:
+def consume_body(
+    request: Request, request_id: str, error: ErrorAnswer, limit: int = MAX_REQUEST_BODY
+) -> Answer | None:
     """Read the request body so the next request on the connection starts at its first byte."""
-    request.max_content_length = MAX_REQUEST_BODY
+    request.max_content_length = limit
     try:
         request.get_data()
     except RequestEntityTooLarge:

@@ -16,7 +16,12 @@ run, interleaved. Sections, each ours against the official SDK (``esdk-obs-pytho
 1. import time (:mod:`bench_import`) and cold start (:mod:`bench_cold`);
 2. per-restore client cost, OBS and DWR (:mod:`bench_client`);
 3. the sweep against the SDK's list loop (:mod:`bench_sweep`);
-4. HTTP throughput and latency, and peak memory (:mod:`bench_http`).
+4. HTTP throughput and latency, and peak memory (:mod:`bench_http`);
+5. time to recovery, from a failure to its accepted restore, through an event and through
+   the timer sweep (:mod:`bench_recovery`; baselines: the naive SDK function, the timer's
+   floor);
+6. what a timer sweep costs over quiet graphs (:mod:`bench_sweep_cost`; the baseline for the
+   coming optimisation: the same sweep without it).
 
 Prints a table (metric | ours | SDK / naive | ratio TLS | ratio plain | target | result),
 writes every raw number to ``benchmarks/results/latest.json`` and, for a full run, the table
@@ -44,7 +49,9 @@ import bench_client
 import bench_cold
 import bench_http
 import bench_import
+import bench_recovery
 import bench_sweep
+import bench_sweep_cost
 from common import ACCESS_KEY, BENCH_DIR, ROOT, SECRET_KEY, THREADS, WORKERS, clean_environ
 from emulator_process import EmulatorProcess
 from report import Row, markdown_table, text_table
@@ -58,7 +65,10 @@ README_BEGIN = "<!-- bench:begin (written by make bench) -->"
 README_END = "<!-- bench:end -->"
 TIME_BUDGET_SECONDS = 360.0
 # The sections in the order they run; `--only` picks some of them.
-SECTIONS = ("import", "cold_start", "client_obs", "client_dwr", "sweep_obs", "sweep_dwr", "http")
+SECTIONS = (
+    "import", "cold_start", "client_obs", "client_dwr", "sweep_obs", "sweep_dwr", "http",
+    "recovery", "sweep_cost",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class Profile:
     client: bench_client.Settings
     sweep: bench_sweep.Settings
     http: bench_http.Settings
+    recovery: bench_recovery.Settings
+    sweep_cost: bench_sweep_cost.Settings
 
 
 FULL = Profile(
@@ -84,6 +96,14 @@ FULL = Profile(
         request_cap=12_000,
         warmup_requests=300,
     ),
+    # T = 2 s stands for the template's 10 minutes (1:300); 12 timed ticks = 24 s, both APIs'
+    # timer loops at once. 71 failures: a prime, so the spread phases differ in every interval.
+    bench_recovery.Settings(
+        event_samples=150, timer_interval=2.0, timer_ticks=12, timer_failures=71, timer_graphs=10
+    ),
+    # optimised_env=() - the optimisation comes later: put the setting it reads here (e.g.
+    # (("RESTORE_SWEEP_…", "…"),)) and every point is also measured with it.
+    bench_sweep_cost.Settings(graph_counts=(10, 100, 1000), rounds=3, optimised_env=()),
 )
 QUICK = Profile(
     "quick",
@@ -98,6 +118,10 @@ QUICK = Profile(
         request_cap=3_000,
         warmup_requests=50,
     ),
+    bench_recovery.Settings(
+        event_samples=20, timer_interval=2.0, timer_ticks=4, timer_failures=13, timer_graphs=3
+    ),
+    bench_sweep_cost.Settings(graph_counts=(10, 100), rounds=1),
 )
 
 # Why a target is missed: the causes found by profiling (cProfile, `python -X importtime`, and
@@ -219,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             for api in ("obs", "dwr")
             for wire in ("tls", "plain")
         }
-        rows, raw = _run_sections(profile, emulators, work_dir, args.only)
+        rows, raw = _run_sections(profile, emulators, work_dir, tls, args.only)
     raw["load_average"] = {"before": load, "after": _load_average()}
     elapsed = time.monotonic() - began
     document = _document(profile, rows, raw, elapsed)
@@ -261,6 +285,7 @@ def _run_sections(
     profile: Profile,
     emulators: dict[tuple[str, str], EmulatorProcess],
     work_dir: Path,
+    tls: tuple[str, str],
     only: list[str] | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
@@ -278,6 +303,8 @@ def _run_sections(
         ("sweep_obs", lambda: bench_sweep.run(profile.sweep, pair("obs"), "obs")),
         ("sweep_dwr", lambda: bench_sweep.run(profile.sweep, pair("dwr"), "dwr")),
         ("http", lambda: bench_http.run(profile.http, pair("obs"), work_dir)),
+        ("recovery", lambda: bench_recovery.run(profile.recovery, emulators, work_dir)),
+        ("sweep_cost", lambda: bench_sweep_cost.run(profile.sweep_cost, tls, work_dir)),
     )
     assert tuple(name for name, _ in sections) == SECTIONS
     for name, section in sections:
@@ -293,9 +320,10 @@ def _run_sections(
 
 
 def _estimate(profile: Profile) -> str:
-    http = profile.http
+    http, recovery = profile.http, profile.recovery
     load = len(http.concurrencies) * http.repetitions * 4 * http.duration
-    return f"{load:.0f}s of HTTP load plus start-ups"
+    timer = (recovery.timer_ticks + 1) * recovery.timer_interval
+    return f"{load:.0f}s of HTTP load, {timer:.0f}s of timer loop, plus start-ups"
 
 
 def _load_average() -> float:
@@ -419,6 +447,14 @@ def _markdown(document: dict[str, Any], rows: list[Row], profile: Profile, elaps
         "",
         *_import_profile(document["raw"]["import"]["top_modules_cumulative_us"]),
         "",
+        "## Time to recovery",
+        "",
+        *bench_recovery.markdown(document["raw"]["recovery"]),
+        "",
+        "## What a sweep costs",
+        "",
+        *bench_sweep_cost.markdown(document["raw"]["sweep_cost"]),
+        "",
         "## How it is measured",
         "",
         *_method(profile, document["raw"]),
@@ -437,7 +473,7 @@ def _import_profile(top: dict[str, list[tuple[str, int]]]) -> list[str]:
 def _method(profile: Profile, raw: dict[str, Any]) -> list[str]:
     """How each number was taken, with this profile's counts, for RESULTS.md."""
     imports, cold, client, http = profile.imports, profile.cold, profile.client, profile.http
-    sweep = profile.sweep
+    sweep, recovery, cost = profile.sweep, profile.recovery, profile.sweep_cost
     concurrencies = ", ".join(str(c) for c in http.concurrencies)
     return [
         "- Baselines: the official SDKs `esdk-obs-python` (`from obs import WorkflowClient`) "
@@ -489,6 +525,22 @@ def _method(profile: Profile, raw: dict[str, Any]) -> list[str]:
         "- Memory: `VmHWM` (peak resident set) from `/proc/<pid>/status` after all the load, "
         "summed over the gunicorn arbiter and its worker (pages shared after fork count "
         "twice, for both servers alike).",
+        f"- Time to recovery: event - {recovery.event_samples} failures per side and "
+        "transport, one at a time, the four (transport, side) pairs rotating; the emulator "
+        "flips a running execution to failed and the event is POSTed as soon as it says so; "
+        "ours and the naive function under functions-framework with the HTTP section's "
+        f"settings. Timer - {recovery.timer_failures} failures per API over "
+        f"{recovery.timer_graphs} graphs ({bench_recovery.HISTORY_PER_GRAPH} succeeded "
+        f"executions each), T = {recovery.timer_interval:g} s for "
+        f"{bench_recovery.STANDS_FOR / 60:g} min, {recovery.timer_ticks} timed ticks after a "
+        "cold one, OBS and DWR loops at the same time against their TLS emulators, SQLite "
+        "state; failure phases spread evenly over the interval.",
+        f"- Sweep cost: {', '.join(f'{n:,}' for n in cost.graph_counts)} graphs per API, "
+        f"each API against an HTTPS emulator of its own; {cost.rounds} sweeps per point and "
+        "condition after a cold one, quiet and 1%-failed alternating; every graph the list "
+        "API returns (the template's empty `RESTORE_SWEEP_GRAPHS`), SQLite state, INFO "
+        "logging; every sweep checked: no errors, every graph scanned, exactly the injected "
+        "failures found and restored, every call answered 200.",
         "- Load: the machine is shared (other work runs on it): the 1-minute load average is "
         "recorded above, and every figure is a ratio of interleaved measurements. Average "
         f"cores busy during the HTTP runs: {_cores(raw['http']['cores_used'])}.",

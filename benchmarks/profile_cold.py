@@ -15,9 +15,9 @@ trigger event naming a failed execution to ``handler(event, None)`` against the 
 * one ``python -X importtime`` run: every module imported in each phase (the log is split at
   the phase boundary), its self time, and who pulled it in (the first ``handler`` module on
   its import chain, or the third-party distribution);
-* one run with :mod:`cProfile` around the first event only (``handler.main`` already
-  imported): what that call spends outside imports - building the pipeline, opening SQLite,
-  the TLS context, the restore call.
+* runs with every module the first event imports loaded beforehand (timed, and one under
+  :mod:`cProfile`): what the first event spends besides importing - building the pipeline,
+  opening SQLite, the TLS context and connection, the restore call.
 
 Development only: it prints tables (the findings are written up in ``benchmarks/PROFILE.md``)
 and writes nothing. Loopback only; every wait is bounded.
@@ -53,6 +53,14 @@ started = time.time()
 began = time.perf_counter()
 import handler.main
 imported = time.perf_counter()
+if os.environ.get("BENCH_PREIMPORT"):  # what the first event imports, loaded beforehand
+    import importlib
+    for name in os.environ["BENCH_PREIMPORT"].split(","):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional module the first event only tried
+            pass
+    imported = time.perf_counter()
 sys.stderr.write("BENCH-PHASE first-event\\n"); sys.stderr.flush()
 message = json.dumps({"graphName": os.environ["BENCH_GRAPH"],
                       "executionName": os.environ["BENCH_EXECUTION"]})
@@ -75,6 +83,46 @@ print("BENCH-COLD " + json.dumps({"started": started, "import_s": imported - beg
       "event_s": done - imported, "outcome": outcome}), flush=True)
 """
 
+# The baseline: the official SDK's own cold start, one restore (what bench_cold compares to).
+SDK_CHILD = {
+    "obs": """
+import json, os, time
+started = time.time()
+began = time.perf_counter()
+from obs import WorkflowClient
+client = WorkflowClient(access_key_id=os.environ["OBS_ACCESS_KEY_ID"],
+                        secret_access_key=os.environ["OBS_SECRET_ACCESS_KEY"],
+                        server=os.environ["OBS_ENDPOINT"],
+                        ssl_verify=os.environ.get("OBS_CA_BUNDLE") or False)
+ok = client.restoreFailedWorkflowExecution(os.environ["BENCH_EXECUTION"],
+                                           os.environ["BENCH_GRAPH"]).status == 200
+print("BENCH-COLD " + json.dumps({"started": started, "inside_s": time.perf_counter() - began,
+      "outcome": "restored" if ok else "failed"}), flush=True)
+""",
+    "dwr": """
+import json, os, time
+started = time.time()
+began = time.perf_counter()
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkdwr.v3 import DwrClient, RestoreWorkflowExecutionRequest
+config = HttpConfig.get_default_config()
+config.ignore_ssl_verification = False
+if os.environ.get("OBS_CA_BUNDLE"):
+    config.ssl_ca_cert = os.environ["OBS_CA_BUNDLE"]
+client = (DwrClient.new_builder()
+          .with_credentials(BasicCredentials(os.environ["OBS_ACCESS_KEY_ID"],
+                                             os.environ["OBS_SECRET_ACCESS_KEY"],
+                                             os.environ["DWR_PROJECT_ID"]))
+          .with_endpoints([os.environ["DWR_ENDPOINT"]]).with_http_config(config).build())
+request = RestoreWorkflowExecutionRequest(execution_name=os.environ["BENCH_EXECUTION"],
+                                          graph_name=os.environ["BENCH_GRAPH"])
+ok = client.restore_workflow_execution(request).status_code == 200
+print("BENCH-COLD " + json.dumps({"started": started, "inside_s": time.perf_counter() - began,
+      "outcome": "restored" if ok else "failed"}), flush=True)
+""",
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -86,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = Path(work)
         tls = None if args.plain else make_certificate(work_dir)
         with EmulatorProcess(ACCESS_KEY, SECRET_KEY, api=args.api, tls=tls) as emulator:
-            names = iter(emulator.fresh(GRAPH, args.runs + 3))
 
-            def child(extra: dict[str, str], importtime: bool = False) -> tuple[dict, str, float]:
+            def child(
+                extra: dict[str, str], importtime: bool = False, script: str = CHILD
+            ) -> tuple[dict, str, float]:
                 state = Path(tempfile.mkdtemp(dir=work_dir))  # a new instance: new SQLite file
                 env = function_env(emulator.url, state, emulator.ca_bundle, args.api)
-                env.update(BENCH_GRAPH=GRAPH, BENCH_EXECUTION=next(names), **extra)
-                command = [PYTHON, *(["-X", "importtime"] if importtime else []), "-c", CHILD]
+                env.update(BENCH_GRAPH=GRAPH, BENCH_EXECUTION=emulator.fresh(GRAPH, 1)[0], **extra)
+                command = [PYTHON, *(["-X", "importtime"] if importtime else []), "-c", script]
                 spawned = time.time()
                 began = time.perf_counter()
                 done = subprocess.run(
@@ -108,25 +157,43 @@ def main(argv: list[str] | None = None) -> int:
                 return result, done.stderr, elapsed
 
             child({})  # writes the bytecode caches, as a deployed package has them
-            timed = [child({}) for _ in range(args.runs)]
+            sdk_script = SDK_CHILD[args.api]
+            child({}, script=sdk_script)
+            timed, sdk = [], []
+            for _ in range(args.runs):  # alternating, so both see the same machine
+                timed.append(child({}))
+                sdk.append(child({}, script=sdk_script)[0])
             _, importlog, _ = child({}, importtime=True)
+            at_import, at_event = _phases(importlog)
+            # The first event's own work, without its imports: they are loaded beforehand.
+            preimport = {"BENCH_PREIMPORT": ",".join(name for _, name, _, _ in at_event)}
+            warm = [child(preimport)[0]["event_s"] for _ in range(max(3, args.runs // 2))]
             profile_path = work_dir / "first-event.pstats"
-            child({"BENCH_CPROFILE": str(profile_path)})
+            child({**preimport, "BENCH_CPROFILE": str(profile_path)})
             transport = "plain HTTP" if args.plain else "HTTPS"
             print(f"# cold start of the event function: {args.api.upper()} over {transport}\n")
-            _print_phases(timed)
-            phases = zip(("import handler.main", "first event"), _phases(importlog), strict=True)
-            for phase, lines in phases:
-                _print_imports(phase, lines)
+            _print_phases(timed, warm, sdk)
+            _print_imports("import handler.main", at_import)
+            _print_imports("first event", at_event)
             _print_first_event(profile_path)
     return 0
 
 
-def _print_phases(timed: list[tuple[dict[str, Any], str, float]]) -> None:
+def _print_phases(
+    timed: list[tuple[dict[str, Any], str, float]], warm: list[float], sdk: list[dict[str, Any]]
+) -> None:
     rows = {
         "spawn -> script's first line (interpreter, site)": [r["startup_s"] for r, _, _ in timed],
         "import handler.main": [r["import_s"] for r, _, _ in timed],
         "first event: handler(event, None)": [r["event_s"] for r, _, _ in timed],
+        f"first event without its imports (loaded beforehand; {len(warm)} runs)": warm,
+        "spawn -> first restore result": [
+            r["startup_s"] + r["import_s"] + r["event_s"] for r, _, _ in timed
+        ],
+        "the SDK: spawn -> first restore result (same emulator, alternating)": [
+            r["startup_s"] + r["inside_s"] for r in sdk
+        ],
+        "the SDK: spawn -> script's first line": [r["startup_s"] for r in sdk],
         "spawn -> process exit, after the result (parent's clock)": [e for _, _, e in timed],
     }
     print(f"## phases (median of {len(timed)} fresh processes)\n")
@@ -234,8 +301,11 @@ def _print_first_event(path: Path) -> None:
 
     stats = pstats.Stats(str(path))
     total = stats.total_tt  # type: ignore[attr-defined]
-    print(f"## the first event under cProfile: {_ms(total)} in all (profiled, so inflated)\n")
-    print("cumulative time of the calls that matter (imports included where they happen):\n")
+    print(
+        f"## the first event's own work under cProfile: {_ms(total)} in all (its imports "
+        "loaded beforehand; profiled, so inflated)\n"
+    )
+    print("cumulative time of the calls that matter:\n")
     print("| function | calls | cumulative ms | share |\n|---|---:|---:|---:|")
     entries = stats.stats  # type: ignore[attr-defined]
     rows = []

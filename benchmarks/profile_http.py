@@ -300,7 +300,8 @@ def _print_phases(side: str, run: dict[str, Any], plain: dict[str, Any]) -> None
     print(f"## {side}: thread CPU per request by door ({requests:,} requests)\n")
     print(
         f"Server CPU per request in this run {server:.3f} ms (plain run: "
-        f"{plain['cpu_ms_per_request']:.3f} ms; the difference is the timers' own cost):\n"
+        f"{plain['cpu_ms_per_request']:.3f} ms; the runs differ by the timers' own cost and the "
+        "load of the shared machine):\n"
     )
     print("| part | calls per request | CPU ms per request | share |\n|---|---:|---:|---:|")
     rows = [
@@ -355,7 +356,38 @@ def _print_cprofile(out: Path) -> None:
             f"| `{name}` | {calls / requests:.2f} | {cumulative / requests * 1000:.3f} | "
             f"{cumulative / app:.0%} |"
         )
+    own: dict[str, float] = {}
+    for (filename, _, function), (_, _, tottime, _, _) in entries.items():
+        group = _package(filename, function)
+        own[group] = own.get(group, 0.0) + tottime
+    print(
+        "\nOwn time (cProfile's tottime: a function's time without its callees) by package: "
+        "every profiled function is in one row, so the rows add up to the time inside Flask:\n"
+    )
+    print("| package | share of the CPU inside Flask |\n|---|---:|")
+    for group, seconds in sorted(own.items(), key=lambda item: -item[1]):
+        if seconds / app >= 0.005:
+            print(f"| {group} | {seconds / app:.1%} |")
     print()
+
+
+def _package(filename: str, function: str) -> str:
+    """The package a profiled function belongs to: ours by module, libraries by name."""
+    if filename == "~":  # a C function: sqlite3's, the socket's, a builtin
+        for marker in ("sqlite3", "socket", "_ssl", "_hashlib", "hmac"):
+            if marker in function:
+                return f"C: {marker}"
+        return "C: builtins (str, dict, json, time, ...)"
+    parts = Path(filename).parts
+    if "handler" in parts:
+        below = parts[parts.index("handler") + 1 :]
+        return "handler." + (below[0].removesuffix(".py") if below else "")
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    path = Path(filename)
+    inside = path.parent.name  # "logging/__init__", "email/feedparser", "http/client"
+    where = f"{inside}/{path.stem}" if not inside.startswith("python3") else path.stem
+    return f"stdlib: {where}"
 
 
 def _readable(filename: str, function: str) -> str | None:

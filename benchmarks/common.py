@@ -40,7 +40,7 @@ _DROPPED = {
     "AccessKeyID", "SecretAccessKey", "K_SINK", "WORKFLOW_API", "REQUESTS_CA_BUNDLE",
     "SSL_CERT_FILE", "CURL_CA_BUNDLE", "LOG_LEVEL", "WORKERS", "THREADS", "PORT",
     "HOST", "DEBUG", "CLOUD_RUN_TIMEOUT_SECONDS", "http_proxy", "https_proxy", "all_proxy",
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "PYTHONDONTWRITEBYTECODE",
 }  # fmt: skip
 
 

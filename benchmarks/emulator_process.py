@@ -13,8 +13,15 @@ Commands on stdin, answers on stdout (the first line printed is ``{"url": ...}``
 
 * ``{"op": "seed", "graph": G, "prefix": P, "count": N}`` - executions ``P0 .. P(N-1)`` in the
   API's failed state (``"state"`` names another);
-* ``{"op": "calls"}`` - ``{"calls": {"G PUT 200": n, ...}, "connections": n}`` since the last
-  ``calls`` (the call log is cleared, so memory stays bounded);
+* ``{"op": "calls"}`` - ``{"calls": {"G PUT 200": n, ...}, "operations": {"list": n, ...},
+  "connections": n}`` since the last ``calls`` (the call log is cleared, so memory stays
+  bounded); ``operations`` counts every answered call by what it did: ``list_graphs``,
+  ``list`` (one page of a graph's executions), ``query``, ``restore``, ``other``;
+* ``{"op": "flip", "graph": G, "names": [...]}`` - each named execution fails now (its stop
+  time is the moment of the flip); answers ``{"failed_at": [epoch seconds, ...]}`` on the
+  emulator's clock, the moment a time to recovery is measured from;
+* ``{"op": "restored", "graph": G, "names": [...]}`` - ``{"restored_at": [...]}``: when each
+  one's last accepted restore happened (None: never), on the same clock;
 * ``{"op": "stop"}``.
 """
 
@@ -25,6 +32,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -85,8 +93,17 @@ class EmulatorProcess:
         return [f"{prefix}{index}" for index in range(count)]
 
     def calls(self) -> dict[str, Any]:
-        """Answers given per ``"graph METHOD status"`` since the last call, and connections."""
+        """Answers given per ``"graph METHOD status"`` and per operation since the last call,
+        and connections opened."""
         return self._command({"op": "calls"})
+
+    def flip(self, graph: str, names: list[str]) -> list[float]:
+        """Make these executions fail now; the emulator's clock at each flip."""
+        return self._command({"op": "flip", "graph": graph, "names": names})["failed_at"]
+
+    def restored_at(self, graph: str, names: list[str]) -> list[float | None]:
+        """When each execution's last accepted restore happened, on the emulator's clock."""
+        return self._command({"op": "restored", "graph": graph, "names": names})["restored_at"]
 
     def stop(self) -> None:
         if self._process.poll() is None:
@@ -156,9 +173,37 @@ def serve() -> int:
                 emulator.clear_calls()
                 opened = emulator.connections_opened
                 counts = Counter(f"{c.graph} {c.method} {c.status}" for c in calls)
-                _answer({"calls": dict(counts), "connections": opened - connections_seen})
+                operations = Counter(operation(c) for c in calls)
+                _answer({
+                    "calls": dict(counts),
+                    "operations": dict(operations),
+                    "connections": opened - connections_seen,
+                })  # fmt: skip
                 connections_seen = opened
+            elif command["op"] == "flip":
+                failed_at = []
+                for name in command["names"]:
+                    # The emulator's clock is time.time: the stop time the list and the query
+                    # show is exactly the moment recorded here.
+                    now = time.time()
+                    emulator.seed(command["graph"], name, emulator.FAILED, stopped_at=now)
+                    failed_at.append(now)
+                _answer({"failed_at": failed_at})
+            elif command["op"] == "restored":
+                graph = command["graph"]
+                _answer({"restored_at": [emulator.restored_at(graph, n) for n in command["names"]]})
     return 0
+
+
+def operation(call: Any) -> str:
+    """What an answered call did, from its record alone (the same for both APIs): a call
+    naming an execution restores (PUT on OBS, POST on DWR) or queries it (GET); one naming
+    only a graph lists a page of its executions; one naming neither lists graphs."""
+    if call.execution is not None:
+        return "query" if call.method == "GET" else "restore"
+    if call.graph is not None:
+        return "list"
+    return "list_graphs" if call.method == "GET" else "other"
 
 
 def _answer(document: dict[str, Any]) -> None:

@@ -153,7 +153,7 @@ def _ratio(value: float) -> str:
 def _value(number: float, unit: str) -> str:
     if math.isnan(number):
         return "-"
-    if unit == "req/s":
+    if unit in ("req/s", "calls"):
         return f"{number:,.0f} {unit}"
     if unit == "MiB":
         return f"{number:,.1f} {unit}"

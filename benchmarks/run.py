@@ -16,7 +16,12 @@ run, interleaved. Sections, each ours against the official SDK (``esdk-obs-pytho
 1. import time (:mod:`bench_import`) and cold start (:mod:`bench_cold`);
 2. per-restore client cost, OBS and DWR (:mod:`bench_client`);
 3. the sweep against the SDK's list loop (:mod:`bench_sweep`);
-4. HTTP throughput and latency, and peak memory (:mod:`bench_http`).
+4. HTTP throughput and latency, and peak memory (:mod:`bench_http`);
+5. time to recovery, from a failure to its accepted restore, through an event and through
+   the timer sweep (:mod:`bench_recovery`; baselines: the naive SDK function, the timer's
+   floor);
+6. what a timer sweep costs over quiet graphs (:mod:`bench_sweep_cost`; the baseline for the
+   coming optimisation: the same sweep without it).
 
 Prints a table (metric | ours | SDK / naive | ratio TLS | ratio plain | target | result),
 writes every raw number to ``benchmarks/results/latest.json`` and, for a full run, the table
@@ -44,7 +49,9 @@ import bench_client
 import bench_cold
 import bench_http
 import bench_import
+import bench_recovery
 import bench_sweep
+import bench_sweep_cost
 from common import ACCESS_KEY, BENCH_DIR, ROOT, SECRET_KEY, THREADS, WORKERS, clean_environ
 from emulator_process import EmulatorProcess
 from report import Row, markdown_table, text_table
@@ -58,7 +65,10 @@ README_BEGIN = "<!-- bench:begin (written by make bench) -->"
 README_END = "<!-- bench:end -->"
 TIME_BUDGET_SECONDS = 360.0
 # The sections in the order they run; `--only` picks some of them.
-SECTIONS = ("import", "cold_start", "client_obs", "client_dwr", "sweep_obs", "sweep_dwr", "http")
+SECTIONS = (
+    "import", "cold_start", "client_obs", "client_dwr", "sweep_obs", "sweep_dwr", "http",
+    "recovery", "sweep_cost",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class Profile:
     client: bench_client.Settings
     sweep: bench_sweep.Settings
     http: bench_http.Settings
+    recovery: bench_recovery.Settings
+    sweep_cost: bench_sweep_cost.Settings
 
 
 FULL = Profile(
@@ -84,6 +96,14 @@ FULL = Profile(
         request_cap=12_000,
         warmup_requests=300,
     ),
+    # T = 2 s stands for the template's 10 minutes (1:300); 12 timed ticks = 24 s, both APIs'
+    # timer loops at once. 71 failures: a prime, so the spread phases differ in every interval.
+    bench_recovery.Settings(
+        event_samples=150, timer_interval=2.0, timer_ticks=12, timer_failures=71, timer_graphs=10
+    ),
+    # optimised_env=() - the optimisation comes later: put the setting it reads here (e.g.
+    # (("RESTORE_SWEEP_…", "…"),)) and every point is also measured with it.
+    bench_sweep_cost.Settings(graph_counts=(10, 100, 1000), rounds=3, optimised_env=()),
 )
 QUICK = Profile(
     "quick",
@@ -98,6 +118,10 @@ QUICK = Profile(
         request_cap=3_000,
         warmup_requests=50,
     ),
+    bench_recovery.Settings(
+        event_samples=20, timer_interval=2.0, timer_ticks=4, timer_failures=13, timer_graphs=3
+    ),
+    bench_sweep_cost.Settings(graph_counts=(10, 100), rounds=1),
 )
 
 # Why a target is missed: the causes found by profiling (cProfile, `python -X importtime`, and
@@ -115,20 +139,16 @@ NOTES = {
         "plainly (no lazy names): the OBS client and its signer add ≈2 ms here."
     ),
     "cold start": (
-        "Fresh process → first restore: `python -X importtime` of the event path "
-        "(bytecode cached) is `import handler.main` ≈25 ms and, at the first event, "
-        "`handler.runtime` ≈57 ms, of which `requests` 39 ms; the SDK side pays `obs` "
-        "(≈86 ms with its `requests`) and one call. `requests` itself imports `tempfile`, "
-        "`email.utils`, `logging`, `random` and `hmac`, and the entry points and the "
-        "pipeline import `handler.sweep` and `handler.rules`, so loading those lazily in "
-        "`handler.main` or `handler.settings` saves nothing on this path (only on the "
-        "`import handler.main` row, which passes). What is ours and still on the path: "
-        "`dataclasses`+`inspect` ≈5.5 ms "
-        "and defining the 24 dataclasses on it (≈0.35 ms each; `handler.client.results`' "
-        "six: ≈3.5 ms), the intake's envelope modules ≈2 ms, `uuid` (with `platform`) "
-        "≈1.6 ms, then opening SQLite and its schema. 0.80x means ≈85 ms against the "
-        "SDK's ≈105 ms: with `requests` 39-55 ms of it, it needs the hot types rewritten "
-        "without dataclasses, not done in this round."
+        "Fresh process → first restore (benchmarks/PROFILE.md, `profile_cold.py`, which "
+        "times the SDK in the same run): the interpreter (≈19 ms) and `requests` (≈55-62 "
+        "ms) are paid by both sides. Ours adds `import handler.main` 36-41 ms - dataclasses "
+        "with `inspect`/`dis`/`ast` ≈13-15 ms, modules a non-timer event does not use "
+        "(`handler.sweep`, other envelopes, `tempfile`) ≈5 ms, `hmac`'s `_hashlib` ≈2 ms, "
+        "`typing` ≈2 ms - and, at the first event, ≈11 ms of our pipeline modules "
+        "(`handler.client.results`' dataclasses 3-4 ms, the admission stage 2-3 ms), `uuid` → "
+        "`platform` ≈2 ms and 10-12 ms of work (TLS connect ≈4 ms, SQLite's first open with "
+        "56 statements ≈3.5 ms, the restore). The candidates add up to ≈25-30 ms: ≈0.85-0.90x "
+        "on OBS, ≈0.80x on DWR; 0.80x on OBS is at the edge while `requests` stays."
     ),
     "client-obs": (
         "Over TLS the SDK opens a new connection (and TLS handshake) per call: 1.66 ms per "
@@ -171,26 +191,20 @@ NOTES = {
         "about the emulator's share alone, so the ratio is bounded by that shared floor."
     ),
     "http": (
-        "Plain HTTP: server CPU per restore is ≈1.5x the naive function's (the CPU row: "
-        "1.2 ms against 0.8 ms); one gunicorn worker is one GIL and the server is CPU-bound (0.79 "
-        "cores busy), so requests/s follow CPU per restore. cProfile of 1,500 restores "
-        "through the Flask test client (wall per request 1.45 ms in `restore`): the OBS call "
-        "0.86 ms (mostly waiting for the emulator), admission + settle 0.30 ms with 6 "
-        "SQLite write transactions and 16 statements per restore (0.18 ms in "
-        "`sqlite3.execute`); the rest is auth, intake and the log line. `synchronous=NORMAL` "
-        "took the three fsyncs out: in-process the store's claim + reservation + outcome "
-        "cost 0.10 ms per restore with NORMAL against 0.38-0.50 ms with FULL, and plain-HTTP "
-        "throughput at c=1 went from 0.5-0.6x to ≈0.9x. Merging the claim and the budget "
-        "reservation into one transaction would save one of those 6 (≈0.03 ms, ≈3% of a "
-        "restore's server CPU); it is not done: it would join the door and the budget of "
-        "`handler/pipeline/admission.py`, which the outage work extends next. c=8 p99 "
-        "(plain) follows from "
-        "queueing on the one GIL-bound worker behind 1.5x the CPU per request (it met ≤1.2x in "
-        "the last runs, by a small margin). Over TLS the naive function pays a handshake per "
-        "request and ours wins: ≥1.5x at c=1; at c=8 both servers are CPU-bound on one core "
-        "shared with the emulator and the generator, and the ratio moved between 1.3x and "
-        "1.6x from run to run - our 1.5x plain-HTTP CPU per restore eats the handshake's "
-        "saving."
+        "Plain HTTP at c=8 (benchmarks/PROFILE.md, `profile_http.py`): server CPU per "
+        "request ≈2x the naive function's (≈2.0 against ≈0.95 ms); one gunicorn worker is one "
+        "GIL and the server is CPU-bound, so requests/s follow CPU per request. Ours per "
+        "request: gunicorn 0.50 ms, Flask/werkzeug/functions-framework ≈0.4 ms, SQLite 0.51 "
+        "ms in 30 statements and 4 write transactions (15 of them DELETEs of expired rows), "
+        "the API call below `requests` 0.43 ms, the log line 0.06 ms, the rest (policy, "
+        "pipeline, intake, auth, our client's signing and parsing) ≈0.6 ms. One or two write "
+        "transactions instead of four, pruning once per interval and the policy's reads "
+        "folded into its writes would save ≈0.5-0.65 ms; the admission code is being "
+        "refactored (issue 21), so that comes after it. c=8 p99 (plain) follows from "
+        "queueing on the one GIL-bound worker behind that CPU. Over TLS the naive function "
+        "pays a handshake per request and ours wins: ≥1.5x at c=1; at c=8 both servers are "
+        "CPU-bound on one core shared with the emulator and the generator, and the ratio "
+        "moved between 1.3x and 1.6x from run to run."
     ),
     "memory": (
         "Peak RSS of the server tree: ours 81.5 MiB against 89.1 MiB (0.92x over TLS, 0.93x "
@@ -221,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             for api in ("obs", "dwr")
             for wire in ("tls", "plain")
         }
-        rows, raw = _run_sections(profile, emulators, work_dir, args.only)
+        rows, raw = _run_sections(profile, emulators, work_dir, tls, args.only)
     raw["load_average"] = {"before": load, "after": _load_average()}
     elapsed = time.monotonic() - began
     document = _document(profile, rows, raw, elapsed)
@@ -263,6 +277,7 @@ def _run_sections(
     profile: Profile,
     emulators: dict[tuple[str, str], EmulatorProcess],
     work_dir: Path,
+    tls: tuple[str, str],
     only: list[str] | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
@@ -280,6 +295,8 @@ def _run_sections(
         ("sweep_obs", lambda: bench_sweep.run(profile.sweep, pair("obs"), "obs")),
         ("sweep_dwr", lambda: bench_sweep.run(profile.sweep, pair("dwr"), "dwr")),
         ("http", lambda: bench_http.run(profile.http, pair("obs"), work_dir)),
+        ("recovery", lambda: bench_recovery.run(profile.recovery, emulators, work_dir)),
+        ("sweep_cost", lambda: bench_sweep_cost.run(profile.sweep_cost, tls, work_dir)),
     )
     assert tuple(name for name, _ in sections) == SECTIONS
     for name, section in sections:
@@ -295,9 +312,10 @@ def _run_sections(
 
 
 def _estimate(profile: Profile) -> str:
-    http = profile.http
+    http, recovery = profile.http, profile.recovery
     load = len(http.concurrencies) * http.repetitions * 4 * http.duration
-    return f"{load:.0f}s of HTTP load plus start-ups"
+    timer = (recovery.timer_ticks + 1) * recovery.timer_interval
+    return f"{load:.0f}s of HTTP load, {timer:.0f}s of timer loop, plus start-ups"
 
 
 def _load_average() -> float:
@@ -421,6 +439,14 @@ def _markdown(document: dict[str, Any], rows: list[Row], profile: Profile, elaps
         "",
         *_import_profile(document["raw"]["import"]["top_modules_cumulative_us"]),
         "",
+        "## Time to recovery",
+        "",
+        *bench_recovery.markdown(document["raw"]["recovery"]),
+        "",
+        "## What a sweep costs",
+        "",
+        *bench_sweep_cost.markdown(document["raw"]["sweep_cost"]),
+        "",
         "## How it is measured",
         "",
         *_method(profile, document["raw"]),
@@ -439,7 +465,7 @@ def _import_profile(top: dict[str, list[tuple[str, int]]]) -> list[str]:
 def _method(profile: Profile, raw: dict[str, Any]) -> list[str]:
     """How each number was taken, with this profile's counts, for RESULTS.md."""
     imports, cold, client, http = profile.imports, profile.cold, profile.client, profile.http
-    sweep = profile.sweep
+    sweep, recovery, cost = profile.sweep, profile.recovery, profile.sweep_cost
     concurrencies = ", ".join(str(c) for c in http.concurrencies)
     return [
         "- Baselines: the official SDKs `esdk-obs-python` (`from obs import WorkflowClient`) "
@@ -491,6 +517,22 @@ def _method(profile: Profile, raw: dict[str, Any]) -> list[str]:
         "- Memory: `VmHWM` (peak resident set) from `/proc/<pid>/status` after all the load, "
         "summed over the gunicorn arbiter and its worker (pages shared after fork count "
         "twice, for both servers alike).",
+        f"- Time to recovery: event - {recovery.event_samples} failures per side and "
+        "transport, one at a time, the four (transport, side) pairs rotating; the emulator "
+        "flips a running execution to failed and the event is POSTed as soon as it says so; "
+        "ours and the naive function under functions-framework with the HTTP section's "
+        f"settings. Timer - {recovery.timer_failures} failures per API over "
+        f"{recovery.timer_graphs} graphs ({bench_recovery.HISTORY_PER_GRAPH} succeeded "
+        f"executions each), T = {recovery.timer_interval:g} s for "
+        f"{bench_recovery.STANDS_FOR / 60:g} min, {recovery.timer_ticks} timed ticks after a "
+        "cold one, OBS and DWR loops at the same time against their TLS emulators, SQLite "
+        "state; failure phases spread evenly over the interval.",
+        f"- Sweep cost: {', '.join(f'{n:,}' for n in cost.graph_counts)} graphs per API, "
+        f"each API against an HTTPS emulator of its own; {cost.rounds} sweeps per point and "
+        "condition after a cold one, quiet and 1%-failed alternating; every graph the list "
+        "API returns (the template's empty `RESTORE_SWEEP_GRAPHS`), SQLite state, INFO "
+        "logging; every sweep checked: no errors, every graph scanned, exactly the injected "
+        "failures found and restored, every call answered 200.",
         "- Load: the machine is shared (other work runs on it): the 1-minute load average is "
         "recorded above, and every figure is a ratio of interleaved measurements. Average "
         f"cores busy during the HTTP runs: {_cores(raw['http']['cores_used'])}.",

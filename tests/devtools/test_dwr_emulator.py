@@ -113,6 +113,25 @@ def test_our_client_restores_then_the_second_restore_is_refused(emu, make_client
     assert (missing.status, missing.errorCode) == (404, "DWR.ExecutionNotFound")
 
 
+def test_restored_at_is_the_emulator_clock_of_the_last_accepted_restore(make_client):
+    clock = Clock(time.time())  # pinned near now: the request dates are checked against it
+    emulator = DwrEmulator({AK: SK}, project_id=PROJECT, clock=clock)
+    emulator.seed(GRAPH, EXECUTION, "fail")
+    with emulator:
+        client = make_client(server=emulator.url)
+        assert emulator.restored_at(GRAPH, EXECUTION) is None
+        restored = clock.now = clock.now + 1.25
+        assert client.restoreFailedWorkflowExecution(EXECUTION, GRAPH).status == 200
+        clock.now += 3.0  # a refused restore (still running) leaves the moment alone
+        assert client.restoreFailedWorkflowExecution(EXECUTION, GRAPH).status == 409
+        assert emulator.restored_at(GRAPH, EXECUTION) == restored
+        emulator.seed(GRAPH, EXECUTION, "fail")  # it fails again and is restored again
+        again = clock.now = clock.now + 2.0
+        assert client.restoreFailedWorkflowExecution(EXECUTION, GRAPH).status == 200
+        assert emulator.restored_at(GRAPH, EXECUTION) == again
+        assert emulator.restored_at(GRAPH, "never-seeded") is None
+
+
 def test_our_client_queries_the_status_and_the_failed_nodes_message(emu, make_client):
     emu.seed(GRAPH, "ok-1", "success")
     client = make_client()

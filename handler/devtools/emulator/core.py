@@ -11,7 +11,8 @@ alike under the same faults.
 Faults and latency: :mod:`.faults`.
 
 Observability: ``calls`` (a snapshot list of :class:`Call` records; a reset is recorded with
-status 0), ``restores(graph, execution)``, ``state(graph, execution)``,
+status 0), ``restores(graph, execution)``, ``restored_at(graph, execution)`` (when the last
+accepted restore happened), ``state(graph, execution)``,
 ``execution_info(graph, execution)`` and ``connections_opened`` (TCP connections accepted:
 two calls over one keep-alive connection count one).
 
@@ -410,6 +411,17 @@ class EmulatorCore(FaultInjection):
         with self._lock:
             current = self._executions.get((graph, execution))
             return current.restore_count if current else 0
+
+    def restored_at(self, graph: str, execution: str) -> float | None:
+        """When the last accepted restore of this execution happened (epoch seconds, the
+        emulator's clock), or None when it was never restored or does not exist.
+
+        Read-only: a time-to-recovery benchmark measures from the moment it made a run fail
+        to this moment, on the one clock both were taken with.
+        """
+        with self._lock:
+            current = self._executions.get((graph, execution))
+            return current.restored if current else None
 
     def execution_info(self, graph: str, execution: str) -> dict[str, Any] | None:
         """What a query of this execution answers about it, or None."""

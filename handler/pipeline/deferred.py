@@ -17,6 +17,10 @@ from handler.names import InvalidNameError, validate_name
 from handler.store import StateStore
 from handler.sweep import SWEEP
 
+# The store's deferred memory also holds the give-up messages not yet sent
+# (:mod:`handler.escalation`), under keys of their own family.
+OUTBOX_PREFIX = "notify:"
+
 
 class DeferredFailures:
     """The deferred failures of one store; ``retention`` is how long one is kept after it
@@ -47,6 +51,8 @@ class DeferredFailures:
         item (written by something else) is left to expire."""
         items = []
         for key, failure in self._store.due_deferred(limit):
+            if key.startswith(OUTBOX_PREFIX):
+                continue  # a give-up message waiting to be sent, not a failure
             graph, execution = failure.get("graph"), failure.get("execution")
             try:  # an item carries only checked names, wherever it comes from
                 validate_name(graph, "graph")

@@ -1,0 +1,110 @@
+"""``pause GRAPH|--all [--for 2h] [--reason TEXT]`` and ``resume GRAPH|--all``: stop restores
+while a dependency is down, without a redeploy.
+
+A pause is one record in the state store (:mod:`handler.pipeline.pauses`), so it needs only
+RESTORE_STATE_URL and holds for every instance at once. While it holds, that graph's failures
+end ``deferred`` (the reason names who paused, why and until when) and are remembered; the
+first sweep after the pause ends - ``resume``, or its expiry - restores them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE
+from handler.cli.state import _in_store
+from handler.durations import duration_seconds, duration_text
+from handler.pipeline.pauses import DEFAULT_PAUSE_SECONDS, PauseError, pause, resume
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``pause`` and ``resume`` to the command line's subparsers."""
+    paused = commands.add_parser(
+        "pause",
+        help="stop restores of a graph (or of every graph) for a while",
+        description="Needs only RESTORE_STATE_URL. The pause expires by itself.",
+    )
+    _target(paused)
+    paused.add_argument(
+        "--for",
+        dest="duration",
+        type=_duration,
+        default=DEFAULT_PAUSE_SECONDS,
+        help=f"how long, e.g. 30m, 2h (default: {duration_text(DEFAULT_PAUSE_SECONDS)})",
+    )
+    paused.add_argument("--reason", default="", help="why: shown in every deferred item")
+    paused.add_argument("--json", action="store_true", help="print the pause as JSON")
+    paused.set_defaults(run=_pause)
+    resumed = commands.add_parser(
+        "resume",
+        help="let restores of a graph (or of every graph) go on; the sweep restores what waited",
+    )
+    _target(resumed)
+    resumed.add_argument("--json", action="store_true", help="print the answer as JSON")
+    resumed.set_defaults(run=_resume)
+
+
+def _target(command: argparse.ArgumentParser) -> None:
+    target = command.add_mutually_exclusive_group(required=True)
+    target.add_argument("graph", nargs="?", help="the graph's name")
+    target.add_argument("--all", action="store_true", help="every graph")
+
+
+def _duration(text: str) -> float:
+    seconds = duration_seconds(text)
+    if seconds is None or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 30m or 2h, got {text[:30]!r}")
+    return seconds
+
+
+def _pause(args: argparse.Namespace) -> int:
+    graph = None if args.all else args.graph
+    try:
+        paused, describe = _in_store(
+            lambda store: pause(
+                store, graph, by=_operator(), seconds=args.duration, reason=args.reason
+            )
+        )
+    except PauseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    if args.json:
+        print(json.dumps({"store": describe, "pause": paused}))
+    else:
+        scope = "every graph" if graph is None else f"graph {graph}"
+        print(f"paused {scope} until {_iso(paused['until'])}: resume with `resume "
+              f"{graph or '--all'}`")  # fmt: skip
+    return EXIT_DONE
+
+
+def _resume(args: argparse.Namespace) -> int:
+    graph = None if args.all else args.graph
+    try:
+        ended, describe = _in_store(lambda store: resume(store, graph))
+    except PauseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    scope = "every graph" if graph is None else f"graph {graph}"
+    if args.json:
+        print(json.dumps({"store": describe, "graph": graph or "*", "resumed": ended}))
+    elif ended:
+        print(f"resumed {scope}: the next sweep restores what waited")
+    else:
+        print(f"{scope} was not paused")
+    return EXIT_DONE
+
+
+def _operator() -> str:
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except Exception:  # no user name in a container: still say where it came from
+        return "an operator (command line)"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

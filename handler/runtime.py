@@ -15,11 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from handler.client import DwrClient, RetrySchedule, WorkflowApi, WorkflowClient
+from handler.client.ces import CesClient
 from handler.client.smn import SmnClient
 from handler.credentials import Credentials
 from handler.escalation import DEFAULT_FLUSH_SECONDS, Escalation
 from handler.intake import Item
 from handler.invocation import Invocation
+from handler.metrics import InvocationMetrics
 from handler.outcomes import Answer
 from handler.pipeline.admission import Admission
 from handler.pipeline.clients import Clients
@@ -60,6 +62,10 @@ class Runtime:
         self.escalation = _escalation(settings, store, reporter, clock)
         if self.escalation is not None:
             observers = (*observers, self.escalation)
+        # Cloud Eye metrics (CES_*): counted by an observer, sent in one batch at flush.
+        self.metrics = _metrics(settings, reporter, clock)
+        if self.metrics is not None:
+            observers = (*observers, self.metrics)
         deferred = DeferredFailures(store, settings.dedupe_retention)
         self.admission = Admission(settings, store, deferred, clock)
         self.restorer = Restorer(
@@ -106,11 +112,18 @@ class Runtime:
         return self.reporter.flush(max(0.0, timeout - (time.monotonic() - started)))
 
     def flush_notifications(self, seconds: float = DEFAULT_FLUSH_SECONDS) -> int:
-        """Send the outbox's give-up messages within ``seconds``; how many SMN took."""
+        """Send the invocation's metrics and the outbox's give-up messages within
+        ``seconds``; how many messages SMN took."""
+        started = time.monotonic()
+        if self.metrics is not None:
+            try:
+                self.metrics.flush(seconds / 2)
+            except Exception as exc:  # metrics must never cost the invocation its answer
+                self.reporter.crashed(exc)
         if self.escalation is None:
             return 0
         try:
-            return self.escalation.flush(seconds)
+            return self.escalation.flush(max(0.0, seconds - (time.monotonic() - started)))
         except Exception as exc:  # telling people must never cost the invocation its answer
             self.reporter.crashed(exc)
             return 0
@@ -159,6 +172,29 @@ def _escalation(
         )
 
     return Escalation(settings, store, reporter, publisher, _static_credentials(settings), clock)
+
+
+def _metrics(
+    settings: Settings, reporter: Reporter, clock: Callable[[], float]
+) -> InvocationMetrics | None:
+    """The per-invocation Cloud Eye metrics, when an endpoint and project are configured."""
+    metrics = settings.metrics
+    if metrics is None:
+        return None
+
+    def sender(credentials: Credentials) -> CesClient:
+        return CesClient(
+            credentials.access_key_id,
+            credentials.secret_access_key,
+            metrics.project_id,
+            metrics.endpoint,
+            credentials.security_token,
+            namespace=metrics.namespace,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            verify=settings.verify,
+        )
+
+    return InvocationMetrics(reporter, sender, _static_credentials(settings), clock)
 
 
 def _static_credentials(settings: Settings) -> Credentials | None:

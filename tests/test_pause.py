@@ -125,3 +125,38 @@ def test_http_pause_and_resume_need_the_token_and_check_their_body(
     assert result["outcome"] == "deferred" and "quota" in result["reason"]
     resumed = client.post("/resume", json={"graph": GRAPH}, headers=BEARER)
     assert resumed.get_json() == {"graph": GRAPH, "resumed": True}
+
+
+def test_status_shows_the_pause_the_restores_and_the_give_ups_per_graph(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("RESTORE_STATE_URL", url)
+    emulator.seed("thumbnails", "run-2", "fail")
+    runtime = Runtime(settings_for(emulator), open_store(url), Reporter(logging.getLogger("st")))
+    try:
+        runtime.run([Item("restore", "evt-1", "cloudevent", GRAPH, EXECUTION)], Invocation())
+        emulator.faults_for(operation="restore").fail_next(1, status=400)
+        runtime.run([Item("restore", "evt-2", "cloudevent", "thumbnails", "run-2")], Invocation())
+    finally:
+        runtime.close()
+    assert cli(["pause", "thumbnails", "--reason", "quota"]) == 0
+    capsys.readouterr()
+    assert cli(["status", "--json"]) == 0
+    graphs = json.loads(capsys.readouterr().out)["graphs"]
+    assert (graphs[GRAPH]["restoredLastHour"], graphs[GRAPH]["gaveUp"]) == (1, 0)
+    assert graphs["thumbnails"]["gaveUp"] == 1
+    assert graphs["thumbnails"]["paused"]["reason"] == "quota"
+    assert cli(["status"]) == 0
+    table = capsys.readouterr().out
+    assert "paused until" in table and GRAPH in table
+
+
+def test_http_status_needs_the_token(http_function, function_env, tmp_path):
+    function_env["RESTORE_STATE_URL"] = f"sqlite:///{tmp_path / 'state.db'}"
+    client = http_function()
+    assert client.get("/status").status_code == 401
+    client.post("/pause", json={"all": True, "reason": "maintenance"}, headers=BEARER)
+    answer = client.get("/status", headers=BEARER)
+    assert answer.status_code == 200
+    assert answer.get_json()["allPaused"]["reason"] == "maintenance"

@@ -1,5 +1,5 @@
 """``pause GRAPH|--all [--for 2h] [--reason TEXT]`` and ``resume GRAPH|--all``: stop restores
-while a dependency is down, without a redeploy.
+while a dependency is down, without a redeploy; ``status [--json]``: what the store says now.
 
 A pause is one record in the state store (:mod:`handler.pipeline.pauses`), so it needs only
 RESTORE_STATE_URL and holds for every instance at once. While it holds, that graph's failures
@@ -47,6 +47,14 @@ def add_commands(commands: Any) -> None:
     _target(resumed)
     resumed.add_argument("--json", action="store_true", help="print the answer as JSON")
     resumed.set_defaults(run=_resume)
+    status = commands.add_parser(
+        "status",
+        help="per graph: paused or breaker state, restores in the last hour and day, given up, "
+        "what waits",
+        description="Needs only RESTORE_STATE_URL.",
+    )
+    status.add_argument("--json", action="store_true", help="print the document as JSON")
+    status.set_defaults(run=_status)
 
 
 def _target(command: argparse.ArgumentParser) -> None:
@@ -96,6 +104,36 @@ def _resume(args: argparse.Namespace) -> int:
         print(f"resumed {scope}: the next sweep restores what waited")
     else:
         print(f"{scope} was not paused")
+    return EXIT_DONE
+
+
+def _status(args: argparse.Namespace) -> int:
+    from handler.status import status_document
+
+    document, _ = _in_store(status_document)
+    if args.json:
+        print(json.dumps(document))
+        return EXIT_DONE
+    everything = document["allPaused"]
+    if everything:
+        print(f"every graph paused by {everything.get('by')} until {_iso(everything['until'])}: "
+              f"{everything.get('reason') or 'no reason given'}")  # fmt: skip
+    columns = ("graph", "state", "restored 1h", "restored 1d", "gave up", "deferred", "messages")
+    rows = [columns]
+    for name, graph in document["graphs"].items():
+        state = f"paused until {_iso(graph['paused']['until'])}" if graph["paused"] else ""
+        state = state or (f"breaker {graph['breaker']}" if graph["breaker"] != "closed" else "ok")
+        rows.append((name, state, str(graph["restoredLastHour"]), str(graph["restoredLastDay"]),
+                     str(graph["gaveUp"]), str(graph["deferredWaiting"]),
+                     str(graph["notificationsWaiting"])))  # fmt: skip
+    if len(rows) == 1:
+        print(f"nothing recorded in {document['store']}")
+        return EXIT_DONE
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return EXIT_DONE
 
 

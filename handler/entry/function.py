@@ -109,6 +109,8 @@ class Function:
 
         ``POST /sweep`` runs a sweep; ``GET``/``HEAD`` are liveness, ``GET /ready`` readiness.
         """
+        if request.method == "GET" and request.path.rstrip("/").endswith("/status"):
+            return self._status(request)
         if request.method in PROBE_METHODS:
             return self._probe(request.method, request.path, request.args)
         refused = self._check_token(
@@ -159,6 +161,7 @@ class Function:
             answer = runtime.rejected(exc.code, exc.message, exc.status, invocation)
             raise RefusedDeliveryError(answer.document(), exc.status) from None
         answer = runtime.run(items, invocation)
+        self._send_notifications()
         if answer.retry:
             raise RetryableDeliveryError(
                 f"retry this delivery: {answer.summary}", answer.document()
@@ -420,6 +423,21 @@ class Function:
         except StoreUnavailable:
             return error_answer("StoreUnavailable", "state store unavailable, try again", 503)
         return json_answer({"pause": paused}, 200)
+
+    def _status(self, request: Any) -> HttpAnswer:
+        """``GET /status``: the ``status`` command's document; it names graphs and who paused
+        them, so unlike the probes it needs the token."""
+        refused = self._check_token(
+            request.headers.get("Authorization"), request.args.get("token"), _caller(request)
+        )
+        if refused is not None:
+            return refused
+        from handler.status import status_document
+
+        try:
+            return json_answer(status_document(self.runtime.store), 200)
+        except StoreUnavailable:
+            return error_answer("StoreUnavailable", "state store unavailable, try again", 503)
 
     def _send_notifications(self) -> None:
         """Give-up messages waiting in the outbox, in bounded time, after the outcomes."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from handler.store import StateStore
 
-__all__ = ["RECENT_LIMIT", "status_document"]
+__all__ = ["RECENT_LIMIT", "history_document", "status_document"]
 
 RECENT_LIMIT = 1000
 WAITING_READ = 1000
@@ -69,4 +69,37 @@ def status_document(store: StateStore, clock: Callable[[], float] = time.time) -
         "graphs": dict(sorted(graphs.items())),
         "countsLeftOff": len(records) >= RECENT_LIMIT,
         "at": now,
+    }
+
+
+def history_document(
+    store: StateStore, graph: str, execution: str, budget_window: float
+) -> dict[str, Any]:
+    """What the store remembers of one execution: each outcome recorded for it (newest
+    first, among the store's :data:`RECENT_LIMIT` newest records), the restores its budget
+    holds within ``budget_window``, and its give-up message. Raises
+    :class:`~handler.store.StoreUnavailable`."""
+    outcomes, notification = [], None
+    notify_key = f"{_NOTIFY_PREFIX}{graph}/{execution}"
+    for entry in store.recent(RECENT_LIMIT).get("dedupe", []):
+        record = entry.get("record") or {}
+        if entry.get("key") == notify_key:
+            notification = {"state": entry.get("state"), **record}
+            continue
+        if record.get("graphName") != graph or record.get("executionName") != execution:
+            continue
+        outcomes.append({
+            "eventId": entry.get("key"),
+            **{name: record.get(name) for name in (
+                "outcome", "restoredAt", "requestId", "status", "rule", "reason", "errorCode",
+                "forced",
+            )},
+        })  # fmt: skip
+    restores = store.budget_times(f"{graph}/{execution}", budget_window)
+    return {
+        "graphName": graph,
+        "executionName": execution,
+        "outcomes": outcomes,
+        "restoresSentAt": restores,
+        "notification": notification,
     }

@@ -4,6 +4,7 @@ did not take is sent by the next invocation, still once."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -154,3 +155,25 @@ def test_more_give_ups_than_the_digest_threshold_become_one_digest(tmp_path):
     digest = emu.publishes()[2].text("email")
     assert WHY in digest  # the restore was refused after the API told the execution's error
     assert all(f"{GRAPH}/{name}" in " ".join(subjects) + digest for name in executions)
+
+
+def test_history_lists_the_outcomes_the_restores_and_the_message_of_an_execution(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    from handler.cli.commands import main as cli
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    runtime = runtime_on(settings_for(emulator), url, "history")
+    try:
+        one_invocation(runtime, event(1))
+        one_invocation(runtime, event(2))
+    finally:
+        runtime.close()
+    monkeypatch.setenv("RESTORE_STATE_URL", url)
+    capsys.readouterr()
+    assert cli(["history", f"{GRAPH}/{EXECUTION}", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [o["outcome"] for o in document["outcomes"]] == ["budget_exhausted", "restored"]
+    assert len(document["restoresSentAt"]) == 1
+    assert document["notification"]["notified"] is True
+    assert cli(["history", "not a name"]) == 2

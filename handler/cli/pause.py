@@ -55,6 +55,14 @@ def add_commands(commands: Any) -> None:
     )
     status.add_argument("--json", action="store_true", help="print the document as JSON")
     status.set_defaults(run=_status)
+    history = commands.add_parser(
+        "history",
+        help="what the store remembers of one execution: outcomes, restores, its give-up message",
+        description="Needs only RESTORE_STATE_URL (and RESTORE_BUDGET_WINDOW).",
+    )
+    history.add_argument("subject", metavar="GRAPH/EXECUTION")
+    history.add_argument("--json", action="store_true", help="print the document as JSON")
+    history.set_defaults(run=_history)
 
 
 def _target(command: argparse.ArgumentParser) -> None:
@@ -134,6 +142,40 @@ def _status(args: argparse.Namespace) -> int:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    return EXIT_DONE
+
+
+def _history(args: argparse.Namespace) -> int:
+    from handler.names import InvalidNameError, validate_name
+    from handler.settings import load_store_settings
+    from handler.status import history_document
+
+    graph, slash, execution = args.subject.partition("/")
+    try:
+        if not slash:
+            raise InvalidNameError("subject", "must be GRAPH/EXECUTION")
+        validate_name(graph, "graph")
+        validate_name(execution, "execution")
+    except InvalidNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    window = load_store_settings().budget_window
+    document, _ = _in_store(lambda store: history_document(store, graph, execution, window))
+    if args.json:
+        print(json.dumps(document))
+        return EXIT_DONE
+    print(f"{graph}/{execution}")
+    for outcome in document["outcomes"]:
+        print(f"  {outcome['outcome']:<17} {outcome['eventId']}  rule {outcome['rule'] or '-'}"
+              f"  {outcome['reason'] or ''}".rstrip())  # fmt: skip
+    for at in document["restoresSentAt"]:
+        print(f"  restore sent at {_iso(at)}")
+    notification = document["notification"]
+    if notification:
+        sent = "notified" if notification.get("notified") else notification.get("state")
+        print(f"  give-up message: {sent} {notification.get('sentAt') or ''}".rstrip())
+    if not (document["outcomes"] or document["restoresSentAt"] or notification):
+        print("  nothing recorded")
     return EXIT_DONE
 
 

@@ -177,3 +177,20 @@ def test_history_lists_the_outcomes_the_restores_and_the_message_of_an_execution
     assert len(document["restoresSentAt"]) == 1
     assert document["notification"]["notified"] is True
     assert cli(["history", "not a name"]) == 2
+
+
+def test_a_message_smn_refuses_for_good_is_logged_and_not_sent_again(emulator, tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    runtime = runtime_on(settings_for(emulator), url, "refused")
+    try:
+        one_invocation(runtime, event(1))
+        emulator.faults_for(operation="publish").fail_next(1, status=400)
+        with caplog.at_level(logging.ERROR, logger="refused"):
+            assert one_invocation(runtime, event(2)) == "budget_exhausted"
+        assert "give-up notification refused" in caplog.text
+        emulator.clear_faults()
+        runtime.flush_events(5.0)
+        one_invocation(runtime, event(3))  # another event of the same give-up
+    finally:
+        runtime.close()
+    assert emulator.publishes() == []  # refused once is refused: no loop, no second try

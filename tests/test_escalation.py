@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
@@ -194,3 +195,19 @@ def test_a_message_smn_refuses_for_good_is_logged_and_not_sent_again(emulator, t
     finally:
         runtime.close()
     assert emulator.publishes() == []  # refused once is refused: no loop, no second try
+
+
+def test_give_up_messages_waiting_in_the_store_take_no_deferred_failure_s_place():
+    from handler.pipeline.deferred import DeferredFailures
+    from handler.store.memory import MemoryStore
+
+    store = MemoryStore()
+    deferred = DeferredFailures(store, 3600)
+    before = time.time() - 100
+    for n in range(3):  # SMN is down: three messages wait, due before any failure
+        message = {"subject": "s", "text": "t"}
+        store.remember_deferred(f"notify:g/m-{n}", message, before - 10, 3600)
+    items = [Item("restore", f"evt-{n}", "cloudevent", "g", f"e-{n}") for n in range(3)]
+    for n, item in enumerate(items):
+        deferred.remember(item, before + n)
+    assert [item.event_id for item in deferred.due(3)] == ["evt-0", "evt-1", "evt-2"]

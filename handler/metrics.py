@@ -16,6 +16,8 @@ Every metric has the one dimension ``graph``:
   ``failed``, left alone by a ``leave_on`` rule;
 * ``failures_found`` - every failure this invocation handled (a redelivery of one already
   handled is not found again);
+* ``breaker_open`` - 1 while the graph's circuit breaker is open or half-open, else 0 (for
+  each graph the invocation counted, from the state store at the flush);
 * ``time_to_restore`` - for each accepted restore, the seconds from the failure's stop time to
   the restore (only when the stop time is known: the event said it, or a DWR query did).
 """
@@ -36,6 +38,7 @@ from handler.escalation import give_up_reason
 from handler.invocation import Invocation
 from handler.outcomes import Outcome, Result
 from handler.report import Reporter
+from handler.store import StateStore, StoreUnavailable
 
 __all__ = ["COUNTED", "InvocationMetrics"]
 
@@ -67,11 +70,13 @@ class InvocationMetrics:
     def __init__(
         self,
         reporter: Reporter,
+        store: StateStore,
         sender: Sender,
         credentials: Credentials | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._reporter = reporter
+        self._store = store
         self._sender = sender
         self._credentials = credentials
         self._clock = clock
@@ -111,7 +116,7 @@ class InvocationMetrics:
                 logging.WARNING, "metrics not sent", {"reason": "no credentials"}
             )
             return False
-        data = _data(taken, self._clock())
+        data = _data(taken, self._clock(), self._breakers_open())
         try:
             batches = metric_batches(client.namespace, data)
         except InvalidMetricError as exc:  # a graph name Cloud Eye refuses: say so, move on
@@ -131,6 +136,14 @@ class InvocationMetrics:
             return False
         return True
 
+    def _breakers_open(self) -> frozenset[str] | None:
+        """The graphs whose breaker is not closed; None when the store cannot say (then no
+        ``breaker_open`` point is sent rather than a false 0)."""
+        try:
+            return frozenset(breaker.graph for breaker in self._store.breakers_open())
+        except StoreUnavailable:
+            return None
+
     def _keep(self, taken: _Counts) -> None:
         """Put counts back for the next flush (Cloud Eye surely did not take them)."""
         with self._lock:
@@ -147,12 +160,18 @@ class InvocationMetrics:
         return self._clients[credentials]
 
 
-def _data(taken: _Counts, now: float) -> list[MetricDatum]:
+def _data(taken: _Counts, now: float, open_breakers: frozenset[str] | None) -> list[MetricDatum]:
     now_ms = int(now * 1000)
     data = [
         MetricDatum(name, value, {"graph": graph}, now_ms, unit="count")
         for (name, graph), value in sorted(taken.counts.items())
     ]
+    if open_breakers is not None:
+        graphs = sorted({graph for _, graph in taken.counts})
+        data += [
+            MetricDatum("breaker_open", int(graph in open_breakers), {"graph": graph}, now_ms)
+            for graph in graphs
+        ]
     data += [
         MetricDatum(
             "time_to_restore",

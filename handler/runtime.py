@@ -63,7 +63,7 @@ class Runtime:
         if self.escalation is not None:
             observers = (*observers, self.escalation)
         # Cloud Eye metrics (CES_*): counted by an observer, sent in one batch at flush.
-        self.metrics = _metrics(settings, reporter, clock)
+        self.metrics = _metrics(settings, store, reporter, clock)
         if self.metrics is not None:
             observers = (*observers, self.metrics)
         deferred = DeferredFailures(store, settings.dedupe_retention)
@@ -175,7 +175,7 @@ def _escalation(
 
 
 def _metrics(
-    settings: Settings, reporter: Reporter, clock: Callable[[], float]
+    settings: Settings, store: StateStore, reporter: Reporter, clock: Callable[[], float]
 ) -> InvocationMetrics | None:
     """The per-invocation Cloud Eye metrics, when an endpoint and project are configured."""
     metrics = settings.metrics
@@ -194,7 +194,7 @@ def _metrics(
             verify=settings.verify,
         )
 
-    return InvocationMetrics(reporter, sender, _static_credentials(settings), clock)
+    return InvocationMetrics(reporter, store, sender, _static_credentials(settings), clock)
 
 
 def _static_credentials(settings: Settings) -> Credentials | None:

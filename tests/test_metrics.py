@@ -67,6 +67,8 @@ def test_metric_sums_equal_the_outcomes_of_the_invocations_that_sent_them():
         points = emu.metric_data("time_to_restore", graph=graph)
         assert len(points) == expected[graph]["restored"]
         assert all(point.value >= 120 for point in points)
+        # No breaker opened: each batch that counted the graph says 0 for it.
+        assert {p.value for p in emu.metric_data("breaker_open", graph=graph)} == {0}
     # One batch per invocation that had something to say (the redelivery had nothing new).
     received_at = {record.received_at for record in emu.metric_data()}
     assert len(received_at) == 2
@@ -81,7 +83,8 @@ def test_metrics_cloud_eye_did_not_take_are_sent_by_the_next_flush_and_counted_o
             secret_access_key=SK, max_attempts=1,
             metrics=MetricsSettings(endpoint=emu.url, project_id=PROJECT),
         )  # fmt: skip
-        runtime = Runtime(settings, MemoryStore(), Reporter(logging.getLogger("metrics-down")))
+        store = MemoryStore()
+        runtime = Runtime(settings, store, Reporter(logging.getLogger("metrics-down")))
         try:
             emu.faults_for(operation="metric_data").fail_next(10, status=503)
             item = Item("restore", "evt-1", "cloudevent", "nightly-etl", "run-0")
@@ -90,9 +93,14 @@ def test_metrics_cloud_eye_did_not_take_are_sent_by_the_next_flush_and_counted_o
             runtime.flush_events(5.0)
             assert emu.metric_data() == []
             emu.clear_faults()
+            store.record_refailure(
+                "nightly-etl", "run-0", time.time(), window=600, threshold=1, cooldown=300
+            )
             runtime.flush_events(5.0)
             runtime.flush_events(5.0)
         finally:
             runtime.close()
     assert emu.metric_sum("restored", graph="nightly-etl") == 1
     assert emu.metric_sum("failures_found", graph="nightly-etl") == 1
+    # The breaker opened before the batch went: it says so (1 while open or half-open).
+    assert [p.value for p in emu.metric_data("breaker_open", graph="nightly-etl")] == [1]

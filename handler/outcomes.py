@@ -119,6 +119,9 @@ class Result:
     maybe_applied: bool = False
     detail: str = ""
     not_recorded: str | None = None
+    # When the failure stopped (wall-clock seconds), when the item or a query said: what
+    # observers measure the time to restore from. Not answered, logged or recorded.
+    failed_at: float | None = None
 
     @classmethod
     def duplicate(cls, item: Item, record: Mapping[str, Any], reason: str, **fields: Any) -> Result:

@@ -139,6 +139,11 @@ class Reporter:
         fields = {"status": status, "errorCode": code, "caller": caller}
         self._logger.warning("call refused", extra={"fields": fields})
 
+    def notification(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        """A give-up message queued, sent, kept for later or refused (:mod:`handler.escalation`):
+        the operator's proof that someone was told, or why not yet."""
+        self._logger.log(level, message, extra={"fields": fields})
+
     def crashed(self, failure: BaseException) -> None:
         """An exception no stage handled: answered as JSON 500, its traceback logged here."""
         self._logger.error(

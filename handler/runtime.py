@@ -15,9 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from handler.client import DwrClient, RetrySchedule, WorkflowApi, WorkflowClient
+from handler.client.ces import CesClient
+from handler.client.smn import SmnClient
 from handler.credentials import Credentials
+from handler.escalation import DEFAULT_FLUSH_SECONDS, Escalation
 from handler.intake import Item
 from handler.invocation import Invocation
+from handler.metrics import InvocationMetrics
 from handler.outcomes import Answer
 from handler.pipeline.admission import Admission
 from handler.pipeline.clients import Clients
@@ -54,6 +58,14 @@ class Runtime:
         self.clients = Clients(
             connect, _static_credentials(settings), gives_error_text=client_class.gives_error_text
         )
+        # Give-up messages (RESTORE_NOTIFY_TOPIC_URN): queued by an observer, sent at flush.
+        self.escalation = _escalation(settings, store, reporter, clock)
+        if self.escalation is not None:
+            observers = (*observers, self.escalation)
+        # Cloud Eye metrics (CES_*): counted by an observer, sent in one batch at flush.
+        self.metrics = _metrics(settings, store, reporter, clock)
+        if self.metrics is not None:
+            observers = (*observers, self.metrics)
         deferred = DeferredFailures(store, settings.dedupe_retention)
         self.admission = Admission(settings, store, deferred, clock)
         self.restorer = Restorer(
@@ -93,10 +105,31 @@ class Runtime:
         return None
 
     def flush_events(self, timeout: float) -> bool:
-        """Wait a bounded time for queued sink events (before a platform freezes the process)."""
-        return self.reporter.flush(timeout)
+        """Send what waits - give-up messages, then queued sink events - within a bounded
+        time (before a platform freezes the process); True when the sink's queue is empty."""
+        started = time.monotonic()
+        self.flush_notifications(timeout / 2)
+        return self.reporter.flush(max(0.0, timeout - (time.monotonic() - started)))
+
+    def flush_notifications(self, seconds: float = DEFAULT_FLUSH_SECONDS) -> int:
+        """Send the invocation's metrics and the outbox's give-up messages within
+        ``seconds``; how many messages SMN took."""
+        started = time.monotonic()
+        if self.metrics is not None:
+            try:
+                self.metrics.flush(seconds / 2)
+            except Exception as exc:  # metrics must never cost the invocation its answer
+                self.reporter.crashed(exc)
+        if self.escalation is None:
+            return 0
+        try:
+            return self.escalation.flush(max(0.0, seconds - (time.monotonic() - started)))
+        except Exception as exc:  # telling people must never cost the invocation its answer
+            self.reporter.crashed(exc)
+            return 0
 
     def close(self) -> None:
+        self.flush_notifications()  # a command-line run's give-ups are sent before it exits
         self.reporter.close()
         self.clients.close()
         self.store.close()
@@ -117,6 +150,51 @@ def build_runtime(settings: Settings, log_stream: IO[str] | None = None) -> Runt
     if sink is not None:
         atexit.register(sink.close)  # queued sink events get a bounded last chance
     return runtime
+
+
+def _escalation(
+    settings: Settings, store: StateStore, reporter: Reporter, clock: Callable[[], float]
+) -> Escalation | None:
+    """The give-up messages' queue and sender, when a topic is configured."""
+    notify = settings.notify
+    if notify is None:
+        return None
+
+    def publisher(credentials: Credentials) -> SmnClient:
+        return SmnClient(
+            credentials.access_key_id,
+            credentials.secret_access_key,
+            notify.topic_urn,
+            notify.endpoint,
+            credentials.security_token,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            verify=settings.verify,
+        )
+
+    return Escalation(settings, store, reporter, publisher, _static_credentials(settings), clock)
+
+
+def _metrics(
+    settings: Settings, store: StateStore, reporter: Reporter, clock: Callable[[], float]
+) -> InvocationMetrics | None:
+    """The per-invocation Cloud Eye metrics, when an endpoint and project are configured."""
+    metrics = settings.metrics
+    if metrics is None:
+        return None
+
+    def sender(credentials: Credentials) -> CesClient:
+        return CesClient(
+            credentials.access_key_id,
+            credentials.secret_access_key,
+            metrics.project_id,
+            metrics.endpoint,
+            credentials.security_token,
+            namespace=metrics.namespace,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            verify=settings.verify,
+        )
+
+    return InvocationMetrics(reporter, store, sender, _static_credentials(settings), clock)
 
 
 def _static_credentials(settings: Settings) -> Credentials | None:

@@ -13,6 +13,8 @@ settings table), so what works here works there:
     obs-workflow-restore state                              recent dedupe and budget records
     obs-workflow-restore state forget EVENT_ID              drop a recorded outcome or marker
     obs-workflow-restore state reset-budget GRAPH/EXECUTION drop an execution's restore budget
+    obs-workflow-restore pause GRAPH|--all [--for 2h] [--reason T]  stop restores for a while
+    obs-workflow-restore resume GRAPH|--all                 let them go on
     obs-workflow-restore policy check FILE                  validate restore rules, print them
     obs-workflow-restore policy explain --graph G [--error T]  which rule decides, and how
 
@@ -31,7 +33,7 @@ import sys
 from typing import NoReturn
 
 from handler import __version__
-from handler.cli import policy, restore, serve, state, sweep
+from handler.cli import pause, policy, restore, serve, state, sweep
 from handler.cli.output import EXIT_COULD_NOT_RUN
 from handler.settings import SettingsError
 from handler.store import StoreUnavailable
@@ -95,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     state.add_commands(commands)
+    pause.add_commands(commands)
     policy.add_commands(commands)
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     _add_verbose(commands)

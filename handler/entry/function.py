@@ -32,6 +32,7 @@ from handler.intake.apigateway import is_apig_request
 from handler.invocation import Invocation
 from handler.outcomes import Answer, error_document
 from handler.settings import Settings
+from handler.store import StoreUnavailable
 from handler.sweep import SweepRequest, read_user_event
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 
 # How long an event invocation waits for its sink events before it returns.
 SINK_FLUSH_SECONDS = 2.0
+# Give-up messages after an HTTP delivery's outcomes: bounded, so an SMN outage costs an
+# answer at most this (what is not sent stays in the outbox for the next invocation).
+NOTIFY_FLUSH_SECONDS = 2.0
 
 
 class Function:
@@ -105,6 +109,8 @@ class Function:
 
         ``POST /sweep`` runs a sweep; ``GET``/``HEAD`` are liveness, ``GET /ready`` readiness.
         """
+        if request.method == "GET" and request.path.rstrip("/").endswith("/status"):
+            return self._status(request)
         if request.method in PROBE_METHODS:
             return self._probe(request.method, request.path, request.args)
         refused = self._check_token(
@@ -119,8 +125,13 @@ class Function:
             request_id, self._claim_deadline(), self._header_credentials(request)
         )
         runtime = self.runtime
-        if request.path.rstrip("/").endswith("/sweep"):
-            return json_answer(*self._sweep(lambda: _sweep_body(request), invocation))
+        path = request.path.rstrip("/")
+        if path.endswith("/sweep"):
+            answered = json_answer(*self._sweep(lambda: _sweep_body(request), invocation))
+            self._send_notifications()
+            return answered
+        if path.endswith("/pause") or path.endswith("/resume"):
+            return self._pause_or_resume(path.rsplit("/", 1)[1], request, invocation)
         try:
             body = _read_body(request)
             items = intake.from_http(body, dict(request.headers))
@@ -128,6 +139,7 @@ class Function:
             answer = runtime.rejected(exc.code, exc.message, exc.status, invocation)
         else:
             answer = runtime.run(items, invocation)
+        self._send_notifications()
         return delivery_answer(answer)
 
     def restore_cloudevent(self, cloud_event: Any) -> None:
@@ -149,6 +161,7 @@ class Function:
             answer = runtime.rejected(exc.code, exc.message, exc.status, invocation)
             raise RefusedDeliveryError(answer.document(), exc.status) from None
         answer = runtime.run(items, invocation)
+        self._send_notifications()
         if answer.retry:
             raise RetryableDeliveryError(
                 f"retry this delivery: {answer.summary}", answer.document()
@@ -369,6 +382,66 @@ class Function:
         if not access_key or not secret_key:
             return None
         return Credentials(access_key, secret_key, headers.get("X-CFF-Security-Token") or None)
+
+    def _pause_or_resume(self, action: str, request: Any, invocation: Invocation) -> HttpAnswer:
+        """``POST /pause`` (``{"graph": G}`` or ``{"all": true}``, ``"for": "2h"``,
+        ``"reason"``) and ``POST /resume`` (``{"graph": G}`` or ``{"all": true}``): the
+        command line's ``pause`` and ``resume``, for operators without the store's address."""
+        from handler.durations import duration_seconds
+        from handler.pipeline import pauses
+
+        try:
+            document = _sweep_body(request) or {}
+            if not isinstance(document, dict):
+                raise intake.IntakeError(400, "InvalidRequest", "the body must be a JSON object")
+            graph, everything = document.get("graph"), document.get("all") is True
+            if (graph is None) == (not everything):
+                raise intake.IntakeError(
+                    400, "InvalidRequest", 'give "graph" or "all": true, not both'
+                )
+            target = None if everything else graph
+            if action == "resume":
+                ended = pauses.resume(self.runtime.store, target)
+                return json_answer({"graph": target or "*", "resumed": ended}, 200)
+            length = document.get("for", pauses.DEFAULT_PAUSE_SECONDS)
+            seconds = duration_seconds(length) if isinstance(length, str) else length
+            if seconds is None:
+                raise intake.IntakeError(400, "InvalidRequest", '"for" must be a duration: 2h')
+            paused = pauses.pause(
+                self.runtime.store,
+                target,
+                by=f"HTTP caller {_caller(request)}",
+                seconds=seconds,
+                reason=document.get("reason", ""),
+            )
+        except pauses.PauseError as exc:
+            answer = self.runtime.rejected("InvalidRequest", str(exc), 400, invocation)
+            return json_answer(answer.document(), 400)
+        except intake.IntakeError as exc:
+            answer = self.runtime.rejected(exc.code, exc.message, exc.status, invocation)
+            return json_answer(answer.document(), exc.status)
+        except StoreUnavailable:
+            return error_answer("StoreUnavailable", "state store unavailable, try again", 503)
+        return json_answer({"pause": paused}, 200)
+
+    def _status(self, request: Any) -> HttpAnswer:
+        """``GET /status``: the ``status`` command's document; it names graphs and who paused
+        them, so unlike the probes it needs the token."""
+        refused = self._check_token(
+            request.headers.get("Authorization"), request.args.get("token"), _caller(request)
+        )
+        if refused is not None:
+            return refused
+        from handler.status import status_document
+
+        try:
+            return json_answer(status_document(self.runtime.store), 200)
+        except StoreUnavailable:
+            return error_answer("StoreUnavailable", "state store unavailable, try again", 503)
+
+    def _send_notifications(self) -> None:
+        """Give-up messages waiting in the outbox, in bounded time, after the outcomes."""
+        self.runtime.flush_notifications(NOTIFY_FLUSH_SECONDS)
 
     def _flush_sink(self, context: Any) -> None:
         """Give queued sink events a bounded chance before the platform freezes the

@@ -37,6 +37,7 @@ from handler.intake import Item
 from handler.intake.identity import reused_identity
 from handler.outcomes import Outcome, recorded_for
 from handler.pipeline.deferred import DeferredFailures
+from handler.pipeline.pauses import ALL_GRAPHS
 from handler.pipeline.settlement import Hold, Settlement, Verdict
 from handler.rules import DEFAULT_RULE_NAME, Match, Rule, default_rules
 from handler.settings import Settings
@@ -275,6 +276,9 @@ class Admission:
         # A check that stops calls for a while (a rate limit, a circuit breaker, a pause)
         # goes here: after the rules, before a unit is reserved. It answers
         # Verdict(Outcome.RETRYABLE_ERROR, Settlement.RELEASED, why, hold=hold).
+        paused = self._paused_by_operator(hold, rule.name)
+        if paused is not None:
+            return paused
         reservation = self._store.reserve_budget(
             subject, rule.max_restores, rule.window, in_flight=hold.ttl, keep=self._budget_keep
         )
@@ -304,6 +308,31 @@ class Admission:
                 )
         reserved = replace(hold, subject=subject, budget_token=budget_token)
         return Ticket(reserved, rule.name, restored_before=bool(times))
+
+    def _paused_by_operator(self, hold: Hold, rule_name: str) -> Verdict | None:
+        """``deferred`` while an operator's pause (``pause GRAPH|--all``) holds the graph.
+
+        The failure is remembered due at once, so every sweep decides it again: the first one
+        after the pause ends - resumed, or expired by itself - restores it. Released, not
+        recorded, so a redelivery or the sweep's own find of it can still restore it."""
+        item = hold.item
+        pauses = self._store.pauses()
+        pause = pauses.get(str(item.graph_name)) or pauses.get(ALL_GRAPHS)
+        if pause is None:
+            return None
+        self._deferred.remember(item, self._clock())
+        until = pause.get("until")
+        until_text = _iso(until) if isinstance(until, (int, float)) else "unknown"
+        scope = "every graph" if pause is pauses.get(ALL_GRAPHS) else f"graph {item.graph_name}"
+        why = pause.get("reason") or "no reason given"
+        return Verdict(
+            Outcome.DEFERRED,
+            Settlement.RELEASED,
+            f"paused: {scope} paused by {pause.get('by') or 'unknown'} until {until_text}: "
+            f"{why}; restored by the first sweep after it ends",
+            rule=rule_name,
+            hold=hold,
+        )
 
     def _failure_time(self, subject: str, rule: Rule, stopped_at: float | None) -> float:
         """What a rule's ``first`` delay counts from: when the failure stopped, if the item

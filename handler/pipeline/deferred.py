@@ -17,6 +17,10 @@ from handler.names import InvalidNameError, validate_name
 from handler.store import StateStore
 from handler.sweep import SWEEP
 
+# The store's deferred memory also holds the give-up messages not yet sent
+# (:mod:`handler.escalation`), under keys of their own family.
+OUTBOX_PREFIX = "notify:"
+
 
 class DeferredFailures:
     """The deferred failures of one store; ``retention`` is how long one is kept after it
@@ -46,7 +50,17 @@ class DeferredFailures:
         Raises :class:`~handler.store.StoreUnavailable`. An entry that does not rebuild an
         item (written by something else) is left to expire."""
         items = []
-        for key, failure in self._store.due_deferred(limit):
+        entries = self._store.due_deferred(limit)
+        waiting_messages = sum(key.startswith(OUTBOX_PREFIX) for key, _ in entries)
+        if waiting_messages and len(entries) == limit:
+            # Give-up messages SMN has not taken yet share the memory: they must not take
+            # the places of failures, so ask once more for as many more as they took.
+            entries = self._store.due_deferred(limit + waiting_messages)
+        for key, failure in entries:
+            if key.startswith(OUTBOX_PREFIX):
+                continue  # a give-up message waiting to be sent, not a failure
+            if len(items) == limit:
+                break
             graph, execution = failure.get("graph"), failure.get("execution")
             try:  # an item carries only checked names, wherever it comes from
                 validate_name(graph, "graph")

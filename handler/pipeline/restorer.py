@@ -236,6 +236,9 @@ class Restorer:
         forced = invocation.forced
         rule = verdict.rule if ticket is None else ticket.rule
         execution_error = classify.execution_error(check, query.answer if query else None)
+        failed_at = item.failed_at
+        if failed_at is None and query is not None:
+            failed_at = classify.stopped_at(query.answer)
         if verdict.recorded is not None:
             return Result.duplicate(
                 item, verdict.recorded, verdict.reason, forced=forced, detail=verdict.detail,
@@ -262,4 +265,5 @@ class Restorer:
             redeliver=verdict.redeliver,
             maybe_applied=verdict.maybe_applied,
             detail=verdict.detail,
+            failed_at=failed_at,
         )

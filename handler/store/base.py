@@ -55,6 +55,10 @@ once because something they share broke:
   (re-failures that stopped before it are not counted again), and an open breaker nobody
   came back to for a window after its canary was due is forgotten (closed, without a line).
 
+An operator's pause (:meth:`~StateStore.pause`, :meth:`~StateStore.resume`,
+:meth:`~StateStore.pauses`) is one record per graph (or ``"*"``), expiring by itself at its
+``until``: every instance's admission reads it, so a pause holds across the fleet.
+
 For operators and readiness probes: :meth:`~StateStore.forget` drops one event's outcome or
 marker, :meth:`~StateStore.reset_budget` one execution's reservations, and
 :meth:`~StateStore.check_writable` proves a write works now without leaving anything behind.
@@ -382,6 +386,19 @@ class StateStore(Protocol):
     def reset_breaker(self, graph: str) -> bool:
         """Forget ``graph``'s breaker and re-failures (an operator closing it by hand);
         whether it was open or half-open."""
+        ...
+
+    def pause(self, subject: str, record: dict, until: float) -> None:
+        """Pause ``subject`` (a graph, or ``"*"`` for every graph) until ``until`` (wall-clock
+        seconds), replacing an earlier pause of it; ``record`` says who paused it and why."""
+        ...
+
+    def resume(self, subject: str) -> bool:
+        """End ``subject``'s pause now; whether it was paused."""
+        ...
+
+    def pauses(self) -> dict[str, dict]:
+        """The pauses not yet expired: subject -> its record, with ``until`` added."""
         ...
 
     def recent(self, limit: int = 20, *, window: float | None = None) -> dict:

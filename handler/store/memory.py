@@ -62,6 +62,8 @@ class MemoryStore:
         # graph -> its breaker record; graph -> execution -> (re-failed at, expires_at)
         self._breakers: dict[str, steps.BreakerRecord] = {}
         self._refailures: dict[str, dict[str, tuple[float, float]]] = {}
+        # paused subject (a graph or "*") -> (record_json, until)
+        self._pauses: dict[str, tuple[str, float]] = {}
         self._calls = 0
 
     @property
@@ -337,6 +339,27 @@ class MemoryStore:
                 if record.expires_at > now and record.state != CLOSED
             ]
         return [steps.state_of(graph, record) for _, graph, record in sorted(held)]
+
+    def pause(self, subject: str, record: dict, until: float) -> None:
+        check_text("subject", subject)
+        data = dump_record(record)
+        until = check_time("until", until)
+        with self._lock:
+            self._pauses[subject] = (data, until)
+
+    def resume(self, subject: str) -> bool:
+        check_text("subject", subject)
+        with self._lock:
+            found = self._pauses.pop(subject, None)
+        return found is not None and found[1] > self._clock()
+
+    def pauses(self) -> dict[str, dict]:
+        now = self._clock()
+        with self._lock:
+            for subject in [s for s, (_, until) in self._pauses.items() if until <= now]:
+                del self._pauses[subject]  # a pause expires by itself
+            live = dict(self._pauses)
+        return {s: {**json.loads(data), "until": until} for s, (data, until) in live.items()}
 
     def reset_breaker(self, graph: str) -> bool:
         check_text("graph", graph)

@@ -469,6 +469,45 @@ class RedisStore:
         window = positive_seconds("window", window)
         return self._breaker_step(self._release_canary, graph, [token, repr(window)])
 
+    def pause(self, subject: str, record: dict, until: float) -> None:
+        check_text("subject", subject)
+        data = dump_record(record)
+        until = check_time("until", until)
+        entry = json.dumps({"record": data, "until": until})
+        with self._guard():
+            self._redis.hset(f"{self._prefix}pauses", subject, entry)
+
+    def resume(self, subject: str) -> bool:
+        check_text("subject", subject)
+        live = subject in self.pauses()
+        with self._guard():
+            self._redis.hdel(f"{self._prefix}pauses", subject)
+        return live
+
+    def pauses(self) -> dict[str, dict]:
+        """See :meth:`StateStore.pauses`; expired entries are dropped as they are read."""
+        key = f"{self._prefix}pauses"
+        now = self._clock()
+        with self._guard():
+            entries = self._redis.hgetall(key)
+        live, expired = {}, []
+        for subject, raw in entries.items():
+            try:
+                entry = json.loads(raw)
+                until = float(entry["until"])
+                record = json.loads(entry["record"])
+            except (ValueError, KeyError, TypeError):
+                expired.append(subject)  # not ours to read: dropped like an expired one
+                continue
+            if until <= now:
+                expired.append(subject)
+            else:
+                live[subject] = {**record, "until": until}
+        if expired:
+            with self._guard():
+                self._redis.hdel(key, *expired)
+        return live
+
     def breakers_open(self) -> list[BreakerState]:
         """See :meth:`StateStore.breakers_open`; the index lists at most one entry per graph
         whose breaker is not closed, each dropped when its record expires."""

@@ -112,6 +112,11 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS rate_slots_subject_at ON rate_slots (subject, at)",
     "CREATE INDEX IF NOT EXISTS rate_slots_expires_at ON rate_slots (expires_at)",
+    """CREATE TABLE IF NOT EXISTS pauses (
+        subject TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS breakers (
         graph TEXT PRIMARY KEY,
         state TEXT NOT NULL,
@@ -507,6 +512,34 @@ class SQLiteStore:
             ).fetchall()
         return [steps.state_of(row[0], steps.BreakerRecord(*row[1:])) for row in rows]
 
+    def pause(self, subject: str, record: dict, until: float) -> None:
+        check_text("subject", subject)
+        data = dump_record(record)
+        until = check_time("until", until)
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO pauses (subject, record, expires_at) VALUES (?, ?, ?)",
+                (subject, data, until),
+            )
+
+    def resume(self, subject: str) -> bool:
+        check_text("subject", subject)
+        with self._write() as db:
+            now = self._clock()
+            live = db.execute(
+                "SELECT 1 FROM pauses WHERE subject = ? AND expires_at > ?", (subject, now)
+            ).fetchone()
+            db.execute("DELETE FROM pauses WHERE subject = ?", (subject,))
+        return live is not None
+
+    def pauses(self) -> dict[str, dict]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT subject, record, expires_at FROM pauses WHERE expires_at > ?",
+                (self._clock(),),
+            ).fetchall()
+        return {subject: {**json.loads(data), "until": until} for subject, data, until in rows}
+
     def reset_breaker(self, graph: str) -> bool:
         check_text("graph", graph)
         with self._write() as db:
@@ -800,7 +833,9 @@ class SQLiteStore:
 
     @staticmethod
     def _purge(db: sqlite3.Connection, now: float) -> None:
-        tables = ("dedupe", "budget", "first_seen", "deferred", "rate_slots", "breakers")
+        tables = (
+            "dedupe", "budget", "first_seen", "deferred", "rate_slots", "breakers", "pauses",
+        )  # fmt: skip
         for table in (*tables, "breaker_refailures"):
             db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names

@@ -751,3 +751,29 @@ def test_the_re_failures_a_graph_keeps_are_bounded(store, clock):
         clock.advance(0.01)
     assert len(state.refailures) == REFAILURES_KEPT
     assert state.refailures[0].execution == "run-5"  # the oldest went first
+
+
+# --- pauses -------------------------------------------------------------------------------------
+
+
+def test_a_pause_is_seen_by_every_instance_until_it_expires_or_is_resumed(make_store, clock):
+    first = make_store(clock)
+    second = first if make_store.kind == "memory" else make_store(clock)  # memory: one process
+    first.pause("nightly-etl", {"by": "alice", "reason": "OBS down"}, clock() + 60)
+    first.pause("*", {"by": "bob", "reason": "maintenance"}, clock() + 10)
+    seen = second.pauses()
+    assert seen["nightly-etl"] == {"by": "alice", "reason": "OBS down", "until": clock() + 60}
+    assert seen["*"]["by"] == "bob"
+    clock.advance(11)
+    assert set(second.pauses()) == {"nightly-etl"}  # the global pause expired by itself
+    assert second.resume("*") is False
+    assert second.resume("nightly-etl") is True
+    assert first.pauses() == {}
+    assert first.resume("nightly-etl") is False
+
+
+def test_a_pause_with_a_bad_argument_fails_before_any_io(store):
+    with pytest.raises(ValueError):
+        store.pause("", {}, 1.0)
+    with pytest.raises(TypeError):
+        store.pause("g", "not a dict", 1.0)

@@ -1,0 +1,190 @@
+"""``pause GRAPH|--all [--for 2h] [--reason TEXT]`` and ``resume GRAPH|--all``: stop restores
+while a dependency is down, without a redeploy; ``status [--json]``: what the store says now.
+
+A pause is one record in the state store (:mod:`handler.pipeline.pauses`), so it needs only
+RESTORE_STATE_URL and holds for every instance at once. While it holds, that graph's failures
+end ``deferred`` (the reason names who paused, why and until when) and are remembered; the
+first sweep after the pause ends - ``resume``, or its expiry - restores them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE
+from handler.cli.state import _in_store
+from handler.durations import duration_seconds, duration_text
+from handler.pipeline.pauses import DEFAULT_PAUSE_SECONDS, PauseError, pause, resume
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``pause`` and ``resume`` to the command line's subparsers."""
+    paused = commands.add_parser(
+        "pause",
+        help="stop restores of a graph (or of every graph) for a while",
+        description="Needs only RESTORE_STATE_URL. The pause expires by itself.",
+    )
+    _target(paused)
+    paused.add_argument(
+        "--for",
+        dest="duration",
+        type=_duration,
+        default=DEFAULT_PAUSE_SECONDS,
+        help=f"how long, e.g. 30m, 2h (default: {duration_text(DEFAULT_PAUSE_SECONDS)})",
+    )
+    paused.add_argument("--reason", default="", help="why: shown in every deferred item")
+    paused.add_argument("--json", action="store_true", help="print the pause as JSON")
+    paused.set_defaults(run=_pause)
+    resumed = commands.add_parser(
+        "resume",
+        help="let restores of a graph (or of every graph) go on; the sweep restores what waited",
+    )
+    _target(resumed)
+    resumed.add_argument("--json", action="store_true", help="print the answer as JSON")
+    resumed.set_defaults(run=_resume)
+    status = commands.add_parser(
+        "status",
+        help="per graph: paused or breaker state, restores in the last hour and day, given up, "
+        "what waits",
+        description="Needs only RESTORE_STATE_URL.",
+    )
+    status.add_argument("--json", action="store_true", help="print the document as JSON")
+    status.set_defaults(run=_status)
+    history = commands.add_parser(
+        "history",
+        help="what the store remembers of one execution: outcomes, restores, its give-up message",
+        description="Needs only RESTORE_STATE_URL (and RESTORE_BUDGET_WINDOW).",
+    )
+    history.add_argument("subject", metavar="GRAPH/EXECUTION")
+    history.add_argument("--json", action="store_true", help="print the document as JSON")
+    history.set_defaults(run=_history)
+
+
+def _target(command: argparse.ArgumentParser) -> None:
+    target = command.add_mutually_exclusive_group(required=True)
+    target.add_argument("graph", nargs="?", help="the graph's name")
+    target.add_argument("--all", action="store_true", help="every graph")
+
+
+def _duration(text: str) -> float:
+    seconds = duration_seconds(text)
+    if seconds is None or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 30m or 2h, got {text[:30]!r}")
+    return seconds
+
+
+def _pause(args: argparse.Namespace) -> int:
+    graph = None if args.all else args.graph
+    try:
+        paused, describe = _in_store(
+            lambda store: pause(
+                store, graph, by=_operator(), seconds=args.duration, reason=args.reason
+            )
+        )
+    except PauseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    if args.json:
+        print(json.dumps({"store": describe, "pause": paused}))
+    else:
+        scope = "every graph" if graph is None else f"graph {graph}"
+        print(f"paused {scope} until {_iso(paused['until'])}: resume with `resume "
+              f"{graph or '--all'}`")  # fmt: skip
+    return EXIT_DONE
+
+
+def _resume(args: argparse.Namespace) -> int:
+    graph = None if args.all else args.graph
+    try:
+        ended, describe = _in_store(lambda store: resume(store, graph))
+    except PauseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    scope = "every graph" if graph is None else f"graph {graph}"
+    if args.json:
+        print(json.dumps({"store": describe, "graph": graph or "*", "resumed": ended}))
+    elif ended:
+        print(f"resumed {scope}: the next sweep restores what waited")
+    else:
+        print(f"{scope} was not paused")
+    return EXIT_DONE
+
+
+def _status(args: argparse.Namespace) -> int:
+    from handler.status import status_document
+
+    document, _ = _in_store(status_document)
+    if args.json:
+        print(json.dumps(document))
+        return EXIT_DONE
+    everything = document["allPaused"]
+    if everything:
+        print(f"every graph paused by {everything.get('by')} until {_iso(everything['until'])}: "
+              f"{everything.get('reason') or 'no reason given'}")  # fmt: skip
+    columns = ("graph", "state", "restored 1h", "restored 1d", "gave up", "deferred", "messages")
+    rows = [columns]
+    for name, graph in document["graphs"].items():
+        state = f"paused until {_iso(graph['paused']['until'])}" if graph["paused"] else ""
+        state = state or (f"breaker {graph['breaker']}" if graph["breaker"] != "closed" else "ok")
+        rows.append((name, state, str(graph["restoredLastHour"]), str(graph["restoredLastDay"]),
+                     str(graph["gaveUp"]), str(graph["deferredWaiting"]),
+                     str(graph["notificationsWaiting"])))  # fmt: skip
+    if len(rows) == 1:
+        print(f"nothing recorded in {document['store']}")
+        return EXIT_DONE
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return EXIT_DONE
+
+
+def _history(args: argparse.Namespace) -> int:
+    from handler.names import InvalidNameError, validate_name
+    from handler.settings import load_store_settings
+    from handler.status import history_document
+
+    graph, slash, execution = args.subject.partition("/")
+    try:
+        if not slash:
+            raise InvalidNameError("subject", "must be GRAPH/EXECUTION")
+        validate_name(graph, "graph")
+        validate_name(execution, "execution")
+    except InvalidNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    window = load_store_settings().budget_window
+    document, _ = _in_store(lambda store: history_document(store, graph, execution, window))
+    if args.json:
+        print(json.dumps(document))
+        return EXIT_DONE
+    print(f"{graph}/{execution}")
+    for outcome in document["outcomes"]:
+        print(f"  {outcome['outcome']:<17} {outcome['eventId']}  rule {outcome['rule'] or '-'}"
+              f"  {outcome['reason'] or ''}".rstrip())  # fmt: skip
+    for at in document["restoresSentAt"]:
+        print(f"  restore sent at {_iso(at)}")
+    notification = document["notification"]
+    if notification:
+        sent = "notified" if notification.get("notified") else notification.get("state")
+        print(f"  give-up message: {sent} {notification.get('sentAt') or ''}".rstrip())
+    if not (document["outcomes"] or document["restoresSentAt"] or notification):
+        print("  nothing recorded")
+    return EXIT_DONE
+
+
+def _operator() -> str:
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except Exception:  # no user name in a container: still say where it came from
+        return "an operator (command line)"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

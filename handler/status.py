@@ -1,0 +1,105 @@
+"""What an operator asks on a bad day: per graph, is it paused or held by its breaker, how many
+restores in the last hour and day, how many given up, and what waits (deferred failures and
+give-up messages not yet sent) - read from the state store alone, so ``status`` works wherever
+the store is reachable and ``GET /status`` answers the same document.
+
+Restores are the budget's reservations within the last hour and day; ``gaveUp`` counts the
+``budget_exhausted`` and ``failed`` outcomes the store still keeps (the dedupe retention). The
+counts come from the store's recent records (at most :data:`RECENT_LIMIT` of each, newest
+first): ``countsLeftOff`` says there were more, and the counts are the newest ones only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from handler.store import StateStore
+
+__all__ = ["RECENT_LIMIT", "history_document", "status_document"]
+
+RECENT_LIMIT = 1000
+WAITING_READ = 1000
+_HOUR, _DAY = 3600.0, 86400.0
+
+_GAVE_UP = frozenset({"budget_exhausted", "failed"})
+_NOTIFY_PREFIX = "notify:"  # handler.escalation's key family
+
+
+def status_document(store: StateStore, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """The status document; raises :class:`~handler.store.StoreUnavailable`."""
+    now = clock()
+    graphs: dict[str, dict[str, Any]] = {}
+
+    def graph(name: str) -> dict[str, Any]:
+        return graphs.setdefault(name, {
+            "paused": None, "breaker": "closed", "restoredLastHour": 0, "restoredLastDay": 0,
+            "gaveUp": 0, "deferredWaiting": 0, "notificationsWaiting": 0,
+        })  # fmt: skip
+
+    pauses = store.pauses()
+    for subject, pause in pauses.items():
+        if subject != "*":
+            graph(subject)["paused"] = pause
+    for breaker in store.breakers_open():
+        graph(breaker.graph)["breaker"] = breaker.state
+    # Restores: the budget's reservations (each restore sent holds one), per window.
+    for window, field in ((_HOUR, "restoredLastHour"), (_DAY, "restoredLastDay")):
+        for held in store.recent(RECENT_LIMIT, window=window).get("budget", []):
+            name = str(held.get("subject", "")).partition("/")[0]
+            if name:
+                graph(name)[field] += int(held.get("used") or 0)
+    records = store.recent(RECENT_LIMIT).get("dedupe", [])
+    for entry in records:
+        record = entry.get("record") or {}
+        name = record.get("graphName")
+        if isinstance(name, str) and record.get("outcome") in _GAVE_UP:
+            graph(name)["gaveUp"] += 1
+    for key, entry in store.due_deferred(WAITING_READ):
+        if key.startswith(_NOTIFY_PREFIX):
+            name = entry.get("graphName")
+            if isinstance(name, str):
+                graph(name)["notificationsWaiting"] += 1
+        elif isinstance(entry.get("graph"), str):
+            graph(entry["graph"])["deferredWaiting"] += 1
+    return {
+        "store": store.describe,
+        "allPaused": pauses.get("*"),
+        "graphs": dict(sorted(graphs.items())),
+        "countsLeftOff": len(records) >= RECENT_LIMIT,
+        "at": now,
+    }
+
+
+def history_document(
+    store: StateStore, graph: str, execution: str, budget_window: float
+) -> dict[str, Any]:
+    """What the store remembers of one execution: each outcome recorded for it (newest
+    first, among the store's :data:`RECENT_LIMIT` newest records), the restores its budget
+    holds within ``budget_window``, and its give-up message. Raises
+    :class:`~handler.store.StoreUnavailable`."""
+    outcomes, notification = [], None
+    notify_key = f"{_NOTIFY_PREFIX}{graph}/{execution}"
+    for entry in store.recent(RECENT_LIMIT).get("dedupe", []):
+        record = entry.get("record") or {}
+        if entry.get("key") == notify_key:
+            notification = {"state": entry.get("state"), **record}
+            continue
+        if record.get("graphName") != graph or record.get("executionName") != execution:
+            continue
+        outcomes.append({
+            "eventId": entry.get("key"),
+            **{name: record.get(name) for name in (
+                "outcome", "restoredAt", "requestId", "status", "rule", "reason", "errorCode",
+                "forced",
+            )},
+        })  # fmt: skip
+    restores = store.budget_times(f"{graph}/{execution}", budget_window)
+    return {
+        "graphName": graph,
+        "executionName": execution,
+        "outcomes": outcomes,
+        "restoresSentAt": restores,
+        "notification": notification,
+    }

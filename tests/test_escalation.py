@@ -1,0 +1,213 @@
+"""Escalation through SMN, end to end on the DWR emulator: a give-up is published once - across
+redeliveries, other events of the execution and instances sharing one store - and a publish SMN
+did not take is sent by the next invocation, still once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from handler.devtools.emulator import DwrEmulator
+from handler.intake import Item
+from handler.invocation import Invocation
+from handler.report import Reporter
+from handler.runtime import Runtime
+from handler.settings import NotifySettings, Settings
+from handler.store import open_store
+from handler.sweep import SweepRequest
+from tests.conftest import AK, SK
+
+PROJECT = "0123456789abcdef0123456789abcdef"
+GRAPH, EXECUTION = "nightly-etl", "run-1"
+WHY = "node transcode: input object not found"
+
+
+@pytest.fixture
+def emulator():
+    """One failed execution that fails again right after every restore."""
+    emu = DwrEmulator(
+        {AK: SK}, project_id=PROJECT, topics=["restore-alerts"], after_restore=("fail", 0.0)
+    )
+    emu.seed(GRAPH, EXECUTION, "fail", error_message=WHY)
+    with emu:
+        yield emu
+
+
+def settings_for(emu: DwrEmulator, **overrides) -> Settings:
+    notify = NotifySettings(topic_urn=emu.topic_urn("restore-alerts"), endpoint=emu.url)
+    fields = dict(
+        endpoint=emu.url,
+        workflow_api="dwr",
+        project_id=PROJECT,
+        access_key_id=AK,
+        secret_access_key=SK,
+        max_attempts=1,
+        max_restores=1,
+        notify=notify,
+    )
+    fields.update(overrides)
+    return Settings(**fields)
+
+
+def runtime_on(settings: Settings, state_url: str, name: str) -> Runtime:
+    return Runtime(settings, open_store(state_url), Reporter(logging.getLogger(name)))
+
+
+def event(n: int) -> Item:
+    return Item("restore", f"HC.DWR/evt-{n}", "cloudevent", GRAPH, EXECUTION)
+
+
+def one_invocation(runtime: Runtime, item: Item) -> str:
+    """One delivery as an entry point runs it: the items, then the end-of-invocation flush."""
+    answer = runtime.run([item], Invocation())
+    runtime.flush_events(5.0)
+    (result,) = answer.document()["results"]
+    return result["outcome"]
+
+
+def test_a_give_up_is_published_once_across_redeliveries_and_two_instances(emulator, tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    settings = settings_for(emulator)
+    first, second = runtime_on(settings, url, "a"), runtime_on(settings, url, "b")
+    try:
+        assert one_invocation(first, event(1)) == "restored"  # the budget's one restore
+        # The execution failed again: a new event of it finds the budget spent - a give-up -
+        # and it is delivered 3 more times, to either instance.
+        outcomes = [
+            one_invocation(first, event(2)),
+            one_invocation(second, event(2)),
+            one_invocation(first, event(2)),
+            one_invocation(second, event(2)),
+        ]
+        # Another event of the same give-up (the sweep's) on the other instance.
+        answer, _ = second.sweep(SweepRequest.from_settings(settings), Invocation())
+        second.flush_events(5.0)
+        assert outcomes == ["budget_exhausted", "duplicate", "duplicate", "duplicate"]
+        assert [r.outcome.value for r in answer.results] == ["budget_exhausted"]
+
+        (message,) = emulator.publishes()
+        email = message.text("email")
+        assert f"{GRAPH}/{EXECUTION}" in message.subject
+        assert "restore budget exhausted" in email
+        # The budget is spent before the API is asked, so no error text: the line says so.
+        assert "Execution error: (not given by the API)" in email
+        assert "restore sent at" in email  # the restore already tried, from the store
+        assert f"--graph {GRAPH} --execution {EXECUTION} --force" in email
+        assert f"obs-workflow-restore resume {GRAPH}" in email
+        assert "[" not in message.text("sms")
+    finally:
+        first.close()
+        second.close()
+    assert len(emulator.publishes()) == 1  # closing sends nothing more
+
+
+def test_smn_down_at_the_give_up_is_published_by_the_next_invocation_once(emulator, tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    settings = settings_for(emulator)
+    first, second = runtime_on(settings, url, "a"), runtime_on(settings, url, "b")
+    try:
+        assert one_invocation(first, event(1)) == "restored"
+        emulator.faults_for(operation="publish").fail_next(10, status=503)
+        assert one_invocation(first, event(2)) == "budget_exhausted"  # the outcome stands
+        assert emulator.publishes() == []
+
+        emulator.clear_faults()  # SMN is back
+        # The next invocation - on the other instance, about something else entirely - sends
+        # what the outbox kept; later ones send nothing more.
+        second.sweep(SweepRequest.from_settings(settings), Invocation())
+        second.flush_events(5.0)
+        one_invocation(first, event(2))
+        second.flush_events(5.0)
+        (message,) = emulator.publishes()
+        assert f"{GRAPH}/{EXECUTION}" in message.subject
+    finally:
+        first.close()
+        second.close()
+    assert len(emulator.publishes()) == 1
+
+
+def test_more_give_ups_than_the_digest_threshold_become_one_digest(tmp_path):
+    emu = DwrEmulator({AK: SK}, project_id=PROJECT, topics=["restore-alerts"])
+    executions = [f"run-{n}" for n in range(5)]
+    for name in executions:
+        emu.seed(GRAPH, name, "fail", error_message=WHY)
+    with emu:
+        notify = NotifySettings(topic_urn=emu.topic_urn("restore-alerts"), endpoint=emu.url,
+                                digest=2)  # fmt: skip
+        settings = settings_for(emu, notify=notify)
+        runtime = runtime_on(settings, f"sqlite:///{tmp_path / 'state.db'}", "digest")
+        try:
+            # The restore is refused for every execution: five give-ups in one invocation.
+            emu.faults_for(operation="restore").fail_next(5, status=400)
+            items = [Item("restore", f"evt-{n}", "cloudevent", GRAPH, name)
+                     for n, name in enumerate(executions)]  # fmt: skip
+            answer = runtime.run(items, Invocation())
+            assert [r.outcome.value for r in answer.results] == ["failed"] * 5
+            runtime.flush_events(5.0)
+        finally:
+            runtime.close()
+    subjects = [p.subject for p in emu.publishes()]
+    # Two single messages fill the 10 minutes' allowance; the other three are one digest.
+    assert len(subjects) == 3
+    assert subjects[2] == "[obs-workflow-restore] gave up on 3 executions"
+    digest = emu.publishes()[2].text("email")
+    assert WHY in digest  # the restore was refused after the API told the execution's error
+    assert all(f"{GRAPH}/{name}" in " ".join(subjects) + digest for name in executions)
+
+
+def test_history_lists_the_outcomes_the_restores_and_the_message_of_an_execution(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    from handler.cli.commands import main as cli
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    runtime = runtime_on(settings_for(emulator), url, "history")
+    try:
+        one_invocation(runtime, event(1))
+        one_invocation(runtime, event(2))
+    finally:
+        runtime.close()
+    monkeypatch.setenv("RESTORE_STATE_URL", url)
+    capsys.readouterr()
+    assert cli(["history", f"{GRAPH}/{EXECUTION}", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [o["outcome"] for o in document["outcomes"]] == ["budget_exhausted", "restored"]
+    assert len(document["restoresSentAt"]) == 1
+    assert document["notification"]["notified"] is True
+    assert cli(["history", "not a name"]) == 2
+
+
+def test_a_message_smn_refuses_for_good_is_logged_and_not_sent_again(emulator, tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    runtime = runtime_on(settings_for(emulator), url, "refused")
+    try:
+        one_invocation(runtime, event(1))
+        emulator.faults_for(operation="publish").fail_next(1, status=400)
+        with caplog.at_level(logging.ERROR, logger="refused"):
+            assert one_invocation(runtime, event(2)) == "budget_exhausted"
+        assert "give-up notification refused" in caplog.text
+        emulator.clear_faults()
+        runtime.flush_events(5.0)
+        one_invocation(runtime, event(3))  # another event of the same give-up
+    finally:
+        runtime.close()
+    assert emulator.publishes() == []  # refused once is refused: no loop, no second try
+
+
+def test_give_up_messages_waiting_in_the_store_take_no_deferred_failure_s_place():
+    from handler.pipeline.deferred import DeferredFailures
+    from handler.store.memory import MemoryStore
+
+    store = MemoryStore()
+    deferred = DeferredFailures(store, 3600)
+    before = time.time() - 100
+    for n in range(3):  # SMN is down: three messages wait, due before any failure
+        message = {"subject": "s", "text": "t"}
+        store.remember_deferred(f"notify:g/m-{n}", message, before - 10, 3600)
+    items = [Item("restore", f"evt-{n}", "cloudevent", "g", f"e-{n}") for n in range(3)]
+    for n, item in enumerate(items):
+        deferred.remember(item, before + n)
+    assert [item.event_id for item in deferred.due(3)] == ["evt-0", "evt-1", "evt-2"]

@@ -18,6 +18,7 @@ from handler.client import DwrClient, RetrySchedule, WorkflowApi, WorkflowClient
 from handler.credentials import Credentials
 from handler.intake import Item
 from handler.invocation import Invocation
+from handler.outage import Outage
 from handler.outcomes import Answer
 from handler.pipeline.admission import Admission
 from handler.pipeline.clients import Clients
@@ -55,7 +56,11 @@ class Runtime:
             connect, _static_credentials(settings), gives_error_text=client_class.gives_error_text
         )
         deferred = DeferredFailures(store, settings.dedupe_retention)
-        self.admission = Admission(settings, store, deferred, clock)
+        # One outage view (rate and breakers) for admission and the sweeper's canary looks.
+        self.outage = Outage(settings.outage, store, clock)
+        self.admission = Admission(
+            settings, store, deferred, clock, outage=self.outage, breaker_log=reporter.breaker
+        )
         self.restorer = Restorer(
             self.admission,
             self.clients,
@@ -66,7 +71,13 @@ class Runtime:
             observers=observers,
         )
         self.sweeper = Sweeper(
-            self.restorer, self.clients, SweepLease(store, reporter), deferred, reporter, settings
+            self.restorer,
+            self.clients,
+            SweepLease(store, reporter),
+            deferred,
+            reporter,
+            settings,
+            outage=self.outage,
         )
 
     def run(self, items: Sequence[Item], invocation: Invocation) -> Answer:

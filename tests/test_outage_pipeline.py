@@ -240,3 +240,19 @@ def test_a_rule_s_own_threshold_opens_its_breaker_sooner(emu, store, clock):
     second = h.sweep()
     assert second["outcomes"] == {"deferred": 10}  # the first re-failure opens it
     assert h.lines("breaker opened")[0]["threshold"] == 1
+
+
+def test_a_restore_that_was_refused_gives_its_rate_slot_back(emu, store, clock):
+    from handler.intake import from_http
+
+    emu.seed(GRAPH, "done", emu.state_word("SUCCESS"))
+    emu.seed(GRAPH, "broken", emu.FAILED)
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="1/m")
+    results = []
+    for name in ("done", "broken"):
+        items = from_http(json.dumps({"graphName": GRAPH, "executionName": name}).encode(), {})
+        results += h.runtime.run(items, Invocation(id=name)).document()["results"]
+    # The first took the minute's one slot and was refused (not failed): the slot came back.
+    assert results[0]["outcome"] != "restored"
+    assert results[1]["outcome"] == "restored"
+    assert [execution for _, _, execution in emu.accepted] == ["broken"]

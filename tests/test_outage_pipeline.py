@@ -122,9 +122,9 @@ BREAKER = {
     "RESTORE_RATE_LIMIT": "off",
     "RESTORE_BREAKER_THRESHOLD": "3",
     "RESTORE_BREAKER_COOLDOWN": "10s",  # short: the emulator refuses a clock 15m off
-    # Room for the canaries: the same execution (the one that failed most recently) is the
-    # canary each time, and each canary is a unit of its budget.
-    "RESTORE_MAX_RESTORES": "10",
+    # The first wave, a re-failure and a canary (the canary rotates: each is one execution's
+    # unit), and the restore after the fix.
+    "RESTORE_MAX_RESTORES": "4",
 }
 
 

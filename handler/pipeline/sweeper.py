@@ -92,11 +92,11 @@ class Sweeper:
                         return time_left() and not lease.lost.is_set()
 
                     run = _Run(self._restorer, invocation, summary, results, going_on)
-                    self._look_at_canaries(run, client)
+                    held = self._look_at_canaries(run, client)
                     deferred = self._due_deferred(request, summary)
                     queues = self._graphs(run, client, request, deferred)
                     if summary.stopped != STOPPED_DEADLINE:  # else: out of time listing
-                        self._restore_fairly(run, queues, request.max_restores)
+                        self._restore_fairly(run, queues, request.max_restores, held)
             finally:
                 lease.release()
             if lease.lost.is_set():
@@ -128,22 +128,25 @@ class Sweeper:
             summary.stopped = STOPPED_IN_PROGRESS
         return lease
 
-    def _look_at_canaries(self, run: _Run, client: WorkflowApi) -> None:
+    def _look_at_canaries(self, run: _Run, client: WorkflowApi) -> set[str]:
         """Judge every breaker's canary that is due (:meth:`Outage.canary_due`): its
         execution is queried; not failed again a cooldown after its restore, the breaker
         closes (its held failures come back under the rate); failed again, it reopens with
         the cooldown doubled. A query that cannot be read judges nothing: the next sweep
-        looks again. A dry run judges nothing either: it changes no state."""
-        if run.invocation.dry_run:
-            return
+        looks again. A dry run judges nothing either: it changes no state.
+
+        Returns the graphs whose breaker is still open or half-open."""
         try:
             graphs = self._outage.open_graphs()
         except StoreUnavailable as exc:
             self._reporter.store_problem(str(exc))
-            return
+            return set()
+        held = set(graphs)
+        if run.invocation.dry_run:
+            return held
         for graph in graphs:
             if not run.going_on():
-                return
+                return held
             try:
                 canary = self._outage.canary_due(graph)
                 if canary is None:
@@ -159,9 +162,15 @@ class Sweeper:
                 )
             except StoreUnavailable as exc:
                 self._reporter.store_problem(str(exc))
-                return
+                return held
+            except Exception as exc:  # a bug in one canary's look must not cost the sweep
+                self._reporter.crashed(exc)
+                continue
             if event is not None:
                 self._reporter.breaker(event)
+                if event.kind == "closed":
+                    held.discard(graph)
+        return held
 
     def _due_deferred(self, request: SweepRequest, summary: SweepSummary) -> list[Item]:
         """The deferred failures that are due, for the round-robin beside the listed ones.
@@ -180,16 +189,27 @@ class Sweeper:
             return []
         return [item for item in items if not request.graphs or item.graph_name in request.graphs]
 
-    def _restore_fairly(self, run: _Run, queues: dict[str, list[_Queued]], cap: int) -> None:
+    def _restore_fairly(
+        self, run: _Run, queues: dict[str, list[_Queued]], cap: int, held: set[str]
+    ) -> None:
         """Spend the restore cap round-robin: one failure of each graph per turn, the most
         recently stopped first within a graph. A graph with 10,000 failures then cannot
         starve one with 5, and new failures are not starved by old ones that keep being
-        deferred (an outage's held failures all come due at once)."""
+        deferred (an outage's held failures all come due at once).
+
+        A graph whose breaker is open (``held``) restores only its canary: there the oldest
+        failure goes first, so the canary rotates instead of being, every time, the
+        execution that failed most recently - the last canary - until its budget is spent."""
         turns = []
-        for queue in queues.values():
-            # Newest stopped first; one without a stop time (OBS lists none) keeps its place
-            # after those that have one (a stable sort).
-            queue.sort(key=lambda queued: -(queued.item.failed_at or 0.0))
+        for graph, queue in queues.items():
+            # Newest stopped first (oldest, when held); one without a stop time (OBS lists
+            # none) keeps its place after those that have one (a stable sort).
+            if graph in held:
+                queue.sort(
+                    key=lambda queued: (queued.item.failed_at is None, queued.item.failed_at or 0.0)
+                )
+            else:
+                queue.sort(key=lambda queued: -(queued.item.failed_at or 0.0))
             if queue:
                 turns.append(deque(queue))
         restored = 0

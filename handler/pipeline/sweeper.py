@@ -7,8 +7,9 @@ shared :class:`~handler.pipeline.clients.Clients` to list with, the
 :class:`~handler.pipeline.deferred.DeferredFailures` to work through first, and the restorer
 for each item. How each API lists is the client's
 (:meth:`~handler.client.WorkflowApi.listFailedWorkflowExecutions`); what a row becomes is
-:mod:`handler.sweep`'s. This module decides how much is worked on - the restore cap, the
-deadline, the lease - and what goes wrong with one graph (its name, its listing, a bug) is
+:mod:`handler.sweep`'s. This module decides how much is worked on - the restore cap, spent
+round-robin across graphs, the deadline, the lease - looks at the breakers' canaries that are
+due (:mod:`handler.outage`), and what goes wrong with one graph (its name, its listing, a bug) is
 named in the summary's ``errors`` while the other graphs are swept.
 """
 

@@ -256,3 +256,51 @@ def test_a_restore_that_was_refused_gives_its_rate_slot_back(emu, store, clock):
     assert results[0]["outcome"] != "restored"
     assert results[1]["outcome"] == "restored"
     assert [execution for _, _, execution in emu.accepted] == ["broken"]
+
+
+def test_on_obs_a_failure_held_before_the_canary_is_not_taken_for_the_canary_failing_again(
+    clock,
+):
+    """OBS gives no stop times: a held event's failure is remembered with when it was seen,
+    so when it comes due after the canary's restore it is not a re-failure of the canary."""
+    from handler.devtools.emulator import Emulator
+    from handler.intake import from_http
+
+    names = [f"exec-{n:02d}" for n in range(20)]
+    with Emulator({AK: SK}, clock=clock) as emu:
+        for name in names:
+            emu.seed(GRAPH, name, "FAILED")
+        emu.break_downstream(0)
+        store = open_store("memory://", clock=clock)
+        env = {"OBS_ENDPOINT": emu.url, "OBS_ACCESS_KEY_ID": AK, "OBS_SECRET_ACCESS_KEY": SK}
+        settings = load_settings({**env, "RESTORE_SWEEP_GRACE": "0", **BREAKER})
+        log = io.StringIO()
+        runtime = Runtime(settings, store, Reporter(configure_logging("INFO", log)), clock)
+
+        def event(event_id: str, name: str) -> str:
+            body = {
+                "events": [
+                    {
+                        "specversion": "1.0",
+                        "id": event_id,
+                        "source": "HC.OBS",
+                        "type": "com.huaweicloud.obs.workflow.execution.failed",
+                        "data": {"graph_name": GRAPH, "execution_name": name},
+                    }
+                ]
+            }
+            items = from_http(json.dumps(body).encode(), {})
+            return runtime.run(items, Invocation(id=event_id)).document()["results"][0]["outcome"]
+
+        assert [event(f"a-{name}", name) for name in names] == ["restored"] * 20
+        clock.advance(0.5)
+        assert [event(f"b-{name}", name) for name in names].count("deferred") == 18
+        emu.fix_downstream()
+        for _ in range(4):  # the canary after 10s, its judgement 10s later, the release
+            clock.advance(6)
+            runtime.sweep(SweepRequest(), Invocation(id="sweep"))
+        assert all(emu.state(GRAPH, name) == emu.RUNNING for name in names)
+        store.close()
+    messages = [json.loads(line)["message"] for line in log.getvalue().splitlines()]
+    assert not any(message.startswith("breaker reopened") for message in messages)
+    assert sum(message.startswith("breaker closed") for message in messages) == 1

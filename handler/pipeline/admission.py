@@ -261,7 +261,7 @@ class Admission:
         note = f" ({match.note})" if match.note else ""
         times = self._store.budget_times(subject, rule.window)
         if times and not dry_run:  # a dry run changes nothing, a breaker least of all
-            self._note_refailure(subject, item, rule, times[-1], stopped_at)
+            stopped_at = self._note_refailure(subject, item, rule, times[-1], stopped_at)
         if len(times) >= rule.max_restores:
             spent = self._store.budget_used(subject, rule.window, spent_only=True)
             if spent < rule.max_restores:
@@ -323,7 +323,7 @@ class Admission:
                     rule=rule.name,
                     hold=hold,
                 )
-        held = self._outage_hold(hold, rule, subject, budget_token, note)
+        held = self._outage_hold(hold, rule, subject, budget_token, note, stopped_at)
         if isinstance(held, Verdict):
             return held
         reserved = replace(hold, subject=subject, budget_token=budget_token)
@@ -332,7 +332,13 @@ class Admission:
     # --- outage mode (handler.outage) ----------------------------------------------------
 
     def _outage_hold(
-        self, hold: Hold, rule: Rule, subject: str, budget_token: str, note: str
+        self,
+        hold: Hold,
+        rule: Rule,
+        subject: str,
+        budget_token: str,
+        note: str,
+        stopped_at: float | None,
     ) -> OutageAdmission | Verdict:
         """The breaker and the rate, last: what they give (a slot, maybe the canary), or the
         ``deferred`` Verdict with the budget unit refunded and the item remembered until its
@@ -348,7 +354,10 @@ class Admission:
                 return admitted
             assert admitted.due_at is not None
             self._store.refund_budget(subject, budget_token)
-            self._deferred.remember(item, admitted.due_at)
+            # Remembered with when it failed (or was first seen): when it comes due after a
+            # later restore - the canary's - it must not read as a failure after that restore.
+            seen = stopped_at if stopped_at is not None else self._clock()
+            self._deferred.remember(replace(item, failed_at=seen), admitted.due_at)
         except StoreUnavailable:
             # Fail closed: nothing is sent; the unit goes back if the store takes it (else it
             # frees itself after the claim's TTL, as every unit in flight does).
@@ -366,16 +375,17 @@ class Admission:
 
     def _note_refailure(
         self, subject: str, item: Item, rule: Rule, last_restore_at: float, stopped_at: float | None
-    ) -> None:
+    ) -> float | None:
         """Tell the breaker of a failure of an execution restored before: when it stopped
         (the item's or the query's stop time, else when this failure was first seen after
-        that restore), so a failure after its restore counts as a re-failure."""
+        that restore), so a failure after its restore counts as a re-failure. Returns the
+        stop time it went by."""
         assert item.graph_name is not None and item.execution_name is not None
         threshold = rule.breaker
         if threshold is None:
             threshold = self._settings.outage.breaker_threshold
         if threshold < 1:
-            return  # no breaker for this failure: no store call either
+            return stopped_at  # no breaker for this failure: no store call either
         if stopped_at is None:
             retention = max(self._settings.dedupe_retention, self._settings.outage.breaker_window)
             stopped_at = self._store.first_seen(subject, retention, after=last_restore_at)
@@ -388,6 +398,7 @@ class Admission:
         )
         if event is not None:
             self._breaker_log(event)
+        return stopped_at
 
     def give_back(self, ticket: Ticket) -> None:
         """Return the rate slot (and canary) of a ticket whose restore was not sent or was

@@ -313,6 +313,11 @@ class Outage:
             return None
         return self._reopen(canary.graph, canary.token, canary.execution, stopped_at)
 
+    def open_graphs(self) -> list[str]:
+        """The graphs whose breaker is open or half-open, the longest open first: the sweep
+        looks at their canaries."""
+        return [state.graph for state in self._store.breakers_open()]
+
     # --- for operators ----------------------------------------------------------------------
 
     def state(self, graph: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from handler.outage import BreakerEvent
 from handler.outcomes import Outcome, Result, line_fields
 from handler.redaction import redact_url_in
 
@@ -95,6 +96,12 @@ class Reporter:
         if self._sink is not None:
             subject = f"{result.graph_name}/{result.execution_name}"
             self._sink.submit(result.outcome.event_type, subject, result.answer())
+
+    def breaker(self, event: BreakerEvent) -> None:
+        """One breaker transition (:mod:`handler.outage`): opened or reopened at WARNING with
+        the re-failures that opened it, closed at INFO - the store makes sure exactly one
+        instance writes each."""
+        self._logger.log(event.level, event.message, extra={"fields": event.log_fields()})
 
     def failure_found(self, failure: dict[str, Any]) -> None:
         """Publish a failure a sweep found as ``…execution.failed``: the event Huawei Cloud

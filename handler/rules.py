@@ -32,7 +32,7 @@ from typing import Any
 from handler.durations import duration_seconds
 
 RULE_FIELDS = frozenset(
-    {"name", "graphs", "restore_on", "leave_on", "max_restores", "window", "spacing"}
+    {"name", "graphs", "restore_on", "leave_on", "max_restores", "window", "spacing", "breaker"}
 )
 SPACING_FIELDS = frozenset({"first", "interval", "backoff", "max_interval", "jitter"})
 MAX_RULES = 100
@@ -114,6 +114,9 @@ class Rule:
     max_restores: int = 3
     window: float = 86400.0
     spacing: Spacing = field(default_factory=Spacing)
+    # The rule's own breaker threshold (handler.outage): None - RESTORE_BREAKER_THRESHOLD;
+    # 0 - off: its failures neither count towards a breaker nor are held by one.
+    breaker: int | None = None
 
     @property
     def needs_error_text(self) -> bool:
@@ -124,7 +127,7 @@ class Rule:
 
     def describe(self) -> dict[str, Any]:
         """The rule as ``policy check`` prints it: every field, defaults filled in."""
-        return {
+        described = {
             "name": self.name,
             "graphs": list(self.graphs),
             "restore_on": list(self.restore_on),
@@ -133,6 +136,9 @@ class Rule:
             "window": self.window,
             "spacing": self.spacing.describe(),
         }
+        if self.breaker is not None:  # only when set: a policy without one keeps its digest
+            described["breaker"] = "off" if self.breaker == 0 else self.breaker
+        return described
 
 
 @dataclass(frozen=True)
@@ -300,7 +306,20 @@ def _rule(entry: Any, index: int, max_restores: int, window: float) -> Rule:
         raise PolicyError(where("max_restores"), f"must be a whole number 1-1000, got {limit!r}")
     seconds = _seconds(entry.get("window", window), where("window"), minimum=1)
     spacing = _spacing(entry.get("spacing", {}), where)
-    return Rule(name, graphs, restore_on, leave_on, limit, seconds, spacing)
+    breaker = _breaker(entry.get("breaker"), where("breaker"))
+    return Rule(name, graphs, restore_on, leave_on, limit, seconds, spacing, breaker)
+
+
+def _breaker(value: Any, where: str) -> int | None:
+    """A rule's breaker threshold: a whole number 1-1000, or ``off`` (0): a graph whose
+    failures are independent (each its own input) should not be held for its neighbours'."""
+    if value is None:
+        return None
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return 0  # YAML reads a bare `off` as false
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise PolicyError(where, f"must be a whole number 1-1000 or off, got {value!r}")
+    return value
 
 
 def _spacing(value: Any, where: Any) -> Spacing:

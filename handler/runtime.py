@@ -22,6 +22,7 @@ from handler.escalation import DEFAULT_FLUSH_SECONDS, Escalation
 from handler.intake import Item
 from handler.invocation import Invocation
 from handler.metrics import InvocationMetrics
+from handler.outage import Outage
 from handler.outcomes import Answer
 from handler.pipeline.admission import Admission
 from handler.pipeline.clients import Clients
@@ -67,7 +68,11 @@ class Runtime:
         if self.metrics is not None:
             observers = (*observers, self.metrics)
         deferred = DeferredFailures(store, settings.dedupe_retention)
-        self.admission = Admission(settings, store, deferred, clock)
+        # One outage view (rate and breakers) for admission and the sweeper's canary looks.
+        self.outage = Outage(settings.outage, store, clock)
+        self.admission = Admission(
+            settings, store, deferred, clock, outage=self.outage, breaker_log=reporter.breaker
+        )
         self.restorer = Restorer(
             self.admission,
             self.clients,
@@ -78,7 +83,13 @@ class Runtime:
             observers=observers,
         )
         self.sweeper = Sweeper(
-            self.restorer, self.clients, SweepLease(store, reporter), deferred, reporter, settings
+            self.restorer,
+            self.clients,
+            SweepLease(store, reporter),
+            deferred,
+            reporter,
+            settings,
+            outage=self.outage,
         )
 
     def run(self, items: Sequence[Item], invocation: Invocation) -> Answer:

@@ -753,6 +753,19 @@ def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettin
     return settings
 
 
+def state_url_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``RESTORE_STATE_URL`` is set: a command that only reads the store (``policy
+    explain``) must not create the default state file where none is configured."""
+    return bool(_Env(os.environ if environ is None else environ).text("RESTORE_STATE_URL"))
+
+
+def load_outage_settings(environ: Mapping[str, str] | None = None) -> OutageSettings:
+    """Only the ``RESTORE_RATE_LIMIT`` and ``RESTORE_BREAKER_*`` settings, validated as in
+    :func:`load_settings`: ``policy explain`` shows the breaker and rate state without
+    needing credentials."""
+    return _outage(_Env(os.environ if environ is None else environ))
+
+
 def load_policy(environ: Mapping[str, str] | None = None, *, file: str | None = None) -> RuleSet:
     """The restore rules in force, validated as in :func:`load_settings`, for the ``policy``
     commands: ``file`` instead of the environment's policy when given; only

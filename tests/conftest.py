@@ -104,6 +104,9 @@ def function_env(httpserver, tmp_path, monkeypatch):
         RESTORE_AUTH_TOKEN=AUTH_TOKEN,
         RESTORE_STATE_URL=f"sqlite:///{tmp_path / 'state.db'}",
         LOG_LEVEL="INFO",
+        # Outage mode's default rate (60/m) is proved by tests/test_outage*.py; a test of
+        # something else that restores hundreds at once must not be slowed by it.
+        RESTORE_RATE_LIMIT="off",
     )
 
 

@@ -38,6 +38,7 @@ def sweep(emu, load_function, function_env):
         DWR_PROJECT_ID=PROJECT,
         LOG_LEVEL="ERROR",
         RESTORE_SWEEP_MAX_RESTORES="10000",
+        RESTORE_RATE_LIMIT="off",  # thousands restored in one sweep: no outage here
         RESTORE_STATE_URL="memory://",
     )
 

@@ -122,6 +122,8 @@ def _policy_explain(args: argparse.Namespace) -> int:
         # Seconds before each restore; jitter shortens each by up to its fraction.
         answer["schedule"] = [rule.spacing.nominal_delay(n) for n in range(rule.max_restores)]
         answer["jitter"] = rule.spacing.jitter
+    if rule is not None and not match.leave:
+        answer["outage"] = _outage_state(args.graph, rule.breaker)
     if args.json:
         print(json.dumps(answer))
         return EXIT_DONE
@@ -132,4 +134,67 @@ def _policy_explain(args: argparse.Namespace) -> int:
         jitter = f" (each up to {answer['jitter']:.0%} sooner)" if answer["jitter"] else ""
         schedule = ", ".join(f"{seconds:g}s" for seconds in answer["schedule"])
         print(f"{'schedule':>9}: {schedule}{jitter}")
+    if "outage" in answer:
+        print(f"{'breaker':>9}: {_breaker_line(answer['outage'])}")
+        print(f"{'rate':>9}: {_rate_line(answer['outage'])}")
     return EXIT_DONE
+
+
+def _outage_state(graph: str, rule_threshold: int | None) -> dict[str, Any]:
+    """The graph's breaker and the shared rate as the configured store holds them now
+    (:meth:`handler.outage.Outage.state`), the rule's own threshold applied. Only with
+    ``RESTORE_STATE_URL`` set: explaining a policy must not create a state file."""
+    from handler.outage import Outage
+    from handler.settings import (
+        SettingsError,
+        load_outage_settings,
+        load_store_settings,
+        state_url_configured,
+    )
+    from handler.store import StoreUnavailable, open_store
+
+    if not state_url_configured():
+        return {"unavailable": "RESTORE_STATE_URL is not set: no store to read the state from"}
+    try:
+        outage_settings = load_outage_settings()
+        store = open_store(load_store_settings().state_url)
+    except SettingsError as exc:
+        return {"unavailable": str(exc)}
+    except StoreUnavailable:
+        return {"unavailable": "state store unavailable"}  # its text may name hosts
+    try:
+        state = Outage(outage_settings, store).state(graph)
+    except StoreUnavailable:
+        return {"unavailable": "state store unavailable"}
+    finally:
+        store.close()
+    if rule_threshold is not None:
+        state["breaker"]["threshold"] = rule_threshold  # 0: the rule turns it off
+    return state
+
+
+def _breaker_line(outage: dict[str, Any]) -> str:
+    if "unavailable" in outage:
+        return f"state unknown ({outage['unavailable']})"
+    breaker = outage["breaker"]
+    if breaker["threshold"] == 0:
+        return "off for this rule"
+    line = f"{breaker['state']}, {breaker['refailures']} re-failure(s) of {breaker['threshold']}"
+    if breaker["openedAt"]:
+        line += f", open since {breaker['openedAt']}"
+    if breaker["nextCanaryAt"]:
+        line += f", next canary at {breaker['nextCanaryAt']}"
+    if breaker["canaryExecution"]:
+        line += f", canary {breaker['canaryExecution']} judged at {breaker['canaryJudgedAt']}"
+    if outage["systemicHold"]:
+        line += f"; systemic hold: {len(outage['graphsOpen'])} graphs open"
+    return line
+
+
+def _rate_line(outage: dict[str, Any]) -> str:
+    if "unavailable" in outage:
+        return "state unknown"
+    rate = outage["rate"]
+    if rate["limit"] is None:
+        return "no limit (RESTORE_RATE_LIMIT off)"
+    return f"{rate['used']} used of {rate['limit']} (RESTORE_RATE_LIMIT, across instances)"

@@ -17,10 +17,17 @@ store must do about its hold) or, from ``decide``, a :class:`Ticket` to go ahead
 (:class:`FailureFacts`: the error text and stop time a query gave) are asked for only when
 :meth:`Admission.needs_facts` says the rules need them.
 
-A new check that stops calls - a rate limit, a circuit breaker, a pause - goes into
-:meth:`Admission.decide`, after the rules and before the budget reservation (see the marked
-step there): it answers ``Verdict(Outcome.RETRYABLE_ERROR, Settlement.RELEASED, ...)`` so the
-marker is released and the platform delivers again, and no unit is reserved.
+A new check that stops calls - a pause - goes into :meth:`Admission.decide`, after the
+rules and before the budget reservation (see the marked step there): it answers
+``Verdict(Outcome.RETRYABLE_ERROR, Settlement.RELEASED, ...)`` so the marker is released and
+the platform delivers again, and no unit is reserved.
+
+Outage mode (:mod:`handler.outage`) is the last step, in :meth:`Admission._outage_hold`: the
+breaker and the shared restore rate, asked after the budget unit is reserved (so a rate slot
+is never spent on an item its budget stops) and answered with the unit refunded. A held item
+ends ``deferred`` and is remembered with its due time, so the sweep restores it when due.
+Before the rules' spacing is judged, a failure of an execution restored before is told to
+the breaker (:meth:`Admission._note_refailure`): re-failures are what open it.
 
 Fail closed: if the store cannot be reached nothing is called and the item ends
 ``retryable_error``.
@@ -28,6 +35,7 @@ Fail closed: if the store cannot be reached nothing is called and the item ends
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,6 +43,8 @@ from datetime import datetime, timezone
 
 from handler.intake import Item
 from handler.intake.identity import reused_identity
+from handler.outage import Admission as OutageAdmission
+from handler.outage import BreakerEvent, Outage
 from handler.outcomes import Outcome, recorded_for
 from handler.pipeline.deferred import DeferredFailures
 from handler.pipeline.pauses import ALL_GRAPHS
@@ -68,6 +78,9 @@ class Ticket:
     # A restore of this execution was accepted, or sent without an answer, within the rule's
     # window: the caller asks the service before sending another.
     restored_before: bool = False
+    # What outage mode gave this restore (a rate slot, maybe the canary): given back when the
+    # restore is not sent or is refused (Admission.give_back).
+    outage: OutageAdmission | None = None
 
 
 class Admission:
@@ -79,8 +92,14 @@ class Admission:
         store: StateStore,
         deferred: DeferredFailures,
         clock: Callable[[], float] = time.time,
+        *,
+        outage: Outage | None = None,
+        breaker_log: Callable[[BreakerEvent], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._outage = outage or Outage(settings.outage, store, clock)
+        # Where a breaker's open and close lines go (the reporter); dropped when not given.
+        self._breaker_log = breaker_log or (lambda event: None)
         self._store = store
         self._deferred = deferred
         self._rules = settings.rules
@@ -242,6 +261,8 @@ class Admission:
         subject = f"{item.graph_name}/{item.execution_name}"
         note = f" ({match.note})" if match.note else ""
         times = self._store.budget_times(subject, rule.window)
+        if times and not dry_run:  # a dry run changes nothing, a breaker least of all
+            stopped_at = self._note_refailure(subject, item, rule, times[-1], stopped_at)
         if len(times) >= rule.max_restores:
             spent = self._store.budget_used(subject, rule.window, spent_only=True)
             if spent < rule.max_restores:
@@ -273,8 +294,8 @@ class Admission:
                 rule=rule.name,
                 hold=hold,
             )
-        # A check that stops calls for a while (a rate limit, a circuit breaker, a pause)
-        # goes here: after the rules, before a unit is reserved. It answers
+        # A check that stops calls for a while (a pause) goes here: after the rules, before
+        # a unit is reserved. It answers
         # Verdict(Outcome.RETRYABLE_ERROR, Settlement.RELEASED, why, hold=hold).
         paused = self._paused_by_operator(hold, rule.name)
         if paused is not None:
@@ -306,8 +327,88 @@ class Admission:
                     rule=rule.name,
                     hold=hold,
                 )
+        held = self._outage_hold(hold, rule, subject, budget_token, note, stopped_at)
+        if isinstance(held, Verdict):
+            return held
         reserved = replace(hold, subject=subject, budget_token=budget_token)
-        return Ticket(reserved, rule.name, restored_before=bool(times))
+        return Ticket(reserved, rule.name, restored_before=bool(times), outage=held)
+
+    # --- outage mode (handler.outage) ----------------------------------------------------
+
+    def _outage_hold(
+        self,
+        hold: Hold,
+        rule: Rule,
+        subject: str,
+        budget_token: str,
+        note: str,
+        stopped_at: float | None,
+    ) -> OutageAdmission | Verdict:
+        """The breaker and the rate, last: what they give (a slot, maybe the canary), or the
+        ``deferred`` Verdict with the budget unit refunded and the item remembered until its
+        due time - the sweep then restores it, with the same identity (nothing lost, and
+        dedupe still holds, so nothing doubled)."""
+        item = hold.item
+        assert item.graph_name is not None and item.execution_name is not None
+        try:
+            admitted = self._outage.admit(
+                item.graph_name, item.execution_name, threshold=rule.breaker
+            )
+            if admitted.allowed:
+                return admitted
+            assert admitted.due_at is not None
+            self._store.refund_budget(subject, budget_token)
+            # Remembered with when it failed (or was first seen): when it comes due after a
+            # later restore - the canary's - it must not read as a failure after that restore.
+            seen = stopped_at if stopped_at is not None else self._clock()
+            self._deferred.remember(replace(item, failed_at=seen), admitted.due_at)
+        except StoreUnavailable:
+            # Fail closed: nothing is sent; the unit goes back if the store takes it (else it
+            # frees itself after the claim's TTL, as every unit in flight does).
+            with contextlib.suppress(StoreUnavailable):
+                self._store.refund_budget(subject, budget_token)
+            raise
+        return Verdict(
+            Outcome.DEFERRED,
+            Settlement.RELEASED,
+            f"{admitted.reason} (rule {rule.name}){note}",
+            rule=rule.name,
+            error_code=_HOLD_CODES.get(admitted.hold),
+            hold=hold,
+        )
+
+    def _note_refailure(
+        self, subject: str, item: Item, rule: Rule, last_restore_at: float, stopped_at: float | None
+    ) -> float | None:
+        """Tell the breaker of a failure of an execution restored before: when it stopped
+        (the item's or the query's stop time, else when this failure was first seen after
+        that restore), so a failure after its restore counts as a re-failure. Returns the
+        stop time it went by."""
+        assert item.graph_name is not None and item.execution_name is not None
+        threshold = rule.breaker
+        if threshold is None:
+            threshold = self._settings.outage.breaker_threshold
+        if threshold < 1:
+            return stopped_at  # no breaker for this failure: no store call either
+        if stopped_at is None:
+            retention = max(self._settings.dedupe_retention, self._settings.outage.breaker_window)
+            stopped_at = self._store.first_seen(subject, retention, after=last_restore_at)
+        event = self._outage.failure_seen(
+            item.graph_name,
+            item.execution_name,
+            stopped_at=stopped_at,
+            last_restore_at=last_restore_at,
+            threshold=rule.breaker,
+        )
+        if event is not None:
+            self._breaker_log(event)
+        return stopped_at
+
+    def give_back(self, ticket: Ticket) -> None:
+        """Return the rate slot (and canary) of a ticket whose restore was not sent or was
+        refused: the rate counts restores the service accepted. Never raises."""
+        if ticket.outage is not None:
+            self._outage.give_back(ticket.outage)
 
     def _paused_by_operator(self, hold: Hold, rule_name: str) -> Verdict | None:
         """``deferred`` while an operator's pause (``pause GRAPH|--all``) holds the graph.
@@ -389,6 +490,10 @@ class Admission:
         if item.identified_by_content:
             return self._settings.plain_dedupe_window
         return self._settings.dedupe_retention
+
+
+# What holds a deferred item, as its error code: an operator filters the log by it.
+_HOLD_CODES = {"breaker": "BreakerOpen", "systemic": "SystemicOutage", "rate": "RateLimited"}
 
 
 def _left_alone(hold: Hold, match: Match, *, dry_run: bool) -> Verdict:

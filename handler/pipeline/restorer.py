@@ -202,6 +202,10 @@ class Restorer:
         if earlier is not None and verdict.settlement in (Settlement.SPENT, Settlement.RECORDED):
             unanswered.forget(self._store, item.event_id)  # a final outcome: no longer needed
         hold = ticket.hold if ticket is not None else verdict.hold
+        if ticket is not None and verdict.settlement in (Settlement.RECORDED, Settlement.RELEASED):
+            # Not sent, refused, or a transient error: the unit is refunded, and so are the
+            # rate slot and the canary (only restores the service accepted count).
+            self._admission.give_back(ticket)
         problem = settle(self._store, hold, verdict.settlement, result.record())
         if problem is None:
             return result

@@ -7,16 +7,18 @@ shared :class:`~handler.pipeline.clients.Clients` to list with, the
 :class:`~handler.pipeline.deferred.DeferredFailures` to work through first, and the restorer
 for each item. How each API lists is the client's
 (:meth:`~handler.client.WorkflowApi.listFailedWorkflowExecutions`); what a row becomes is
-:mod:`handler.sweep`'s. This module decides how much is worked on - the restore cap, the
-deadline, the lease - and what goes wrong with one graph (its name, its listing, a bug) is
+:mod:`handler.sweep`'s. This module decides how much is worked on - the restore cap, spent
+round-robin across graphs, the deadline, the lease - looks at the breakers' canaries that are
+due (:mod:`handler.outage`), and what goes wrong with one graph (its name, its listing, a bug) is
 named in the summary's ``errors`` while the other graphs are swept.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
@@ -24,7 +26,9 @@ from handler.client import ListingError, WorkflowApi
 from handler.intake import Item
 from handler.invocation import Invocation
 from handler.names import InvalidNameError, validate_name
+from handler.outage import Outage
 from handler.outcomes import Answer, Outcome, Result
+from handler.pipeline import classify
 from handler.pipeline.clients import Clients
 from handler.pipeline.deferred import DeferredFailures
 from handler.pipeline.lease import HeldLease, SweepLease
@@ -58,7 +62,10 @@ class Sweeper:
         deferred: DeferredFailures,
         reporter: Reporter,
         settings: Settings,
+        *,
+        outage: Outage,
     ) -> None:
+        self._outage = outage
         self._restorer = restorer
         self._clients = clients
         self._lease = lease
@@ -86,9 +93,11 @@ class Sweeper:
                         return time_left() and not lease.lost.is_set()
 
                     run = _Run(self._restorer, invocation, summary, results, going_on)
-                    restored = self._due_deferred(run, request)
-                    request = replace(request, max_restores=request.max_restores - restored)
-                    self._graphs(run, client, request)
+                    held = self._look_at_canaries(run, client)
+                    deferred = self._due_deferred(request, summary)
+                    queues = self._graphs(run, client, request, deferred)
+                    if summary.stopped != STOPPED_DEADLINE:  # else: out of time listing
+                        self._restore_fairly(run, queues, request.max_restores, held)
             finally:
                 lease.release()
             if lease.lost.is_set():
@@ -120,37 +129,111 @@ class Sweeper:
             summary.stopped = STOPPED_IN_PROGRESS
         return lease
 
-    def _due_deferred(self, run: _Run, request: SweepRequest) -> int:
-        """Hand the deferred failures that are due to the restorer, before listing.
+    def _look_at_canaries(self, run: _Run, client: WorkflowApi) -> set[str]:
+        """Judge every breaker's canary that is due (:meth:`Outage.canary_due`): its
+        execution is queried; not failed again a cooldown after its restore, the breaker
+        closes (its held failures come back under the rate); failed again, it reopens with
+        the cooldown doubled. A query that cannot be read judges nothing: the next sweep
+        looks again. A dry run judges nothing either: it changes no state.
 
-        A failure deferred by a rule's spacing may be due after every listing has dropped it
-        (its delay outlasts the lookback), or was reported by an event no listing shows: the
-        store remembers it until it has a final outcome. Each goes through the same
-        admission, with the same identity (so dedupe holds), within the sweep's restore cap;
-        returns how many were restored.
-        """
+        Returns the graphs whose breaker is still open or half-open."""
+        try:
+            graphs = self._outage.open_graphs()
+        except StoreUnavailable as exc:
+            self._reporter.store_problem(str(exc))
+            return set()
+        held = set(graphs)
+        if run.invocation.dry_run:
+            return held
+        for graph in graphs:
+            if not run.going_on():
+                return held
+            try:
+                canary = self._outage.canary_due(graph)
+                if canary is None:
+                    continue
+                answer = client.getWorkflowExecution(
+                    canary.execution, graph, deadline=run.invocation.deadline
+                )
+                state = classify.state_of(answer)
+                if state is None:
+                    continue  # unreadable: judged by a later sweep, never guessed
+                event = self._outage.canary_looked_at(
+                    canary, failed=state == "FAILED", stopped_at=classify.stopped_at(answer)
+                )
+            except StoreUnavailable as exc:
+                self._reporter.store_problem(str(exc))
+                return held
+            except Exception as exc:  # a bug in one canary's look must not cost the sweep
+                self._reporter.crashed(exc)
+                continue
+            if event is not None:
+                self._reporter.breaker(event)
+                if event.kind == "closed":
+                    held.discard(graph)
+        return held
+
+    def _due_deferred(self, request: SweepRequest, summary: SweepSummary) -> list[Item]:
+        """The deferred failures that are due, for the round-robin beside the listed ones.
+
+        A failure deferred by a rule's spacing, the breaker or the rate may be due after
+        every listing has dropped it (its delay outlasts the lookback), or was reported by an
+        event no listing shows: the store remembers it until it has a final outcome. Each
+        goes through the same admission, with the same identity (so dedupe holds)."""
         if request.max_restores < 1:
-            return 0
+            return []
         try:
             items = self._deferred.due(request.max_restores)
         except StoreUnavailable as exc:
-            run.summary.error({"graph": None, "errorCode": "StoreUnavailable"})
+            summary.error({"graph": None, "errorCode": "StoreUnavailable"})
             self._reporter.store_problem(str(exc))
-            return 0
-        restored = 0
-        for item in items:
-            if request.graphs and item.graph_name not in request.graphs:
-                continue
-            if not run.going_on():
-                run.summary.stopped = STOPPED_DEADLINE
-                break
-            if run.handle(item) is Outcome.RESTORED:
-                restored += 1
-        return restored
+            return []
+        return [item for item in items if not request.graphs or item.graph_name in request.graphs]
 
-    def _graphs(self, run: _Run, client: WorkflowApi, request: SweepRequest) -> None:
-        """Every graph in scope, each failure listed within the lookback, within the cap."""
+    def _restore_fairly(
+        self, run: _Run, queues: dict[str, list[_Queued]], cap: int, held: set[str]
+    ) -> None:
+        """Spend the restore cap round-robin: one failure of each graph per turn, the most
+        recently stopped first within a graph. A graph with 10,000 failures then cannot
+        starve one with 5, and new failures are not starved by old ones that keep being
+        deferred (an outage's held failures all come due at once).
+
+        A graph whose breaker is open (``held``) restores only its canary: there the oldest
+        failure goes first, so the canary rotates instead of being, every time, the
+        execution that failed most recently - the last canary - until its budget is spent."""
+        turns = []
+        for graph, queue in queues.items():
+            # Newest stopped first (oldest, when held); one without a stop time (OBS lists
+            # none) keeps its place after those that have one (a stable sort).
+            if graph in held:
+                queue.sort(
+                    key=lambda queued: (queued.item.failed_at is None, queued.item.failed_at or 0.0)
+                )
+            else:
+                queue.sort(key=lambda queued: -(queued.item.failed_at or 0.0))
+            if queue:
+                turns.append(deque(queue))
+        restored = 0
+        while turns:
+            for queue in turns:
+                if restored >= cap:
+                    run.summary.waiting += sum(q.listed for queue in turns for q in queue)
+                    return
+                if not run.going_on():
+                    run.summary.stopped = STOPPED_DEADLINE
+                    return
+                if run.handle(queue.popleft().item) is Outcome.RESTORED:
+                    restored += 1
+            turns = [queue for queue in turns if queue]
+
+    def _graphs(
+        self, run: _Run, client: WorkflowApi, request: SweepRequest, deferred: list[Item]
+    ) -> dict[str, list[_Queued]]:
+        """Every graph in scope, each failure listed within the lookback, in one queue per
+        graph beside the deferred failures due: listed in full first, so restores cannot
+        shift a listing's offsets, and the cap is then spent fairly."""
         summary, going_on = run.summary, run.going_on
+        queues: dict[str, list[_Queued]] = {}
         max_pages = self._settings.sweep_max_pages
         deadline = run.invocation.deadline
         graphs = request.graphs or (
@@ -162,13 +245,12 @@ class Sweeper:
             if self._settings.graph_allowed(graph)
         )
         since = datetime.now(timezone.utc) - timedelta(seconds=request.lookback)
-        restored = 0
         swept: set[str] = set()  # a graph the list names twice is swept once
         try:
             for graph in graphs:
                 if not going_on():
                     summary.stopped = STOPPED_DEADLINE
-                    return
+                    break
                 if graph in swept:
                     continue
                 swept.add(graph)
@@ -184,6 +266,7 @@ class Sweeper:
                     )
                     continue
                 summary.graphs_scanned += 1
+                queue = queues.setdefault(graph, [])
                 listing = client.listFailedWorkflowExecutions(
                     graph, since, deadline=deadline, max_pages=max_pages
                 )
@@ -203,15 +286,7 @@ class Sweeper:
                             continue
                         summary.failures_found += 1
                         self._reporter.failure_found(failure.event_data())
-                        if restored >= request.max_restores:
-                            summary.waiting += 1
-                            continue
-                        if not going_on():
-                            summary.stopped = STOPPED_DEADLINE
-                            return
-                        if run.handle(failure.item()) is Outcome.RESTORED:
-                            restored += 1
-                            listing.restored()
+                        queue.append(_Queued(failure.item(), True))
                 except ListingError as exc:
                     summary.error(exc.document())
                 except Exception as exc:  # a bug in one graph's listing must not cost the rest
@@ -227,6 +302,18 @@ class Sweeper:
         except Exception as exc:  # a bug in reading the list of graphs: the graphs swept stand
             self._reporter.crashed(exc)
             summary.error({"graph": None, "errorCode": "InternalError"})
+        for item in deferred:
+            assert item.graph_name is not None
+            queues.setdefault(item.graph_name, []).append(_Queued(item, False))
+        return queues
+
+
+@dataclass
+class _Queued:
+    """One failure waiting for its turn: listed by this sweep, or deferred and due."""
+
+    item: Item
+    listed: bool  # counted as waiting for the next sweep when the cap leaves it
 
 
 def _while(going_on: Callable[[], bool], pages: Iterable[T]) -> Iterator[T]:

@@ -1,0 +1,306 @@
+"""Outage mode in the pipeline: sweeps against the DWR emulator with a broken downstream, on
+one clock the emulator, the store and the runtime share (a fake one that ticks a millisecond
+per read, so a run that fails again "at once" stops after its restore was sent).
+
+What is proved here: a breaker bounds the restores a broken downstream wastes and releases
+every held failure after the fix, exactly once each; the shared rate holds in every second;
+held items end ``deferred`` with their due time and nothing is lost; the sweep's cap is spent
+round-robin across graphs; a rule may set its own threshold or turn the breaker off.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from handler.devtools.emulator import DwrEmulator
+from handler.invocation import Invocation
+from handler.report import Reporter, configure_logging
+from handler.runtime import Runtime
+from handler.settings import load_settings
+from handler.store import open_store
+from handler.sweep import SweepRequest
+from tests.conftest import AK, SK
+
+PROJECT = "0123456789abcdef0123456789abcdef"
+GRAPH = "etl"
+
+
+class TickingClock:
+    """Wall-clock seconds near now that move only when told to - and by a millisecond on
+    every read, so that what happens later in the code also happens later in time."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingDwr(DwrEmulator):
+    """The DWR emulator, noting when (its clock) each restore it accepted was taken."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.accepted: list[tuple[float, str, str]] = []
+
+    def _take_restore(self, graph, execution):
+        taken, restored, now = super()._take_restore(graph, execution)
+        if restored:
+            self.accepted.append((now, graph, execution))
+        return taken, restored, now
+
+
+@pytest.fixture
+def clock() -> TickingClock:
+    return TickingClock()
+
+
+@pytest.fixture
+def emu(clock):
+    with RecordingDwr({AK: SK}, project_id=PROJECT, clock=clock) as emulator:
+        yield emulator
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path, clock):
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'state.db'}"
+    opened = open_store(url, clock=clock)
+    yield opened
+    opened.close()
+
+
+class Harness:
+    """A runtime over the emulator, the store and the clock; its log lines kept."""
+
+    def __init__(self, emu, store, clock, **env: str) -> None:
+        self.emu, self.clock, self.log = emu, clock, io.StringIO()
+        settings = load_settings(
+            {
+                "WORKFLOW_API": "dwr",
+                "DWR_ENDPOINT": emu.url,
+                "DWR_PROJECT_ID": PROJECT,
+                "OBS_ACCESS_KEY_ID": AK,
+                "OBS_SECRET_ACCESS_KEY": SK,
+                "RESTORE_SWEEP_GRACE": "0",
+                **env,
+            }
+        )
+        reporter = Reporter(configure_logging("INFO", self.log))
+        self.runtime = Runtime(settings, store, reporter, clock)
+
+    def sweep(self, max_restores: int = 50) -> dict:
+        _, summary = self.runtime.sweep(
+            SweepRequest(max_restores=max_restores), Invocation(id="sweep")
+        )
+        return summary.document()
+
+    def lines(self, message_start: str) -> list[dict]:
+        lines = [json.loads(line) for line in self.log.getvalue().splitlines()]
+        return [line for line in lines if line["message"].startswith(message_start)]
+
+
+def seed(emu, count: int, graph: str = GRAPH, minutes_ago: int = 5) -> list[str]:
+    names = [f"run-{n:03d}" for n in range(count)]
+    stopped = datetime.fromtimestamp(emu._clock() - minutes_ago * 60 - 1, timezone.utc)
+    emu.seed_many(
+        {"graph": graph, "execution": name, "state": emu.FAILED, "stopped_at": stopped}
+        for name in names
+    )
+    return names
+
+
+BREAKER = {
+    "RESTORE_RATE_LIMIT": "off",
+    "RESTORE_BREAKER_THRESHOLD": "3",
+    "RESTORE_BREAKER_COOLDOWN": "10s",  # short: the emulator refuses a clock 15m off
+    # The first wave, a re-failure and a canary (the canary rotates: each is one execution's
+    # unit), and the restore after the fix.
+    "RESTORE_MAX_RESTORES": "4",
+}
+
+
+def test_a_broken_downstream_wastes_at_most_the_first_wave_threshold_and_canaries(
+    emu, store, clock
+):
+    names = seed(emu, 20)
+    emu.break_downstream(0)  # every restored run fails again before its restore is answered
+    h = Harness(emu, store, clock, **BREAKER)
+
+    first = h.sweep()
+    assert first["outcomes"] == {"restored": 20}  # the first wave: nothing has re-failed yet
+    clock.advance(1)
+    second = h.sweep()
+    # Two re-failures restored, the third opens the breaker: the other 18 are held.
+    assert second["outcomes"] == {"restored": 2, "deferred": 18}
+    opened = h.lines("breaker opened")
+    assert len(opened) == 1 and opened[0]["level"] == "WARNING"
+    assert len(opened[0]["refailures"]) == 3 and opened[0]["graphName"] == GRAPH
+    for _ in range(6):  # canaries (10s, 20s, 40s apart...) while it stays broken
+        clock.advance(25)
+        h.sweep()
+    canaries = 1 + len(h.lines("breaker reopened"))
+    wasted = len(emu.accepted)
+    assert wasted <= 20 + 3 + canaries < 20 * 5  # not every budget spent
+    assert h.lines("breaker closed") == []
+
+    fixed_at = clock()
+    emu.fix_downstream()
+    for _ in range(10):  # bounded: the canary after the fix, its judgement, the release
+        clock.advance(60)
+        h.sweep()
+        if all(emu.state(GRAPH, name) != emu.FAILED for name in names):
+            break
+    after_fix = [execution for at, _, execution in emu.accepted if at >= fixed_at]
+    assert sorted(after_fix) == names  # every one restored, each exactly once after the fix
+    assert all(emu.state(GRAPH, name) == emu.RUNNING for name in names)
+    closed = h.lines("breaker closed")
+    assert len(closed) == 1 and closed[0]["level"] == "INFO"
+
+
+def test_a_held_item_ends_deferred_with_the_breaker_s_reason_and_is_restored_when_due(
+    emu, store, clock
+):
+    seed(emu, 5)
+    emu.break_downstream(0)
+    h = Harness(emu, store, clock, **BREAKER)
+    h.sweep()
+    clock.advance(1)
+    h.sweep()
+    held = [line for line in h.lines("restore deferred") if line.get("errorCode") == "BreakerOpen"]
+    assert held and all("breaker open since" in line["reason"] for line in held)
+    assert all("next canary at" in line["reason"] for line in held)
+    clock.advance(11)
+    third = h.sweep()
+    # Due at the canary time: remembered (deferred) and listed both come back; one canary.
+    assert third["outcomes"].get("restored") == 1
+
+
+def test_the_shared_rate_never_admits_more_than_its_limit_in_any_second(emu, store, clock):
+    names = seed(emu, 50)
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="5/s", RESTORE_BREAKER_THRESHOLD="0")
+    for _ in range(30):  # bounded: 10 seconds' worth at 5/s, with room
+        h.sweep()
+        if len(emu.accepted) == 50:
+            break
+        clock.advance(0.5)
+    times = sorted(at for at, _, _ in emu.accepted)
+    assert sorted(execution for _, _, execution in emu.accepted) == names  # all, once each
+    assert max(sum(1 for t in times if start <= t < start + 1) for start in times) <= 5
+    rated = [line for line in h.lines("restore deferred") if line.get("errorCode") == "RateLimited"]
+    assert rated and "RESTORE_RATE_LIMIT" in rated[0]["reason"]
+
+
+def test_a_sweep_spends_its_cap_round_robin_so_a_small_graph_is_not_starved(emu, store, clock):
+    seed(emu, 200, graph="big")
+    small = seed(emu, 5, graph="small", minutes_ago=50)  # older failures, listed after
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="off")
+    summary = h.sweep(max_restores=20)
+    assert summary["outcomes"] == {"restored": 20}
+    assert all(emu.restores("small", name) == 1 for name in small)
+    assert summary["waitingForNextSweep"] == 205 - 20
+
+
+def test_within_a_graph_the_most_recently_stopped_failure_is_restored_first(emu, store, clock):
+    old = seed(emu, 3, graph="etl", minutes_ago=100)
+    emu.seed("etl", "run-new", emu.FAILED)
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="off")
+    h.sweep(max_restores=1)
+    assert emu.restores("etl", "run-new") == 1
+    assert [emu.restores("etl", name) for name in old] == [0, 0, 0]
+
+
+def test_a_rule_with_breaker_off_is_never_held(emu, store, clock):
+    seed(emu, 10)
+    emu.break_downstream(0)
+    policy = json.dumps({"rules": [{"name": "independent", "breaker": "off"}]})
+    h = Harness(emu, store, clock, RESTORE_POLICY=policy, **BREAKER)
+    h.sweep()
+    clock.advance(1)
+    second = h.sweep()
+    assert second["outcomes"] == {"restored": 10}
+    assert h.lines("breaker opened") == []
+
+
+def test_a_rule_s_own_threshold_opens_its_breaker_sooner(emu, store, clock):
+    seed(emu, 10)
+    emu.break_downstream(0)
+    policy = json.dumps({"rules": [{"name": "fragile", "breaker": 1}]})
+    h = Harness(emu, store, clock, RESTORE_POLICY=policy, **BREAKER)
+    h.sweep()
+    clock.advance(1)
+    second = h.sweep()
+    assert second["outcomes"] == {"deferred": 10}  # the first re-failure opens it
+    assert h.lines("breaker opened")[0]["threshold"] == 1
+
+
+def test_a_restore_that_was_refused_gives_its_rate_slot_back(emu, store, clock):
+    from handler.intake import from_http
+
+    emu.seed(GRAPH, "done", emu.state_word("SUCCESS"))
+    emu.seed(GRAPH, "broken", emu.FAILED)
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="1/m")
+    results = []
+    for name in ("done", "broken"):
+        items = from_http(json.dumps({"graphName": GRAPH, "executionName": name}).encode(), {})
+        results += h.runtime.run(items, Invocation(id=name)).document()["results"]
+    # The first took the minute's one slot and was refused (not failed): the slot came back.
+    assert results[0]["outcome"] != "restored"
+    assert results[1]["outcome"] == "restored"
+    assert [execution for _, _, execution in emu.accepted] == ["broken"]
+
+
+def test_on_obs_a_failure_held_before_the_canary_is_not_taken_for_the_canary_failing_again(
+    clock,
+):
+    """OBS gives no stop times: a held event's failure is remembered with when it was seen,
+    so when it comes due after the canary's restore it is not a re-failure of the canary."""
+    from handler.devtools.emulator import Emulator
+    from handler.intake import from_http
+
+    names = [f"exec-{n:02d}" for n in range(20)]
+    with Emulator({AK: SK}, clock=clock) as emu:
+        for name in names:
+            emu.seed(GRAPH, name, "FAILED")
+        emu.break_downstream(0)
+        store = open_store("memory://", clock=clock)
+        env = {"OBS_ENDPOINT": emu.url, "OBS_ACCESS_KEY_ID": AK, "OBS_SECRET_ACCESS_KEY": SK}
+        settings = load_settings({**env, "RESTORE_SWEEP_GRACE": "0", **BREAKER})
+        log = io.StringIO()
+        runtime = Runtime(settings, store, Reporter(configure_logging("INFO", log)), clock)
+
+        def event(event_id: str, name: str) -> str:
+            body = {
+                "events": [
+                    {
+                        "specversion": "1.0",
+                        "id": event_id,
+                        "source": "HC.OBS",
+                        "type": "com.huaweicloud.obs.workflow.execution.failed",
+                        "data": {"graph_name": GRAPH, "execution_name": name},
+                    }
+                ]
+            }
+            items = from_http(json.dumps(body).encode(), {})
+            return runtime.run(items, Invocation(id=event_id)).document()["results"][0]["outcome"]
+
+        assert [event(f"a-{name}", name) for name in names] == ["restored"] * 20
+        clock.advance(0.5)
+        assert [event(f"b-{name}", name) for name in names].count("deferred") == 18
+        emu.fix_downstream()
+        for _ in range(4):  # the canary after 10s, its judgement 10s later, the release
+            clock.advance(6)
+            runtime.sweep(SweepRequest(), Invocation(id="sweep"))
+        assert all(emu.state(GRAPH, name) == emu.RUNNING for name in names)
+        store.close()
+    messages = [json.loads(line)["message"] for line in log.getvalue().splitlines()]
+    assert not any(message.startswith("breaker reopened") for message in messages)
+    assert sum(message.startswith("breaker closed") for message in messages) == 1

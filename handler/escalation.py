@@ -35,11 +35,13 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 from handler.client.sending import SendOutcome, SendResult
 from handler.client.smn import SmnClient
 from handler.credentials import Credentials
 from handler.invocation import Invocation
+from handler.outage import BreakerEvent
 from handler.outcomes import Outcome, Result
 from handler.report import Reporter
 from handler.settings import Settings
@@ -132,6 +134,27 @@ class Escalation:
             self._log(logging.ERROR, "give-up not queued", result, detail=str(exc))
             return
         self._log(logging.INFO, "give-up queued", result)
+
+    def breaker(self, event: BreakerEvent) -> None:
+        """Queue a message that a graph's breaker opened, reopened or closed.
+
+        The store hands each transition to exactly one instance, and the key names the
+        transition (graph, kind, when the breaker opened), so a retried call queues nothing
+        twice. Sent by :meth:`flush` like a give-up, digested with them past the limit."""
+        opened = str(event.fields.get("openedAt") or iso_utc(self._clock()))
+        key = f"{NOTIFY_PREFIX}breaker:{quote(event.graph, safe='')}:{event.kind}:{opened}"
+        try:
+            claim = self._store.claim(key, _SENDING_TTL)
+            if not claim.acquired:
+                return  # queued (or sent) already
+            self._store.remember_deferred(key, _breaker_message(event), self._clock(),
+                                          self._retention)  # fmt: skip
+            self._store.release(key, claim.token)
+        except StoreUnavailable as exc:
+            self._reporter.notification(
+                logging.ERROR, "breaker message not queued", {"graphName": event.graph,
+                                                              "detail": str(exc)}
+            )  # fmt: skip
 
     # --- the sender ---------------------------------------------------------------------------
 
@@ -320,6 +343,35 @@ class Escalation:
             self._reporter.notification(logging.WARNING, "give-up notification kept", fields)
         else:
             self._reporter.notification(logging.ERROR, "give-up notification refused", fields)
+
+
+def _breaker_message(event: BreakerEvent) -> dict[str, Any]:
+    """The message of one breaker transition: what happened, the evidence, what to do."""
+    graph = event.graph
+    held = event.kind != "closed"
+    subject = f"[obs-workflow-restore] breaker {event.kind} for graph {graph}"
+    lines = [event.message, ""]
+    lines += [f"{name}: {value}" for name, value in event.fields.items() if name != "refailures"]
+    for refailure in event.fields.get("refailures") or ():
+        lines.append(f"  - {refailure.get('executionName')} failed again at "
+                     f"{refailure.get('failedAt')}")  # fmt: skip
+    if held:
+        lines += [
+            "",
+            f"Restores of graph {graph} are held; one canary is tried after each cooldown.",
+            "To restore one execution anyway:",
+            f"  obs-workflow-restore restore --graph {graph} --execution EXECUTION --force",
+            "To see what waits:",
+            "  obs-workflow-restore status",
+        ]
+    return {
+        "graphName": graph,
+        "executionName": "",
+        "outcome": f"breaker {event.kind}",
+        "why": f"breaker {event.kind}",
+        "subject": subject,
+        "text": "\n".join(lines),
+    }
 
 
 def _readable(entry: dict[str, Any]) -> bool:

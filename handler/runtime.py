@@ -22,7 +22,7 @@ from handler.escalation import DEFAULT_FLUSH_SECONDS, Escalation
 from handler.intake import Item
 from handler.invocation import Invocation
 from handler.metrics import InvocationMetrics
-from handler.outage import Outage
+from handler.outage import BreakerEvent, Outage
 from handler.outcomes import Answer
 from handler.pipeline.admission import Admission
 from handler.pipeline.clients import Clients
@@ -71,7 +71,7 @@ class Runtime:
         # One outage view (rate and breakers) for admission and the sweeper's canary looks.
         self.outage = Outage(settings.outage, store, clock)
         self.admission = Admission(
-            settings, store, deferred, clock, outage=self.outage, breaker_log=reporter.breaker
+            settings, store, deferred, clock, outage=self.outage, breaker_log=self.breaker_changed
         )
         self.restorer = Restorer(
             self.admission,
@@ -90,7 +90,15 @@ class Runtime:
             reporter,
             settings,
             outage=self.outage,
+            breaker_log=self.breaker_changed,
         )
+
+    def breaker_changed(self, event: BreakerEvent) -> None:
+        """A breaker opened, reopened or closed (exactly one instance gets each): one log line,
+        and a message to the operators' SMN topic when one is configured."""
+        self.reporter.breaker(event)
+        if self.escalation is not None:
+            self.escalation.breaker(event)
 
     def run(self, items: Sequence[Item], invocation: Invocation) -> Answer:
         """Every item of one delivery through the restorer."""

@@ -211,3 +211,44 @@ def test_give_up_messages_waiting_in_the_store_take_no_deferred_failure_s_place(
     for n, item in enumerate(items):
         deferred.remember(item, before + n)
     assert [item.event_id for item in deferred.due(3)] == ["evt-0", "evt-1", "evt-2"]
+
+
+def test_a_breaker_opening_and_closing_is_told_once_each(emulator, tmp_path):
+    """A graph's breaker opening holds every restore of it: the operators hear of it once (a
+    retried call queues nothing twice), with the evidence and the override, and again when
+    the canary closes it."""
+    from handler.outage import BreakerEvent
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    runtime = runtime_on(settings_for(emulator), url, "breaker")
+    opened = BreakerEvent(
+        "opened",
+        GRAPH,
+        logging.WARNING,
+        f"breaker opened for graph {GRAPH}: 3 executions failed again within 15m",
+        {
+            "openedAt": "2026-12-02T01:00:00Z",
+            "nextCanaryAt": "2026-12-02T01:10:00Z",
+            "refailures": [{"executionName": "run-7", "failedAt": "2026-12-02T00:59:00Z"}],
+        },
+    )
+    closed = BreakerEvent(
+        "closed", GRAPH, logging.INFO, f"breaker closed for graph {GRAPH}",
+        {"openedAt": "2026-12-02T01:00:00Z", "canaryExecution": "run-7"},
+    )  # fmt: skip
+    try:
+        runtime.breaker_changed(opened)
+        runtime.breaker_changed(opened)  # the same transition again: nothing more queued
+        runtime.flush_events(5.0)
+        runtime.breaker_changed(closed)
+        runtime.flush_events(5.0)
+    finally:
+        runtime.close()
+    subjects = [published.subject for published in emulator.publishes()]
+    assert subjects == [
+        f"[obs-workflow-restore] breaker opened for graph {GRAPH}",
+        f"[obs-workflow-restore] breaker closed for graph {GRAPH}",
+    ]
+    text = emulator.publishes()[0].text("email")
+    assert "run-7 failed again at 2026-12-02T00:59:00Z" in text
+    assert f"restore --graph {GRAPH} --execution EXECUTION --force" in text

@@ -26,7 +26,7 @@ from handler.client import ListingError, WorkflowApi
 from handler.intake import Item
 from handler.invocation import Invocation
 from handler.names import InvalidNameError, validate_name
-from handler.outage import Outage
+from handler.outage import BreakerEvent, Outage
 from handler.outcomes import Answer, Outcome, Result
 from handler.pipeline import classify
 from handler.pipeline.clients import Clients
@@ -64,8 +64,11 @@ class Sweeper:
         settings: Settings,
         *,
         outage: Outage,
+        breaker_log: Callable[[BreakerEvent], None] | None = None,
     ) -> None:
         self._outage = outage
+        # Where a canary's judgement goes: the log line, and a message when one is configured.
+        self._breaker_log = breaker_log or reporter.breaker
         self._restorer = restorer
         self._clients = clients
         self._lease = lease
@@ -168,7 +171,7 @@ class Sweeper:
                 self._reporter.crashed(exc)
                 continue
             if event is not None:
-                self._reporter.breaker(event)
+                self._breaker_log(event)
                 if event.kind == "closed":
                     held.discard(graph)
         return held

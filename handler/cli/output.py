@@ -80,3 +80,22 @@ def _cell(value: Any) -> str:
     """A long reason would push every later column off the screen: cut it at 60 characters."""
     text = "" if value is None else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def execution_subject(subject: str) -> tuple[str, str] | None:
+    """``GRAPH/EXECUTION`` as an operator types it, checked by the names' rules; None (with
+    the reason on standard error) when it is not one."""
+    import sys
+
+    from handler.names import InvalidNameError, validate_name
+
+    graph, slash, execution = subject.partition("/")
+    try:
+        if not slash:
+            raise InvalidNameError("subject", "must be GRAPH/EXECUTION")
+        validate_name(graph, "graph")
+        validate_name(execution, "execution")
+    except InvalidNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return graph, execution

@@ -16,7 +16,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE
+from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE, execution_subject
 from handler.cli.state import _in_store
 from handler.durations import duration_seconds, duration_text
 from handler.pipeline.pauses import DEFAULT_PAUSE_SECONDS, PauseError, pause, resume
@@ -146,19 +146,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from handler.names import InvalidNameError, validate_name
     from handler.settings import load_store_settings
     from handler.status import history_document
 
-    graph, slash, execution = args.subject.partition("/")
-    try:
-        if not slash:
-            raise InvalidNameError("subject", "must be GRAPH/EXECUTION")
-        validate_name(graph, "graph")
-        validate_name(execution, "execution")
-    except InvalidNameError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    named = execution_subject(args.subject)
+    if named is None:
         return EXIT_COULD_NOT_RUN
+    graph, execution = named
     window = load_store_settings().budget_window
     document, _ = _in_store(lambda store: history_document(store, graph, execution, window))
     if args.json:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE
+from handler.cli.output import EXIT_COULD_NOT_RUN, EXIT_DONE, execution_subject
 from handler.durations import duration_text
 from handler.settings import load_store_settings
 from handler.store import StateStore
@@ -132,16 +131,8 @@ def _state_forget(args: argparse.Namespace) -> int:
 
 
 def _state_reset_budget(args: argparse.Namespace) -> int:
-    from handler.names import InvalidNameError, validate_name
 
-    graph, slash, execution = args.subject.partition("/")
-    try:
-        if not slash:
-            raise InvalidNameError("subject", "must be GRAPH/EXECUTION")
-        validate_name(graph, "graph")
-        validate_name(execution, "execution")
-    except InvalidNameError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if execution_subject(args.subject) is None:
         return EXIT_COULD_NOT_RUN
     dropped, describe = _in_store(lambda store: store.reset_budget(args.subject))
     if args.json:

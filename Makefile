@@ -33,7 +33,8 @@ test: lint
 
 # The current workflow API, DWR; `make demo API=obs` shows the same story on the OBS one.
 # `make demo SCENARIO=outage` shows outage mode instead: a broken downstream, the breaker opening
-# and closing, every held failure restored once (about 25 s: the shortest breaker cooldown).
+# and closing, every held failure restored once (about 25 s: the shortest breaker cooldown);
+# `make demo SCENARIO=give-up` the give-up message that reaches the operators' SMN topic.
 API ?= dwr
 SCENARIO ?= restore
 

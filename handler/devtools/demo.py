@@ -14,7 +14,9 @@ apart only by its settings:
 ``make demo SCENARIO=outage`` (``--scenario outage``) shows outage mode instead: a downstream
 every restored run needs is broken, so many executions of one graph fail, are restored, and fail
 again; the breaker opens and holds the rest, a canary finds the downstream fixed, the breaker
-closes and every held failure is restored once (:func:`outage_story`).
+closes and every held failure is restored once (:func:`outage_story`). ``make demo
+SCENARIO=give-up`` (DWR) shows an execution whose restore budget is spent, and the give-up
+message the function publishes to the operators' SMN topic (:func:`give_up_story`).
 """
 
 from __future__ import annotations
@@ -253,7 +255,60 @@ def reason_of(response: requests.Response) -> str:
     return str(results[0].get("reason") or results[0].get("message") or results[0])
 
 
-SCENARIOS = {"restore": restore_story, "outage": outage_story}
+TOPIC = "workflow-restore-alerts"
+PUBLISH_TIMEOUT = 10.0  # the message is sent at the end of the invocation, in bounded time
+
+
+def give_up_story(api: str) -> bool:
+    """An execution that fails again once its budget (here 1 restore) is spent: the function
+    gives up and tells the operators' SMN topic, which the DWR emulator serves."""
+    if api != "dwr":
+        print("the give-up scenario needs --api dwr: the DWR emulator serves SMN", file=sys.stderr)
+        return False
+    with (
+        tempfile.TemporaryDirectory(prefix="obs-workflow-restore-demo-") as workdir,
+        EMULATORS[api]({ACCESS_KEY: SECRET_KEY}, project_id=PROJECT_ID, topics=[TOPIC]) as emulator,
+    ):
+        topic_urn = emulator.topic_urn(TOPIC)
+        emulator.seed(GRAPH, EXECUTION, emulator.FAILED, error_message=WHY_IT_FAILED)
+        step(1, f"DWR emulator on {emulator.url}, serving SMN topic {topic_urn} too")
+        extra = {
+            "RESTORE_MAX_RESTORES": "1",  # one restore, so the second failure spends the budget
+            "RESTORE_NOTIFY_TOPIC_URN": topic_urn,
+            "SMN_ENDPOINT": emulator.url,
+        }
+        settings = {**_api_settings(api, emulator.url), **extra}
+        with Function(settings, Path(workdir) / "state.db") as function:
+            step(
+                2, f"function on {function.url}; " + ", ".join(f"{k}={v}" for k, v in extra.items())
+            )
+            first = outcome_of(function.deliver(failure_event(EXECUTION, "first")))
+            function.records()
+            step(3, f"the failure event is answered {first}; then the run fails again")
+            emulator.seed(GRAPH, EXECUTION, emulator.FAILED, error_message=WHY_IT_FAILED)
+            second = function.deliver(failure_event(EXECUTION, "again"))
+            show_answer(second, function.log_lines())
+            published = wait_for_publish(emulator, topic_urn)
+        step(4, f"SMN topic {TOPIC} received {len(published)} message(s)")
+        for message in published:
+            print(f"    subject: {message.subject}")
+            print(indent(message.text() or ""))
+    return first == "restored" and outcome_of(second) == "budget_exhausted" and len(published) == 1
+
+
+def wait_for_publish(emulator: Any, topic_urn: str) -> list[Any]:
+    """The topic's messages once one arrived, or none after PUBLISH_TIMEOUT (bounded)."""
+    give_up = time.monotonic() + PUBLISH_TIMEOUT
+    while time.monotonic() < give_up:
+        published = emulator.publishes(topic_urn)
+        if published:
+            time.sleep(0.5)  # a second one, if the function sent one, shows in the count
+            return emulator.publishes(topic_urn)
+        time.sleep(0.1)
+    return []
+
+
+SCENARIOS = {"restore": restore_story, "outage": outage_story, "give-up": give_up_story}
 
 
 def _api_settings(api: str, url: str) -> dict[str, str]:

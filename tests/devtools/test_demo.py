@@ -122,3 +122,23 @@ def test_the_outage_demo_holds_the_storm_with_the_breaker_and_restores_every_hel
     assert sent and int(sent[1]) == 12 + int(deferred[1]) and int(sent[2]) == 24
     assert "demo-secret-key" not in out + done.stderr
     assert re.search(r"^demo succeeded in \d+\.\d s$", out, re.M)
+
+
+def test_the_give_up_demo_shows_one_message_at_the_emulators_smn_topic():
+    """`make demo SCENARIO=give-up`: the budget is spent, and the operators are told once."""
+    done = run_demo(["--scenario", "give-up"], CALLERS_SETTINGS)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "the failure event is answered restored; then the run fails again" in out
+    assert '"outcome": "budget_exhausted"' in out
+    assert "SMN topic workflow-restore-alerts received 1 message(s)" in out
+    assert "subject: [obs-workflow-restore] gave up on nightly-etl/run-20261127-0200" in out
+    assert "--execution run-20261127-0200 --force" in out  # what the operator can do next
+    assert "demo-secret-key" not in out + done.stderr
+
+
+def test_the_give_up_demo_refuses_the_obs_api_with_a_reason():
+    """Only the DWR emulator serves SMN: asked for OBS, the demo says so and fails."""
+    done = run_demo(["--scenario", "give-up", "--api", "obs"], CALLERS_SETTINGS)
+    assert done.returncode == 1
+    assert "needs --api dwr" in done.stderr

@@ -32,10 +32,14 @@ test: lint
 	$(BIN)/pytest
 
 # The current workflow API, DWR; `make demo API=obs` shows the same story on the OBS one.
+# `make demo SCENARIO=outage` shows outage mode instead: a broken downstream, the breaker opening
+# and closing, every held failure restored once (about 25 s: the shortest breaker cooldown);
+# `make demo SCENARIO=give-up` the give-up message that reaches the operators' SMN topic.
 API ?= dwr
+SCENARIO ?= restore
 
 demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
-	$(BIN)/python -m handler.devtools.demo --api $(API)
+	$(BIN)/python -m handler.devtools.demo --api $(API) --scenario $(SCENARIO)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

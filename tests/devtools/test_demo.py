@@ -98,3 +98,47 @@ def test_make_demo_installs_only_what_the_demo_runs(tmp_path):
     done = run_demo([], {"PYTHONPATH": str(tmp_path)})  # the function server inherits it
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"outcome": "duplicate"' in done.stdout
+
+
+def test_the_outage_demo_holds_the_storm_with_the_breaker_and_restores_every_held_failure_once():
+    """`make demo SCENARIO=outage`: what it prints is what happened (its own checks decide
+    the exit status, and the counts it prints are checked against each other here)."""
+    done = run_demo(["--scenario", "outage"], CALLERS_SETTINGS)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "first wave, 12 failure events: 12 restored" in out
+    assert re.search(r"^    WARNING breaker opened for graph nightly-etl: 3 executions", out, re.M)
+    deferred = re.search(
+        r"second wave, 12 failure events again: (\d+) restored, (\d+) deferred", out
+    )
+    assert deferred and int(deferred[1]) + int(deferred[2]) == 12 and int(deferred[2]) > 0
+    assert re.search(r"a deferred answer says: breaker open since \S+Z, next canary at \S+Z", out)
+    assert re.search(r"canary: run-\d\d restored", out)
+    assert re.search(r"^    INFO breaker closed for graph nightly-etl: canary run-\d\d", out, re.M)
+    assert out.index("breaker opened") < out.index("is fixed") < out.index("breaker closed")
+    assert "held failures restored: 11 (" in out  # the canary is the twelfth
+    assert "12 of 12 running; after the fix each was restored exactly once." in out
+    sent = re.search(r"broken: (\d+) with the breaker, (\d+) without one", out)
+    assert sent and int(sent[1]) == 12 + int(deferred[1]) and int(sent[2]) == 24
+    assert "demo-secret-key" not in out + done.stderr
+    assert re.search(r"^demo succeeded in \d+\.\d s$", out, re.M)
+
+
+def test_the_give_up_demo_shows_one_message_at_the_emulators_smn_topic():
+    """`make demo SCENARIO=give-up`: the budget is spent, and the operators are told once."""
+    done = run_demo(["--scenario", "give-up"], CALLERS_SETTINGS)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "the failure event is answered restored; then the run fails again" in out
+    assert '"outcome": "budget_exhausted"' in out
+    assert "SMN topic workflow-restore-alerts received 1 message(s)" in out
+    assert "subject: [obs-workflow-restore] gave up on nightly-etl/run-20261127-0200" in out
+    assert "--execution run-20261127-0200 --force" in out  # what the operator can do next
+    assert "demo-secret-key" not in out + done.stderr
+
+
+def test_the_give_up_demo_refuses_the_obs_api_with_a_reason():
+    """Only the DWR emulator serves SMN: asked for OBS, the demo says so and fails."""
+    done = run_demo(["--scenario", "give-up", "--api", "obs"], CALLERS_SETTINGS)
+    assert done.returncode == 1
+    assert "needs --api dwr" in done.stderr

@@ -278,7 +278,7 @@ class Escalation:
             f"Outcome: {result.outcome.value}",
             f"Reason: {result.shown_reason}",
             f"Rule: {result.rule or '(none)'}",
-            f"Execution error: {result.execution_error or '(not given by the API)'}",
+            f"Execution error: {result.execution_error or '(not known: the API gives none, or was not asked)'}",
         ]
         if result.error_code:
             lines.append(f"Error: {result.error_code} {result.error_message or ''}".rstrip())

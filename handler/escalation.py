@@ -56,6 +56,8 @@ _DIGEST_SUBJECT = "notify-digest"
 # Outbox entries read per flush: the store hands back due entries of every kind, longest due
 # first, so this is generous; a flush is bounded in time anyway.
 _OUTBOX_READ = 500
+# Why no error text: OBS gives none, and DWR's is read only when a rule or check queried it.
+_UNKNOWN_ERROR = "(not known: the API gives none, or was not asked)"
 _SENDING_TTL = 60.0  # how long one flush may hold a message before another may send it
 DEFAULT_FLUSH_SECONDS = 5.0
 
@@ -278,7 +280,7 @@ class Escalation:
             f"Outcome: {result.outcome.value}",
             f"Reason: {result.shown_reason}",
             f"Rule: {result.rule or '(none)'}",
-            f"Execution error: {result.execution_error or '(not known: the API gives none, or was not asked)'}",
+            f"Execution error: {result.execution_error or _UNKNOWN_ERROR}",
         ]
         if result.error_code:
             lines.append(f"Error: {result.error_code} {result.error_message or ''}".rstrip())

@@ -217,6 +217,16 @@ NOTES = {
         "CPU-bound on one core shared with the emulator and the generator, and the ratio "
         "moved between 1.3x and 1.6x from run to run."
     ),
+    "storm": (
+        "Re-restores while broken exceed threshold + canaries: traced on one graph (20 "
+        "failures, 2/s, threshold 5), the breaker counts distinct re-failed executions, "
+        "while the rate's few slots per sweep go to the most recently stopped failures - the "
+        "ones just restored, which re-failed at once - so each is restored again until its "
+        "budget (`RESTORE_MAX_RESTORES`, 3) is spent before new executions are tried. Waste "
+        "before the opening is then about (threshold - 1) x (max restores - 1) per graph, "
+        "not threshold - 1; counting a re-failure's restores, or not re-restoring an "
+        "execution that re-failed while its graph has not yet been judged, would meet it."
+    ),
     "memory": (
         "Peak RSS of the server tree: ours 81.5 MiB against 89.1 MiB (0.92x over TLS, 0.93x "
         "plain); the worker alone is a little larger than the naive one's (it imports the "

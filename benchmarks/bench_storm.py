@@ -16,8 +16,9 @@ same storm with ``RESTORE_RATE_LIMIT=off`` and ``RESTORE_BREAKER_THRESHOLD=0``):
    the emulator ÷ failures (goal ≤ 1.02: nothing sent twice);
 3. **restores wasted while it is broken** (``break_downstream(0)``: every restored run fails
    again at once): accepted restores per graph during a bounded broken period, split into
-   the first wave (first restores, sent before anything had re-failed) and the re-restores
-   (the goal, ≤ threshold + canaries per graph, is held against the re-restores).
+   the first wave (each execution's first restore: nothing had told the function yet that
+   this execution would fail again) and the re-restores (the goal, ≤ threshold + canaries
+   per graph, is held against the re-restores).
 
 Every loop is bounded (``max_sweeps``); the clock stays within minutes of the real one
 because the emulator refuses requests signed far from its own time.

@@ -12,16 +12,12 @@ from __future__ import annotations
 import atexit
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from handler.client import DwrClient, RetrySchedule, WorkflowApi, WorkflowClient
-from handler.client.ces import CesClient
-from handler.client.smn import SmnClient
 from handler.credentials import Credentials
-from handler.escalation import DEFAULT_FLUSH_SECONDS, Escalation
 from handler.intake import Item
 from handler.invocation import Invocation
-from handler.metrics import InvocationMetrics
 from handler.outage import BreakerEvent, Outage
 from handler.outcomes import Answer
 from handler.pipeline.admission import Admission
@@ -34,6 +30,13 @@ from handler.report import Reporter, SinkSender, configure_logging
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable, open_store_deferred
 from handler.sweep import SweepRequest, SweepSummary
+
+if TYPE_CHECKING:  # built only when configured: an unconfigured cold start never reads them
+    from handler.escalation import Escalation
+    from handler.metrics import InvocationMetrics
+
+# How long the end of an invocation (or a process) may spend sending messages and metrics.
+NOTIFY_FLUSH_SECONDS = 5.0
 
 
 class Runtime:
@@ -130,7 +133,7 @@ class Runtime:
         self.flush_notifications(timeout / 2)
         return self.reporter.flush(max(0.0, timeout - (time.monotonic() - started)))
 
-    def flush_notifications(self, seconds: float = DEFAULT_FLUSH_SECONDS) -> int:
+    def flush_notifications(self, seconds: float = NOTIFY_FLUSH_SECONDS) -> int:
         """Send the invocation's metrics and the outbox's give-up messages within
         ``seconds``; how many messages SMN took."""
         started = time.monotonic()
@@ -178,6 +181,8 @@ def _escalation(
     notify = settings.notify
     if notify is None:
         return None
+    from handler.client.smn import SmnClient
+    from handler.escalation import Escalation
 
     def publisher(credentials: Credentials) -> SmnClient:
         return SmnClient(
@@ -200,6 +205,8 @@ def _metrics(
     metrics = settings.metrics
     if metrics is None:
         return None
+    from handler.client.ces import CesClient
+    from handler.metrics import InvocationMetrics
 
     def sender(credentials: Credentials) -> CesClient:
         return CesClient(

@@ -55,6 +55,11 @@ once because something they share broke:
   (re-failures that stopped before it are not counted again), and an open breaker nobody
   came back to for a window after its canary was due is forgotten (closed, without a line).
 
+For operators reading what happened: :meth:`~StateStore.ledger_append` and
+:meth:`~StateStore.ledger` keep a bounded list of entries per execution (each expiring by
+itself), and :meth:`~StateStore.record_sweep` / :meth:`~StateStore.last_sweep` the newest
+sweep's summary.
+
 An operator's pause (:meth:`~StateStore.pause`, :meth:`~StateStore.resume`,
 :meth:`~StateStore.pauses`) is one record per graph (or ``"*"``), expiring by itself at its
 ``until``: every instance's admission reads it, so a pause holds across the fleet.
@@ -440,6 +445,28 @@ class StateStore(Protocol):
         """Release connections; the store is not used afterwards."""
         ...
 
+    def ledger_append(
+        self, graph: str, execution: str, entries: list[dict], *, keep: float, max_entries: int
+    ) -> None:
+        """Append ``entries`` (JSON objects, in order) to the ledger of ``execution`` of
+        ``graph``, in one atomic step with the trim: each entry is kept ``keep`` seconds, and
+        the ledger holds at most ``max_entries``, the newest (older ones are dropped first).
+        The ledger is what an operator reads of one execution (``history``)."""
+        ...
+
+    def ledger(self, graph: str, execution: str) -> list[dict]:
+        """The entries of ``execution``'s ledger still kept, oldest first (appended order)."""
+        ...
+
+    def record_sweep(self, summary: dict) -> None:
+        """Keep ``summary`` as the newest sweep's, replacing the one before (one small
+        record, never expiring: ``status`` shows when the last sweep ran, however long ago)."""
+        ...
+
+    def last_sweep(self) -> dict | None:
+        """The summary :meth:`record_sweep` kept last, or None when no sweep was recorded."""
+        ...
+
 
 def new_token() -> str:
     """A marker's or reservation's owner: unguessable, so no other caller can release it."""
@@ -518,3 +545,19 @@ def recent_view(dedupe: list[dict], budget: list[dict], limit: int) -> dict:
 def _newest_first(items: list[dict], by: str, limit: int) -> list[dict]:
     items.sort(key=lambda item: item[by], reverse=True)
     return items[: max(limit, 0)]
+
+
+def ledger_batch(
+    graph: str, execution: str, entries: list[dict], keep: float, max_entries: int
+) -> tuple[float, int, list[str]]:
+    """:meth:`~StateStore.ledger_append`'s checked arguments: the retention, the bound, and
+    each entry serialised - before any I/O, so a bad call fails alike on every backend."""
+    check_text("graph", graph)
+    check_text("execution", execution)
+    keep = positive_seconds("keep", keep)
+    max_entries = check_limit(max_entries)
+    if max_entries < 1:
+        raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+    if not isinstance(entries, list):
+        raise TypeError(f"entries must be a list, not {type(entries).__name__}")
+    return keep, max_entries, [dump_record(entry) for entry in entries]

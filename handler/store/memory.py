@@ -33,6 +33,7 @@ from handler.store.base import (
     check_time,
     dump_record,
     free_slot_at,
+    ledger_batch,
     new_token,
     positive_seconds,
     recent_view,
@@ -64,6 +65,9 @@ class MemoryStore:
         self._refailures: dict[str, dict[str, tuple[float, float]]] = {}
         # paused subject (a graph or "*") -> (record_json, until)
         self._pauses: dict[str, tuple[str, float]] = {}
+        # (graph, execution) -> its ledger, oldest first: (entry_json, expires_at)
+        self._ledgers: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        self._last_sweep: str | None = None
         self._calls = 0
 
     @property
@@ -444,6 +448,7 @@ class MemoryStore:
         self._calls += 1
         entries = len(self._dedupe) + len(self._budget) + len(self._seen) + len(self._deferred)
         entries += len(self._rate) + len(self._breakers) + len(self._refailures)
+        entries += len(self._ledgers)
         if self._calls < max(64, entries):
             return
         self._calls = 0
@@ -473,3 +478,37 @@ class MemoryStore:
                 del kept[name]
             if not kept:
                 del self._refailures[graph]
+        for name in list(self._ledgers):
+            self._ledgers[name] = [e for e in self._ledgers[name] if e[1] > now]
+            if not self._ledgers[name]:
+                del self._ledgers[name]
+
+    def ledger_append(
+        self, graph: str, execution: str, entries: list[dict], *, keep: float, max_entries: int
+    ) -> None:
+        keep, max_entries, data = ledger_batch(graph, execution, entries, keep, max_entries)
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            held = self._ledgers.setdefault((graph, execution), [])
+            held[:] = [entry for entry in held if entry[1] > now]
+            held.extend((item, now + keep) for item in data)
+            del held[: max(0, len(held) - max_entries)]
+
+    def ledger(self, graph: str, execution: str) -> list[dict]:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        with self._lock:
+            now = self._clock()
+            held = list(self._ledgers.get((graph, execution), ()))
+        return [json.loads(data) for data, expires_at in held if expires_at > now]
+
+    def record_sweep(self, summary: dict) -> None:
+        data = dump_record(summary)
+        with self._lock:
+            self._last_sweep = data
+
+    def last_sweep(self) -> dict | None:
+        with self._lock:
+            data = self._last_sweep
+        return json.loads(data) if data is not None else None

@@ -39,6 +39,7 @@ from handler.store.base import (
     check_text,
     check_time,
     dump_record,
+    ledger_batch,
     new_token,
     positive_seconds,
     recent_view,
@@ -52,6 +53,7 @@ from handler.store.redis_scripts import (
     FIRST_SEEN_LUA,
     FORGET_LUA,
     LATE,
+    LEDGER_APPEND_LUA,
     READ_BREAKER_LUA,
     RECORD_REFAILURE_LUA,
     REDIS_EXPIRY_GRACE_MS,
@@ -178,6 +180,7 @@ class RedisStore:
         self._reopen_breaker = self._redis.register_script(REOPEN_BREAKER_LUA)
         self._release_canary = self._redis.register_script(RELEASE_CANARY_LUA)
         self._reset_breaker = self._redis.register_script(RESET_BREAKER_LUA)
+        self._ledger_append = self._redis.register_script(LEDGER_APPEND_LUA)
 
     @property
     def describe(self) -> str:
@@ -732,6 +735,49 @@ class RedisStore:
         except self._errors as exc:
             detail = self._scrub(f"{type(exc).__name__}: {exc}")
             raise StoreUnavailable(f"state store {self._describe} unavailable: {detail}") from None
+
+    def ledger_append(
+        self, graph: str, execution: str, entries: list[dict], *, keep: float, max_entries: int
+    ) -> None:
+        keep, max_entries, data = ledger_batch(graph, execution, entries, keep, max_entries)
+        now = self._clock()
+        with self._guard():
+            self._ledger_append(
+                keys=[self._ledger_key(graph, execution)],
+                args=[
+                    repr(now),
+                    max_entries,
+                    _redis_ttl_ms(keep),
+                    *(f"{now + keep!r}|{item}" for item in data),
+                ],
+            )
+
+    def ledger(self, graph: str, execution: str) -> list[dict]:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        with self._guard():
+            members = self._redis.lrange(self._ledger_key(graph, execution), 0, -1)
+        now = self._clock()
+        return [entry for entry in (_ledger_entry(m, now) for m in members) if entry is not None]
+
+    def record_sweep(self, summary: dict) -> None:
+        data = dump_record(summary)
+        with self._guard():
+            self._redis.set(f"{self._prefix}last-sweep", data)
+
+    def last_sweep(self) -> dict | None:
+        with self._guard():
+            data = self._redis.get(f"{self._prefix}last-sweep")
+        return json.loads(data) if data is not None else None
+
+    def _ledger_key(self, graph: str, execution: str) -> str:
+        return f"{self._prefix}ledger:{quote(graph, safe='')}/{quote(execution, safe='')}"
+
+
+def _ledger_entry(member: str, now: float) -> dict | None:
+    """A ledger member ("expires_at|entry") as its entry, or None once expired."""
+    expires_at, _, data = member.partition("|")
+    return json.loads(data) if float(expires_at) > now else None
 
 
 def _breaker_state(graph: str, answer: list) -> BreakerState:

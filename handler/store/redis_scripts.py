@@ -469,3 +469,21 @@ if record and record.state ~= 'closed' then return 1 end
 return 0
 """
 )
+
+# KEYS[1] the execution's ledger (a list, oldest first, each "expires_at|entry"); ARGV: now,
+# max_entries, redis_ttl_ms, then the entries. Append and trim in one step: the newest
+# max_entries are kept, and expired ones are dropped from the head (entries are appended in
+# time order; the loop is bounded by the list's length, at most max_entries).
+LEDGER_APPEND_LUA = """
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+local now = tonumber(ARGV[1])
+for _ = 1, redis.call('LLEN', KEYS[1]) do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  local bar = string.find(head, '|', 1, true)
+  if bar and tonumber(string.sub(head, 1, bar - 1)) > now then break end
+  redis.call('LPOP', KEYS[1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""

@@ -53,6 +53,7 @@ from handler.store.base import (
     check_time,
     dump_record,
     free_slot_at,
+    ledger_batch,
     new_token,
     positive_seconds,
 )
@@ -138,6 +139,21 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS breaker_refailures_graph_at ON breaker_refailures (graph, at)",
     "CREATE INDEX IF NOT EXISTS breaker_refailures_expires_at ON breaker_refailures (expires_at)",
+    # One row per ledger entry; seq orders an execution's entries as they were appended.
+    """CREATE TABLE IF NOT EXISTS ledger (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        graph TEXT NOT NULL,
+        execution TEXT NOT NULL,
+        entry TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS ledger_execution ON ledger (graph, execution, seq)",
+    "CREATE INDEX IF NOT EXISTS ledger_expires_at ON ledger (expires_at)",
+    # The newest sweep's summary: one row, replaced by each sweep.
+    """CREATE TABLE IF NOT EXISTS last_sweep (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        summary TEXT NOT NULL
+    )""",
 )
 _BREAKER_COLUMNS = (
     "state, expires_at, opened_at, cooldown, canary_token, canary_execution, canary_at, closed_at"
@@ -836,9 +852,48 @@ class SQLiteStore:
         tables = (
             "dedupe", "budget", "first_seen", "deferred", "rate_slots", "breakers", "pauses",
         )  # fmt: skip
-        for table in (*tables, "breaker_refailures"):
+        for table in (*tables, "breaker_refailures", "ledger"):
             db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names
                 f" (SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",
                 (now, PURGE_BATCH),
             )
+
+    def ledger_append(
+        self, graph: str, execution: str, entries: list[dict], *, keep: float, max_entries: int
+    ) -> None:
+        keep, max_entries, data = ledger_batch(graph, execution, entries, keep, max_entries)
+        with self._write() as db:
+            now = self._clock()
+            self._purge(db, now)
+            db.executemany(
+                "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
+                [(graph, execution, item, now + keep) for item in data],
+            )
+            db.execute(
+                "DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE graph = ?"
+                " AND execution = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+                (graph, execution, max_entries),
+            )
+
+    def ledger(self, graph: str, execution: str) -> list[dict]:
+        check_text("graph", graph)
+        check_text("execution", execution)
+        now = self._clock()
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT entry FROM ledger WHERE graph = ? AND execution = ? AND expires_at > ?"
+                " ORDER BY seq",
+                (graph, execution, now),
+            ).fetchall()
+        return [json.loads(entry) for (entry,) in rows]
+
+    def record_sweep(self, summary: dict) -> None:
+        data = dump_record(summary)
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO last_sweep (id, summary) VALUES (1, ?)", (data,))
+
+    def last_sweep(self) -> dict | None:
+        with self._read() as db:
+            row = db.execute("SELECT summary FROM last_sweep WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row is not None else None

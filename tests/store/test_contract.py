@@ -777,3 +777,91 @@ def test_a_pause_with_a_bad_argument_fails_before_any_io(store):
         store.pause("", {}, 1.0)
     with pytest.raises(TypeError):
         store.pause("g", "not a dict", 1.0)
+
+
+# --- the ledger and the last sweep ------------------------------------------------------------
+
+
+def test_a_ledger_keeps_its_entries_in_the_order_appended_per_execution(store):
+    store.ledger_append("g", "e1", [{"n": 1}, {"n": 2}], keep=HOUR, max_entries=50)
+    store.ledger_append("g", "e2", [{"n": 9}], keep=HOUR, max_entries=50)
+    store.ledger_append("g", "e1", [{"n": 3}], keep=HOUR, max_entries=50)
+    assert store.ledger("g", "e1") == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert store.ledger("g", "e2") == [{"n": 9}]
+    assert store.ledger("g", "never") == []
+    assert store.ledger("other", "e1") == []
+
+
+def test_a_ledger_holds_at_most_max_entries_the_newest(store):
+    for n in range(7):
+        store.ledger_append("g", "e", [{"n": n}], keep=HOUR, max_entries=5)
+    assert [entry["n"] for entry in store.ledger("g", "e")] == [2, 3, 4, 5, 6]
+    store.ledger_append("g", "e", [{"n": 7}, {"n": 8}, {"n": 9}], keep=HOUR, max_entries=5)
+    assert [entry["n"] for entry in store.ledger("g", "e")] == [5, 6, 7, 8, 9]
+
+
+def test_ledger_entries_expire_after_keep_each_by_itself(store, clock):
+    store.ledger_append("g", "e", [{"n": 1}], keep=HOUR, max_entries=50)
+    clock.advance(HOUR / 2)
+    store.ledger_append("g", "e", [{"n": 2}], keep=HOUR, max_entries=50)
+    clock.advance(HOUR / 2 + 1)
+    assert store.ledger("g", "e") == [{"n": 2}]
+    store.ledger_append("g", "e", [{"n": 3}], keep=HOUR, max_entries=50)
+    assert store.ledger("g", "e") == [{"n": 2}, {"n": 3}]
+    clock.advance(HOUR)
+    assert store.ledger("g", "e") == []
+
+
+def test_ledger_names_with_separators_never_meet(store):
+    store.ledger_append("a/b", "c", [{"n": 1}], keep=HOUR, max_entries=50)
+    store.ledger_append("a", "b/c", [{"n": 2}], keep=HOUR, max_entries=50)
+    assert store.ledger("a/b", "c") == [{"n": 1}]
+    assert store.ledger("a", "b/c") == [{"n": 2}]
+
+
+def test_ledger_arguments_are_checked_before_any_io(store):
+    with pytest.raises(ValueError):
+        store.ledger_append("", "e", [{}], keep=HOUR, max_entries=50)
+    with pytest.raises(ValueError):
+        store.ledger_append("g", "e", [{}], keep=0, max_entries=50)
+    with pytest.raises(ValueError):
+        store.ledger_append("g", "e", [{}], keep=HOUR, max_entries=0)
+    with pytest.raises(TypeError):
+        store.ledger_append("g", "e", ["not an object"], keep=HOUR, max_entries=50)
+    with pytest.raises(ValueError):
+        store.ledger("g", "")
+    assert store.ledger("g", "e") == []
+
+
+def test_twenty_threads_appending_to_one_ledger_keep_exactly_the_bound(make_store):
+    store = make_store()
+    done = iter(range(20))
+    lock = threading.Lock()
+
+    def append() -> None:
+        with lock:
+            n = next(done)
+        store.ledger_append("g", "e", [{"n": n}, {"n": n}], keep=HOUR, max_entries=25)
+
+    run_threads(20, append)
+    kept = store.ledger("g", "e")
+    assert len(kept) == 25
+    # An append and its trim are one step: an entry's pair is never split but at the cut.
+    counts = {}
+    for entry in kept:
+        counts[entry["n"]] = counts.get(entry["n"], 0) + 1
+    assert sorted(counts.values())[1:] == [2] * (len(counts) - 1)
+
+
+def test_the_last_sweep_is_the_newest_recorded_and_survives_a_reopen(make_store, clock):
+    store = make_store(clock)
+    assert store.last_sweep() is None
+    store.record_sweep({"at": 1.0, "failuresFound": 3})
+    store.record_sweep({"at": 2.0, "failuresFound": 0})
+    assert store.last_sweep() == {"at": 2.0, "failuresFound": 0}
+    clock.advance(30 * 24 * HOUR)  # a sweep long ago is still the last one
+    assert store.last_sweep() == {"at": 2.0, "failuresFound": 0}
+    if make_store.kind != "memory":  # the shared backends: another instance reads it
+        assert make_store(clock).last_sweep() == {"at": 2.0, "failuresFound": 0}
+    with pytest.raises(TypeError):
+        store.record_sweep(["not", "an", "object"])

@@ -41,6 +41,7 @@ from handler.client.sending import SendOutcome, SendResult
 from handler.client.smn import SmnClient
 from handler.credentials import Credentials
 from handler.invocation import Invocation
+from handler.ledger import Ledger
 from handler.outage import BreakerEvent
 from handler.outcomes import Outcome, Result
 from handler.report import Reporter
@@ -112,6 +113,8 @@ class Escalation:
         self._credentials = credentials
         self._clock = clock
         self._clients: dict[Credentials, SmnClient] = {}
+        # Each message's steps go into its execution's ledger (``history``).
+        self._ledger = Ledger(store, settings.dedupe_retention, reporter, clock)
 
     # --- the observer -------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class Escalation:
             self._log(logging.ERROR, "give-up not queued", result, detail=str(exc))
             return
         self._log(logging.INFO, "give-up queued", result)
+        self._ledger.notification(result.graph_name, result.execution_name, "queued", why=why)
 
     def breaker(self, event: BreakerEvent) -> None:
         """Queue a message that a graph's breaker opened, reopened or closed.
@@ -248,7 +252,32 @@ class Escalation:
                 }
                 self._quietly(self._store.finish, key, token, record, self._retention)
         self._log_send(outcome, result, entries)
+        self._note_sent(outcome, result, entries)
         return outcome
+
+    def _note_sent(
+        self,
+        outcome: SendOutcome,
+        result: SendResult | None,
+        entries: Sequence[tuple[str, str, dict[str, Any]]],
+    ) -> None:
+        """Each give-up's ledger: sent (alone, or folded into a digest of how many), kept
+        for the next invocation (SMN did not take it), or refused for good."""
+        state = {SendOutcome.ACCEPTED: "sent", SendOutcome.TRANSIENT: "kept"}.get(
+            outcome, "refused"
+        )
+        for _, _, message in entries:
+            graph, execution = message.get("graphName"), message.get("executionName")
+            if not graph or not execution:
+                continue  # a breaker's message: no execution's
+            self._ledger.notification(
+                graph,
+                execution,
+                state,
+                digest=len(entries) if len(entries) > 1 else None,
+                messageId=result.message_id if result is not None else None,
+                errorCode=result.error_code if result is not None else None,
+            )
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -122,6 +122,10 @@ class Result:
     # When the failure stopped (wall-clock seconds), when the item or a query said: what
     # observers measure the time to restore from. Not answered, logged or recorded.
     failed_at: float | None = None
+    # How the failure came in - "event", "sweep" or "cli" - for a restore item (None for
+    # a request that was no failure to restore): for the execution's ledger. Not answered,
+    # logged or recorded.
+    door: str | None = None
 
     @classmethod
     def duplicate(cls, item: Item, record: Mapping[str, Any], reason: str, **fields: Any) -> Result:

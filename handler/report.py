@@ -114,6 +114,12 @@ class Reporter:
         """The state store failed outside an item (a sweep's lease): why, for the operator."""
         self._logger.error("state store unavailable", extra={"fields": {"detail": detail}})
 
+    def ledger_not_written(self, detail: str, graph: str, execution: str) -> None:
+        """An execution's ledger entry could not be written (:mod:`handler.ledger`): the
+        outcome stands; ``history`` will miss that entry."""
+        fields = {"graphName": graph, "executionName": execution, "detail": detail}
+        self._logger.warning("ledger not written", extra={"fields": fields})
+
     def sweep_summary(self, summary: dict[str, Any], invocation_id: str) -> None:
         """The one line a sweep ends with; ERROR when a graph could not be listed."""
         level = logging.ERROR if summary.get("errors") else logging.INFO

@@ -18,6 +18,7 @@ from handler.client import DwrClient, RetrySchedule, WorkflowApi, WorkflowClient
 from handler.credentials import Credentials
 from handler.intake import Item
 from handler.invocation import Invocation
+from handler.ledger import Ledger, iso_utc
 from handler.outage import BreakerEvent, Outage
 from handler.outcomes import Answer
 from handler.pipeline.admission import Admission
@@ -29,7 +30,12 @@ from handler.pipeline.sweeper import Sweeper
 from handler.report import Reporter, SinkSender, configure_logging
 from handler.settings import Settings
 from handler.store import StateStore, StoreUnavailable, open_store_deferred
-from handler.sweep import SweepRequest, SweepSummary
+from handler.sweep import (
+    STOPPED_IN_PROGRESS,
+    STOPPED_STORE_UNAVAILABLE,
+    SweepRequest,
+    SweepSummary,
+)
 
 if TYPE_CHECKING:  # built only when configured: an unconfigured cold start never reads them
     from handler.escalation import Escalation
@@ -58,10 +64,15 @@ class Runtime:
         self.settings = settings
         self.store = store
         self.reporter = reporter
+        self.clock = clock
         client_class, connect = _connector(settings)
         self.clients = Clients(
             connect, _static_credentials(settings), gives_error_text=client_class.gives_error_text
         )
+        # Each execution's ledger (``history``): first, so an outcome's entry comes before
+        # the give-up message it leads to.
+        self.ledger = Ledger(store, settings.dedupe_retention, reporter, clock)
+        observers = (self.ledger, *observers)
         # Give-up messages (RESTORE_NOTIFY_TOPIC_URN): queued by an observer, sent at flush.
         self.escalation = _escalation(settings, store, reporter, clock)
         if self.escalation is not None:
@@ -108,8 +119,23 @@ class Runtime:
         return self.restorer.run(items, invocation)
 
     def sweep(self, request: SweepRequest, invocation: Invocation) -> tuple[Answer, SweepSummary]:
-        """One sweep (:class:`~handler.pipeline.sweeper.Sweeper`)."""
-        return self.sweeper.sweep(request, invocation)
+        """One sweep (:class:`~handler.pipeline.sweeper.Sweeper`); its summary is kept in
+        the store for ``status``."""
+        answer, summary = self.sweeper.sweep(request, invocation)
+        self._record_sweep(summary, dry_run=invocation.dry_run or request.dry_run)
+        return answer, summary
+
+    def _record_sweep(self, summary: SweepSummary, *, dry_run: bool) -> None:
+        """Keep the newest sweep's summary - not a dry run's (it changes nothing), nor one
+        that did not run because another held the lease (that one's summary is the news).
+        A store that cannot keep it is logged; the sweep's answer stands."""
+        if dry_run or summary.stopped in (STOPPED_IN_PROGRESS, STOPPED_STORE_UNAVAILABLE):
+            return
+        document = {"finishedAt": iso_utc(self.clock()), **summary.document()}
+        try:
+            self.store.record_sweep(document)
+        except StoreUnavailable as exc:
+            self.reporter.store_problem(str(exc))
 
     def rejected(self, code: str, message: str, status: int, invocation: Invocation) -> Answer:
         """A delivery the intake could not read at all: one log line, no items."""

@@ -7,6 +7,8 @@ Restores are the budget's reservations within the last hour and day; ``gaveUp`` 
 ``budget_exhausted`` and ``failed`` outcomes the store still keeps (the dedupe retention). The
 counts come from the store's recent records (at most :data:`RECENT_LIMIT` of each, newest
 first): ``countsLeftOff`` says there were more, and the counts are the newest ones only.
+``lastSweep`` is the newest sweep's summary as the store keeps it (when it finished, how long
+it took, why it stopped early if it did, what it found and what became of it), or null.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def status_document(store: StateStore, clock: Callable[[], float] = time.time) -
         "allPaused": pauses.get("*"),
         "graphs": dict(sorted(graphs.items())),
         "countsLeftOff": len(records) >= RECENT_LIMIT,
+        "lastSweep": store.last_sweep(),
         "at": now,
     }
 
@@ -75,31 +78,12 @@ def status_document(store: StateStore, clock: Callable[[], float] = time.time) -
 def history_document(
     store: StateStore, graph: str, execution: str, budget_window: float
 ) -> dict[str, Any]:
-    """What the store remembers of one execution: each outcome recorded for it (newest
-    first, among the store's :data:`RECENT_LIMIT` newest records), the restores its budget
-    holds within ``budget_window``, and its give-up message. Raises
-    :class:`~handler.store.StoreUnavailable`."""
-    outcomes, notification = [], None
-    notify_key = f"{_NOTIFY_PREFIX}{graph}/{execution}"
-    for entry in store.recent(RECENT_LIMIT).get("dedupe", []):
-        record = entry.get("record") or {}
-        if entry.get("key") == notify_key:
-            notification = {"state": entry.get("state"), **record}
-            continue
-        if record.get("graphName") != graph or record.get("executionName") != execution:
-            continue
-        outcomes.append({
-            "eventId": entry.get("key"),
-            **{name: record.get(name) for name in (
-                "outcome", "restoredAt", "requestId", "status", "rule", "reason", "errorCode",
-                "forced",
-            )},
-        })  # fmt: skip
-    restores = store.budget_times(f"{graph}/{execution}", budget_window)
+    """One execution's ledger (:mod:`handler.ledger`), oldest first - each failure seen, what
+    became of it, each give-up message - and the restores its budget holds within
+    ``budget_window``. Raises :class:`~handler.store.StoreUnavailable`."""
     return {
         "graphName": graph,
         "executionName": execution,
-        "outcomes": outcomes,
-        "restoresSentAt": restores,
-        "notification": notification,
+        "entries": store.ledger(graph, execution),
+        "restoresSentAt": store.budget_times(f"{graph}/{execution}", budget_window),
     }

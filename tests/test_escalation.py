@@ -158,26 +158,95 @@ def test_more_give_ups_than_the_digest_threshold_become_one_digest(tmp_path):
     assert all(f"{GRAPH}/{name}" in " ".join(subjects) + digest for name in executions)
 
 
-def test_history_lists_the_outcomes_the_restores_and_the_message_of_an_execution(
+def test_history_tells_each_failure_restore_give_up_and_message_of_an_execution_in_order(
     emulator, tmp_path, monkeypatch, capsys
 ):
     from handler.cli.commands import main as cli
+    from handler.rules import build_policy
 
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    runtime = runtime_on(settings_for(emulator), url, "history")
+    # A rule with error patterns: the function queries the execution first, so the ledger
+    # gets the execution's error text and stop time from the API.
+    policy = build_policy(
+        {"rules": [{"name": "missing-input", "restore_on": ["not found"], "max_restores": 1}]},
+        source="test", max_restores=1, window=86400,
+    )  # fmt: skip
+    settings = settings_for(emulator, restore_policy=policy)
+    runtime = runtime_on(settings, url, "history")
     try:
-        one_invocation(runtime, event(1))
-        one_invocation(runtime, event(2))
+        assert one_invocation(runtime, event(1)) == "restored"
+        # It failed again at once (the emulator's after_restore): the sweep finds it, and
+        # the budget's one restore is spent - a give-up, told by SMN.
+        answer, _ = runtime.sweep(SweepRequest.from_settings(settings), Invocation())
+        runtime.flush_events(5.0)
+        assert [r.outcome.value for r in answer.results] == ["budget_exhausted"]
+        one_invocation(runtime, event(1))  # a redelivery: answered, nothing new to tell
     finally:
         runtime.close()
+    (message,) = emulator.publishes()
     monkeypatch.setenv("RESTORE_STATE_URL", url)
     capsys.readouterr()
     assert cli(["history", f"{GRAPH}/{EXECUTION}", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert [o["outcome"] for o in document["outcomes"]] == ["budget_exhausted", "restored"]
+    entries = document["entries"]
+    assert [(e["kind"], e.get("outcome") or e.get("state")) for e in entries] == [
+        ("failure", None),
+        ("restore", "restored"),
+        ("failure", None),
+        ("decision", "budget_exhausted"),
+        ("notification", "queued"),
+        ("notification", "sent"),
+    ]
+    seen, restore, again, gave_up, queued, sent = entries
+    assert (seen["door"], seen["eventId"], seen["executionError"]) == ("event", "HC.DWR/evt-1", WHY)
+    assert seen["stoppedAt"].endswith("Z")  # the query's stop time, UTC ISO
+    assert restore["rule"] == "missing-input" and restore["requestId"]
+    assert restore["status"] == 200
+    assert again["door"] == "sweep" and again["eventId"].startswith("sweep:")
+    assert again["stoppedAt"].endswith("Z")  # the listing's stop time
+    assert gave_up["rule"] == "missing-input" and "1 restores" in gave_up["reason"]
+    assert queued["why"] == "restore budget exhausted"
+    assert sent["messageId"] == message.message_id and sent["digest"] is None
+    assert all(e["at"].endswith("Z") for e in entries)
     assert len(document["restoresSentAt"]) == 1
-    assert document["notification"]["notified"] is True
+
+    assert cli(["history", f"{GRAPH}/{EXECUTION}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{GRAPH}/{EXECUTION}"
+    assert len(lines) == 1 + len(entries) + 1  # one line per entry, then the budget's restores
+    assert "failure seen    via event" in lines[1] and WHY in lines[1]
+    assert "restore sent    restored" in lines[2] and restore["requestId"] in lines[2]
+    assert "not restored    budget_exhausted" in lines[4]
+    assert "message         sent" in lines[6]
     assert cli(["history", "not a name"]) == 2
+
+
+def test_a_ledger_the_store_cannot_write_is_logged_and_costs_the_outcome_nothing(
+    emulator, tmp_path, caplog
+):
+    from handler.store import StoreUnavailable
+    from handler.store.sqlite import SQLiteStore
+
+    class LedgerDown(SQLiteStore):
+        """A real store whose ledger writes fail, as a full or locked one's would."""
+
+        def ledger_append(self, *args, **kwargs):
+            raise StoreUnavailable("state store sqlite:///x unavailable: disk I/O error")
+
+    store = LedgerDown(str(tmp_path / "state.db"))
+    runtime = Runtime(settings_for(emulator), store, Reporter(logging.getLogger("down")))
+    try:
+        with caplog.at_level(logging.WARNING, logger="down"):
+            assert one_invocation(runtime, event(1)) == "restored"
+            assert one_invocation(runtime, event(2)) == "budget_exhausted"
+        assert one_invocation(runtime, event(2)) == "duplicate"  # the outcome was recorded
+    finally:
+        runtime.close()
+    assert emulator.restores(GRAPH, EXECUTION) == 1
+    assert len(emulator.publishes()) == 1  # the give-up was still told
+    unwritten = [r for r in caplog.records if r.getMessage() == "ledger not written"]
+    assert len(unwritten) >= 3  # two outcomes and the message's steps
+    assert store.ledger(GRAPH, EXECUTION) == []
 
 
 def test_a_message_smn_refuses_for_good_is_logged_and_not_sent_again(emulator, tmp_path, caplog):

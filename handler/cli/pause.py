@@ -50,14 +50,14 @@ def add_commands(commands: Any) -> None:
     status = commands.add_parser(
         "status",
         help="per graph: paused or breaker state, restores in the last hour and day, given up, "
-        "what waits",
+        "what waits; the last sweep",
         description="Needs only RESTORE_STATE_URL.",
     )
     status.add_argument("--json", action="store_true", help="print the document as JSON")
     status.set_defaults(run=_status)
     history = commands.add_parser(
         "history",
-        help="what the store remembers of one execution: outcomes, restores, its give-up message",
+        help="one execution's ledger: each failure seen, each restore, each give-up message",
         description="Needs only RESTORE_STATE_URL (and RESTORE_BUDGET_WINDOW).",
     )
     history.add_argument("subject", metavar="GRAPH/EXECUTION")
@@ -134,6 +134,7 @@ def _status(args: argparse.Namespace) -> int:
         rows.append((name, state, str(graph["restoredLastHour"]), str(graph["restoredLastDay"]),
                      str(graph["gaveUp"]), str(graph["deferredWaiting"]),
                      str(graph["notificationsWaiting"])))  # fmt: skip
+    print(_last_sweep_line(document["lastSweep"]))
     if len(rows) == 1:
         print(f"nothing recorded in {document['store']}")
         return EXIT_DONE
@@ -159,18 +160,66 @@ def _history(args: argparse.Namespace) -> int:
         print(json.dumps(document))
         return EXIT_DONE
     print(f"{graph}/{execution}")
-    for outcome in document["outcomes"]:
-        print(f"  {outcome['outcome']:<17} {outcome['eventId']}  rule {outcome['rule'] or '-'}"
-              f"  {outcome['reason'] or ''}".rstrip())  # fmt: skip
-    for at in document["restoresSentAt"]:
-        print(f"  restore sent at {_iso(at)}")
-    notification = document["notification"]
-    if notification:
-        sent = "notified" if notification.get("notified") else notification.get("state")
-        print(f"  give-up message: {sent} {notification.get('sentAt') or ''}".rstrip())
-    if not (document["outcomes"] or document["restoresSentAt"] or notification):
-        print("  nothing recorded")
+    for entry in document["entries"]:
+        print(f"  {history_line(entry)}")
+    if not document["entries"]:
+        print("  nothing in its ledger (kept for RESTORE_DEDUPE_RETENTION)")
+    restores = ", ".join(_iso(at) for at in document["restoresSentAt"]) or "none"
+    print(f"  restores its budget holds (RESTORE_BUDGET_WINDOW): {restores}")
     return EXIT_DONE
+
+
+def history_line(entry: dict[str, Any]) -> str:
+    """One ledger entry as one line: its time (UTC), what it was, then its facts."""
+    kind = entry.get("kind")
+    facts: list[str] = []
+    if kind == "failure":
+        what = f"failure seen    via {entry.get('door')}"
+        facts += [f"stopped {entry.get('stoppedAt') or 'not known'}", f"id {entry.get('eventId')}"]
+        if entry.get("executionError"):
+            facts.append(f"error: {entry['executionError']}")
+    elif kind in ("restore", "decision"):
+        label = "restore sent" if kind == "restore" else "not restored"
+        what = f"{label:<15} {entry.get('outcome')}"
+        facts.append(f"rule {entry.get('rule') or '-'}")
+        for name, shown in (("requestId", "request"), ("status", "status"),
+                            ("errorCode", "error"), ("forcedBy", "forced by")):  # fmt: skip
+            if entry.get(name) not in (None, ""):
+                facts.append(f"{shown} {entry[name]}")
+        if entry.get("reason"):
+            facts.append(f"- {entry['reason']}")
+    elif kind == "notification":
+        what = f"{'message':<15} {entry.get('state')}"
+        if entry.get("digest"):
+            facts.append(f"in a digest of {entry['digest']}")
+        for name, shown in (("why", "-"), ("messageId", "message id"), ("errorCode", "error")):
+            if entry.get(name):
+                facts.append(f"{shown} {entry[name]}")
+    else:  # written by a later version: shown, not lost
+        what = str(kind)
+        facts.append(json.dumps({k: v for k, v in entry.items() if k not in ("at", "kind")}))
+    return "  ".join([str(entry.get("at") or "-"), what, *facts])
+
+
+def _last_sweep_line(sweep: dict[str, Any] | None) -> str:
+    """The newest sweep in one line: when it finished, how long it took, what it found."""
+    if not sweep:
+        return "last sweep: none recorded"
+    outcomes = ", ".join(f"{n} {name}" for name, n in sorted(sweep.get("outcomes", {}).items()))
+    parts = [
+        f"last sweep: finished {sweep.get('finishedAt')}",
+        f"took {sweep.get('durationMs', 0) / 1000:.1f}s",
+        f"{sweep.get('graphsScanned')} graph(s)",
+        f"{sweep.get('failuresFound')} failure(s) found",
+        outcomes or "nothing handled",
+    ]
+    if sweep.get("waitingForNextSweep"):
+        parts.append(f"{sweep['waitingForNextSweep']} left for the next sweep")
+    if sweep.get("errors"):
+        parts.append(f"{len(sweep['errors']) + sweep.get('errorsLeftOff', 0)} error(s)")
+    if sweep.get("stopped"):
+        parts.append(f"stopped: {sweep['stopped']}")
+    return ", ".join(parts)
 
 
 def _operator() -> str:

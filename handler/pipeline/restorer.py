@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from handler.client import WorkflowApi, WorkflowResult
 from handler.intake import Item
+from handler.intake.items import RESTORE
 from handler.invocation import Invocation
 from handler.outcomes import Answer, Outcome, Result
 from handler.pipeline import classify, unanswered
@@ -270,4 +271,15 @@ class Restorer:
             maybe_applied=verdict.maybe_applied,
             detail=verdict.detail,
             failed_at=failed_at,
+            door=_door(item),
         )
+
+
+def _door(item: Item) -> str | None:
+    """How a restore item came in, for the ledger: a sweep's listing, the command line, or an
+    event (any envelope); None for a request that is no failure to restore."""
+    if item.verdict != RESTORE:
+        return None
+    if item.shape == SWEEP:
+        return "sweep"
+    return "cli" if item.shape == "cli" else "event"

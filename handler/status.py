@@ -4,7 +4,10 @@ give-up messages not yet sent) - read from the state store alone, so ``status`` 
 the store is reachable and ``GET /status`` answers the same document.
 
 Restores are the budget's reservations within the last hour and day; ``gaveUp`` counts the
-``budget_exhausted`` and ``failed`` outcomes the store still keeps (the dedupe retention). The
+executions given up on - ``budget_exhausted``, ``failed``, or ``skipped`` by a ``leave_on``
+rule, not forced - among the outcomes the store still keeps (the dedupe retention), each
+execution once however many events of it ended so; ``deferredWaiting`` every deferred failure
+remembered, due or not yet, and ``notificationsWaiting`` the give-up messages in the outbox. The
 counts come from the store's recent records (at most :data:`RECENT_LIMIT` of each, newest
 first): ``countsLeftOff`` says there were more, and the counts are the newest ones only.
 ``lastSweep`` is the newest sweep's summary as the store keeps it (when it finished, how long
@@ -26,6 +29,7 @@ WAITING_READ = 1000
 _HOUR, _DAY = 3600.0, 86400.0
 
 _GAVE_UP = frozenset({"budget_exhausted", "failed"})
+_LEFT_ALONE = "left alone: leave_on"  # the reason a leave_on rule gives
 _NOTIFY_PREFIX = "notify:"  # handler.escalation's key family
 
 
@@ -53,12 +57,16 @@ def status_document(store: StateStore, clock: Callable[[], float] = time.time) -
             if name:
                 graph(name)[field] += int(held.get("used") or 0)
     records = store.recent(RECENT_LIMIT).get("dedupe", [])
-    for entry in records:
-        record = entry.get("record") or {}
-        name = record.get("graphName")
-        if isinstance(name, str) and record.get("outcome") in _GAVE_UP:
-            graph(name)["gaveUp"] += 1
-    for key, entry in store.due_deferred(WAITING_READ):
+    gave_up = {
+        (record["graphName"], record.get("executionName"))
+        for record in (entry.get("record") or {} for entry in records)
+        if isinstance(record.get("graphName"), str) and _is_give_up(record)
+    }
+    for name, _ in gave_up:
+        graph(name)["gaveUp"] += 1
+    # Everything that waits, due or not yet: a failure a rule deferred for ten minutes waits
+    # as much as one due now.
+    for key, entry in store.waiting_deferred(WAITING_READ):
         if key.startswith(_NOTIFY_PREFIX):
             name = entry.get("graphName")
             if isinstance(name, str):
@@ -73,6 +81,17 @@ def status_document(store: StateStore, clock: Callable[[], float] = time.time) -
         "lastSweep": store.last_sweep(),
         "at": now,
     }
+
+
+def _is_give_up(record: dict[str, Any]) -> bool:
+    """Whether a recorded outcome is a give-up (as :mod:`handler.escalation` tells them):
+    budget exhausted, refused, or left alone by a ``leave_on`` rule - never a forced one."""
+    if record.get("forced"):
+        return False
+    if record.get("outcome") in _GAVE_UP:
+        return True
+    reason = record.get("reason")
+    return record.get("outcome") == "skipped" and str(reason).startswith(_LEFT_ALONE)
 
 
 def history_document(

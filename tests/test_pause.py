@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -145,7 +146,7 @@ def test_status_shows_the_pause_the_restores_and_the_give_ups_per_graph(
     assert cli(["status", "--json"]) == 0
     graphs = json.loads(capsys.readouterr().out)["graphs"]
     assert (graphs[GRAPH]["restoredLastHour"], graphs[GRAPH]["gaveUp"]) == (1, 0)
-    assert graphs["thumbnails"]["gaveUp"] == 1
+    assert graphs["thumbnails"]["gaveUp"] == 1  # not 2: an execution, however many events
     assert graphs["thumbnails"]["paused"]["reason"] == "quota"
     assert cli(["status"]) == 0
     table = capsys.readouterr().out
@@ -160,3 +161,59 @@ def test_http_status_needs_the_token(http_function, function_env, tmp_path):
     answer = client.get("/status", headers=BEARER)
     assert answer.status_code == 200
     assert answer.get_json()["allPaused"]["reason"] == "maintenance"
+
+
+def test_status_counts_restores_give_ups_and_waiting_failures_and_shows_the_last_sweep(
+    emulator, tmp_path, monkeypatch, capsys, http_function, function_env
+):
+    from handler.rules import build_policy
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("RESTORE_STATE_URL", url)
+    emulator.seed("thumbnails", "run-2", "fail")
+    emulator.seed("reports", "run-3", "fail")
+    policy = build_policy(
+        {"rules": [
+            {"name": "reports-later", "graphs": ["reports"], "spacing": {"first": "10m"}},
+            {"name": "everything", "graphs": ["*"]},
+        ]},
+        source="test", max_restores=3, window=86400,
+    )  # fmt: skip
+    settings = replace(settings_for(emulator), restore_policy=policy)
+    emulator.faults_for(graph="thumbnails", operation="restore").fail_next(2, status=400)
+    runtime = Runtime(settings, open_store(url), Reporter(logging.getLogger("status")))
+    try:
+        answer, _ = runtime.sweep(SweepRequest.from_settings(settings), Invocation())
+        outcomes = {r.graph_name: r.outcome.value for r in answer.results}
+        assert outcomes == {GRAPH: "restored", "thumbnails": "failed", "reports": "deferred"}
+        # Another event of the refused one, refused again: still one execution given up on.
+        item = Item("restore", "evt-t", "cloudevent", "thumbnails", "run-2")
+        assert runtime.run([item], Invocation()).results[0].outcome.value == "failed"
+    finally:
+        runtime.close()
+    capsys.readouterr()
+    assert cli(["status", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    graphs = document["graphs"]
+    assert (graphs[GRAPH]["restoredLastHour"], graphs[GRAPH]["restoredLastDay"]) == (1, 1)
+    assert graphs["thumbnails"]["gaveUp"] == 1  # not 2: an execution, however many events
+    assert graphs["thumbnails"]["restoredLastDay"] == 0  # refused restores hold no budget
+    assert graphs["reports"]["deferredWaiting"] == 1  # due in 10 minutes: waiting all the same
+    sweep = document["lastSweep"]
+    assert sweep["finishedAt"].endswith("Z") and sweep["stopped"] is None
+    assert (sweep["graphsScanned"], sweep["failuresFound"]) == (3, 3)
+    assert sweep["outcomes"] == {"restored": 1, "failed": 1, "deferred": 1}
+    assert sweep["durationMs"] >= 0
+    assert cli(["status"]) == 0
+    table = capsys.readouterr().out
+    assert f"last sweep: finished {sweep['finishedAt']}" in table
+    assert "3 failure(s) found, 1 deferred, 1 failed, 1 restored" in table
+
+    # GET /status answers the same document, and only with the token.
+    function_env["RESTORE_STATE_URL"] = url
+    client = http_function()
+    assert client.get("/status").status_code == 401
+    answered = client.get("/status", headers=BEARER)
+    assert answered.status_code == 200
+    over_http = answered.get_json()
+    assert {**over_http, "at": None} == {**document, "at": None}

@@ -467,6 +467,11 @@ class StateStore(Protocol):
         """The summary :meth:`record_sweep` kept last, or None when no sweep was recorded."""
         ...
 
+    def waiting_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        """Up to ``limit`` remembered deferred failures (:meth:`remember_deferred`), due or
+        not yet, ``(key, failure)``, the soonest due first: what waits, for ``status``."""
+        ...
+
 
 def new_token() -> str:
     """A marker's or reservation's owner: unguessable, so no other caller can release it."""

@@ -512,3 +512,14 @@ class MemoryStore:
         with self._lock:
             data = self._last_sweep
         return json.loads(data) if data is not None else None
+
+    def waiting_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        limit = check_limit(limit)
+        with self._lock:
+            now = self._clock()
+            waiting = sorted(
+                (due_at, key, data)
+                for key, (data, due_at, expires_at) in self._deferred.items()
+                if expires_at > now
+            )
+        return [(key, json.loads(data)) for _, key, data in waiting[: max(limit, 0)]]

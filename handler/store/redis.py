@@ -770,6 +770,28 @@ class RedisStore:
             data = self._redis.get(f"{self._prefix}last-sweep")
         return json.loads(data) if data is not None else None
 
+    def waiting_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        """See :meth:`StateStore.waiting_deferred`: the index's soonest ``limit`` entries, then
+        their failures (two reads: a count for operators decides nothing, and an entry
+        finished in between is left out); expired ones are skipped here and collected by the
+        scripts that remember and hand out deferred failures."""
+        limit = check_limit(limit)
+        if limit < 1:
+            return []
+        index, failures = self._deferred_keys()
+        with self._guard():
+            keys = self._redis.zrange(index, 0, limit - 1)
+            values = self._redis.hmget(failures, keys) if keys else []
+        now = self._clock()
+        waiting = []
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                continue  # finished meanwhile
+            expires_at, _, data = value.partition("|")
+            if float(expires_at) > now:
+                waiting.append((key, json.loads(data)))
+        return waiting
+
     def _ledger_key(self, graph: str, execution: str) -> str:
         return f"{self._prefix}ledger:{quote(graph, safe='')}/{quote(execution, safe='')}"
 

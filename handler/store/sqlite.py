@@ -897,3 +897,14 @@ class SQLiteStore:
         with self._read() as db:
             row = db.execute("SELECT summary FROM last_sweep WHERE id = 1").fetchone()
         return json.loads(row[0]) if row is not None else None
+
+    def waiting_deferred(self, limit: int) -> list[tuple[str, dict]]:
+        limit = check_limit(limit)
+        now = self._clock()
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT key, failure FROM deferred WHERE expires_at > ? ORDER BY due_at, key"
+                " LIMIT ?",
+                (now, max(limit, 0)),
+            ).fetchall()
+        return [(key, json.loads(failure)) for key, failure in rows]

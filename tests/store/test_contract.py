@@ -865,3 +865,20 @@ def test_the_last_sweep_is_the_newest_recorded_and_survives_a_reopen(make_store,
         assert make_store(clock).last_sweep() == {"at": 2.0, "failuresFound": 0}
     with pytest.raises(TypeError):
         store.record_sweep(["not", "an", "object"])
+
+
+def test_waiting_deferred_lists_every_remembered_failure_due_or_not_soonest_first(store, clock):
+    store.remember_deferred("evt-later", {"n": 2}, START + 600, retention=HOUR)
+    store.remember_deferred("evt-due", {"n": 1}, START - 1, retention=HOUR)
+    store.remember_deferred("evt-latest", {"n": 3}, START + 1200, retention=HOUR)
+    assert store.due_deferred(10) == [("evt-due", {"n": 1})]  # only the due one is handed out
+    assert store.waiting_deferred(10) == [
+        ("evt-due", {"n": 1}),
+        ("evt-later", {"n": 2}),
+        ("evt-latest", {"n": 3}),
+    ]
+    assert store.waiting_deferred(2) == [("evt-due", {"n": 1}), ("evt-later", {"n": 2})]
+    assert store.waiting_deferred(0) == []
+    store.finish("evt-later", "", {"outcome": "restored"}, retention=HOUR)  # not waiting now
+    clock.advance(HOUR + 1)  # evt-due's retention after its due time is over
+    assert store.waiting_deferred(10) == [("evt-latest", {"n": 3})]

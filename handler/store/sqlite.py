@@ -852,7 +852,7 @@ class SQLiteStore:
         tables = (
             "dedupe", "budget", "first_seen", "deferred", "rate_slots", "breakers", "pauses",
         )  # fmt: skip
-        for table in (*tables, "breaker_refailures", "ledger"):
+        for table in (*tables, "breaker_refailures"):
             db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names
                 f" (SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",
@@ -866,6 +866,13 @@ class SQLiteStore:
         with self._write() as db:
             now = self._clock()
             self._purge(db, now)
+            # Expired entries of any execution, here rather than in every write's purge: the
+            # ledger grows only here, by a few rows an item, and this collects up to a batch.
+            db.execute(
+                "DELETE FROM ledger WHERE seq IN"
+                " (SELECT seq FROM ledger WHERE expires_at <= ? LIMIT ?)",
+                (now, PURGE_BATCH),
+            )
             db.executemany(
                 "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
                 [(graph, execution, item, now + keep) for item in data],

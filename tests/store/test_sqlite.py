@@ -384,3 +384,23 @@ def test_a_file_from_before_in_flight_reservations_is_upgraded_and_its_units_sta
         assert store.budget_used("exec", HOUR, spent_only=True) == 1
         assert store.reserve_budget("exec", 1, HOUR, in_flight=60).state == "spent"
         assert store.reserve_budget("exec", 2, HOUR, in_flight=60).reserved
+
+
+def test_expired_ledger_rows_of_any_execution_are_deleted_by_later_appends(tmp_path):
+    from tests.store.conftest import FakeClock
+
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = open_store(f"sqlite:///{path}", clock=clock)
+    try:
+        for n in range(40):
+            store.ledger_append("g", f"gone-{n}", [{"n": n}], keep=HOUR, max_entries=50)
+        clock.advance(HOUR + 1)
+        store.ledger_append("g", "live", [{"n": 1}], keep=HOUR, max_entries=50)
+        store.ledger_append("g", "live", [{"n": 2}], keep=HOUR, max_entries=50)
+        with sqlite3.connect(path) as db:
+            (rows,) = db.execute("SELECT COUNT(*) FROM ledger").fetchone()
+        assert rows == 2  # two appends collected the 40 expired rows (a batch of 32 each)
+        assert store.ledger("g", "live") == [{"n": 1}, {"n": 2}]
+    finally:
+        store.close()

@@ -43,6 +43,9 @@ if TYPE_CHECKING:  # built only when configured: an unconfigured cold start neve
 
 # How long the end of an invocation (or a process) may spend sending messages and metrics.
 NOTIFY_FLUSH_SECONDS = 5.0
+# Graphs whose outcomes the last sweep's record keeps (``status``): the one record stays
+# small however many graphs a sweep handled; the overall counts cover every graph.
+SWEEP_GRAPHS_KEPT = 200
 
 
 class Runtime:
@@ -122,16 +125,28 @@ class Runtime:
         """One sweep (:class:`~handler.pipeline.sweeper.Sweeper`); its summary is kept in
         the store for ``status``."""
         answer, summary = self.sweeper.sweep(request, invocation)
-        self._record_sweep(summary, dry_run=invocation.dry_run or request.dry_run)
+        self._record_sweep(answer, summary, dry_run=invocation.dry_run or request.dry_run)
         return answer, summary
 
-    def _record_sweep(self, summary: SweepSummary, *, dry_run: bool) -> None:
-        """Keep the newest sweep's summary - not a dry run's (it changes nothing), nor one
-        that did not run because another held the lease (that one's summary is the news).
-        A store that cannot keep it is logged; the sweep's answer stands."""
+    def _record_sweep(self, answer: Answer, summary: SweepSummary, *, dry_run: bool) -> None:
+        """Keep the newest sweep's summary, with what became of each graph's items - not a
+        dry run's (it changes nothing), nor one that did not run because another held the
+        lease (the other one's is the news). A store that cannot keep it is logged; the
+        sweep's answer stands."""
         if dry_run or summary.stopped in (STOPPED_IN_PROGRESS, STOPPED_STORE_UNAVAILABLE):
             return
-        document = {"finishedAt": iso_utc(self.clock()), **summary.document()}
+        per_graph: dict[str, dict[str, int]] = {}
+        for result in answer.results:
+            if result.graph_name and (
+                result.graph_name in per_graph or len(per_graph) < SWEEP_GRAPHS_KEPT
+            ):
+                outcomes = per_graph.setdefault(result.graph_name, {})
+                outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
+        document = {
+            "finishedAt": iso_utc(self.clock()),
+            **summary.document(),
+            "perGraph": dict(sorted(per_graph.items())),
+        }
         try:
             self.store.record_sweep(document)
         except StoreUnavailable as exc:

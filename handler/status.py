@@ -11,7 +11,8 @@ remembered, due or not yet, and ``notificationsWaiting`` the give-up messages in
 counts come from the store's recent records (at most :data:`RECENT_LIMIT` of each, newest
 first): ``countsLeftOff`` says there were more, and the counts are the newest ones only.
 ``lastSweep`` is the newest sweep's summary as the store keeps it (when it finished, how long
-it took, why it stopped early if it did, what it found and what became of it), or null.
+it took, why it stopped early if it did, what it found and what became of it), or null; each
+graph's ``lastSweep`` is what became of that graph's items in it (outcome -> count), or null.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def status_document(store: StateStore, clock: Callable[[], float] = time.time) -
     def graph(name: str) -> dict[str, Any]:
         return graphs.setdefault(name, {
             "paused": None, "breaker": "closed", "restoredLastHour": 0, "restoredLastDay": 0,
-            "gaveUp": 0, "deferredWaiting": 0, "notificationsWaiting": 0,
+            "gaveUp": 0, "deferredWaiting": 0, "notificationsWaiting": 0, "lastSweep": None,
         })  # fmt: skip
 
     pauses = store.pauses()
@@ -73,12 +74,17 @@ def status_document(store: StateStore, clock: Callable[[], float] = time.time) -
                 graph(name)["notificationsWaiting"] += 1
         elif isinstance(entry.get("graph"), str):
             graph(entry["graph"])["deferredWaiting"] += 1
+    last_sweep = store.last_sweep()
+    per_graph = (last_sweep or {}).get("perGraph")
+    if isinstance(per_graph, dict):
+        for name, outcomes in per_graph.items():
+            graph(name)["lastSweep"] = outcomes
     return {
         "store": store.describe,
         "allPaused": pauses.get("*"),
         "graphs": dict(sorted(graphs.items())),
         "countsLeftOff": len(records) >= RECENT_LIMIT,
-        "lastSweep": store.last_sweep(),
+        "lastSweep": last_sweep,
         "at": now,
     }
 

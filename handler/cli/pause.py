@@ -126,14 +126,16 @@ def _status(args: argparse.Namespace) -> int:
     if everything:
         print(f"every graph paused by {everything.get('by')} until {_iso(everything['until'])}: "
               f"{everything.get('reason') or 'no reason given'}")  # fmt: skip
-    columns = ("graph", "state", "restored 1h", "restored 1d", "gave up", "deferred", "messages")
+    columns = ("graph", "state", "restored 1h", "restored 1d", "gave up", "deferred", "messages",
+               "last sweep")  # fmt: skip
     rows = [columns]
     for name, graph in document["graphs"].items():
         state = f"paused until {_iso(graph['paused']['until'])}" if graph["paused"] else ""
         state = state or (f"breaker {graph['breaker']}" if graph["breaker"] != "closed" else "ok")
         rows.append((name, state, str(graph["restoredLastHour"]), str(graph["restoredLastDay"]),
                      str(graph["gaveUp"]), str(graph["deferredWaiting"]),
-                     str(graph["notificationsWaiting"])))  # fmt: skip
+                     str(graph["notificationsWaiting"]),
+                     _outcomes(graph["lastSweep"]) if graph["lastSweep"] else "-"))  # fmt: skip
     print(_last_sweep_line(document["lastSweep"]))
     if len(rows) == 1:
         print(f"nothing recorded in {document['store']}")
@@ -205,10 +207,10 @@ def _last_sweep_line(sweep: dict[str, Any] | None) -> str:
     """The newest sweep in one line: when it finished, how long it took, what it found."""
     if not sweep:
         return "last sweep: none recorded"
-    outcomes = ", ".join(f"{n} {name}" for name, n in sorted(sweep.get("outcomes", {}).items()))
+    outcomes = _outcomes(sweep.get("outcomes") or {})
     parts = [
         f"last sweep: finished {sweep.get('finishedAt')}",
-        f"took {sweep.get('durationMs', 0) / 1000:.1f}s",
+        f"took {_took(float(sweep.get('durationMs') or 0))}",
         f"{sweep.get('graphsScanned')} graph(s)",
         f"{sweep.get('failuresFound')} failure(s) found",
         outcomes or "nothing handled",
@@ -220,6 +222,15 @@ def _last_sweep_line(sweep: dict[str, Any] | None) -> str:
     if sweep.get("stopped"):
         parts.append(f"stopped: {sweep['stopped']}")
     return ", ".join(parts)
+
+
+def _took(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+def _outcomes(counts: dict[str, int]) -> str:
+    """``{"restored": 2, "failed": 1}`` as ``1 failed, 2 restored``."""
+    return ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
 
 
 def _operator() -> str:

@@ -373,3 +373,42 @@ def test_a_sweep_counts_a_held_failure_once_when_it_is_both_listed_and_remembere
     assert third["failuresFound"] == 5
     assert third["outcomes"] == {"restored": 1, "deferred": 4}  # the canary; the rest held
     assert third["waitingForNextSweep"] == 0
+
+
+def test_a_systemic_outage_holds_a_graph_that_did_not_open_and_releases_it_when_they_close(
+    emu, store, clock
+):
+    """RESTORE_BREAKER_GLOBAL (3) graphs open at once: a fourth graph, none of whose
+    executions re-failed, is held too (``SystemicOutage``) while the open ones send their
+    canaries; once the downstream is fixed and a breaker closes, it is restored, once."""
+    broken = ("etl-a", "etl-b", "etl-c")
+    for graph in broken:
+        seed(emu, 5, graph=graph)
+    emu.break_downstream(0)
+    h = Harness(emu, store, clock, **BREAKER, RESTORE_BREAKER_GLOBAL="3")
+    assert h.sweep()["outcomes"] == {"restored": 15}
+    clock.advance(1)
+    h.sweep()
+    assert sorted(line["graphName"] for line in h.lines("breaker opened")) == list(broken)
+
+    (bystander,) = seed(emu, 1, graph="reports", minutes_ago=1)
+    clock.advance(1)
+    h.sweep()
+    assert emu.restores("reports", bystander) == 0
+    held = [line for line in h.lines("restore deferred") if line["graphName"] == "reports"]
+    assert held and held[-1]["errorCode"] == "SystemicOutage"
+    assert "systemic outage: the breakers of 3 graphs are open" in held[-1]["reason"]
+
+    emu.fix_downstream()
+    for _ in range(8):  # bounded: a canary per graph, its judgement, the release
+        clock.advance(11)
+        h.sweep()
+        if h.lines("breaker closed"):
+            break
+        assert emu.restores("reports", bystander) == 0  # held while 3 stay open
+    closed = h.lines("breaker closed")
+    assert closed and closed[0]["systemicHoldLifted"] is True
+    assert emu.restores("reports", bystander) == 1  # released by the sweep that closed it
+    clock.advance(11)
+    h.sweep()
+    assert emu.restores("reports", bystander) == 1 and emu.state("reports", bystander) == emu.RUNNING

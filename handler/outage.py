@@ -20,9 +20,10 @@ the admission stage acts on and events the reporter logs.
   execution whose last accepted restore came before the failure stopped. When
   ``RESTORE_BREAKER_THRESHOLD`` (5) distinct executions of one graph re-fail within
   ``RESTORE_BREAKER_WINDOW`` (15m), the graph's breaker opens and its items are deferred.
-  Until then the graph is *watched*: a re-failed execution waits a cooldown from its
-  re-failure before it is restored again (restoring it again would tell the breaker nothing),
-  so the breaker judges the graph on new executions, not on the same one restored again.
+  From its second re-failed execution until then the graph is *watched*: a re-failed
+  execution waits a cooldown from its re-failure before it is restored again (restoring it
+  again would tell the breaker nothing), so the breaker judges the graph on new executions,
+  not on the same one restored again.
   After ``RESTORE_BREAKER_COOLDOWN`` (10m) exactly one execution, across instances, is
   restored as a canary; judged again at least a cooldown later, a canary that is not failed
   closes the breaker (the held failures come back under the rate), one that failed again
@@ -64,6 +65,9 @@ MAX_RATE = 10_000  # slots per interval: what the store's sliding log holds per 
 RATE_SUBJECT = "restores"  # one rate for every graph: the service and its downstreams are shared
 EVIDENCE_SHOWN = 5  # re-failures a log message names (the fields carry up to EVIDENCE_KEPT)
 EVIDENCE_KEPT = 50
+# Distinct re-failed executions from which a graph is watched: one alone may be one flaky
+# execution, two are the start of a pattern (see Outage._watched).
+WATCHED_FROM = 2
 
 RESTORE = "restore"
 CANARY = "canary"
@@ -419,16 +423,20 @@ class Outage:
         )
 
     def _watched(self, graph: str, execution: str, now: float) -> Admission | None:
-        """The watch: a re-failed execution waits a cooldown from its re-failure (at most the
-        window: the evidence the store keeps) before it is restored again.
+        """The watch: once a second execution of a graph has re-failed within the window, a
+        re-failed execution of it waits a cooldown from its re-failure (at most the window:
+        the evidence the store keeps) before it is restored again.
 
         Restoring it again tells the breaker nothing - it counts distinct executions - and
         in a storm it is always the most recently stopped failure, so without the watch the
         rate's few slots go to it again and again, each re-restore wasted, before enough
-        other executions have been tried for the breaker to judge the graph. Its re-failure
-        is read from the store's evidence, so a close (which drops the evidence: the canary
-        proved the outage over) ends every watch at once, on every instance."""
+        other executions have been tried for the breaker to judge the graph. One re-failing
+        execution alone is no pattern: it keeps its rule's pace (a restore loop stops at its
+        budget). The evidence is the store's, so a close (which drops it: the canary proved
+        the outage over) ends every watch at once, on every instance."""
         state = self._store.breaker(graph, window=self.settings.breaker_window)
+        if len(state.refailures) < WATCHED_FROM:
+            return None
         failed_at = next((r.at for r in state.refailures if r.execution == execution), None)
         if failed_at is None:
             return None

@@ -129,9 +129,6 @@ def test_the_budget_holds_across_worker_processes(httpserver, state_url):
         "RESTORE_AUTH_TOKEN": AUTH_TOKEN,
         "RESTORE_STATE_URL": state_url,
         "RESTORE_MAX_RESTORES": "3",
-        # The budget is what this proves: the breaker's watch would hold each failure after
-        # the first restore a cooldown (tests/test_outage_pipeline.py).
-        "RESTORE_BREAKER_THRESHOLD": "0",
         "LOG_LEVEL": "WARNING",
     }
     with function_server(environment, workers=4) as url:

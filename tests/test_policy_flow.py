@@ -84,9 +84,7 @@ def test_a_sweep_does_not_wait_out_the_grace_for_a_failure_after_the_last_restor
 ):
     now = datetime.now(timezone.utc)
     service.add("graph-1", "exec-1", "FAILED", now - timedelta(minutes=1))
-    # The breaker's watch holds a re-failed execution a cooldown (tests/test_outage_pipeline.py):
-    # off here, the grace is what this test is about.
-    sweep = sweeper("obs", RESTORE_SWEEP_GRACE="10m", RESTORE_BREAKER_THRESHOLD="0")
+    sweep = sweeper("obs", RESTORE_SWEEP_GRACE="10m")
     (restored,) = sweep.main.handler(REQUEST, None)["results"]
     assert restored["outcome"] == "restored"  # by its event
     # A stale listing (the old failure, still shown as failed): the grace holds it back.

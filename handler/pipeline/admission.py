@@ -23,8 +23,9 @@ rules and before the budget reservation (see the marked step there): it answers
 the platform delivers again, and no unit is reserved.
 
 Outage mode (:mod:`handler.outage`) is the last step, in :meth:`Admission._outage_hold`: the
-breaker (with its watch over an execution that re-failed) and the shared restore rate, asked after the budget unit is reserved (so a rate slot
-is never spent on an item its budget stops) and answered with the unit refunded. A held item
+breaker (with its watch over an execution that re-failed) and the shared restore rate, asked
+after the budget unit is reserved (so a rate slot is never spent on an item its budget
+stops) and answered with the unit refunded. A held item
 ends ``deferred`` and is remembered with its due time, so the sweep restores it when due.
 Before the rules' spacing is judged, a failure of an execution restored before is told to
 the breaker (:meth:`Admission._note_refailure`): re-failures are what open it.
@@ -264,10 +265,7 @@ class Admission:
         refailed = False
         if times and not dry_run:  # a dry run changes nothing, a breaker least of all
             stopped_at = self._note_refailure(subject, item, rule, times[-1], stopped_at)
-            # A re-failure waits under the breaker's watch - unless the rule spaces restores
-            # (``interval``): that spacing already keeps it from being restored again at once.
             refailed = stopped_at is not None and stopped_at > times[-1]
-            refailed = refailed and rule.spacing.interval == 0
         if len(times) >= rule.max_restores:
             spent = self._store.budget_used(subject, rule.window, spent_only=True)
             if spent < rule.max_restores:

@@ -20,6 +20,10 @@ the admission stage acts on and events the reporter logs.
   execution whose last accepted restore came before the failure stopped. When
   ``RESTORE_BREAKER_THRESHOLD`` (5) distinct executions of one graph re-fail within
   ``RESTORE_BREAKER_WINDOW`` (15m), the graph's breaker opens and its items are deferred.
+  From its second re-failed execution until then the graph is *watched*: a re-failed
+  execution waits a cooldown from its re-failure before it is restored again (restoring it
+  again would tell the breaker nothing), so the breaker judges the graph on new executions,
+  not on the same one restored again.
   After ``RESTORE_BREAKER_COOLDOWN`` (10m) exactly one execution, across instances, is
   restored as a canary; judged again at least a cooldown later, a canary that is not failed
   closes the breaker (the held failures come back under the rate), one that failed again
@@ -31,7 +35,7 @@ the admission stage acts on and events the reporter logs.
   systemic: every other graph is held too, while the open ones keep sending their canaries
   (the only way out).
 
-Order, for the admission stage: the breaker, then the systemic hold, then the rate - the rate
+Order, for the admission stage: the breaker, the watch, the systemic hold, then the rate - the rate
 slot is taken last, so no slot is spent on an item something else holds. Every method may
 raise :class:`~handler.store.StoreUnavailable` except :meth:`Outage.give_back`: the stage
 fails closed (``retryable_error``), as for every other store answer.
@@ -61,12 +65,16 @@ MAX_RATE = 10_000  # slots per interval: what the store's sliding log holds per 
 RATE_SUBJECT = "restores"  # one rate for every graph: the service and its downstreams are shared
 EVIDENCE_SHOWN = 5  # re-failures a log message names (the fields carry up to EVIDENCE_KEPT)
 EVIDENCE_KEPT = 50
+# Distinct re-failed executions from which a graph is watched: one alone may be one flaky
+# execution, two are the start of a pattern (see Outage._watched).
+WATCHED_FROM = 2
 
 RESTORE = "restore"
 CANARY = "canary"
 DEFERRED = "deferred"
 HOLD_BREAKER = "breaker"
 HOLD_SYSTEMIC = "systemic"
+HOLD_WATCH = "watch"
 HOLD_RATE = "rate"
 
 _RATE = re.compile(r"(\d{1,6})\s*/\s*([smh])")
@@ -133,7 +141,7 @@ class OutageSettings:
 class Admission:
     """May this item restore now? ``decision`` is ``restore``, ``canary`` (restore it: it is
     the breaker's canary) or ``deferred`` (until ``due_at``, ``reason`` saying why, ``hold``
-    naming what holds it: ``breaker``, ``systemic`` or ``rate``).
+    naming what holds it: ``breaker``, ``watch``, ``systemic`` or ``rate``).
 
     An admitted item holds a rate slot (``rate_token``) and, as a canary, the canary
     (``canary_token``): :meth:`Outage.give_back` returns them when the restore is not sent or
@@ -199,11 +207,20 @@ class Outage:
 
     # --- admission ------------------------------------------------------------------------
 
-    def admit(self, graph: str, execution: str, *, threshold: int | None = None) -> Admission:
+    def admit(
+        self,
+        graph: str,
+        execution: str,
+        *,
+        threshold: int | None = None,
+        refailed: bool = False,
+    ) -> Admission:
         """Whether ``execution`` of ``graph`` may be restored now: yes; yes as the canary
         (taken atomically: one caller per cooldown across instances); or deferred, with the
-        due time and the reason. Call it after every check that could still stop the item
-        (rules, spacing, budget): it takes a rate slot and maybe the canary."""
+        due time and the reason. ``refailed``: this failure is a re-failure (it stopped after
+        the execution's last restore), so the watch may hold it. Call it after every check
+        that could still stop the item (rules, spacing, budget): it takes a rate slot and
+        maybe the canary."""
         canary = ""
         if self._threshold(threshold) > 0:
             # One read answers both: this graph's breaker, and how many are open at once.
@@ -217,7 +234,7 @@ class Outage:
                 )
                 canary = state.canary_token if state.changed else ""
             if not canary:
-                held = self._held(state, open_now, now)
+                held = self._held(state, open_now, now, execution if refailed else None)
                 if held is not None:
                     return held
         try:
@@ -354,9 +371,14 @@ class Outage:
         return 0 < self.settings.breaker_global <= len(open_now)
 
     def _held(
-        self, state: BreakerState, open_now: list[BreakerState], now: float
+        self,
+        state: BreakerState,
+        open_now: list[BreakerState],
+        now: float,
+        refailed: str | None = None,
     ) -> Admission | None:
-        """The deferral an open or half-open breaker, or a systemic outage, imposes."""
+        """The deferral an open or half-open breaker, the watch over a re-failed execution
+        (``refailed``: its name), or a systemic outage imposes."""
         if state.state == OPEN:
             assert state.opened_at is not None and state.next_canary_at is not None
             due = max(state.next_canary_at, now)
@@ -378,6 +400,10 @@ class Outage:
                 f"restored at {_iso(state.canary_at)}, judged at {_iso(due)}",
                 HOLD_BREAKER,
             )
+        if refailed is not None:
+            watched = self._watched(state.graph, refailed, now)
+            if watched is not None:
+                return watched
         open_now = [other for other in open_now if other.graph != state.graph]
         if not self._systemic(open_now):
             return None
@@ -394,6 +420,38 @@ class Outage:
             f"RESTORE_BREAKER_GLOBAL {self.settings.breaker_global}): every graph is held, "
             f"next canary at {_iso(due)}",
             HOLD_SYSTEMIC,
+        )
+
+    def _watched(self, graph: str, execution: str, now: float) -> Admission | None:
+        """The watch: once a second execution of a graph has re-failed within the window, a
+        re-failed execution of it waits a cooldown from its re-failure (at most the window:
+        the evidence the store keeps) before it is restored again.
+
+        Restoring it again tells the breaker nothing - it counts distinct executions - and
+        in a storm it is always the most recently stopped failure, so without the watch the
+        rate's few slots go to it again and again, each re-restore wasted, before enough
+        other executions have been tried for the breaker to judge the graph. One re-failing
+        execution alone is no pattern: it keeps its rule's pace (a restore loop stops at its
+        budget). The evidence is the store's, so a close (which drops it: the canary proved
+        the outage over) ends every watch at once, on every instance."""
+        state = self._store.breaker(graph, window=self.settings.breaker_window)
+        if len(state.refailures) < WATCHED_FROM:
+            return None
+        failed_at = next((r.at for r in state.refailures if r.execution == execution), None)
+        if failed_at is None:
+            return None
+        watch = min(self.settings.breaker_cooldown, self.settings.breaker_window)
+        due = failed_at + watch
+        if due <= now:
+            return None
+        return Admission(
+            DEFERRED,
+            graph,
+            due,
+            f"graph {graph} is watched after a re-failure: this execution failed again at "
+            f"{_iso(failed_at)} after its restore; due at {_iso(due)}, a cooldown later "
+            f"(RESTORE_BREAKER_COOLDOWN {_shown(watch)}), unless the breaker opens first",
+            HOLD_WATCH,
         )
 
     def _within_rate(self, graph: str, canary: str) -> Admission:

@@ -139,8 +139,11 @@ def test_a_broken_downstream_wastes_at_most_the_first_wave_threshold_and_canarie
     assert first["outcomes"] == {"restored": 20}  # the first wave: nothing has re-failed yet
     clock.advance(1)
     second = h.sweep()
-    # Two re-failures restored, the third opens the breaker: the other 18 are held.
-    assert second["outcomes"] == {"restored": 2, "deferred": 18}
+    # The first re-failure is restored again (one alone may be one flaky execution), the
+    # second waits under the watch, the third opens the breaker: the other 17 are held.
+    assert second["outcomes"] == {"restored": 1, "deferred": 19}
+    codes = [line["errorCode"] for line in h.lines("restore deferred")]
+    assert codes.count("BreakerWatch") == 1 and codes.count("BreakerOpen") == 18
     opened = h.lines("breaker opened")
     assert len(opened) == 1 and opened[0]["level"] == "WARNING"
     assert len(opened[0]["refailures"]) == 3 and opened[0]["graphName"] == GRAPH
@@ -294,7 +297,8 @@ def test_on_obs_a_failure_held_before_the_canary_is_not_taken_for_the_canary_fai
 
         assert [event(f"a-{name}", name) for name in names] == ["restored"] * 20
         clock.advance(0.5)
-        assert [event(f"b-{name}", name) for name in names].count("deferred") == 18
+        # One restored again, one waits under the watch, the third re-failure opens it.
+        assert [event(f"b-{name}", name) for name in names].count("deferred") == 19
         emu.fix_downstream()
         for _ in range(4):  # the canary after 10s, its judgement 10s later, the release
             clock.advance(6)
@@ -304,3 +308,116 @@ def test_on_obs_a_failure_held_before_the_canary_is_not_taken_for_the_canary_fai
     messages = [json.loads(line)["message"] for line in log.getvalue().splitlines()]
     assert not any(message.startswith("breaker reopened") for message in messages)
     assert sum(message.startswith("breaker closed") for message in messages) == 1
+
+
+def test_a_re_failed_execution_is_not_restored_again_before_the_breaker_has_judged_its_graph(
+    emu, store, clock
+):
+    """The storm's shape: the rate gives a sweep one restore, and the execution just restored
+    is the most recently stopped failure. Restoring it again adds no evidence (the breaker
+    counts distinct executions), so once a second execution has re-failed the graph is
+    watched: every restore until the opening goes to a new execution, and none is restored
+    again while it stays broken except as a canary."""
+    seed(emu, 20)
+    emu.break_downstream(0)
+    h = Harness(emu, store, clock, **{**BREAKER, "RESTORE_RATE_LIMIT": "1/s"})
+    before_opening = None
+    for _ in range(20):  # bounded: the opening after a few sweeps' restores, then canaries
+        h.sweep()
+        if before_opening is None and h.lines("breaker opened"):
+            before_opening = list(emu.accepted)
+        clock.advance(2)
+    assert before_opening is not None
+    executions = [execution for _, _, execution in before_opening]
+    first = executions[0]  # alone, it keeps its rule's pace: restored up to its budget
+    assert executions.count(first) == 4 and executions[4:] == ["run-001", "run-002"]
+    assert len(set(executions)) == 3  # then one restore each, the threshold's worth in all
+    canaries = len(emu.accepted) - len(before_opening)
+    re_restores = len(emu.accepted) - len({execution for _, _, execution in emu.accepted})
+    assert canaries >= 1 and re_restores <= (4 - 1) + canaries
+    watched = [line for line in h.lines("restore deferred") if line["errorCode"] == "BreakerWatch"]
+    assert watched and all("watched after a re-failure" in line["reason"] for line in watched)
+
+
+def test_a_watched_execution_is_delayed_by_the_watch_never_lost(emu, store, clock):
+    """Two executions fail again after their restores, fewer than the threshold: the breaker
+    never opens, and each waits out the watch (remembered in the store with its due time,
+    like every deferral) and is then restored as usual."""
+    names = seed(emu, 2)
+    emu.break_downstream(0)
+    h = Harness(emu, store, clock, **BREAKER)
+    assert h.sweep()["outcomes"] == {"restored": 2}
+    emu.fix_downstream()
+    clock.advance(1)
+    # The first re-failure alone is restored again; the second makes the graph watched.
+    assert h.sweep()["outcomes"] == {"restored": 1, "deferred": 1}
+    (held,) = h.lines("restore deferred")
+    assert held["errorCode"] == "BreakerWatch" and "due at" in held["reason"]
+    assert store.due_deferred(10) == []  # not due before the watch ends
+    clock.advance(10)
+    assert [failure["execution"] for _, failure in store.due_deferred(10)] == [
+        held["executionName"]
+    ]
+    assert h.sweep()["outcomes"] == {"restored": 1}
+    assert [emu.restores(GRAPH, name) for name in names] == [2, 2]
+    assert all(emu.state(GRAPH, name) == emu.RUNNING for name in names)
+    assert h.lines("breaker opened") == []
+
+
+def test_a_sweep_counts_a_held_failure_once_when_it_is_both_listed_and_remembered(
+    emu, store, clock
+):
+    """A held failure is remembered with its due time, and the listing shows it too, under
+    the same identity: the sweep handles it once, so its outcomes add up to what it found."""
+    seed(emu, 5)
+    emu.break_downstream(0)
+    h = Harness(emu, store, clock, **BREAKER)
+    h.sweep()
+    clock.advance(1)
+    # One restored again, the others remembered, due a cooldown later.
+    assert h.sweep()["outcomes"] == {"restored": 1, "deferred": 4}
+    clock.advance(11)
+    third = h.sweep()
+    assert third["failuresFound"] == 5
+    assert third["outcomes"] == {"restored": 1, "deferred": 4}  # the canary; the rest held
+    assert third["waitingForNextSweep"] == 0
+
+
+def test_a_systemic_outage_holds_a_graph_that_did_not_open_and_releases_it_when_they_close(
+    emu, store, clock
+):
+    """RESTORE_BREAKER_GLOBAL (3) graphs open at once: a fourth graph, none of whose
+    executions re-failed, is held too (``SystemicOutage``) while the open ones send their
+    canaries; once the downstream is fixed and a breaker closes, it is restored, once."""
+    broken = ("etl-a", "etl-b", "etl-c")
+    for graph in broken:
+        seed(emu, 5, graph=graph)
+    emu.break_downstream(0)
+    h = Harness(emu, store, clock, **BREAKER, RESTORE_BREAKER_GLOBAL="3")
+    assert h.sweep()["outcomes"] == {"restored": 15}
+    clock.advance(1)
+    h.sweep()
+    assert sorted(line["graphName"] for line in h.lines("breaker opened")) == list(broken)
+
+    (bystander,) = seed(emu, 1, graph="reports", minutes_ago=1)
+    clock.advance(1)
+    h.sweep()
+    assert emu.restores("reports", bystander) == 0
+    held = [line for line in h.lines("restore deferred") if line["graphName"] == "reports"]
+    assert held and held[-1]["errorCode"] == "SystemicOutage"
+    assert "systemic outage: the breakers of 3 graphs are open" in held[-1]["reason"]
+
+    emu.fix_downstream()
+    for _ in range(8):  # bounded: a canary per graph, its judgement, the release
+        clock.advance(11)
+        h.sweep()
+        if h.lines("breaker closed"):
+            break
+        assert emu.restores("reports", bystander) == 0  # held while 3 stay open
+    closed = h.lines("breaker closed")
+    assert closed and closed[0]["systemicHoldLifted"] is True
+    assert emu.restores("reports", bystander) == 1  # released by the sweep that closed it
+    clock.advance(11)
+    h.sweep()
+    assert emu.restores("reports", bystander) == 1  # once: never restored twice
+    assert emu.state("reports", bystander) == emu.RUNNING

@@ -23,8 +23,9 @@ rules and before the budget reservation (see the marked step there): it answers
 the platform delivers again, and no unit is reserved.
 
 Outage mode (:mod:`handler.outage`) is the last step, in :meth:`Admission._outage_hold`: the
-breaker and the shared restore rate, asked after the budget unit is reserved (so a rate slot
-is never spent on an item its budget stops) and answered with the unit refunded. A held item
+breaker (with its watch over an execution that re-failed) and the shared restore rate, asked
+after the budget unit is reserved (so a rate slot is never spent on an item its budget
+stops) and answered with the unit refunded. A held item
 ends ``deferred`` and is remembered with its due time, so the sweep restores it when due.
 Before the rules' spacing is judged, a failure of an execution restored before is told to
 the breaker (:meth:`Admission._note_refailure`): re-failures are what open it.
@@ -261,8 +262,10 @@ class Admission:
         subject = f"{item.graph_name}/{item.execution_name}"
         note = f" ({match.note})" if match.note else ""
         times = self._store.budget_times(subject, rule.window)
+        refailed = False
         if times and not dry_run:  # a dry run changes nothing, a breaker least of all
             stopped_at = self._note_refailure(subject, item, rule, times[-1], stopped_at)
+            refailed = stopped_at is not None and stopped_at > times[-1]
         if len(times) >= rule.max_restores:
             spent = self._store.budget_used(subject, rule.window, spent_only=True)
             if spent < rule.max_restores:
@@ -327,7 +330,9 @@ class Admission:
                     rule=rule.name,
                     hold=hold,
                 )
-        held = self._outage_hold(hold, rule, subject, budget_token, note, stopped_at)
+        held = self._outage_hold(
+            hold, rule, subject, budget_token, note, stopped_at, refailed=refailed
+        )
         if isinstance(held, Verdict):
             return held
         reserved = replace(hold, subject=subject, budget_token=budget_token)
@@ -343,16 +348,19 @@ class Admission:
         budget_token: str,
         note: str,
         stopped_at: float | None,
+        *,
+        refailed: bool = False,
     ) -> OutageAdmission | Verdict:
-        """The breaker and the rate, last: what they give (a slot, maybe the canary), or the
-        ``deferred`` Verdict with the budget unit refunded and the item remembered until its
-        due time - the sweep then restores it, with the same identity (nothing lost, and
-        dedupe still holds, so nothing doubled)."""
+        """The breaker (and its watch over a re-failed execution: ``refailed``) and the rate,
+        last: what they give (a slot, maybe the canary), or the ``deferred`` Verdict with the
+        budget unit refunded and the item remembered until its due time - the sweep then
+        restores it, with the same identity (nothing lost, and dedupe still holds, so nothing
+        doubled)."""
         item = hold.item
         assert item.graph_name is not None and item.execution_name is not None
         try:
             admitted = self._outage.admit(
-                item.graph_name, item.execution_name, threshold=rule.breaker
+                item.graph_name, item.execution_name, threshold=rule.breaker, refailed=refailed
             )
             if admitted.allowed:
                 return admitted
@@ -493,7 +501,12 @@ class Admission:
 
 
 # What holds a deferred item, as its error code: an operator filters the log by it.
-_HOLD_CODES = {"breaker": "BreakerOpen", "systemic": "SystemicOutage", "rate": "RateLimited"}
+_HOLD_CODES = {
+    "breaker": "BreakerOpen",
+    "watch": "BreakerWatch",
+    "systemic": "SystemicOutage",
+    "rate": "RateLimited",
+}
 
 
 def _left_alone(hold: Hold, match: Match, *, dry_run: bool) -> Verdict:

@@ -206,6 +206,7 @@ class Sweeper:
         execution that failed most recently - the last canary - until its budget is spent."""
         turns = []
         for graph, queue in queues.items():
+            queue = _once_each(queue)
             # Newest stopped first (oldest, when held); one without a stop time (OBS lists
             # none) keeps its place after those that have one (a stable sort).
             if graph in held:
@@ -317,6 +318,20 @@ class _Queued:
 
     item: Item
     listed: bool  # counted as waiting for the next sweep when the cap leaves it
+
+
+def _once_each(queue: list[_Queued]) -> list[_Queued]:
+    """The queue with each identity once: a deferred failure that comes due is often still
+    listed, under the same identity (a held one always is, until the hold ends). Handled
+    twice it would be counted twice - two ``deferred``, or ``restored`` and ``duplicate`` -
+    and admitted twice; the listed one stays (it is what ``failuresFound`` counted)."""
+    listed = {queued.item.event_id for queued in queue if queued.listed}
+    kept = []
+    for queued in queue:
+        if not queued.listed and queued.item.event_id in listed:
+            continue
+        kept.append(queued)
+    return kept
 
 
 def _while(going_on: Callable[[], bool], pages: Iterable[T]) -> Iterator[T]:

@@ -32,6 +32,7 @@ from handler.pipeline import classify
 from handler.pipeline.clients import Clients
 from handler.pipeline.deferred import DeferredFailures
 from handler.pipeline.lease import HeldLease, SweepLease
+from handler.pipeline.quiet import QuietListings, SweepMarks, interval_for
 from handler.pipeline.restorer import Restorer
 from handler.report import Reporter
 from handler.settings import Settings
@@ -65,8 +66,11 @@ class Sweeper:
         *,
         outage: Outage,
         breaker_log: Callable[[BreakerEvent], None] | None = None,
+        quiet: QuietListings | None = None,
     ) -> None:
         self._outage = outage
+        # None: every graph is listed by every sweep (see handler.pipeline.quiet)
+        self._quiet = quiet
         # Where a canary's judgement goes: the log line, and a message when one is configured.
         self._breaker_log = breaker_log or reporter.breaker
         self._restorer = restorer
@@ -239,6 +243,7 @@ class Sweeper:
         queues: dict[str, list[_Queued]] = {}
         max_pages = self._settings.sweep_max_pages
         deadline = run.invocation.deadline
+        quiet = self._quiet_marks(run, request)
         graphs = request.graphs or (
             graph
             for page in _while(
@@ -268,13 +273,18 @@ class Sweeper:
                         }
                     )
                     continue
+                if quiet is not None and quiet.skips(graph):
+                    summary.graphs_quiet += 1  # no failure at its last listing: not due yet
+                    continue
                 summary.graphs_scanned += 1
                 queue = queues.setdefault(graph, [])
                 listing = client.listFailedWorkflowExecutions(
                     graph, since, deadline=deadline, max_pages=max_pages
                 )
+                found = False
                 try:
                     for row in (row for page in _while(going_on, listing) for row in page):
+                        found = True  # even one that cannot be restored: listed again soon
                         try:
                             failure = Failure.listed(graph, row)
                         except InvalidNameError as exc:  # it cannot be restored
@@ -290,6 +300,10 @@ class Sweeper:
                         summary.failures_found += 1
                         self._reporter.failure_found(failure.event_data())
                         queue.append(_Queued(failure.item(), True))
+                    # Read to its end (a listing cut short by the deadline is not): quiet
+                    # until its next slot, or - with a failure - listed by the next sweep.
+                    if quiet is not None and going_on():
+                        quiet.listed(graph, found_failures=found)
                 except ListingError as exc:
                     summary.error(exc.document())
                 except Exception as exc:  # a bug in one graph's listing must not cost the rest
@@ -305,10 +319,19 @@ class Sweeper:
         except Exception as exc:  # a bug in reading the list of graphs: the graphs swept stand
             self._reporter.crashed(exc)
             summary.error({"graph": None, "errorCode": "InternalError"})
+        if quiet is not None:
+            quiet.save()
         for item in deferred:
             assert item.graph_name is not None
             queues.setdefault(item.graph_name, []).append(_Queued(item, False))
         return queues
+
+    def _quiet_marks(self, run: _Run, request: SweepRequest) -> SweepMarks | None:
+        """This sweep's quiet marks, or None: every graph is listed (no quiet listings, a
+        request that turned them off, or a dry run - it changes no state)."""
+        if self._quiet is None or run.invocation.dry_run:
+            return None
+        return self._quiet.for_sweep(interval_for(request.quiet_interval, request.lookback))
 
 
 @dataclass

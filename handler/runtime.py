@@ -96,6 +96,7 @@ class Runtime:
             outage=self.outage,
             breaker_log=self.breaker_changed,
             quiet=QuietListings(store, reporter, clock),
+            clock=clock,
         )
 
     def breaker_changed(self, event: BreakerEvent) -> None:

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TypeVar
 
 from handler.client import ListingError, WorkflowApi
@@ -67,7 +67,9 @@ class Sweeper:
         outage: Outage,
         breaker_log: Callable[[BreakerEvent], None] | None = None,
         quiet: QuietListings | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock  # the lookback counts back from it, as the quiet marks do
         self._outage = outage
         # None: every graph is listed by every sweep (see handler.pipeline.quiet)
         self._quiet = quiet
@@ -252,7 +254,7 @@ class Sweeper:
             for graph in page
             if self._settings.graph_allowed(graph)
         )
-        since = datetime.now(timezone.utc) - timedelta(seconds=request.lookback)
+        since = datetime.fromtimestamp(self._clock() - request.lookback, timezone.utc)
         swept: set[str] = set()  # a graph the list names twice is swept once
         try:
             for graph in graphs:

@@ -10,7 +10,8 @@ for each item. How each API lists is the client's
 :mod:`handler.sweep`'s. This module decides how much is worked on - the restore cap, spent
 round-robin across graphs, the deadline, the lease - looks at the breakers' canaries that are
 due (:mod:`handler.outage`), and what goes wrong with one graph (its name, its listing, a bug) is
-named in the summary's ``errors`` while the other graphs are swept.
+named in the summary's ``errors`` while the other graphs are swept. Which graphs a sweep may
+leave unlisted - quiet ones, whose slot has not come - is :mod:`handler.pipeline.quiet`'s.
 """
 
 from __future__ import annotations

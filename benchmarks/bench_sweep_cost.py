@@ -13,20 +13,27 @@ and 10 minutes): calls per day, and GB-s per day at the template's ``memorySize`
 on loopback, and with an assumed round trip per call (:data:`ASSUMED_CALL_MS`, not
 measured: a real endpoint answers in milliseconds, not the emulator's fraction of one).
 
-**The baseline for the optimisation** (listing quiet graphs less often, a high-water mark) is
-this same sweep without it. ``Settings.optimised_env`` is the place for it: the settings the
-optimised sweep reads (e.g. ``(("RESTORE_SWEEP_...", "..."),)``). Empty - as now, the
-optimisation does not exist yet - only the baseline runs, and the table's ``ours`` column
-says ``-``. Set, every point runs twice in the same run, interleaved sweep by sweep, each
-variant in its own process with its own state: ``ours`` is the optimised sweep and the
-baseline column the sweep without it. An optimisation whose saving shows only over several
-sweeps (a graph listed every n-th sweep) needs ``rounds`` of at least one such cycle: the
-figures are per-sweep means.
+**The optimisation and its baseline**: quiet listings (:mod:`handler.pipeline.quiet`: a
+graph whose listing found no failure is listed again at its next slot), measured against
+this same sweep listing every graph by every sweep (``RESTORE_SWEEP_QUIET_INTERVAL=0``, the
+benchmarks' environment). ``Settings.optimised_env`` holds the settings the optimised sweep
+reads; set, every point runs both variants in the same run, side by side (each sweeping a
+pace after its own last sweep started, so a slow baseline sweep does not stretch the
+optimised one's timer), each in its own process with its own state and its own emulator (one
+variant must not restore a failure the other left for a later sweep). Its saving shows over
+an interval, so the sweeps are paced (``Settings.pace``: the timer, scaled; the quiet
+interval scaled alike) and the figures are per-sweep means over ``rounds`` that span at
+least one interval; a last sweep one interval after the others checks that every failure
+injected was restored (``never_restored``), and how many sweeps each waited is kept
+(``sweeps_waited``). Empty, only the baseline runs, and the table's ``ours`` column says
+``-``.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,17 +60,31 @@ class Settings:
     timer_minutes: tuple[int, ...] = (1, 5, 10)
     # The settings the optimised sweep reads; empty: no optimised run (see the module doc).
     optimised_env: tuple[tuple[str, str], ...] = ()
+    # Seconds from one sweep of a variant to its next: the timer, scaled down (0: back to
+    # back). An optimisation that lists a graph every so often is measured in that time.
+    pace: float = 0.0
 
 
 def run(
     settings: Settings, tls: tuple[str, str], work_dir: Path
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Each API against an emulator of its own (HTTPS, ``tls`` is the certificate and key):
-    "every graph" must mean these graphs only."""
+    """Each API and variant against an emulator of its own (HTTPS, ``tls`` is the certificate
+    and key): "every graph" must mean these graphs only, and a failure one variant left for
+    a later sweep must not be restored by the other."""
     points: dict[str, dict[str, Any]] = {}
+    variants = ["baseline", "optimised"] if settings.optimised_env else ["baseline"]
     for api in settings.apis:
-        with EmulatorProcess(ACCESS_KEY, SECRET_KEY, api=api, tls=tls) as emulator:
-            points[api] = _api_points(settings, api, emulator, work_dir)
+        emulators = {
+            variant: EmulatorProcess(ACCESS_KEY, SECRET_KEY, api=api, tls=tls)
+            for variant in variants
+        }
+        try:
+            for emulator in emulators.values():
+                emulator.__enter__()
+            points[api] = _api_points(settings, api, emulators, work_dir)
+        finally:
+            for emulator in emulators.values():
+                emulator.__exit__(None, None, None)
     memory_mb = template_memory_mb()
     raw = {
         "settings": asdict(settings),
@@ -84,9 +105,9 @@ def template_memory_mb() -> int:
 
 
 def _api_points(
-    settings: Settings, api: str, emulator: EmulatorProcess, work_dir: Path
+    settings: Settings, api: str, emulators: dict[str, EmulatorProcess], work_dir: Path
 ) -> dict[str, Any]:
-    variants = {"baseline": {}}
+    variants: dict[str, dict[str, str]] = {"baseline": {}}
     if settings.optimised_env:
         variants["optimised"] = dict(settings.optimised_env)
     graphs: list[str] = []
@@ -94,7 +115,8 @@ def _api_points(
     for count in sorted(settings.graph_counts):
         while len(graphs) < count:  # the graphs of the smaller point stay: one more decade
             graph = f"cost-{api}-{len(graphs):04d}"
-            emulator.fresh(graph, HISTORY_PER_GRAPH, SUCCEEDED[api])
+            for emulator in emulators.values():
+                emulator.fresh(graph, HISTORY_PER_GRAPH, SUCCEEDED[api])
             graphs.append(graph)
         failing = max(1, math.ceil(count * settings.failed_share))
         step = count // failing
@@ -102,36 +124,111 @@ def _api_points(
         sweeps: dict[str, dict[str, list[dict[str, Any]]]] = {
             variant: {condition: [] for condition in CONDITIONS} for variant in variants
         }
+        waited: dict[str, list[int]] = {}  # per injected failure: the sweeps it waited
+        never: dict[str, int] = {}  # injected failures not restored by the end
         processes = {}
         try:
             for variant, extra in variants.items():
                 state = work_dir / f"cost-{api}-{count}-{variant}"
-                env = function_env(emulator.url, state, emulator.ca_bundle, api)
+                env = function_env(emulators[variant].url, state, emulators[variant].ca_bundle, api)
+                env["RESTORE_RATE_LIMIT"] = "off"  # what is measured is listing, not the rate
                 env.update(extra)
                 log = work_dir / f"cost-{api}-{count}-{variant}.log"
                 processes[variant] = FunctionProcess(["commands"], env, log)
                 processes[variant].next(timeout=60.0)  # imported
                 processes[variant].sweep(SWEEP_TIMEOUT)  # the cold call: not counted
-            emulator.calls()
-            order = list(variants)
-            for index in range(settings.rounds):
-                for variant in order[index % len(order) :] + order[: index % len(order)]:
-                    for condition in CONDITIONS:
-                        if condition == "failed":
-                            for graph in failed_graphs:
-                                emulator.fresh(graph, 1)  # a new failure since the last sweep
-                            emulator.calls()  # seeding is not the sweep's
-                        line = processes[variant].sweep(SWEEP_TIMEOUT)
-                        counted = emulator.calls()
-                        record = _sweep_record(
-                            line, counted, count, len(failed_graphs), condition, variant
-                        )
-                        sweeps[variant][condition].append(record)
+                emulators[variant].calls()
+
+            with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+                running = {
+                    variant: pool.submit(
+                        _timeline,
+                        settings,
+                        variant,
+                        emulators[variant],
+                        processes[variant],
+                        failed_graphs,
+                        count,
+                        _seconds(extra.get("RESTORE_SWEEP_QUIET_INTERVAL", "0")),
+                    )
+                    for variant, extra in variants.items()
+                }
+                for variant, done in running.items():
+                    sweeps[variant], waited[variant], never[variant] = done.result()
         finally:
             for process in processes.values():
                 process.stop()
-        points[str(count)] = {"failed_graphs": len(failed_graphs), "sweeps": sweeps}
+        points[str(count)] = {
+            "failed_graphs": len(failed_graphs),
+            "sweeps": sweeps,
+            "sweeps_waited": waited,  # per injected failure: 1 = restored by the next sweep
+            "never_restored": never,
+        }
     return points
+
+
+def _timeline(
+    settings: Settings,
+    variant: str,
+    emulator: EmulatorProcess,
+    process: FunctionProcess,
+    failed_graphs: list[str],
+    graphs: int,
+    interval: float,
+) -> tuple[dict[str, list[dict[str, Any]]], list[int], int]:
+    """One variant's sweeps, a pace apart from start to start (its timer): the variants run
+    side by side, so a slow sweep of one does not stretch the other's pace. Returns its
+    records per condition, the sweeps each injected failure waited, and how many were never
+    restored - after a last sweep a pace after the quiet interval, within which every
+    graph's slot came (not counted)."""
+    records: dict[str, list[dict[str, Any]]] = {condition: [] for condition in CONDITIONS}
+    pending: list[tuple[str, str, int]] = []  # (graph, name, sweeps before it was injected)
+    waited: list[int] = []
+    swept = 0
+    last_start = time.time()
+    for _ in range(settings.rounds):
+        for condition in CONDITIONS:
+            if condition == "failed":
+                for graph in failed_graphs:  # a new failure since the last sweep
+                    pending += [(graph, name, swept) for name in emulator.fresh(graph, 1)]
+                emulator.calls()  # seeding is not the sweep's
+            time.sleep(max(0.0, last_start + settings.pace - time.time()))
+            last_start = time.time()
+            line = process.sweep(SWEEP_TIMEOUT)
+            counted = emulator.calls()
+            swept += 1
+            pending = _still_pending(emulator, pending, swept, waited)
+            record = _sweep_record(line, counted, graphs, len(failed_graphs), condition, variant)
+            record["began"] = line["began"]
+            records[condition].append(record)
+    time.sleep(max(0.0, last_start + interval + settings.pace - time.time()))
+    process.sweep(SWEEP_TIMEOUT)
+    pending = _still_pending(emulator, pending, swept + 1, waited)
+    return records, waited, len(pending)
+
+
+def _still_pending(
+    emulator: EmulatorProcess,
+    pending: list[tuple[str, str, int]],
+    swept: int,
+    waited: list[int],
+) -> list[tuple[str, str, int]]:
+    """The injected failures not restored yet; the sweeps each restored one waited go to
+    ``waited``."""
+    left = []
+    for graph, name, injected_at in pending:
+        if emulator.restored_at(graph, [name])[0] is None:
+            left.append((graph, name, injected_at))
+        else:
+            waited.append(swept - injected_at)
+    return left
+
+
+def _seconds(text: str) -> float:
+    """A duration setting as the function reads it (``20s``, ``10m``, a bare number)."""
+    from handler.settings import parse_duration
+
+    return parse_duration(text, "RESTORE_SWEEP_QUIET_INTERVAL", minimum=0)
 
 
 def _sweep_record(
@@ -146,18 +243,26 @@ def _sweep_record(
     failures found and restored (the optimised sweep too: it may list fewer graphs, never
     miss a failure), every graph scanned (the baseline), every call answered 200."""
     summary = line["sweep"]
-    scanned = variant != "baseline" or summary.get("graphsScanned") == graphs
     operations = {name: counted["operations"].get(name, 0) for name in OPERATIONS}
     others = sum(n for name, n in counted["operations"].items() if name not in OPERATIONS)
-    expected = failing if condition == "failed" else 0
+    found = summary.get("failuresFound")
+    restored = (summary.get("outcomes") or {}).get("restored", 0)
+    if variant == "baseline":  # every graph listed, exactly this sweep's failures restored
+        expected = failing if condition == "failed" else 0
+        did_its_job = (
+            summary.get("graphsScanned") == graphs and found == expected and restored == expected
+        )
+    else:  # quiet graphs wait for their slot: what it found it restored (the run checks
+        # that every failure was restored by the end: ``never_restored``)
+        did_its_job = found == restored and (
+            summary.get("graphsScanned", 0) + summary.get("graphsQuiet", 0) == graphs
+        )
     answered_ok = all(key.endswith(" 200") for key in counted["calls"])
     valid = (
         line["status"] == 200
         and not summary.get("errors")
         and summary.get("stopped") is None
-        and scanned
-        and summary.get("failuresFound") == expected
-        and (summary.get("outcomes") or {}).get("restored", 0) == expected
+        and did_its_job
         and others == 0
         and answered_ok
     )
@@ -206,13 +311,16 @@ def _rows(settings: Settings, points: dict[str, dict[str, Any]]) -> list[Row]:
         point = points[api][largest]["sweeps"]
         baseline = figures(point["baseline"], "quiet")
         optimised = figures(point["optimised"], "quiet") if "optimised" in point else None
+        caught_up = not any(points[api][largest].get("never_restored", {}).values())
+        interval = dict(settings.optimised_env).get("RESTORE_SWEEP_QUIET_INTERVAL", "-")
         for name, unit, scale in (("calls", "calls", 1.0), ("wall_s", "ms", 1000.0)):
             ours = optimised[name] * scale if optimised else math.nan
-            valid = baseline["valid"] and (optimised is None or optimised["valid"])
+            valid = baseline["valid"] and (optimised is None or optimised["valid"]) and caught_up
             what = "API calls" if name == "calls" else "wall time"
             metric = (
                 f"timer sweep of {int(largest):,} quiet graphs ({api.upper()}): {what} per "
-                "sweep; baseline = today's sweep, ours = optimised (`-`: not built yet)"
+                f"sweep, a sweep every {settings.pace:g} s; baseline = every graph listed by "
+                f"every sweep, ours = quiet listings (RESTORE_SWEEP_QUIET_INTERVAL={interval})"
             )
             measure = Measure(
                 ours, baseline[name] * scale, ratio_override=None if valid else math.nan
@@ -237,9 +345,10 @@ def markdown(raw: dict[str, Any]) -> list[str]:
         f"{raw['assumed_call_ms']:g} ms round trip per call (not measured).",
         "",
         f"| API | graphs | failed | calls per sweep (graphs + list + query + restore) | "
-        f"wall per sweep | optimised: calls | optimised: wall | calls per day at {every} | "
+        f"wall per sweep | optimised: calls (graphs + list + query + restore) | optimised: "
+        f"wall | optimised: sweeps a failure waited (mean / max) | calls per day at {every} | "
         f"GB-s per day at {every} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for api, points in raw["points"].items():
         for count, point in points.items():
@@ -259,23 +368,39 @@ def markdown(raw: dict[str, Any]) -> list[str]:
                     f"| {api.upper()} | {int(count):,} | {failed} | {base['calls']:,.0f} "
                     f"({split}){flag} | {_ms(base['wall_s'])} | "
                     + (
-                        f"{optimised['calls']:,.0f} | {_ms(optimised['wall_s'])} | "
+                        _optimised_cells(optimised, point, condition)
                         if optimised
-                        else "not built yet | not built yet | "
+                        else "not built yet | not built yet | - | "
                     )
                     + " / ".join(f"{day['calls']:,.0f}" for day in days)
                     + " | "
                     + " / ".join(f"{day['gb_s']:,.1f} ({day['gb_s_assumed']:,.0f})" for day in days)
                     + " |"
                 )
+    optimised_env = ", ".join(f"`{k}={v}`" for k, v in settings["optimised_env"]) or "none"
     lines += [
         "",
-        "The optimised columns fill in when `bench_sweep_cost.Settings.optimised_env` names "
-        "the setting the optimisation reads (run.py's profiles): both variants then run in "
-        "the same run, interleaved, and the README table's `ours` column shows the optimised "
-        "sweep against this baseline.",
+        f"Optimised: {optimised_env}; the baseline lists every graph by every sweep "
+        "(`RESTORE_SWEEP_QUIET_INTERVAL=0`). Both run in the same run, side by side, each "
+        f"against an emulator of its own, a sweep of each every {settings['pace']:g} s "
+        "(the timer, scaled): a quiet graph is listed once per interval, so its new failure "
+        "waits up to an interval's sweeps (the *waited* column: 1 = the next sweep "
+        "restored it), and a last sweep one interval after the others checks that every "
+        "failure was restored. The per-day columns are the baseline's.",
     ]
     return lines
+
+
+def _optimised_cells(optimised: dict[str, Any], point: dict[str, Any], condition: str) -> str:
+    ops = optimised["operations"]
+    split = " + ".join(f"{ops[name]:.1f}" for name in OPERATIONS)
+    left = point.get("never_restored", {}).get("optimised", 0)
+    flag = "" if optimised["valid"] and not left else " (INVALID: see the JSON)"
+    waited = point.get("sweeps_waited", {}).get("optimised") or []
+    shown = f"{sum(waited) / len(waited):.1f} / {max(waited)}" if waited else "-"
+    if condition == "quiet":
+        shown = "-"  # failures are injected before the 1% sweeps only
+    return f"{optimised['calls']:,.1f} ({split}){flag} | {_ms(optimised['wall_s'])} | {shown} | "
 
 
 def _ms(seconds: float) -> str:

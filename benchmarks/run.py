@@ -114,9 +114,14 @@ FULL = Profile(
     bench_recovery.Settings(
         event_samples=150, timer_interval=2.0, timer_ticks=12, timer_failures=71, timer_graphs=10
     ),
-    # optimised_env=() - the optimisation comes later: put the setting it reads here (e.g.
-    # (("RESTORE_SWEEP_…", "…"),)) and every point is also measured with it.
-    bench_sweep_cost.Settings(graph_counts=(10, 100, 1000), rounds=3, optimised_env=()),
+    # A sweep every 2 s stands for the 1-minute timer and a quiet interval of 20 s for the
+    # default 10 minutes (1:30): 10 rounds of 2 sweeps are two intervals of each variant.
+    bench_sweep_cost.Settings(
+        graph_counts=(10, 100, 1000),
+        rounds=10,
+        optimised_env=(("RESTORE_SWEEP_QUIET_INTERVAL", "20s"),),
+        pace=2.0,
+    ),
     STORM_FULL,
 )
 QUICK = Profile(

@@ -25,6 +25,7 @@ from handler.pipeline.admission import Admission
 from handler.pipeline.clients import Clients
 from handler.pipeline.deferred import DeferredFailures
 from handler.pipeline.lease import SweepLease
+from handler.pipeline.quiet import QuietListings
 from handler.pipeline.restorer import Observer, Restorer
 from handler.pipeline.sweeper import Sweeper
 from handler.report import Reporter, SinkSender, configure_logging
@@ -108,6 +109,8 @@ class Runtime:
             settings,
             outage=self.outage,
             breaker_log=self.breaker_changed,
+            quiet=QuietListings(store, reporter, clock),
+            clock=clock,
         )
 
     def breaker_changed(self, event: BreakerEvent) -> None:

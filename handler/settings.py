@@ -131,6 +131,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "10m",
         "a sweep leaves an execution restored this recently alone (list answers lag)",
     ),
+    "RESTORE_SWEEP_QUIET_INTERVAL": (
+        "10m",
+        "a graph whose last listing found no failure is listed at least this often, not by "
+        "every sweep (0: every sweep lists every graph; at most half the lookback)",
+    ),
     # Outage mode (handler/outage.py): the restore rate and the breakers.
     "RESTORE_RATE_LIMIT": (
         DEFAULT_RATE_LIMIT,
@@ -216,6 +221,7 @@ class Settings:
     sweep_max_restores: int = 50
     sweep_max_pages: int = 100
     sweep_grace: float = 600.0
+    sweep_quiet_interval: float = 600.0
     log_level: str = "INFO"
     outage: OutageSettings = field(default_factory=OutageSettings)  # rate and breakers
     # None: no policy was given, the single default rule of max_restores and budget_window
@@ -270,6 +276,7 @@ class Settings:
             "sweepMaxRestores": self.sweep_max_restores,
             "sweepMaxPages": self.sweep_max_pages,
             "sweepGraceSeconds": self.sweep_grace,
+            "sweepQuietIntervalSeconds": self.sweep_quiet_interval,
             "logLevel": self.log_level,
             "outage": self.outage.summary(),
             "policy": self.rules.summary(),
@@ -318,6 +325,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sweep_max_restores=env.integer("RESTORE_SWEEP_MAX_RESTORES", 50, minimum=1, maximum=10000),
         sweep_max_pages=env.integer("RESTORE_SWEEP_MAX_PAGES", 100, minimum=1, maximum=100000),
         sweep_grace=env.seconds("RESTORE_SWEEP_GRACE", 600.0, minimum=0),
+        sweep_quiet_interval=env.seconds(
+            "RESTORE_SWEEP_QUIET_INTERVAL", 600.0, minimum=0, maximum=MAX_SWEEP_LOOKBACK / 2
+        ),
         log_level=_log_level(env),
         outage=_outage(env),
     )
@@ -328,6 +338,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         missing = "OBS_SECRET_ACCESS_KEY" if settings.access_key_id else "OBS_ACCESS_KEY_ID"
         raise SettingsError(missing, "access key id and secret access key must be set together")
     _check_state_url(settings.state_url)
+    if settings.sweep_quiet_interval > settings.sweep_lookback / 2:
+        # The other half of the lookback is what outages and lagging lists may take before
+        # a failure in a quiet graph leaves the lookback unlisted (handler.pipeline.quiet).
+        raise SettingsError(
+            "RESTORE_SWEEP_QUIET_INTERVAL", "must be at most half of RESTORE_SWEEP_LOOKBACK"
+        )
     return replace(settings, **_notify_and_metrics(env, settings))
 
 

@@ -57,6 +57,9 @@ class SweepRequest:
     lookback: float = 86400.0
     max_restores: int = 50
     dry_run: bool = False
+    # How long a graph whose listing found no failure may go unlisted (handler.pipeline.quiet);
+    # 0: every graph is listed by every sweep, as for graphs an override names.
+    quiet_interval: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SweepRequest:
@@ -65,6 +68,7 @@ class SweepRequest:
             lookback=settings.sweep_lookback,
             max_restores=settings.sweep_max_restores,
             dry_run=settings.dry_run,
+            quiet_interval=settings.sweep_quiet_interval,
         )
 
     def overridden(self, overrides: Any) -> SweepRequest:
@@ -87,15 +91,17 @@ class SweepRequest:
         if unknown:
             raise IntakeError(400, "BadSweepRequest", f"unknown sweep field(s): {unknown}")
         graphs, lookback, dry_run = self.graphs, self.lookback, self.dry_run
+        quiet_interval = self.quiet_interval
         if "graphs" in overrides:
             graphs = _graph_names(overrides["graphs"])
+            quiet_interval = 0.0  # graphs someone named are listed now
         if "lookback" in overrides:
             lookback = _lookback(overrides["lookback"])
         if "dryRun" in overrides:
             if not isinstance(overrides["dryRun"], bool):
                 raise IntakeError(400, "BadSweepRequest", "dryRun must be true or false")
             dry_run = dry_run or overrides["dryRun"]
-        return SweepRequest(graphs, lookback, self.max_restores, dry_run)
+        return SweepRequest(graphs, lookback, self.max_restores, dry_run, quiet_interval)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,7 @@ class SweepSummary:
     """The one summary line and document of a sweep."""
 
     graphs_scanned: int = 0
+    graphs_quiet: int = 0  # not listed: no failure at their last listing, next slot not come
     pages: int = 0
     executions_listed: int = 0
     failures_found: int = 0
@@ -171,6 +178,7 @@ class SweepSummary:
     def document(self) -> dict[str, Any]:
         return {
             "graphsScanned": self.graphs_scanned,
+            "graphsQuiet": self.graphs_quiet,
             "pages": self.pages,
             "executionsListed": self.executions_listed,
             "failuresFound": self.failures_found,

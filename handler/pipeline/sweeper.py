@@ -10,7 +10,8 @@ for each item. How each API lists is the client's
 :mod:`handler.sweep`'s. This module decides how much is worked on - the restore cap, spent
 round-robin across graphs, the deadline, the lease - looks at the breakers' canaries that are
 due (:mod:`handler.outage`), and what goes wrong with one graph (its name, its listing, a bug) is
-named in the summary's ``errors`` while the other graphs are swept.
+named in the summary's ``errors`` while the other graphs are swept. Which graphs a sweep may
+leave unlisted - quiet ones, whose slot has not come - is :mod:`handler.pipeline.quiet`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TypeVar
 
 from handler.client import ListingError, WorkflowApi
@@ -32,6 +33,7 @@ from handler.pipeline import classify
 from handler.pipeline.clients import Clients
 from handler.pipeline.deferred import DeferredFailures
 from handler.pipeline.lease import HeldLease, SweepLease
+from handler.pipeline.quiet import QuietListings, SweepMarks, interval_for
 from handler.pipeline.restorer import Restorer
 from handler.report import Reporter
 from handler.settings import Settings
@@ -65,8 +67,13 @@ class Sweeper:
         *,
         outage: Outage,
         breaker_log: Callable[[BreakerEvent], None] | None = None,
+        quiet: QuietListings | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock  # the lookback counts back from it, as the quiet marks do
         self._outage = outage
+        # None: every graph is listed by every sweep (see handler.pipeline.quiet)
+        self._quiet = quiet
         # Where a canary's judgement goes: the log line, and a message when one is configured.
         self._breaker_log = breaker_log or reporter.breaker
         self._restorer = restorer
@@ -240,6 +247,7 @@ class Sweeper:
         queues: dict[str, list[_Queued]] = {}
         max_pages = self._settings.sweep_max_pages
         deadline = run.invocation.deadline
+        quiet = self._quiet_marks(run, request)
         graphs = request.graphs or (
             graph
             for page in _while(
@@ -248,7 +256,7 @@ class Sweeper:
             for graph in page
             if self._settings.graph_allowed(graph)
         )
-        since = datetime.now(timezone.utc) - timedelta(seconds=request.lookback)
+        since = datetime.fromtimestamp(self._clock() - request.lookback, timezone.utc)
         swept: set[str] = set()  # a graph the list names twice is swept once
         try:
             for graph in graphs:
@@ -269,13 +277,18 @@ class Sweeper:
                         }
                     )
                     continue
+                if quiet is not None and quiet.skips(graph):
+                    summary.graphs_quiet += 1  # no failure at its last listing: not due yet
+                    continue
                 summary.graphs_scanned += 1
                 queue = queues.setdefault(graph, [])
                 listing = client.listFailedWorkflowExecutions(
                     graph, since, deadline=deadline, max_pages=max_pages
                 )
+                found = False
                 try:
                     for row in (row for page in _while(going_on, listing) for row in page):
+                        found = True  # even one that cannot be restored: listed again soon
                         try:
                             failure = Failure.listed(graph, row)
                         except InvalidNameError as exc:  # it cannot be restored
@@ -291,6 +304,10 @@ class Sweeper:
                         summary.failures_found += 1
                         self._reporter.failure_found(failure.event_data())
                         queue.append(_Queued(failure.item(), True))
+                    # Read to its end (a listing cut short by the deadline is not): quiet
+                    # until its next slot, or - with a failure - listed by the next sweep.
+                    if quiet is not None and going_on():
+                        quiet.listed(graph, found_failures=found)
                 except ListingError as exc:
                     summary.error(exc.document())
                 except Exception as exc:  # a bug in one graph's listing must not cost the rest
@@ -306,10 +323,19 @@ class Sweeper:
         except Exception as exc:  # a bug in reading the list of graphs: the graphs swept stand
             self._reporter.crashed(exc)
             summary.error({"graph": None, "errorCode": "InternalError"})
+        if quiet is not None:
+            quiet.save()
         for item in deferred:
             assert item.graph_name is not None
             queues.setdefault(item.graph_name, []).append(_Queued(item, False))
         return queues
+
+    def _quiet_marks(self, run: _Run, request: SweepRequest) -> SweepMarks | None:
+        """This sweep's quiet marks, or None: every graph is listed (no quiet listings, a
+        request that turned them off, or a dry run - it changes no state)."""
+        if self._quiet is None or run.invocation.dry_run:
+            return None
+        return self._quiet.for_sweep(interval_for(request.quiet_interval, request.lookback))
 
 
 @dataclass

@@ -80,6 +80,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -472,6 +473,18 @@ class StateStore(Protocol):
         not yet, ``(key, failure)``, the soonest due first: what waits, for ``status``."""
         ...
 
+    def quiet_until(self) -> dict[str, float]:
+        """Every graph whose listing a sweep may skip, and until when (epoch seconds): the
+        marks not yet passed, as :meth:`set_quiet_until` left them (one read per sweep,
+        whatever the number of graphs)."""
+        ...
+
+    def set_quiet_until(self, marks: Mapping[str, float]) -> None:
+        """Remember, per graph, until when a sweep may skip listing it (replacing an earlier
+        mark of that graph); a mark not after now forgets the graph's. A mark is forgotten
+        once it has passed: a graph nobody marks again is listed by every sweep."""
+        ...
+
 
 def new_token() -> str:
     """A marker's or reservation's owner: unguessable, so no other caller can release it."""
@@ -566,3 +579,12 @@ def ledger_batch(
     if not isinstance(entries, list):
         raise TypeError(f"entries must be a list, not {type(entries).__name__}")
     return keep, max_entries, [dump_record(entry) for entry in entries]
+
+
+def check_quiet_marks(marks: Mapping[str, float]) -> dict[str, float]:
+    """Quiet marks to store: graph names (non-empty strings) to finite moments."""
+    if not isinstance(marks, Mapping):
+        raise TypeError("marks must be a mapping of graph names to moments")
+    return {
+        check_text("graph", graph): check_time("until", until) for graph, until in marks.items()
+    }

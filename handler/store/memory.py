@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from handler.store import breaker_steps as steps
 from handler.store.base import (
@@ -29,6 +29,7 @@ from handler.store.base import (
     Reservation,
     budget_kept,
     check_limit,
+    check_quiet_marks,
     check_text,
     check_time,
     dump_record,
@@ -523,3 +524,24 @@ class MemoryStore:
                 if expires_at > now
             )
         return [(key, json.loads(data)) for _, key, data in waiting[: max(limit, 0)]]
+
+    def quiet_until(self) -> dict[str, float]:
+        now = self._clock()
+        with self._lock:
+            return {graph: until for graph, until in self._quiet().items() if until > now}
+
+    def set_quiet_until(self, marks: Mapping[str, float]) -> None:
+        marks = check_quiet_marks(marks)
+        now = self._clock()
+        with self._lock:
+            quiet = self._quiet()
+            quiet.update(marks)
+            for graph in [g for g, until in quiet.items() if until <= now]:
+                del quiet[graph]  # passed, or forgotten on purpose: the graph is listed
+
+    def _quiet(self) -> dict[str, float]:
+        """graph -> until when a sweep may skip listing it (made on first use)."""
+        quiet = getattr(self, "_quiet_marks", None)
+        if quiet is None:
+            quiet = self._quiet_marks = {}
+        return quiet

@@ -15,7 +15,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -36,6 +36,7 @@ from handler.store.base import (
     StoreUnavailable,
     budget_kept,
     check_limit,
+    check_quiet_marks,
     check_text,
     check_time,
     dump_record,
@@ -67,6 +68,7 @@ from handler.store.redis_scripts import (
     RESET_BREAKER_LUA,
     RESET_BUDGET_LUA,
     RETURN_RATE_SLOT_LUA,
+    SET_QUIET_LUA,
     SETTLE_LUA,
     TAKE_CANARY_LUA,
     TAKE_RATE_SLOT_LUA,
@@ -791,6 +793,32 @@ class RedisStore:
             if float(expires_at) > now:
                 waiting.append((key, json.loads(data)))
         return waiting
+
+    def quiet_until(self) -> dict[str, float]:
+        """See :meth:`StateStore.quiet_until`: one ``HGETALL``; passed marks are skipped here
+        and dropped by the next :meth:`set_quiet_until`."""
+        now = self._clock()
+        with self._guard():
+            entries = self._redis.hgetall(f"{self._prefix}quiet-listings")
+        marks = {}
+        for graph, raw in entries.items():
+            try:
+                moment = float(raw)
+            except ValueError:
+                continue  # not ours to read: the graph is listed (and the field dropped)
+            if moment > now:
+                marks[graph] = moment
+        return marks
+
+    def set_quiet_until(self, marks: Mapping[str, float]) -> None:
+        marks = check_quiet_marks(marks)
+        args: list[str] = [repr(self._clock()), str(REDIS_EXPIRY_GRACE_MS)]
+        for graph, moment in marks.items():
+            args += [graph, repr(moment)]
+        with self._guard():
+            # Registered here, not at start-up: only a sweep over quiet graphs runs it.
+            script = self._redis.register_script(SET_QUIET_LUA)
+            script(keys=[f"{self._prefix}quiet-listings"], args=args)
 
     def _ledger_key(self, graph: str, execution: str) -> str:
         return f"{self._prefix}ledger:{quote(graph, safe='')}/{quote(execution, safe='')}"

@@ -487,3 +487,33 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+
+# KEYS[1] the quiet-listings hash (graph -> until when a sweep may skip listing it); ARGV: now,
+# grace_ms, then graph, moment pairs. A moment not after now forgets the graph's mark; marks
+# that have passed are dropped on the way (one field per graph: as small as the graph list),
+# and the hash expires a grace after its latest mark (counted from the caller's now, the clock
+# the marks are on), so it never outlives its use.
+SET_QUIET_LUA = """
+local now = tonumber(ARGV[1])
+for i = 3, #ARGV, 2 do
+  if tonumber(ARGV[i + 1]) > now then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+local entries = redis.call('HGETALL', KEYS[1])
+local latest = nil
+for i = 1, #entries, 2 do
+  local moment = tonumber(entries[i + 1])
+  if moment == nil or moment <= now then
+    redis.call('HDEL', KEYS[1], entries[i])
+  elseif latest == nil or moment > latest then
+    latest = moment
+  end
+end
+if latest then
+  redis.call('PEXPIRE', KEYS[1], math.ceil((latest - now) * 1000) + tonumber(ARGV[2]))
+end
+return 0
+"""

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from urllib.parse import quote
 
@@ -49,6 +49,7 @@ from handler.store.base import (
     StoreUnavailable,
     budget_kept,
     check_limit,
+    check_quiet_marks,
     check_text,
     check_time,
     dump_record,
@@ -153,6 +154,10 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS last_sweep (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         summary TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS quiet_listings (
+        graph TEXT PRIMARY KEY,
+        until REAL NOT NULL
     )""",
 )
 _BREAKER_COLUMNS = (
@@ -915,3 +920,21 @@ class SQLiteStore:
                 (now, max(limit, 0)),
             ).fetchall()
         return [(key, json.loads(failure)) for key, failure in rows]
+
+    def quiet_until(self) -> dict[str, float]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT graph, until FROM quiet_listings WHERE until > ?", (self._clock(),)
+            ).fetchall()
+        return dict(rows)
+
+    def set_quiet_until(self, marks: Mapping[str, float]) -> None:
+        marks = check_quiet_marks(marks)
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO quiet_listings (graph, until) VALUES (?, ?)",
+                marks.items(),
+            )
+            # Passed marks (and those set to a past moment: forgotten) go in the same step;
+            # there is at most one row per graph, so this stays as small as the graph list.
+            db.execute("DELETE FROM quiet_listings WHERE until <= ?", (self._clock(),))

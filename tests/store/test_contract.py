@@ -882,3 +882,41 @@ def test_waiting_deferred_lists_every_remembered_failure_due_or_not_soonest_firs
     store.finish("evt-later", "", {"outcome": "restored"}, retention=HOUR)  # not waiting now
     clock.advance(HOUR + 1)  # evt-due's retention after its due time is over
     assert store.waiting_deferred(10) == [("evt-latest", {"n": 3})]
+
+
+# --- quiet listings -----------------------------------------------------------------------------
+
+
+def test_a_quiet_mark_is_seen_by_every_instance_until_it_passes(make_store, clock):
+    first = make_store(clock)
+    second = first if make_store.kind == "memory" else make_store(clock)  # memory: one process
+    first.set_quiet_until({"nightly-etl": clock() + 600, "hourly": clock() + 60})
+    assert second.quiet_until() == {"nightly-etl": clock() + 600, "hourly": clock() + 60}
+    clock.advance(60)  # a mark that has come is over: the graph is listed again
+    assert second.quiet_until() == {"nightly-etl": clock() + 540}
+
+
+def test_a_quiet_mark_replaces_the_graphs_earlier_one_and_a_past_one_forgets_it(store, clock):
+    store.set_quiet_until({"a": clock() + 600, "b": clock() + 600})
+    store.set_quiet_until({"a": clock() + 30, "b": clock() - 1, "c": clock() + 90})
+    assert store.quiet_until() == {"a": clock() + 30, "c": clock() + 90}
+    store.set_quiet_until({})  # nothing to mark: nothing changes
+    assert store.quiet_until() == {"a": clock() + 30, "c": clock() + 90}
+
+
+def test_passed_quiet_marks_are_dropped_when_marks_are_written(store, clock):
+    store.set_quiet_until({f"graph-{n}": clock() + 10 for n in range(50)})
+    clock.advance(20)
+    store.set_quiet_until({"fresh": clock() + 10})
+    clock.advance(-20)  # had the passed marks been kept, they would show again now
+    assert store.quiet_until() == {"fresh": clock() + 30}
+
+
+def test_a_quiet_mark_with_a_bad_argument_fails_before_any_io(store, clock):
+    with pytest.raises(ValueError):
+        store.set_quiet_until({"": clock() + 10})
+    with pytest.raises(ValueError):
+        store.set_quiet_until({"g": float("nan")})
+    with pytest.raises(TypeError):
+        store.set_quiet_until([("g", clock() + 10)])
+    assert store.quiet_until() == {}

@@ -335,7 +335,7 @@ def test_sqlite_waits_out_a_lock_shorter_than_the_busy_timeout(tmp_path):
 
 def _rows(path: Path, table: str) -> int:
     with sqlite3.connect(path) as db:
-        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
 def test_expired_rows_are_purged_by_the_first_write_after_the_purge_interval(tmp_path):

@@ -400,6 +400,9 @@ def bytecode_files(
             (root / name).write_bytes(files[name][0])
         result = subprocess.run(  # noqa: S603 - the target interpreter, a constant script
             [python, "-c", COMPILE_SCRIPT, str(root)],
+            # A fixed hash seed: set constants are written in hash order, so a random seed
+            # would make the same source compile to different bytes from build to build.
+            env={**os.environ, "PYTHONHASHSEED": "0"},
             input="\n".join(sources),
             capture_output=True,
             text=True,

@@ -12,6 +12,7 @@ so a restore proves the function signed with the keys FunctionGraph hands it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -264,6 +266,22 @@ def test_every_module_in_a_zip_has_its_bytecode_for_the_target_python_and_nothin
         assert compiled <= expected  # only the target's, and only beside a source
         assert "handler/__pycache__/main." + tag + ".pyc" in compiled
         assert len(expected - compiled) <= len(sources) // 100  # what 3.x cannot compile
+
+
+def test_the_bytecode_is_the_same_bytes_when_compiled_again(built_packages):
+    """The same inputs give the same package, bytecode included (set constants are written
+    in hash order, so the compiler must not run with a random hash seed)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        build_package = importlib.import_module("build_package")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    with zipfile.ZipFile(built_packages["event"]) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    sources = {name: (data, 0o644) for name, data in entries.items() if name.endswith(".py")}
+    again = build_package.bytecode_files(sources, target_version())
+    shipped = {name: data for name, data in entries.items() if name.endswith(".pyc")}
+    assert {name: data for name, (data, _) in again.items()} == shipped
 
 
 def test_dependencies_are_the_target_pythons_not_the_build_machines(built_packages):

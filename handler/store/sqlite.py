@@ -60,7 +60,11 @@ from handler.store.base import (
 )
 from handler.store.url import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, SYNCHRONOUS_MODES
 
-PURGE_BATCH = 32  # expired rows removed per SQLite write: bounded cost per call
+PURGE_BATCH = 32  # expired rows removed per table by one purge: bounded cost per call
+# How long a process's writes skip the purge after one that found no backlog (every table
+# under a full batch): expired rows never count (every read checks ``expires_at``), so they may
+# wait; while a purge still finds full batches, the next write purges again.
+PURGE_INTERVAL = 1.0
 # The reservations that count: ``subject``'s, made within the window, and still kept (expired
 # rows are purged in batches, so one may linger a while: it must not count meanwhile).
 # Parameters: (now,) subject, window start, now. A reservation is spent when settled
@@ -203,8 +207,11 @@ class SQLiteStore:
     reused); every write runs in a ``BEGIN IMMEDIATE`` transaction, which takes the file's
     write lock before reading, so the read-decide-write steps of :meth:`claim` and
     :meth:`reserve_budget` are atomic across processes. A writer waits ``busy_timeout``
-    seconds for another one, then the call raises :class:`StoreUnavailable`. Every write also
-    deletes up to ``PURGE_BATCH`` expired rows. The parent directory is created if missing.
+    seconds for another one, then the call raises :class:`StoreUnavailable`. Writes also delete
+    up to ``PURGE_BATCH`` expired rows per table: every write while there is a backlog, else
+    at most once per ``PURGE_INTERVAL`` seconds per process (eight ``DELETE`` statements each
+    time, the largest part of a restore's SQLite work when run on every write). The parent
+    directory is created if missing.
     ``synchronous`` is ``normal`` (default) or ``full``: what a power cut may cost is in the
     module docstring.
     """
@@ -230,6 +237,8 @@ class SQLiteStore:
         self._registry_lock = threading.Lock()
         self._writer_lock = threading.Lock()
         self._writer_pid = os.getpid()
+        # When this process's writes purge next (store clock); changed under the writer lock.
+        self._purge_due = -math.inf
         self._open_file()
 
     @property
@@ -852,17 +861,24 @@ class SQLiteStore:
         except sqlite3.Error:
             self._discard_connection()
 
-    @staticmethod
-    def _purge(db: sqlite3.Connection, now: float) -> None:
+    def _purge(self, db: sqlite3.Connection, now: float) -> None:
+        """Delete up to ``PURGE_BATCH`` expired rows per table, when one is due: on every
+        write while the last purge found a full batch somewhere, else ``PURGE_INTERVAL``
+        seconds after it (or at once if the clock went back). Runs under the writer lock."""
+        if self._purge_due - PURGE_INTERVAL <= now < self._purge_due:
+            return
         tables = (
             "dedupe", "budget", "first_seen", "deferred", "rate_slots", "breakers", "pauses",
         )  # fmt: skip
-        for table in (*tables, "breaker_refailures"):
-            db.execute(
+        backlog = False
+        for table in (*tables, "breaker_refailures", "ledger"):
+            deleted = db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names
                 f" (SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",
                 (now, PURGE_BATCH),
-            )
+            ).rowcount
+            backlog = backlog or deleted >= PURGE_BATCH
+        self._purge_due = now if backlog else now + PURGE_INTERVAL
 
     def ledger_append(
         self, graph: str, execution: str, entries: list[dict], *, keep: float, max_entries: int
@@ -871,13 +887,6 @@ class SQLiteStore:
         with self._write() as db:
             now = self._clock()
             self._purge(db, now)
-            # Expired entries of any execution, here rather than in every write's purge: the
-            # ledger grows only here, by a few rows an item, and this collects up to a batch.
-            db.execute(
-                "DELETE FROM ledger WHERE seq IN"
-                " (SELECT seq FROM ledger WHERE expires_at <= ? LIMIT ?)",
-                (now, PURGE_BATCH),
-            )
             db.executemany(
                 "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
                 [(graph, execution, item, now + keep) for item in data],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 
 import pytest
 
@@ -314,3 +315,29 @@ def test_cloudevent_target_get_status_needs_the_token(http_function):
     answered = client.get("/status", headers=BEARER)
     assert answered.status_code == 200
     assert "graphs" in answered.get_json()
+
+
+# --- what holds a graph, as the table shows it ----------------------------------------------
+
+
+def test_the_table_shows_every_hold_on_a_graph_its_pause_the_pause_of_all_and_its_breaker(
+    tmp_path, monkeypatch, capsys
+):
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("RESTORE_STATE_URL", url)
+    with open_store(url) as store:
+        now = time.time()
+        for n in range(2):
+            store.record_refailure(
+                "thumbnails", f"run-{n}", now, window=900, threshold=2, cooldown=600
+            )
+        store.reserve_budget(f"{GRAPH}/run-1", 3, 86400, in_flight=60)
+    assert cli(["pause", "thumbnails", "--reason", "quota"]) == 0
+    state = {row.split()[0]: row for row in status_table(capsys)[2:]}
+    assert "paused until" in state["thumbnails"] and "breaker open" in state["thumbnails"]
+    assert " ok " in state[GRAPH]
+    assert cli(["pause", "--all", "--reason", "maintenance"]) == 0
+    rows = status_table(capsys)
+    assert rows[0].startswith("every graph paused by")
+    state = {row.split()[0]: row for row in rows[3:]}
+    assert "paused (every graph)" in state[GRAPH]  # not "ok" while everything is paused

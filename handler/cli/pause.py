@@ -130,9 +130,8 @@ def _status(args: argparse.Namespace) -> int:
                "last sweep")  # fmt: skip
     rows = [columns]
     for name, graph in document["graphs"].items():
-        state = f"paused until {_iso(graph['paused']['until'])}" if graph["paused"] else ""
-        state = state or (f"breaker {graph['breaker']}" if graph["breaker"] != "closed" else "ok")
-        rows.append((name, state, str(graph["restoredLastHour"]), str(graph["restoredLastDay"]),
+        rows.append((name, _graph_state(graph, everything), str(graph["restoredLastHour"]),
+                     str(graph["restoredLastDay"]),
                      str(graph["gaveUp"]), str(graph["deferredWaiting"]),
                      str(graph["notificationsWaiting"]),
                      _graph_sweep(graph["lastSweep"])))  # fmt: skip
@@ -230,6 +229,19 @@ def _last_sweep_line(sweep: dict[str, Any] | None) -> str:
     if sweep.get("stopped"):
         parts.append(f"stopped: {sweep['stopped']}")
     return ", ".join(parts)
+
+
+def _graph_state(graph: dict[str, Any], everything: dict[str, Any] | None) -> str:
+    """What holds a graph's restores: its own pause or the pause of every graph, and its
+    breaker when not closed - both, when both hold (resuming alone would not let it go)."""
+    held = []
+    if graph["paused"]:
+        held.append(f"paused until {_iso(graph['paused']['until'])}")
+    elif everything:
+        held.append("paused (every graph)")
+    if graph["breaker"] != "closed":
+        held.append(f"breaker {graph['breaker']}")
+    return ", ".join(held) or "ok"
 
 
 # Why a store keeps no records of a kind (handler.store.RecordsNotKept): there are none.

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -341,3 +343,101 @@ def test_the_table_shows_every_hold_on_a_graph_its_pause_the_pause_of_all_and_it
     assert rows[0].startswith("every graph paused by")
     state = {row.split()[0]: row for row in rows[3:]}
     assert "paused (every graph)" in state[GRAPH]  # not "ok" while everything is paused
+
+
+# --- the README's examples are what the commands print ---------------------------------------
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+# What differs from one run to the next: times, durations, the services' ids.
+VARYING = (
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d(:|%3A)\d\d(:|%3A)\d\d(\.\d+)?Z"), "<time>"),
+    (re.compile(r"took \d+(\.\d)? m?s"), "took <duration>"),
+    (re.compile(r"\b[0-9A-Fa-f]{32}\b"), "<id>"),
+)
+
+
+def readme_example(command: str) -> list[str]:
+    """The lines the README shows under ``$ obs-workflow-restore COMMAND``."""
+    lines = README[README.index(f"    $ obs-workflow-restore {command}\n") :].splitlines()[1:]
+    shown = []
+    for line in lines:
+        if not line.startswith("    ") or line.startswith("    $ "):
+            break
+        shown.append(line[4:])
+    return shown
+
+
+def normalised(lines: list[str]) -> list[str]:
+    for pattern, replacement in VARYING:
+        lines = [pattern.sub(replacement, line) for line in lines]
+    return [line.rstrip() for line in lines]
+
+
+def test_the_readme_status_example_is_what_status_prints_after_such_a_sweep(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    from dataclasses import replace
+
+    from handler.rules import build_policy
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("RESTORE_STATE_URL", url)
+    emulator.seed(GRAPH, EXECUTION, "fail")
+    emulator.seed("thumbnails", "run-2", "fail")
+    emulator.seed("reports", "run-3", "fail")
+    policy = build_policy(
+        {"rules": [
+            {"name": "reports-later", "graphs": ["reports"], "spacing": {"first": "10m"}},
+            {"name": "everything", "graphs": ["*"]},
+        ]},
+        source="test", max_restores=3, window=86400,
+    )  # fmt: skip
+    settings = replace(settings_for(emulator), restore_policy=policy)
+    emulator.faults_for(graph="thumbnails", operation="restore").fail_next(1, status=400)
+    runtime = Runtime(settings, open_store(url), Reporter(logging.getLogger("status")))
+    try:
+        runtime.sweep(SweepRequest.from_settings(settings), Invocation())
+    finally:
+        runtime.close()
+    assert normalised(status_table(capsys)) == normalised(readme_example("status"))
+
+
+def test_the_readme_history_example_is_what_history_prints_after_such_a_give_up(
+    tmp_path, monkeypatch, capsys
+):
+    from dataclasses import replace
+
+    from handler.rules import build_policy
+    from handler.settings import NotifySettings
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("RESTORE_STATE_URL", url)
+    why = "node transcode: input object not found"
+    emu = DwrEmulator(
+        {AK: SK}, project_id=PROJECT, topics=["restore-alerts"], after_restore=("fail", 0.0)
+    )
+    emu.seed(GRAPH, EXECUTION, "fail", error_message=why)
+    policy = build_policy(
+        {"rules": [{"name": "missing-input", "graphs": ["*"], "restore_on": ["input object"]}]},
+        source="test", max_restores=1, window=86400,
+    )  # fmt: skip
+    with emu:
+        notify = NotifySettings(topic_urn=emu.topic_urn("restore-alerts"), endpoint=emu.url)
+        settings = replace(settings_for(emu), max_restores=1, notify=notify, restore_policy=policy)
+        runtime = Runtime(settings, open_store(url), Reporter(logging.getLogger("history")))
+        try:
+            event = Item(
+                "restore", "HC.DWR/evt-1", "cloudevent", GRAPH, EXECUTION, failed_at=time.time()
+            )
+            assert runtime.run([event], Invocation()).results[0].outcome.value == "restored"
+            # It failed again at once: the sweep finds the new failure, its budget spent.
+            answer, _ = runtime.sweep(SweepRequest.from_settings(settings), Invocation())
+            assert answer.results[0].outcome.value == "budget_exhausted"
+            runtime.flush_events(5.0)  # the give-up message
+        finally:
+            runtime.close()
+    capsys.readouterr()
+    assert cli(["history", f"{GRAPH}/{EXECUTION}"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    shown = normalised(readme_example(f"history {GRAPH}/{EXECUTION}"))
+    assert normalised(printed) == shown, "\n".join(normalised(printed))

@@ -71,7 +71,9 @@ marker, :meth:`~StateStore.reset_budget` one execution's reservations, and
 All times come from the injectable ``clock`` (wall-clock seconds, which must agree across the
 processes sharing a store). Every backend failure - unreachable, read-only, locked past the
 busy timeout - raises :class:`StoreUnavailable`, whose message never contains a password from
-the URL. The argument checks live here, so a bad argument fails the same way, before any I/O,
+the URL; its subclass :class:`RecordsNotKept` says a read-only store holds no records of that
+kind at all (a SQLite file opened ``mode=ro`` that no version keeping them has opened). The
+argument checks live here, so a bad argument fails the same way, before any I/O,
 on every backend.
 """
 
@@ -98,6 +100,21 @@ class StoreUnavailable(Exception):
 
     The message names the store by its redacted description and never contains a password.
     """
+
+
+class RecordsNotKept(StoreUnavailable):
+    """A read-only store has no place for this kind of record: a SQLite file opened
+    ``mode=ro`` that was made by a version before the records existed, and that no later
+    version has opened since (opening it writable adds them). There are none to read - not
+    "none recorded", since nothing could record them there - so operators' reads say so
+    instead of failing; every other caller treats it as the store being unavailable.
+
+    ``kind`` names the records (the missing table's name).
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from handler.store.base import (
     BreakerState,
     Claim,
     RateSlot,
+    RecordsNotKept,
     Refailure,
     Reservation,
     StoreUnavailable,
@@ -193,6 +194,12 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(exc)
+
+
+def _missing_table(exc: sqlite3.OperationalError) -> str | None:
+    """The table an error says is missing ("no such table: ledger"), or None."""
+    text = str(exc)
+    return text.removeprefix("no such table: ") if text.startswith("no such table: ") else None
 
 
 def _close_in_owner(connection: sqlite3.Connection, pid: int) -> None:
@@ -850,6 +857,16 @@ class SQLiteStore:
     def _read(self) -> Iterator[sqlite3.Connection]:
         try:
             yield self._connection()
+        except sqlite3.OperationalError as exc:
+            missing = _missing_table(exc) if self._read_only else None
+            if missing is not None:  # a file from before these records, opened read-only
+                raise RecordsNotKept(
+                    f"state store {self.describe} keeps no {missing} records: the file was "
+                    "made by an earlier version and is open read-only",
+                    missing,
+                ) from None
+            self._discard_connection()
+            raise self._unavailable(exc) from None
         except (sqlite3.Error, OSError) as exc:
             self._discard_connection()
             raise self._unavailable(exc) from None

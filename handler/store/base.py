@@ -55,6 +55,13 @@ once because something they share broke:
   (re-failures that stopped before it are not counted again), and an open breaker nobody
   came back to for a window after its canary was due is forgotten (closed, without a line).
 
+:meth:`~StateStore.settle_item` is an item's end in one step: its unit settled or refunded,
+its outcome recorded or its marker released, and its ledger entries appended - what
+:meth:`~StateStore.settle_budget` / :meth:`~StateStore.refund_budget`,
+:meth:`~StateStore.finish` / :meth:`~StateStore.release` and
+:meth:`~StateStore.ledger_append` do, all or nothing, so an item that restored writes once
+after its restore.
+
 For operators reading what happened: :meth:`~StateStore.ledger_append` and
 :meth:`~StateStore.ledger` keep a bounded list of entries per execution (each expiring by
 itself), and :meth:`~StateStore.record_sweep` / :meth:`~StateStore.last_sweep` the newest

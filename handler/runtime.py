@@ -74,10 +74,9 @@ class Runtime:
         self.clients = Clients(
             connect, _static_credentials(settings), gives_error_text=client_class.gives_error_text
         )
-        # Each execution's ledger (``history``): first, so an outcome's entry comes before
-        # the give-up message it leads to.
+        # Each execution's ledger (``history``): written with the item's settlement, before
+        # every observer, so an outcome's entry comes before the give-up message it leads to.
         self.ledger = Ledger(store, settings.dedupe_retention, reporter, clock)
-        observers = (self.ledger, *observers)
         # Give-up messages (RESTORE_NOTIFY_TOPIC_URN): queued by an observer, sent at flush.
         self.escalation = _escalation(settings, store, reporter, clock)
         if self.escalation is not None:
@@ -100,6 +99,7 @@ class Runtime:
             api=settings.workflow_api.upper(),
             clock=clock,
             observers=observers,
+            ledger=self.ledger,
         )
         self.sweeper = Sweeper(
             self.restorer,

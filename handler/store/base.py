@@ -55,6 +55,13 @@ once because something they share broke:
   (re-failures that stopped before it are not counted again), and an open breaker nobody
   came back to for a window after its canary was due is forgotten (closed, without a line).
 
+:meth:`~StateStore.settle_item` is an item's end in one step: its unit settled or refunded,
+its outcome recorded or its marker released, and its ledger entries appended - what
+:meth:`~StateStore.settle_budget` / :meth:`~StateStore.refund_budget`,
+:meth:`~StateStore.finish` / :meth:`~StateStore.release` and
+:meth:`~StateStore.ledger_append` do, all or nothing, so an item that restored writes once
+after its restore.
+
 For operators reading what happened: :meth:`~StateStore.ledger_append` and
 :meth:`~StateStore.ledger` keep a bounded list of entries per execution (each expiring by
 itself), and :meth:`~StateStore.record_sweep` / :meth:`~StateStore.last_sweep` the newest
@@ -84,7 +91,7 @@ import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 ACQUIRED = "acquired"
 IN_PROGRESS = "in_progress"
@@ -502,6 +509,28 @@ class StateStore(Protocol):
         once it has passed: a graph nobody marks again is listed by every sweep."""
         ...
 
+    def settle_item(
+        self,
+        key: str,
+        token: str,
+        *,
+        record: dict | None,
+        retention: float,
+        budget: tuple[str, str] | None = None,
+        spent: bool = False,
+        ledger: LedgerBatch | None = None,
+    ) -> None:
+        """What an item's end leaves in the store, in one atomic step (all or nothing):
+        ``budget``'s unit (subject, token) settled (``spent``: as :meth:`settle_budget`) or
+        refunded (as :meth:`refund_budget`); ``record`` recorded for ``retention`` s (as
+        :meth:`finish`), or with ``record`` None ``token``'s marker released (as
+        :meth:`release`); and ``ledger``'s entries appended (as :meth:`ledger_append`).
+
+        One step instead of up to four: an item that restored pays for one write, and a
+        failure between them can no longer leave the unit settled but the outcome unrecorded.
+        """
+        ...
+
 
 def new_token() -> str:
     """A marker's or reservation's owner: unguessable, so no other caller can release it."""
@@ -605,3 +634,27 @@ def check_quiet_marks(marks: Mapping[str, float]) -> dict[str, float]:
     return {
         check_text("graph", graph): check_time("until", until) for graph, until in marks.items()
     }
+
+
+class LedgerBatch(NamedTuple):
+    """Entries for :meth:`StateStore.settle_item` to append to an execution's ledger, with
+    :meth:`~StateStore.ledger_append`'s retention and bound."""
+
+    graph: str
+    execution: str
+    entries: list[dict]
+    keep: float
+    max_entries: int
+
+
+def settled_item(
+    key: str, record: dict | None, retention: float, budget: tuple[str, str] | None
+) -> tuple[str | None, float]:
+    """:meth:`~StateStore.settle_item`'s checked outcome: the record serialised (None: the
+    marker is released) and its retention - before any I/O, alike on every backend."""
+    check_text("key", key)
+    if budget is not None:
+        check_text("subject", budget[0])
+    if record is None:
+        return None, 0.0
+    return dump_record(record), positive_seconds("retention", retention)

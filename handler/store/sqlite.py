@@ -43,6 +43,7 @@ from handler.store.base import (
     SPENT,
     BreakerState,
     Claim,
+    LedgerBatch,
     RateSlot,
     RecordsNotKept,
     Refailure,
@@ -58,6 +59,7 @@ from handler.store.base import (
     ledger_batch,
     new_token,
     positive_seconds,
+    settled_item,
 )
 from handler.store.url import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, SYNCHRONOUS_MODES
 
@@ -964,3 +966,53 @@ class SQLiteStore:
             # Passed marks (and those set to a past moment: forgotten) go in the same step;
             # there is at most one row per graph, so this stays as small as the graph list.
             db.execute("DELETE FROM quiet_listings WHERE until <= ?", (self._clock(),))
+
+    def settle_item(
+        self,
+        key: str,
+        token: str,
+        *,
+        record: dict | None,
+        retention: float,
+        budget: tuple[str, str] | None = None,
+        spent: bool = False,
+        ledger: LedgerBatch | None = None,
+    ) -> None:
+        data, retention = settled_item(key, record, retention, budget)
+        batch = None if ledger is None else (ledger.graph, ledger.execution, *ledger_batch(*ledger))
+        # One BEGIN IMMEDIATE ... COMMIT for every part: the same statements the separate
+        # methods run, so each part means what it means there.
+        with self._write() as db:
+            now = self._clock()
+            if budget is not None and spent:
+                db.execute(
+                    "UPDATE budget SET in_flight_until = NULL WHERE subject = ? AND token = ?",
+                    budget,
+                )
+            elif budget is not None:
+                db.execute("DELETE FROM budget WHERE subject = ? AND token = ?", budget)
+            if data is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO dedupe"
+                    " (key, state, token, expires_at, record, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, DONE, token, now + retention, data, now),
+                )
+                db.execute("DELETE FROM deferred WHERE key = ?", (key,))
+            else:
+                db.execute(
+                    "DELETE FROM dedupe WHERE key = ? AND token = ? AND state = ?",
+                    (key, token, IN_PROGRESS),
+                )
+            if batch is not None:
+                graph, execution, keep, max_entries, lines = batch
+                self._purge(db, now)
+                db.executemany(
+                    "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
+                    [(graph, execution, line, now + keep) for line in lines],
+                )
+                db.execute(
+                    "DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE graph = ?"
+                    " AND execution = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+                    (graph, execution, max_entries),
+                )

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from urllib.parse import quote
 
@@ -48,6 +48,7 @@ from handler.store.base import (
     Reservation,
     StoreUnavailable,
     budget_kept,
+    check_keys,
     check_limit,
     check_quiet_marks,
     check_text,
@@ -938,3 +939,24 @@ class SQLiteStore:
             # Passed marks (and those set to a past moment: forgotten) go in the same step;
             # there is at most one row per graph, so this stays as small as the graph list.
             db.execute("DELETE FROM quiet_listings WHERE until <= ?", (self._clock(),))
+
+    def deferred_among(self, keys: Collection[str]) -> dict[str, tuple[float, dict]]:
+        keys = check_keys(keys)
+        now = self._clock()
+        found: dict[str, tuple[float, dict]] = {}
+        with self._read() as db:
+            # In chunks: SQLite bounds the parameters of one statement (999 before 3.32).
+            for start in range(0, len(keys), _KEYS_PER_READ):
+                chunk = keys[start : start + _KEYS_PER_READ]
+                marks = ", ".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT key, due_at, failure FROM deferred WHERE key IN ({marks})"  # noqa: S608 - placeholders only
+                    " AND expires_at > ?",
+                    (*chunk, now),
+                ).fetchall()
+                for key, due_at, failure in rows:
+                    found[key] = (float(due_at), json.loads(failure))
+        return found
+
+
+_KEYS_PER_READ = 500

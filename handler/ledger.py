@@ -61,8 +61,11 @@ class Ledger:
 
     def __call__(self, result: Result, invocation: Invocation) -> None:
         """The failure an item was, and what became of it (nothing for a redelivery of a
-        handled item, a request that was no failure, or a dry run, which changes nothing)."""
+        handled item, a request that was no failure, a dry run, which changes nothing, or an
+        outcome that stands from before: the entries of its decision are there already)."""
         if invocation.dry_run or result.door is None or result.outcome is Outcome.DUPLICATE:
+            return
+        if result.standing:
             return
         if not result.graph_name or not result.execution_name:
             return

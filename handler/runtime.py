@@ -110,6 +110,7 @@ class Runtime:
             outage=self.outage,
             breaker_log=self.breaker_changed,
             quiet=QuietListings(store, reporter, clock),
+            pauses=store.pauses,
             clock=clock,
         )
 

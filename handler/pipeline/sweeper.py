@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TypeVar
@@ -27,12 +27,13 @@ from handler.client import ListingError, WorkflowApi
 from handler.intake import Item
 from handler.invocation import Invocation
 from handler.names import InvalidNameError, validate_name
-from handler.outage import BreakerEvent, Outage
+from handler.outage import HOLD_BREAKER, HOLD_RATE, HOLD_SYSTEMIC, HOLD_WATCH, BreakerEvent, Outage
 from handler.outcomes import Answer, Outcome, Result
 from handler.pipeline import classify
 from handler.pipeline.clients import Clients
-from handler.pipeline.deferred import DeferredFailures
+from handler.pipeline.deferred import Deferral, DeferredFailures
 from handler.pipeline.lease import HeldLease, SweepLease
+from handler.pipeline.pauses import ALL_GRAPHS, HOLD_PAUSED
 from handler.pipeline.quiet import QuietListings, SweepMarks, interval_for
 from handler.pipeline.restorer import Restorer
 from handler.report import Reporter
@@ -51,6 +52,7 @@ from handler.sweep import (
 )
 
 T = TypeVar("T")
+OUTAGE_HOLDS = frozenset({HOLD_BREAKER, HOLD_WATCH, HOLD_SYSTEMIC, HOLD_RATE})
 
 
 class Sweeper:
@@ -68,9 +70,13 @@ class Sweeper:
         outage: Outage,
         breaker_log: Callable[[BreakerEvent], None] | None = None,
         quiet: QuietListings | None = None,
+        pauses: Callable[[], Mapping[str, dict]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock  # the lookback counts back from it, as the quiet marks do
+        # The operators' pauses (the store's), read once a sweep; None: no paused graph's
+        # failures are answered as standing (each is admitted again).
+        self._pauses = pauses
         self._outage = outage
         # None: every graph is listed by every sweep (see handler.pipeline.quiet)
         self._quiet = quiet
@@ -107,6 +113,7 @@ class Sweeper:
                     deferred = self._due_deferred(request, summary)
                     queues = self._graphs(run, client, request, deferred)
                     if summary.stopped != STOPPED_DEADLINE:  # else: out of time listing
+                        self._answer_standing(run, queues)
                         self._restore_fairly(run, queues, request.max_restores, held)
             finally:
                 lease.release()
@@ -199,6 +206,54 @@ class Sweeper:
             self._reporter.store_problem(str(exc))
             return []
         return [item for item in items if not request.graphs or item.graph_name in request.graphs]
+
+    def _answer_standing(self, run: _Run, queues: dict[str, list[_Queued]]) -> None:
+        """Answer the failures of held graphs that are deferred already, by a hold that still
+        stands, without admitting them again; the rest are left in ``queues``.
+
+        A graph held by its breaker (half-open, or open with its canary not yet due), by a
+        systemic outage, or paused by an operator lists the same failures at every sweep,
+        and admitting each again (a claim, the budget, the breaker, the deferral written
+        again, its line, its ledger entries) can only defer it again. One store read tells
+        which are remembered deferred: one deferred by outage mode and not yet due, or by
+        the pause in force, is answered ``deferred`` with its deferral's reason and rule, and
+        keeps its memory and due time (:meth:`Restorer.still_deferred`). Everything else -
+        a new failure, one come due, one of a graph whose canary is due or whose breaker
+        closed - goes through admission as before, so no canary is missed and nothing is
+        held past its time. A dry run answers as admission would (it holds nothing)."""
+        if run.invocation.dry_run or not queues:
+            return
+        try:
+            holding = self._outage.holding()
+            pauses = self._pauses() if self._pauses is not None else {}
+            held = [
+                graph
+                for graph in queues
+                if holding.holds(graph) or _pause_of(pauses, graph) is not None
+            ]
+            for graph in held:
+                queues[graph] = _once_each(queues[graph])  # one answer per identity
+            keys = [queued.item.event_id for graph in held for queued in queues[graph]]
+            remembered = self._deferred.standing(keys) if keys else {}
+        except StoreUnavailable as exc:
+            # Each goes through admission, which fails closed item by item.
+            self._reporter.store_problem(str(exc))
+            return
+        now = self._clock()
+        for graph in held:
+            if not run.going_on():
+                return  # the rest are admitted, or stopped, by the round-robin
+            pause = _pause_of(pauses, graph)
+            standing, rest = [], []
+            for queued in queues[graph]:
+                entry = remembered.get(queued.item.event_id)
+                if entry is not None and _stands(*entry, pause, holding.holds(graph), now):
+                    standing.append((queued.item, *entry))
+                else:
+                    rest.append(queued)
+            if standing:
+                queues[graph] = rest
+                run.still_deferred(graph, standing)
 
     def _restore_fairly(
         self, run: _Run, queues: dict[str, list[_Queued]], cap: int, held: set[str]
@@ -360,6 +415,22 @@ def _once_each(queue: list[_Queued]) -> list[_Queued]:
     return kept
 
 
+def _pause_of(pauses: Mapping[str, dict], graph: str) -> dict | None:
+    """The pause that holds ``graph`` (its own, else every graph's), as admission finds it."""
+    return pauses.get(graph) or pauses.get(ALL_GRAPHS)
+
+
+def _stands(due_at: float, deferral: Deferral, pause: dict | None, held: bool, now: float) -> bool:
+    """Whether a remembered deferral still stands: decided under the pause in force (a pause
+    made since is a new one, with a reason of its own), or - no pause - by outage mode on a
+    graph still held, and not yet due (a breaker deferral is due when the canary may be
+    taken)."""
+    if pause is not None:
+        at = pause.get("at")
+        return deferral.hold == HOLD_PAUSED and isinstance(at, (int, float)) and due_at >= at
+    return held and deferral.hold in OUTAGE_HOLDS and due_at > now
+
+
 def _while(going_on: Callable[[], bool], pages: Iterable[T]) -> Iterator[T]:
     """The pages of a listing, the next one asked for (and so read) only while the sweep
     goes on: a listing is lazy, so a sweep out of time simply stops asking."""
@@ -387,6 +458,13 @@ class _Run:
         self.going_on = going_on
         self._restorer = restorer
         self._results = results
+
+    def still_deferred(self, graph: str, standing: list[tuple[Item, float, Deferral]]) -> None:
+        """Failures whose deferral stands, answered and counted without admission."""
+        results = self._restorer.still_deferred(graph, standing, self.invocation)
+        self._results.extend(results)
+        counted = self.summary.outcomes.get(Outcome.DEFERRED.value, 0)
+        self.summary.outcomes[Outcome.DEFERRED.value] = counted + len(results)
 
     def handle(self, item: Item) -> Outcome:
         """One item through the restorer, counted in the summary; its outcome."""

@@ -27,7 +27,15 @@ from handler.client import ListingError, WorkflowApi
 from handler.intake import Item
 from handler.invocation import Invocation
 from handler.names import InvalidNameError, validate_name
-from handler.outage import HOLD_BREAKER, HOLD_RATE, HOLD_SYSTEMIC, HOLD_WATCH, BreakerEvent, Outage
+from handler.outage import (
+    HOLD_BREAKER,
+    HOLD_RATE,
+    HOLD_SYSTEMIC,
+    HOLD_WATCH,
+    BreakerEvent,
+    Holding,
+    Outage,
+)
 from handler.outcomes import Answer, Outcome, Result
 from handler.pipeline import classify
 from handler.pipeline.clients import Clients
@@ -247,7 +255,7 @@ class Sweeper:
             standing, rest = [], []
             for queued in queues[graph]:
                 entry = remembered.get(queued.item.event_id)
-                if entry is not None and _stands(*entry, pause, holding.holds(graph), now):
+                if entry is not None and _stands(*entry, pause, holding, graph, now):
                     standing.append((queued.item, *entry))
                 else:
                     rest.append(queued)
@@ -420,15 +428,23 @@ def _pause_of(pauses: Mapping[str, dict], graph: str) -> dict | None:
     return pauses.get(graph) or pauses.get(ALL_GRAPHS)
 
 
-def _stands(due_at: float, deferral: Deferral, pause: dict | None, held: bool, now: float) -> bool:
+def _stands(
+    due_at: float, deferral: Deferral, pause: dict | None, holding: Holding, graph: str, now: float
+) -> bool:
     """Whether a remembered deferral still stands: decided under the pause in force (a pause
-    made since is a new one, with a reason of its own), or - no pause - by outage mode on a
-    graph still held, and not yet due (a breaker deferral is due when the canary may be
-    taken)."""
+    made since is a new one, with a reason of its own); or - no pause - by outage mode on a
+    graph still held, and not yet due (a breaker's deferral is due when its canary may be
+    taken or judged). A systemic hold's due time is only when to look again: it stands as
+    long as the store says the outage is systemic and the graph's own breaker is not open
+    (an open one goes by its own due times)."""
     if pause is not None:
         at = pause.get("at")
         return deferral.hold == HOLD_PAUSED and isinstance(at, (int, float)) and due_at >= at
-    return held and deferral.hold in OUTAGE_HOLDS and due_at > now
+    if not holding.holds(graph) or deferral.hold not in OUTAGE_HOLDS:
+        return False
+    if deferral.hold == HOLD_SYSTEMIC and holding.systemic and graph not in holding.open:
+        return True
+    return due_at > now
 
 
 def _while(going_on: Callable[[], bool], pages: Iterable[T]) -> Iterator[T]:

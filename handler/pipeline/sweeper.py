@@ -288,17 +288,38 @@ class Sweeper:
             if queue:
                 turns.append(deque(queue))
         restored = 0
-        while turns:
-            for queue in turns:
-                if restored >= cap:
-                    run.summary.waiting += sum(q.listed for queue in turns for q in queue)
-                    return
-                if not run.going_on():
-                    run.summary.stopped = STOPPED_DEADLINE
-                    return
-                if run.handle(queue.popleft().item) is Outcome.RESTORED:
-                    restored += 1
-            turns = [queue for queue in turns if queue]
+        rate = self._rate_full(run, turns)
+        try:
+            while turns:
+                for queue in turns:
+                    if restored >= cap:
+                        run.summary.waiting += sum(q.listed for queue in turns for q in queue)
+                        return
+                    if not run.going_on():
+                        run.summary.stopped = STOPPED_DEADLINE
+                        return
+                    item = queue.popleft().item
+                    if rate.answers(item):
+                        continue
+                    result = run.handle(item)
+                    if result.outcome is Outcome.RESTORED:
+                        restored += 1
+                    rate.noted(result)
+                turns = [queue for queue in turns if queue]
+        finally:
+            rate.answer(run)
+
+    def _rate_full(self, run: _Run, turns: list[deque[_Queued]]) -> _WhileRateFull:
+        """What answers the failures the shared rate would defer again, once it is full."""
+        if run.invocation.dry_run or self._settings.outage.rate_limit is None or not turns:
+            return _WhileRateFull(self._deferred, {}, self._clock)
+        keys = [queued.item.event_id for queue in turns for queued in queue]
+        try:
+            remembered = self._deferred.standing(keys)
+        except StoreUnavailable as exc:
+            self._reporter.store_problem(str(exc))
+            remembered = {}
+        return _WhileRateFull(self._deferred, remembered, self._clock)
 
     def _graphs(
         self, run: _Run, client: WorkflowApi, request: SweepRequest, deferred: list[Item]
@@ -423,6 +444,65 @@ def _once_each(queue: list[_Queued]) -> list[_Queued]:
     return kept
 
 
+class _WhileRateFull:
+    """The failures a sweep finds once the shared rate is full, deferred by the rate before.
+
+    When an item is refused by the rate (``RateLimited``), no slot frees before the moment
+    its deferral names - the rate is a sliding log: only a slot given back elsewhere could
+    come sooner. Until then, a failure the rate deferred before (remembered with the same
+    rule) would only be deferred by it again: it is answered ``deferred`` with that fresh
+    refusal's reason, without admission (:meth:`Restorer.still_deferred`), and keeps its
+    memory, so the next sweep decides it. Everything else is admitted as before."""
+
+    def __init__(
+        self,
+        deferred: DeferredFailures,
+        remembered: dict[str, tuple[float, Deferral]],
+        clock: Callable[[], float],
+    ) -> None:
+        self._deferred = deferred
+        self._remembered = remembered
+        self._clock = clock
+        self._until: float | None = None
+        self._refusal: Deferral | None = None
+        self._standing: dict[str, list[tuple[Item, float, Deferral]]] = {}
+
+    def noted(self, result: Result) -> None:
+        """Learn from an item's result that the rate is full, and until when."""
+        if not self._remembered or result.error_code != _HOLD_CODES_RATE:
+            return
+        if result.outcome is not Outcome.DEFERRED or result.event_id is None:
+            return
+        try:
+            refused = self._deferred.standing([result.event_id]).get(result.event_id)
+        except StoreUnavailable:
+            return  # every later item is admitted, and fails closed there
+        if refused is not None and refused[1].hold == HOLD_RATE:
+            self._until, self._refusal = refused
+
+    def answers(self, item: Item) -> bool:
+        """Whether ``item`` is answered as still deferred by the full rate (at the end)."""
+        if self._refusal is None or self._until is None or item.graph_name is None:
+            return False
+        entry = self._remembered.get(item.event_id)
+        if entry is None or entry[1].hold != HOLD_RATE or entry[1].rule != self._refusal.rule:
+            return False
+        if self._clock() >= self._until:
+            self._refusal = None  # a slot is free again: admitted from here on
+            return False
+        self._standing.setdefault(item.graph_name, []).append((item, self._until, self._refusal))
+        return True
+
+    def answer(self, run: _Run) -> None:
+        """Answer the failures held so, one line per graph."""
+        for graph, standing in self._standing.items():
+            run.still_deferred(graph, standing)
+        self._standing = {}
+
+
+_HOLD_CODES_RATE = "RateLimited"  # a rate refusal's error code (see handler.pipeline.admission)
+
+
 def _pause_of(pauses: Mapping[str, dict], graph: str) -> dict | None:
     """The pause that holds ``graph`` (its own, else every graph's), as admission finds it."""
     return pauses.get(graph) or pauses.get(ALL_GRAPHS)
@@ -482,10 +562,10 @@ class _Run:
         counted = self.summary.outcomes.get(Outcome.DEFERRED.value, 0)
         self.summary.outcomes[Outcome.DEFERRED.value] = counted + len(results)
 
-    def handle(self, item: Item) -> Outcome:
-        """One item through the restorer, counted in the summary; its outcome."""
+    def handle(self, item: Item) -> Result:
+        """One item through the restorer, counted in the summary; its result."""
         result = self._restorer.handle(item, self.invocation)
         self._results.append(result)
         outcome = result.outcome.value
         self.summary.outcomes[outcome] = self.summary.outcomes.get(outcome, 0) + 1
-        return result.outcome
+        return result

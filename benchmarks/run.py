@@ -95,7 +95,7 @@ class Profile:
 # 157 s of sweeps at a load average of 3-5 (about 5 ms a held failure), so 5,000 would take
 # five times as long. Handling a failure both listed and remembered once made it about a
 # quarter cheaper (400 failures, 10 graphs: 26 s against 36 s, same load), not five times.
-STORM_FULL = bench_storm.Settings(graphs=50, failures=1000, rate="50/s", broken_seconds=60)
+STORM_FULL = bench_storm.Settings(graphs=50, failures=5000, rate="100/s", broken_seconds=60)
 FULL = Profile(
     "full",
     bench_import.Settings(runs=15),

@@ -494,3 +494,27 @@ def test_a_paused_graph_s_deferred_failures_stand_until_it_is_resumed(emu, store
     clock.advance(60)
     assert h.sweep()["outcomes"] == {"restored": 4}
     assert sorted(execution for _, _, execution in emu.accepted) == names
+
+
+def test_once_the_rate_is_full_failures_it_deferred_before_are_answered_with_its_new_refusal(
+    emu, store, clock
+):
+    """The shared rate refuses one item of a sweep: until its next slot, the failures it had
+    deferred before are answered ``deferred`` with that refusal's reason, without being
+    admitted again; each is still restored, once, as slots free."""
+    names = seed(emu, 6)
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="2/s", RESTORE_BREAKER_THRESHOLD="0")
+    assert h.sweep()["outcomes"] == {"restored": 2, "deferred": 4}  # each admitted
+    clock.advance(1.5)
+
+    answer, summary = h.runtime.sweep(SweepRequest(max_restores=50), Invocation(id="rated"))
+
+    assert summary.document()["outcomes"] == {"restored": 2, "deferred": 2}
+    (refused,) = [r for r in answer.results if r.outcome.value == "deferred" and not r.standing]
+    (standing,) = [r for r in answer.results if r.standing]
+    assert refused.error_code == standing.error_code == "RateLimited"
+    assert standing.reason == refused.reason  # the refusal of this sweep, its next slot
+    for _ in range(5):  # bounded: two a second
+        clock.advance(1.5)
+        h.sweep()
+    assert sorted(execution for _, _, execution in emu.accepted) == names  # all, once each

@@ -518,3 +518,26 @@ def test_once_the_rate_is_full_failures_it_deferred_before_are_answered_with_its
         clock.advance(1.5)
         h.sweep()
     assert sorted(execution for _, _, execution in emu.accepted) == names  # all, once each
+
+
+def test_a_pause_longer_than_the_retention_keeps_every_held_failure_remembered(emu, store, clock):
+    """A deferral that stands is not written again, so its memory would expire one
+    retention after it was decided: past half of it, the failure is admitted again (and
+    remembered anew). A pause longer than the retention keeps every memory - what restores
+    a failure no listing shows any more - and still ends with each restored."""
+    names = seed(emu, 3, minutes_ago=0)
+    env = {"RESTORE_DEDUPE_RETENTION": "2m", "RESTORE_SWEEP_LOOKBACK": "1m"}
+    env["RESTORE_SWEEP_QUIET_INTERVAL"] = "0"  # every graph listed by every sweep
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="off", **env)
+    pause(store, GRAPH, by="operator", seconds=3600, clock=clock)
+    for _ in range(12):  # six minutes, a sweep every 30 s: three retentions
+        assert h.sweep()["outcomes"] == {"deferred": 3}
+        clock.advance(30)
+    # Three retentions after the first deferral, every memory is still there.
+    keys = [key for key, _ in store.waiting_deferred(10)]
+    assert len(store.deferred_among(keys)) == 3
+    standing = h.lines("restores still deferred")
+    assert 0 < len(standing) < 12  # answered standing, and admitted again before expiring
+    resume(store, GRAPH)
+    h.sweep()
+    assert sorted(execution for _, _, execution in emu.accepted) == names

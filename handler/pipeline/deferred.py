@@ -86,6 +86,13 @@ class DeferredFailures:
             )
         return items
 
+    def kept_long(self, due_at: float, now: float) -> bool:
+        """Whether a failure remembered due at ``due_at`` is kept at least half its retention
+        after ``now``. One that is not must be admitted again, which remembers it anew: a
+        hold that outlasts the retention (a long pause, a long systemic outage) must not let
+        the memory of a failure no listing shows any more expire."""
+        return now < due_at + self._retention / 2
+
     def standing(self, keys: Collection[str]) -> dict[str, tuple[float, Deferral]]:
         """Which of ``keys`` are remembered deferred with what deferred them, each as
         ``key -> (due_at, deferral)``, due or not; one store read. Raises

@@ -255,7 +255,11 @@ class Sweeper:
             standing, rest = [], []
             for queued in queues[graph]:
                 entry = remembered.get(queued.item.event_id)
-                if entry is not None and _stands(*entry, pause, holding, graph, now):
+                if (
+                    entry is not None
+                    and self._deferred.kept_long(entry[0], now)
+                    and _stands(*entry, pause, holding, graph, now)
+                ):
                     standing.append((queued.item, *entry))
                 else:
                     rest.append(queued)
@@ -487,9 +491,12 @@ class _WhileRateFull:
         entry = self._remembered.get(item.event_id)
         if entry is None or entry[1].hold != HOLD_RATE or entry[1].rule != self._refusal.rule:
             return False
-        if self._clock() >= self._until:
+        now = self._clock()
+        if now >= self._until:
             self._refusal = None  # a slot is free again: admitted from here on
             return False
+        if not self._deferred.kept_long(entry[0], now):
+            return False  # admitted: remembered anew
         self._standing.setdefault(item.graph_name, []).append((item, self._until, self._refusal))
         return True
 

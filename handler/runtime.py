@@ -110,7 +110,7 @@ class Runtime:
             outage=self.outage,
             breaker_log=self.breaker_changed,
             quiet=QuietListings(store, reporter, clock),
-            pauses=store.pauses,
+            pauses=lambda: store.pauses(),  # late: the store may open lazily, on first use
             clock=clock,
         )
 

@@ -29,7 +29,9 @@ Two memories serve the restore rules' spacing:
 * :meth:`~StateStore.remember_deferred` / :meth:`~StateStore.due_deferred` - the failures
   deferred until a due time, kept until :meth:`~StateStore.finish` records a final outcome
   for them (in the same step) or a retention after they were due: a sweep works through the
-  due ones, so a failure no listing shows any more is still restored.
+  due ones, so a failure no listing shows any more is still restored;
+  :meth:`~StateStore.deferred_among` tells, in one read, which of a sweep's listed failures
+  are remembered so, with their due times.
 
 Two answers serve outage mode (:mod:`handler.outage`), where hundreds of executions fail at
 once because something they share broke:

@@ -6,11 +6,24 @@ is loaded.
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from handler.credentials import Credentials
+
+
+def random_id() -> str:
+    """A random (version 4) UUID in its usual text form, as ``str(uuid.uuid4())`` writes it.
+
+    Built from ``os.urandom`` directly: the ``uuid`` module imports ``platform`` (Python 3.10
+    and 3.11), together ≈2 ms of every cold start, for one id per invocation.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class Forced:
 class Invocation:
     """One call of an entry point: its id for log correlation, deadline and credentials."""
 
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=random_id)
     deadline: float | None = None  # time.monotonic() seconds
     credentials: Credentials | None = None  # overrides the settings' (FunctionGraph agency)
     dry_run: bool = False  # this invocation only: everything but the restore call

@@ -4,9 +4,10 @@ Every failure the function saw (its identity, when it stopped, the execution's e
 the API gave it, and the door it came in by: ``event``, ``sweep`` or ``cli``), what became of
 it (a restore sent - its outcome, rule and the API's request id - or a decision that sent
 none: deferred, skipped, given up), and every give-up message (queued, sent alone or in a
-digest, kept after SMN did not take it, refused). :class:`Ledger` writes the first two as an
-observer of the restorer - one store write per item, after its log line - and
-:mod:`handler.escalation` the messages.
+digest, kept after SMN did not take it, refused). :class:`Ledger` gives the first two to the
+restorer, which writes them in the store step that settles the item (:meth:`Ledger.batch`;
+as an observer, after the log line, when there was nothing to settle or that step failed) -
+and :mod:`handler.escalation` the messages.
 
 Telling operators never changes or delays an outcome: a ledger the store cannot write is one
 ``ledger not written`` line, nothing else. Entries carry only what an item's answer carries
@@ -32,6 +33,7 @@ from handler.invocation import Invocation
 from handler.outcomes import Outcome, Result
 from handler.report import Reporter
 from handler.store import StateStore, StoreUnavailable
+from handler.store.base import LedgerBatch
 
 __all__ = ["MAX_ENTRIES", "TEXT_CHARS", "Ledger", "iso_utc"]
 
@@ -63,12 +65,20 @@ class Ledger:
         """The failure an item was, and what became of it (nothing for a redelivery of a
         handled item, a request that was no failure, a dry run, which changes nothing, or an
         outcome that stands from before: the entries of its decision are there already)."""
+        batch = self.batch(result, invocation)
+        if batch is not None:
+            self.append(batch.graph, batch.execution, batch.entries)
+
+    def batch(self, result: Result, invocation: Invocation) -> LedgerBatch | None:
+        """The entries :meth:`__call__` would write for ``result``, for the restorer to write
+        in the same store step as the item's settlement (one write, not two); None when
+        there are none."""
         if invocation.dry_run or result.door is None or result.outcome is Outcome.DUPLICATE:
-            return
+            return None
         if result.standing:
-            return
+            return None
         if not result.graph_name or not result.execution_name:
-            return
+            return None
         at = iso_utc(self._clock())
         seen = {
             "at": at,
@@ -78,7 +88,10 @@ class Ledger:
             "stoppedAt": iso_utc(result.failed_at) if result.failed_at is not None else None,
             "executionError": _cut(result.execution_error),
         }
-        self.append(result.graph_name, result.execution_name, [seen, _became(result, at)])
+        entries = [seen, _became(result, at)]
+        return LedgerBatch(
+            result.graph_name, result.execution_name, entries, self._keep, MAX_ENTRIES
+        )
 
     def notification(self, graph: str, execution: str, state: str, **fields: Any) -> None:
         """A give-up message's step: ``queued``, ``sent``, ``kept`` (SMN did not take it;

@@ -15,7 +15,6 @@ import queue
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -306,6 +305,8 @@ class SinkSender:
         self, session: Any, type_suffix: str, subject: str, data: dict[str, Any]
     ) -> str | None:
         """POST one structured CloudEvent; return an error text instead of raising."""
+        import uuid  # only a sink needs it; a cold start without one never loads it
+
         from cloudevents.conversion import to_structured
         from cloudevents.http import CloudEvent
 

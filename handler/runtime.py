@@ -44,8 +44,9 @@ if TYPE_CHECKING:  # built only when configured: an unconfigured cold start neve
 
 # How long the end of an invocation (or a process) may spend sending messages and metrics.
 NOTIFY_FLUSH_SECONDS = 5.0
-# Graphs whose outcomes the last sweep's record keeps (``status``): the one record stays
-# small however many graphs a sweep handled; the overall counts cover every graph.
+# Graphs whose part (failures found, errors, outcomes) the last sweep's record keeps
+# (``status``): the one record stays small however many graphs a sweep handled; the overall
+# counts cover every graph, and ``perGraphLeftOff`` counts the graphs not kept.
 SWEEP_GRAPHS_KEPT = 200
 
 
@@ -73,10 +74,9 @@ class Runtime:
         self.clients = Clients(
             connect, _static_credentials(settings), gives_error_text=client_class.gives_error_text
         )
-        # Each execution's ledger (``history``): first, so an outcome's entry comes before
-        # the give-up message it leads to.
+        # Each execution's ledger (``history``): written with the item's settlement, before
+        # every observer, so an outcome's entry comes before the give-up message it leads to.
         self.ledger = Ledger(store, settings.dedupe_retention, reporter, clock)
-        observers = (self.ledger, *observers)
         # Give-up messages (RESTORE_NOTIFY_TOPIC_URN): queued by an observer, sent at flush.
         self.escalation = _escalation(settings, store, reporter, clock)
         if self.escalation is not None:
@@ -99,6 +99,7 @@ class Runtime:
             api=settings.workflow_api.upper(),
             clock=clock,
             observers=observers,
+            ledger=self.ledger,
         )
         self.sweeper = Sweeper(
             self.restorer,
@@ -133,23 +134,34 @@ class Runtime:
         return answer, summary
 
     def _record_sweep(self, answer: Answer, summary: SweepSummary, *, dry_run: bool) -> None:
-        """Keep the newest sweep's summary, with what became of each graph's items - not a
-        dry run's (it changes nothing), nor one that did not run because another held the
-        lease (the other one's is the news). A store that cannot keep it is logged; the
-        sweep's answer stands."""
+        """Keep the newest sweep's summary, with each graph's part of it - the failures its
+        listing found, the errors named for it, what became of its items - not a dry run's (it
+        changes nothing), nor one that did not run because another held the lease (the other
+        one's is the news). A store that cannot keep it is logged; the sweep's answer stands."""
         if dry_run or summary.stopped in (STOPPED_IN_PROGRESS, STOPPED_STORE_UNAVAILABLE):
             return
-        per_graph: dict[str, dict[str, int]] = {}
+        outcomes: dict[str, dict[str, int]] = {}
         for result in answer.results:
-            if result.graph_name and (
-                result.graph_name in per_graph or len(per_graph) < SWEEP_GRAPHS_KEPT
-            ):
-                outcomes = per_graph.setdefault(result.graph_name, {})
-                outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
+            if result.graph_name:
+                counts = outcomes.setdefault(result.graph_name, {})
+                counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+        # Graphs a listing found something in (or could not list) first, then those only
+        # deferred failures came from; the first SWEEP_GRAPHS_KEPT are kept.
+        names = list(dict.fromkeys([*summary.graph_failures, *summary.graph_errors, *outcomes]))
+        per_graph = {
+            name: {
+                "failuresFound": summary.graph_failures.get(name, 0),
+                "errors": summary.graph_errors.get(name, 0),
+                "outcomes": outcomes.get(name, {}),
+            }
+            for name in names[:SWEEP_GRAPHS_KEPT]
+        }
+        left_off = len(names) - len(per_graph)
         document = {
             "finishedAt": iso_utc(self.clock()),
             **summary.document(),
             "perGraph": dict(sorted(per_graph.items())),
+            **({"perGraphLeftOff": left_off} if left_off else {}),
         }
         try:
             self.store.record_sweep(document)

@@ -162,14 +162,30 @@ class SweepSummary:
     errors_left_off: int = 0  # errors beyond MAX_SUMMARY_ERRORS: counted, not listed
     stopped: str | None = None  # why the sweep ended early: one of the STOPPED_* words
     duration_ms: float = 0.0
+    # Per graph listed, for ``status`` (the runtime keeps a bounded part in the store): the
+    # failures its listing found and the errors named for it (rows that could not be
+    # restored, a listing cut short). Not in :meth:`document`: the ``sweep finished`` line
+    # of a sweep over thousands of graphs stays one short line.
+    graph_failures: dict[str, int] = field(default_factory=dict)
+    graph_errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def store_unavailable(self) -> bool:
         """Nothing was swept: the state store could not be reached (answered 503)."""
         return self.stopped == STOPPED_STORE_UNAVAILABLE
 
+    def found(self, graph: str) -> None:
+        """Count one failure a listing of ``graph`` found."""
+        self.failures_found += 1
+        self.graph_failures[graph] = self.graph_failures.get(graph, 0) + 1
+
     def error(self, entry: dict[str, Any]) -> None:
-        """Name one error (a graph or row skipped), or count it once the list is full."""
+        """Name one error (a graph or row skipped), or count it once the list is full; one of
+        a graph that was listed also counts as that graph's (a name that breaks the naming
+        rule was never listed: it is named in ``errors`` only)."""
+        graph = entry.get("graph")
+        if isinstance(graph, str) and entry.get("errorCode") != "InvalidGraphName":
+            self.graph_errors[graph] = self.graph_errors.get(graph, 0) + 1
         if len(self.errors) < MAX_SUMMARY_ERRORS:
             self.errors.append(entry)
         else:

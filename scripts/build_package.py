@@ -14,10 +14,13 @@ added and anything only the build machine needed is removed, until the set is ex
 target's closure.
 
 Each zip holds only what its function runs: the ``handler`` package without the development
-modules in :data:`DEV_ONLY`, its dependencies without ``bin/`` scripts or ``__pycache__``,
-and its entry file (``index.py`` or ``bootstrap``). Entries are sorted and carry a fixed
-timestamp, so the same inputs give the same bytes. ``MANIFEST.txt`` inside each zip (and a
-copy beside it) lists every file with its size.
+modules in :data:`DEV_ONLY`, its dependencies without ``bin/`` scripts, and its entry file
+(``index.py`` or ``bootstrap``), with every module's bytecode compiled by the target CPython
+itself (:func:`bytecode_files`: a new FunctionGraph instance starts from the package as it was
+uploaded, so without it every cold start would compile every module first; pip's own
+``__pycache__`` is for the build machine's Python and is dropped). Entries are sorted and
+carry a fixed timestamp, so the same inputs give the same bytes. ``MANIFEST.txt`` inside each
+zip (and a copy beside it) lists every file with its size.
 
 Each package is also left unpacked, in a folder of the same name (``build/restore-event/``):
 that folder is what ``template.yaml`` deploys, because the Serverless Devs ``fgs`` component
@@ -38,6 +41,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+# Beside this file: the build runs as ``python scripts/build_package.py``.
+from find_python import find_python
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -158,6 +163,7 @@ def build_one(
     files = dependency_files(site)
     files.update(handler_files())
     files.update(artifact.entry_files)
+    files.update(bytecode_files(files, python_version))
     manifest = manifest_text(artifact, python_version, files, site)
     files["MANIFEST.txt"] = (manifest.encode(), 0o644)
     path = out / f"{artifact.name}.zip"
@@ -345,6 +351,70 @@ def is_dev_only(relative_to_handler: str) -> bool:
 
 def is_bytecode(relative: str) -> bool:
     return "__pycache__/" in f"/{relative}" or relative.endswith((".pyc", ".pyo"))
+
+
+# ---------------------------------------------------------------------------------- bytecode
+
+# Run by the target CPython: compile each module named on stdin (relative to argv[1]) into its
+# __pycache__, as a checked-hash pyc: the interpreter compares it with its source's hash at
+# import, so an edited source (the console's code editor) is compiled again, never shadowed by
+# stale bytecode, and the bytes depend only on the source (no timestamps). A module that does
+# not compile for the target (a Python 2 leftover in a dependency) is skipped: it could not be
+# imported there either.
+COMPILE_SCRIPT = """
+import importlib.util, py_compile, sys
+root = sys.argv[1]
+for relative in sys.stdin.read().split():
+    source = f"{root}/{relative}"
+    try:
+        py_compile.compile(source, importlib.util.cache_from_source(source), relative, True,
+                           invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    except py_compile.PyCompileError:
+        pass
+"""
+COMPILE_TIMEOUT = 300.0
+
+
+def bytecode_files(
+    files: dict[str, tuple[bytes, int]], python_version: str
+) -> dict[str, tuple[bytes, int]]:
+    """``__pycache__/<module>.cpython-<version>.pyc`` for every ``.py`` in ``files``, compiled
+    by CPython ``python_version`` (bytecode is specific to one minor version).
+
+    Why: FunctionGraph unpacks the package afresh for every new instance, so whatever an
+    instance compiles is lost to the next cold start; without bytecode in the package each one
+    compiles ours and ``requests``' modules (≈175 for the event function) before the first
+    event - several times the whole import from bytecode (benchmarks/PROFILE.md).
+    """
+    python = find_python(python_version)
+    if python is None:
+        raise BuildError(
+            f"no CPython {python_version} on this machine to compile the package's bytecode "
+            f"with (pyenv install {python_version}; scripts/find_python.py says where it looks)"
+        )
+    sources = sorted(name for name in files if name.endswith(".py"))
+    with tempfile.TemporaryDirectory(prefix="bytecode-") as staging:
+        root = Path(staging)
+        for name in sources:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(files[name][0])
+        result = subprocess.run(  # noqa: S603 - the target interpreter, a constant script
+            [python, "-c", COMPILE_SCRIPT, str(root)],
+            # A fixed hash seed: set constants are written in hash order, so a random seed
+            # would make the same source compile to different bytes from build to build.
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            input="\n".join(sources),
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BuildError(f"compiling the bytecode with {python} failed:\n{result.stderr}")
+        return {
+            path.relative_to(root).as_posix(): (path.read_bytes(), 0o644)
+            for path in sorted(root.rglob("*.pyc"))
+        }
 
 
 # ---------------------------------------------------------------------------- zip and report

@@ -22,7 +22,9 @@ BUILD_TIMEOUT = 300.0
 
 @pytest.fixture(scope="session")
 def built_packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """``{"event": restore-event.zip, "http": restore-http.zip}`` built as `make package` does."""
+    """``{"event": restore-event.zip, "http": restore-http.zip}`` built as `make package` does
+    (which compiles the bytecode with the target CPython: skipped without it, as below)."""
+    _target_python()
     out = tmp_path_factory.mktemp("build")
     command = [sys.executable, "scripts/build_package.py", "--python-version", target_version()]
     result = subprocess.run(
@@ -48,6 +50,15 @@ def runtime_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     and nothing of the interpreter's own site-packages can hide a missing one. Skipped when
     the interpreter is absent - except under CI (``CI=true``), where that is a failure.
     """
+    python = _target_python()
+    venv = tmp_path_factory.mktemp("runtime") / "python"
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    return venv / "bin"
+
+
+def _target_python() -> str:
+    """The target CPython's path; skips the test without it - except under CI (``CI=true``),
+    where that is a failure."""
     version = target_version()
     python = find_python(version)
     if python is None:
@@ -55,6 +66,4 @@ def runtime_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}; CI=true, so the package tests must run", pytrace=False)
         pytest.skip(message)
-    venv = tmp_path_factory.mktemp("runtime") / "python"
-    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    return venv / "bin"
+    return python

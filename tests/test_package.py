@@ -12,6 +12,7 @@ so a restore proves the function signed with the keys FunctionGraph hands it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -108,6 +110,22 @@ class Context:
         return request["agency"][2]
 
 
+# Which of the package's modules the interpreter compiles (it does only when their bytecode
+# is missing or stale): a new instance starts from the package as uploaded, so a cold start
+# that compiles pays for it every time.
+import importlib._bootstrap_external as loaders
+
+compiled = []
+compile_source = loaders.SourceLoader.source_to_code
+
+
+def recording_compile(self, data, path, *args, **kwargs):
+    compiled.append(path)
+    return compile_source(self, data, path, *args, **kwargs)
+
+
+loaders.SourceLoader.source_to_code = recording_compile
+
 import index
 import requests
 
@@ -118,6 +136,7 @@ report = {
     "python": list(sys.version_info[:2]),
     "requestsFrom": requests.__file__,
     "webModulesLoaded": web,
+    "compiledAtStart": sorted(compiled),
 }
 with open(request["report"], "w") as out:
     json.dump(report, out)
@@ -223,12 +242,46 @@ def test_the_http_zip_holds_bootstrap_functions_framework_and_redis(built_packag
     assert "index.py" not in entries
 
 
-def test_no_zip_holds_dev_modules_scripts_bytecode_or_benchmarks(built_packages):
+def test_no_zip_holds_dev_modules_scripts_or_benchmarks(built_packages):
     for package in built_packages.values():
         for entry in names(package):
             assert not entry.startswith(DEV_ONLY), entry
             assert not entry.startswith(("bin/", "benchmarks/", "tests/")), entry
-            assert "__pycache__" not in entry and not entry.endswith(".pyc"), entry
+
+
+def test_every_module_in_a_zip_has_its_bytecode_for_the_target_python_and_nothing_else(
+    built_packages,
+):
+    tag = "cpython-" + target_version().replace(".", "")
+    for package in built_packages.values():
+        entries = set(names(package))
+        sources = {entry for entry in entries if entry.endswith(".py")}
+        compiled = {entry for entry in entries if entry.endswith((".pyc", ".pyo"))}
+        assert {entry for entry in entries if "__pycache__/" in entry} == compiled
+        expected = {
+            f"{source.rpartition('/')[0]}/__pycache__/{name}.{tag}.pyc".lstrip("/")
+            for source in sources
+            for name in [source.rpartition("/")[2].removesuffix(".py")]
+        }
+        assert compiled <= expected  # only the target's, and only beside a source
+        assert "handler/__pycache__/main." + tag + ".pyc" in compiled
+        assert len(expected - compiled) <= len(sources) // 100  # what 3.x cannot compile
+
+
+def test_the_bytecode_is_the_same_bytes_when_compiled_again(built_packages):
+    """The same inputs give the same package, bytecode included (set constants are written
+    in hash order, so the compiler must not run with a random hash seed)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        build_package = importlib.import_module("build_package")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    with zipfile.ZipFile(built_packages["event"]) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    sources = {name: (data, 0o644) for name, data in entries.items() if name.endswith(".py")}
+    again = build_package.bytecode_files(sources, target_version())
+    shipped = {name: data for name, data in entries.items() if name.endswith(".pyc")}
+    assert {name: data for name, (data, _) in again.items()} == shipped
 
 
 def test_dependencies_are_the_target_pythons_not_the_build_machines(built_packages):
@@ -301,6 +354,7 @@ def test_the_event_package_restores_smn_and_eventgrid_events_under_the_target_py
     assert first["python"] == [int(part) for part in target_version().split(".")]
     assert Path(first["requestsFrom"]).is_relative_to(code)  # from the package, nowhere else
     assert first["webModulesLoaded"] == []
+    assert first["compiledAtStart"] == []  # every module came from the package's bytecode
     smn, envelope, target = first["answers"]
     assert smn["statusCode"] == 200 and smn["summary"] == {"restored": 2, "skipped": 1}
     assert envelope["summary"] == {"restored": 1}  # the publish envelope {"events": [...]}

@@ -204,14 +204,16 @@ def test_status_counts_restores_give_ups_and_waiting_failures_and_shows_the_last
     assert (sweep["graphsScanned"], sweep["failuresFound"]) == (3, 3)
     assert sweep["outcomes"] == {"restored": 1, "failed": 1, "deferred": 1}
     assert sweep["durationMs"] >= 0
-    assert graphs[GRAPH]["lastSweep"] == {"restored": 1}  # what became of each graph's items
-    assert graphs["thumbnails"]["lastSweep"] == {"failed": 1}
-    assert graphs["reports"]["lastSweep"] == {"deferred": 1}
+    # Each graph's part: what its listing found, the errors named for it, what became of it.
+    part = {"failuresFound": 1, "errors": 0, "outcomes": {"restored": 1}}
+    assert graphs[GRAPH]["lastSweep"] == part
+    assert graphs["thumbnails"]["lastSweep"]["outcomes"] == {"failed": 1}
+    assert graphs["reports"]["lastSweep"]["outcomes"] == {"deferred": 1}
     assert cli(["status"]) == 0
     table = capsys.readouterr().out
     assert f"last sweep: finished {sweep['finishedAt']}" in table
     assert "3 failure(s) found, 1 deferred, 1 failed, 1 restored" in table
-    assert any(line.startswith("reports") and line.endswith("1 deferred") for line in
+    assert any(line.startswith("reports") and line.endswith("1 found, 1 deferred") for line in
                table.splitlines())  # fmt: skip
 
     # GET /status answers the same document, and only with the token.

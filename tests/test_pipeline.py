@@ -65,6 +65,11 @@ class FinishFailsStore:
 
         raise StoreUnavailable("state store redis://:hunter2@10.0.0.7:6379/0 unavailable: reset")
 
+    def settle_item(self, key, token, *, record, **parts):
+        if record is not None:  # the step that records an outcome (with the unit settled)
+            self.finish(key, token, record, parts["retention"])
+        self._store.settle_item(key, token, record=record, **parts)
+
     def __getattr__(self, name):
         return getattr(self._store, name)
 
@@ -126,3 +131,43 @@ def test_each_observer_sees_every_result_once_after_its_line_and_a_broken_one_co
     assert [line["message"] for line in lines] == [
         "restore dry_run", "unexpected error", "restore dry_run", "unexpected error",
     ]  # fmt: skip
+
+
+class WritesCounted:
+    """A real memory store that counts the calls of each method that writes."""
+
+    WRITES = frozenset({
+        "claim", "finish", "release", "reserve_budget", "settle_budget", "refund_budget",
+        "ledger_append", "settle_item", "take_rate_slot", "first_seen", "remember_deferred",
+    })  # fmt: skip
+
+    def __init__(self) -> None:
+        self._store = open_store("memory://")
+        self.describe = "counted"
+        self.writes: list[str] = []
+
+    def __getattr__(self, name):
+        if name in self.WRITES:
+            self.writes.append(name)
+        return getattr(self._store, name)
+
+
+def test_a_restored_item_writes_the_store_once_after_its_restore(httpserver):
+    """Its unit settled, its outcome recorded and its ledger written are one step after the
+    restore; what it holds before sending it (claim, unit, rate slot) stays committed first."""
+    from tests.conftest import PATH, RESTORED
+
+    httpserver.expect_request(PATH, method="PUT").respond_with_json(RESTORED)
+    store = WritesCounted()
+    settings = Settings(
+        endpoint=httpserver.url_for("").rstrip("/"), access_key_id="AK", secret_access_key="SK"
+    )
+    runtime = Runtime(settings, store, Reporter(configure_logging("INFO", io.StringIO())))
+    items = from_http(json.dumps({"graphName": "graph-1", "executionName": "exec-1"}).encode(), {})
+
+    (result,) = runtime.run(items, Invocation(id="inv-1")).document()["results"]
+
+    assert result["outcome"] == "restored"
+    assert store.writes == ["claim", "reserve_budget", "take_rate_slot", "settle_item"]
+    assert [entry["kind"] for entry in store.ledger("graph-1", "exec-1")] == ["failure", "restore"]
+    assert store.claim(items[0].event_id, 60).state == "done"

@@ -130,13 +130,18 @@ def _status(args: argparse.Namespace) -> int:
                "last sweep")  # fmt: skip
     rows = [columns]
     for name, graph in document["graphs"].items():
-        state = f"paused until {_iso(graph['paused']['until'])}" if graph["paused"] else ""
-        state = state or (f"breaker {graph['breaker']}" if graph["breaker"] != "closed" else "ok")
-        rows.append((name, state, str(graph["restoredLastHour"]), str(graph["restoredLastDay"]),
+        rows.append((name, _graph_state(graph, everything), str(graph["restoredLastHour"]),
+                     str(graph["restoredLastDay"]),
                      str(graph["gaveUp"]), str(graph["deferredWaiting"]),
                      str(graph["notificationsWaiting"]),
-                     _outcomes(graph["lastSweep"]) if graph["lastSweep"] else "-"))  # fmt: skip
-    print(_last_sweep_line(document["lastSweep"]))
+                     _graph_sweep(graph["lastSweep"])))  # fmt: skip
+    not_kept = document.get("notKept") or []
+    if not_kept:
+        print(_not_kept_line(not_kept))
+    if "last_sweep" in not_kept:
+        print("last sweep: none kept in this state file")
+    else:
+        print(_last_sweep_line(document["lastSweep"]))
     if len(rows) == 1:
         print(f"nothing recorded in {document['store']}")
         return EXIT_DONE
@@ -164,7 +169,9 @@ def _history(args: argparse.Namespace) -> int:
     print(f"{graph}/{execution}")
     for entry in document["entries"]:
         print(f"  {history_line(entry)}")
-    if not document["entries"]:
+    if document.get("notKept"):
+        print(f"  no ledger kept in this state file {_NOT_KEPT_WHY}")
+    elif not document["entries"]:
         print("  nothing in its ledger (kept for RESTORE_DEDUPE_RETENTION)")
     restores = ", ".join(_iso(at) for at in document["restoresSentAt"]) or "none"
     print(f"  restores its budget holds (RESTORE_BUDGET_WINDOW): {restores}")
@@ -222,6 +229,41 @@ def _last_sweep_line(sweep: dict[str, Any] | None) -> str:
     if sweep.get("stopped"):
         parts.append(f"stopped: {sweep['stopped']}")
     return ", ".join(parts)
+
+
+def _graph_state(graph: dict[str, Any], everything: dict[str, Any] | None) -> str:
+    """What holds a graph's restores: its own pause or the pause of every graph, and its
+    breaker when not closed - both, when both hold (resuming alone would not let it go)."""
+    held = []
+    if graph["paused"]:
+        held.append(f"paused until {_iso(graph['paused']['until'])}")
+    elif everything:
+        held.append("paused (every graph)")
+    if graph["breaker"] != "closed":
+        held.append(f"breaker {graph['breaker']}")
+    return ", ".join(held) or "ok"
+
+
+# Why a store keeps no records of a kind (handler.store.RecordsNotKept): there are none.
+_NOT_KEPT_WHY = (
+    "(an earlier version made it and it is open read-only; the function adds what is missing "
+    "when it next opens the file)"
+)
+
+
+def _not_kept_line(kinds: list[str]) -> str:
+    return f"not kept in this state file: {', '.join(kinds)} {_NOT_KEPT_WHY}"
+
+
+def _graph_sweep(part: dict[str, Any] | None) -> str:
+    """A graph's part of the last sweep, e.g. ``2 found, 1 deferred, 1 restored, 1 error(s)``;
+    ``-`` when the sweep did not list it, found nothing in it and handled none of its items."""
+    if not part:
+        return "-"
+    words = [] if part.get("failuresFound") is None else [f"{part['failuresFound']} found"]
+    words += [_outcomes(part.get("outcomes") or {})] if part.get("outcomes") else []
+    words += [f"{part['errors']} error(s)"] if part.get("errors") else []
+    return ", ".join(words) or "-"
 
 
 def _took(ms: float) -> str:

@@ -43,6 +43,8 @@ SINK_FLUSH_SECONDS = 2.0
 # Give-up messages after an HTTP delivery's outcomes: bounded, so an SMN outage costs an
 # answer at most this (what is not sent stays in the outbox for the next invocation).
 NOTIFY_FLUSH_SECONDS = 2.0
+# What GET /status reads from its query: the token, for callers that cannot set a header.
+STATUS_QUERY = frozenset({"token"})
 
 
 class Function:
@@ -109,8 +111,8 @@ class Function:
 
         ``POST /sweep`` runs a sweep; ``GET``/``HEAD`` are liveness, ``GET /ready`` readiness.
         """
-        if request.method == "GET" and request.path.rstrip("/").endswith("/status"):
-            return self._status(request)
+        if request.method == "GET" and _is_status(request.path):
+            return self._request_status(request)
         if request.method in PROBE_METHODS:
             return self._probe(request.method, request.path, request.args)
         refused = self._check_token(
@@ -204,6 +206,8 @@ class Function:
         intake's typed 4xx and a log line (:func:`handler.intake.check_cloudevent_request`);
         None lets the framework go ahead.
         """
+        if request.method == "GET" and _is_status(request.path):
+            return self._request_status(request)
         if request.method in PROBE_METHODS:
             return self._probe(request.method, request.path, request.args)
         if request.method != "POST":
@@ -289,9 +293,12 @@ class Function:
         query = functiongraph.lower_keys(event.get("queryStringParameters"))
         method = str(event.get("httpMethod", "")).upper()
         caller = str((event.get("requestContext") or {}).get("sourceIp", "apig"))
+        path = str(event.get("path", "/"))
         try:
-            if method in PROBE_METHODS:
-                answer = self._probe(method, str(event.get("path", "/")), query)
+            if method == "GET" and _is_status(path):
+                answer = self._status(headers.get("authorization"), query, caller)
+            elif method in PROBE_METHODS:
+                answer = self._probe(method, path, query)
             else:
                 answer = self._check_token(headers.get("authorization"), query.get("token"), caller)
             if answer is None and method not in ("", "POST"):
@@ -424,14 +431,22 @@ class Function:
             return error_answer("StoreUnavailable", "state store unavailable, try again", 503)
         return json_answer({"pause": paused}, 200)
 
-    def _status(self, request: Any) -> HttpAnswer:
-        """``GET /status``: the ``status`` command's document; it names graphs and who paused
-        them, so unlike the probes it needs the token."""
-        refused = self._check_token(
-            request.headers.get("Authorization"), request.args.get("token"), _caller(request)
-        )
+    def _request_status(self, request: Any) -> HttpAnswer:
+        return self._status(request.headers.get("Authorization"), request.args, _caller(request))
+
+    def _status(self, authorization: str | None, query: Any, caller: str) -> HttpAnswer:
+        """``GET /status`` (every HTTP door): the ``status`` command's document; it names
+        graphs and who paused them, so unlike the probes it needs the token. It takes no query
+        parameter but ``token``: one it does not know (a filter it would not apply) is a 400,
+        not an answer that looks filtered."""
+        refused = self._check_token(authorization, query.get("token"), caller)
         if refused is not None:
             return refused
+        unknown = sorted(name for name in query if name not in STATUS_QUERY)
+        if unknown:
+            names = ", ".join(ascii(name[:40]) for name in unknown[:5])
+            message = f"GET /status takes no query parameter but token, got {names}"
+            return error_answer("InvalidRequest", message, 400)
         from handler.status import status_document
 
         try:
@@ -447,6 +462,10 @@ class Function:
         """Give queued sink events a bounded chance before the platform freezes the
         instance."""
         self.runtime.flush_events(functiongraph.remaining_seconds(context, SINK_FLUSH_SECONDS))
+
+
+def _is_status(path: str) -> bool:
+    return path.rstrip("/").endswith("/status")
 
 
 def _read_body(request: Any) -> bytes:

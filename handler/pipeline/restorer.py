@@ -16,7 +16,9 @@ Per item, in this order, each stage called once and returning here:
 
 Observers (``observers=``) are the place for what happens after an outcome - notifications,
 metrics: each is called with every item's result and invocation, after its line is written;
-one that raises is logged and costs no other item anything.
+one that raises is logged and costs no other item anything. The execution's ledger
+(``ledger=``) is written in the settle stage's store step - one write for both - and, when
+that step wrote nothing (nothing held, or the store failed), as the first observer.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from handler.client import WorkflowApi, WorkflowResult
 from handler.intake import Item
 from handler.intake.items import RESTORE
 from handler.invocation import Invocation
+from handler.ledger import Ledger
 from handler.outcomes import Answer, Outcome, Result
 from handler.pipeline import classify, unanswered
 from handler.pipeline.admission import NO_FACTS, Admission, FailureFacts, Ticket
 from handler.pipeline.clients import Clients
 from handler.pipeline.deferred import Deferral
-from handler.pipeline.settlement import Settlement, Verdict, settle
+from handler.pipeline.settlement import Settlement, Verdict, settle, settles
 from handler.report import Reporter, monotonic_ms
 from handler.store import StateStore
 from handler.sweep import SWEEP
@@ -78,6 +81,7 @@ class Restorer:
         api: str,
         clock: Callable[[], float] = time.time,
         observers: Sequence[Observer] = (),
+        ledger: Ledger | None = None,
     ) -> None:
         self._admission = admission
         self._clients = clients
@@ -86,6 +90,7 @@ class Restorer:
         self._api = api  # "OBS" or "DWR", for reasons
         self._clock = clock  # wall-clock seconds: when a restore was sent
         self._observers = tuple(observers)
+        self._ledger = ledger
 
     def run(self, items: Sequence[Item], invocation: Invocation) -> Answer:
         """Every item of one delivery; each ends in exactly one reported outcome."""
@@ -95,20 +100,25 @@ class Restorer:
         """One item, reported; its result."""
         started = monotonic_ms()
         failure = None
+        ledgered = False
         try:
-            result = self._process(item, invocation)
+            result, ledgered = self._process(item, invocation)
         except Exception as exc:  # a bug in one item must not cost the others theirs
             failure = exc
             result = Result.internal_error(item, exc)
         self._reporter.item(result, invocation.id, monotonic_ms() - started, failure)
-        for observe in self._observers:
+        observers = self._observers
+        if self._ledger is not None and not ledgered:
+            observers = (self._ledger, *observers)
+        for observe in observers:
             try:
                 observe(result, invocation)
             except Exception as exc:  # an observer's bug is logged, never the item's
                 self._reporter.crashed(exc)
         return result
 
-    def _process(self, item: Item, invocation: Invocation) -> Result:
+    def _process(self, item: Item, invocation: Invocation) -> tuple[Result, bool]:
+        """The item's Result, and whether its ledger entries were written with its settlement."""
         claim_ttl = None
         if invocation.deadline is not None:
             claim_ttl = max(1.0, invocation.deadline - time.monotonic() + 5.0)
@@ -171,7 +181,9 @@ class Restorer:
             return FailureFacts(None, "no credentials to query the execution", "NoCredentials")
         return classify.failure_facts(answer)
 
-    def _restore(self, item: Item, ticket: Ticket, invocation: Invocation, query: _Query) -> Result:
+    def _restore(
+        self, item: Item, ticket: Ticket, invocation: Invocation, query: _Query
+    ) -> tuple[Result, bool]:
         client = query.client
         if client is None:
             verdict = Verdict(
@@ -233,8 +245,9 @@ class Restorer:
         response: WorkflowResult | None = None,
         check: WorkflowResult | None = None,
         earlier: unanswered.UnansweredRestore | None = None,
-    ) -> Result:
-        """Build the item's one Result and settle what it held."""
+    ) -> tuple[Result, bool]:
+        """Build the item's one Result and settle what it held, with its ledger entries;
+        whether they were written (else the ledger observer writes them)."""
         result = self._result(item, verdict, invocation, query, ticket, response, check)
         if earlier is not None and verdict.settlement in (Settlement.SPENT, Settlement.RECORDED):
             unanswered.forget(self._store, item.event_id)  # a final outcome: no longer needed
@@ -243,14 +256,27 @@ class Restorer:
             # Not sent, refused, or a transient error: the unit is refunded, and so are the
             # rate slot and the canary (only restores the service accepted count).
             self._admission.give_back(ticket)
-        problem = settle(self._store, hold, verdict.settlement, result.record())
+        batch, ledgered = None, False
+        if self._ledger is not None and settles(hold, verdict.settlement):
+            try:
+                batch = self._ledger.batch(result, invocation)
+            except Exception as exc:  # the ledger's bug must not keep the item unsettled
+                self._reporter.crashed(exc)
+                ledgered = True  # logged once: as an observer it would only fail again
+        problem = settle(self._store, hold, verdict.settlement, result.record(), batch)
+        if problem is not None and batch is not None:
+            # The ledger never costs the outcome anything: a step that failed with the
+            # entries (a disk too full for them, say) is tried once more without them, and
+            # the ledger then writes them as an observer, or logs that it could not.
+            batch = None
+            problem = settle(self._store, hold, verdict.settlement, result.record())
         if problem is None:
-            return result
+            return result, ledgered or batch is not None
         if ticket is not None:
             # The restore happened (or not) whatever the store says: the outcome stands and
             # says it was not recorded; the store's message names its host or path, so the
             # log line gets it, not the caller.
-            return result.unrecorded(str(problem))
+            return result.unrecorded(str(problem)), ledgered
         if verdict.settlement is Settlement.RECORDED:
             # Nothing was called: an outcome that cannot be recorded is decided again by a
             # redelivery rather than lost.
@@ -260,8 +286,8 @@ class Restorer:
                 error_code="StoreUnavailable",
                 detail=str(problem),
             )
-            return self._result(item, down, invocation, query, None, None, None)
-        return result  # a marker that could not be released expires after its TTL
+            return self._result(item, down, invocation, query, None, None, None), ledgered
+        return result, ledgered  # a marker that could not be released expires after its TTL
 
     def _result(
         self,

@@ -3,9 +3,10 @@
 While an item is decided it holds things in the state store (:class:`Hold`): the in-progress
 marker of its identity, and - once a restore is allowed - a reserved unit of its execution's
 budget. Every way an item ends says what becomes of them (:class:`Settlement`), and
-:func:`settle` does it, in one place: the unit is kept or given back, the outcome recorded or
-the marker released. A :class:`Verdict` is how admission and classification hand an outcome
-down to here: the outcome, its settlement and why.
+:func:`settle` does it, in one place and one store step: the unit is kept or given back, the
+outcome recorded or the marker released (and the item's ledger entries written with them).
+A :class:`Verdict` is how admission and classification hand an outcome down to here: the
+outcome, its settlement and why.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from handler.intake import Item
 from handler.outcomes import Outcome
 from handler.store import StateStore, StoreUnavailable
+from handler.store.base import LedgerBatch
 
 
 class Settlement(Enum):
@@ -66,27 +68,42 @@ class Verdict:
 
 
 def settle(
-    store: StateStore, hold: Hold | None, settlement: Settlement, record: Mapping[str, Any]
+    store: StateStore,
+    hold: Hold | None,
+    settlement: Settlement,
+    record: Mapping[str, Any],
+    ledger: LedgerBatch | None = None,
 ) -> StoreUnavailable | None:
-    """Apply ``settlement`` to ``hold``; return the store's failure when it could not take it
-    (never raise): the caller says so and keeps the failure's text for the log.
+    """Apply ``settlement`` to ``hold``, with ``ledger``'s entries, in one store step; return
+    the store's failure when it could not take it (never raise): the caller says so and
+    keeps the failure's text for the log. Nothing is written without a hold to settle
+    (``ledger`` included): ``settles`` says whether there is one.
 
     A unit that is kept is settled, so it counts as spent (``budget_exhausted`` for the next
     items once the budget is full) instead of in flight (retried).
     """
-    if hold is None or settlement is Settlement.NONE:
+    if not settles(hold, settlement):
         return None
+    assert hold is not None
+    budget = None
+    if hold.budget_token is not None and hold.subject is not None:
+        budget = (hold.subject, hold.budget_token)
+    recorded = settlement in (Settlement.SPENT, Settlement.RECORDED)
     try:
-        if hold.budget_token is not None and hold.subject is not None:
-            if settlement in (Settlement.SPENT, Settlement.UNKNOWN):
-                store.settle_budget(hold.subject, hold.budget_token)
-            else:
-                store.refund_budget(hold.subject, hold.budget_token)
-        key = hold.item.event_id
-        if settlement in (Settlement.SPENT, Settlement.RECORDED):
-            store.finish(key, hold.claim_token, dict(record), hold.retention)
-        else:
-            store.release(key, hold.claim_token)
+        store.settle_item(
+            hold.item.event_id,
+            hold.claim_token,
+            record=dict(record) if recorded else None,
+            retention=hold.retention,
+            budget=budget,
+            spent=settlement in (Settlement.SPENT, Settlement.UNKNOWN),
+            ledger=ledger,
+        )
     except StoreUnavailable as exc:
         return exc
     return None
+
+
+def settles(hold: Hold | None, settlement: Settlement) -> bool:
+    """Whether :func:`settle` writes anything for ``hold`` ending in ``settlement``."""
+    return hold is not None and settlement is not Settlement.NONE

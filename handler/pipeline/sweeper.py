@@ -389,7 +389,7 @@ class Sweeper:
                                 }
                             )
                             continue
-                        summary.failures_found += 1
+                        summary.found(graph)
                         self._reporter.failure_found(failure.event_data())
                         queue.append(_Queued(failure.item(), True))
                     # Read to its end (a listing cut short by the deadline is not): quiet

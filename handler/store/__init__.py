@@ -4,7 +4,8 @@ Admission (handler/pipeline/admission.py) asks it whether an event was handled a
 execution has restores left; handler/pipeline/ opens it, the CLI opens one for operators.
 
 - ``base``: the :class:`StateStore` protocol every backend fulfils, :class:`Claim`,
-  :class:`StoreUnavailable` and the argument checks the backends share.
+  :class:`StoreUnavailable` (and :class:`RecordsNotKept`) and the argument checks the
+  backends share.
 - ``url``: :func:`validate_state_url` and the URL forms (``memory://``, ``sqlite:///path``,
   ``redis://``); standard library only, so settings can check the URL at start-up.
 - ``factory``: :func:`open_store` and :func:`open_store_deferred` choose the backend by scheme.
@@ -26,7 +27,7 @@ import importlib
 from typing import Any
 
 from handler.redaction import redact_url
-from handler.store.base import Claim, StateStore, StoreUnavailable
+from handler.store.base import Claim, RecordsNotKept, StateStore, StoreUnavailable
 from handler.store.url import validate_state_url
 
 # Names loaded on first use: name -> the module that defines it.
@@ -55,6 +56,7 @@ __all__ = [
     "Claim",
     "DeferredStore",
     "MemoryStore",
+    "RecordsNotKept",
     "RedisStore",
     "SQLiteStore",
     "StateStore",

@@ -57,6 +57,13 @@ once because something they share broke:
   (re-failures that stopped before it are not counted again), and an open breaker nobody
   came back to for a window after its canary was due is forgotten (closed, without a line).
 
+:meth:`~StateStore.settle_item` is an item's end in one step: its unit settled or refunded,
+its outcome recorded or its marker released, and its ledger entries appended - what
+:meth:`~StateStore.settle_budget` / :meth:`~StateStore.refund_budget`,
+:meth:`~StateStore.finish` / :meth:`~StateStore.release` and
+:meth:`~StateStore.ledger_append` do, all or nothing, so an item that restored writes once
+after its restore.
+
 For operators reading what happened: :meth:`~StateStore.ledger_append` and
 :meth:`~StateStore.ledger` keep a bounded list of entries per execution (each expiring by
 itself), and :meth:`~StateStore.record_sweep` / :meth:`~StateStore.last_sweep` the newest
@@ -73,7 +80,9 @@ marker, :meth:`~StateStore.reset_budget` one execution's reservations, and
 All times come from the injectable ``clock`` (wall-clock seconds, which must agree across the
 processes sharing a store). Every backend failure - unreachable, read-only, locked past the
 busy timeout - raises :class:`StoreUnavailable`, whose message never contains a password from
-the URL. The argument checks live here, so a bad argument fails the same way, before any I/O,
+the URL; its subclass :class:`RecordsNotKept` says a read-only store holds no records of that
+kind at all (a SQLite file opened ``mode=ro`` that no version keeping them has opened). The
+argument checks live here, so a bad argument fails the same way, before any I/O,
 on every backend.
 """
 
@@ -84,7 +93,7 @@ import math
 import secrets
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 ACQUIRED = "acquired"
 IN_PROGRESS = "in_progress"
@@ -100,6 +109,21 @@ class StoreUnavailable(Exception):
 
     The message names the store by its redacted description and never contains a password.
     """
+
+
+class RecordsNotKept(StoreUnavailable):
+    """A read-only store has no place for this kind of record: a SQLite file opened
+    ``mode=ro`` that was made by a version before the records existed, and that no later
+    version has opened since (opening it writable adds them). There are none to read - not
+    "none recorded", since nothing could record them there - so operators' reads say so
+    instead of failing; every other caller treats it as the store being unavailable.
+
+    ``kind`` names the records (the missing table's name).
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -496,6 +520,28 @@ class StateStore(Protocol):
         sweep tells them apart from new ones without admitting each again."""
         ...
 
+    def settle_item(
+        self,
+        key: str,
+        token: str,
+        *,
+        record: dict | None,
+        retention: float,
+        budget: tuple[str, str] | None = None,
+        spent: bool = False,
+        ledger: LedgerBatch | None = None,
+    ) -> None:
+        """What an item's end leaves in the store, in one atomic step (all or nothing):
+        ``budget``'s unit (subject, token) settled (``spent``: as :meth:`settle_budget`) or
+        refunded (as :meth:`refund_budget`); ``record`` recorded for ``retention`` s (as
+        :meth:`finish`), or with ``record`` None ``token``'s marker released (as
+        :meth:`release`); and ``ledger``'s entries appended (as :meth:`ledger_append`).
+
+        One step instead of up to four: an item that restored pays for one write, and a
+        failure between them can no longer leave the unit settled but the outcome unrecorded.
+        """
+        ...
+
 
 def new_token() -> str:
     """A marker's or reservation's owner: unguessable, so no other caller can release it."""
@@ -606,3 +652,27 @@ def check_quiet_marks(marks: Mapping[str, float]) -> dict[str, float]:
     return {
         check_text("graph", graph): check_time("until", until) for graph, until in marks.items()
     }
+
+
+class LedgerBatch(NamedTuple):
+    """Entries for :meth:`StateStore.settle_item` to append to an execution's ledger, with
+    :meth:`~StateStore.ledger_append`'s retention and bound."""
+
+    graph: str
+    execution: str
+    entries: list[dict]
+    keep: float
+    max_entries: int
+
+
+def settled_item(
+    key: str, record: dict | None, retention: float, budget: tuple[str, str] | None
+) -> tuple[str | None, float]:
+    """:meth:`~StateStore.settle_item`'s checked outcome: the record serialised (None: the
+    marker is released) and its retention - before any I/O, alike on every backend."""
+    check_text("key", key)
+    if budget is not None:
+        check_text("subject", budget[0])
+    if record is None:
+        return None, 0.0
+    return dump_record(record), positive_seconds("retention", retention)

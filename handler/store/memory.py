@@ -24,6 +24,7 @@ from handler.store.base import (
     SPENT,
     BreakerState,
     Claim,
+    LedgerBatch,
     RateSlot,
     Refailure,
     Reservation,
@@ -39,6 +40,7 @@ from handler.store.base import (
     new_token,
     positive_seconds,
     recent_view,
+    settled_item,
 )
 
 
@@ -557,3 +559,42 @@ class MemoryStore:
         if quiet is None:
             quiet = self._quiet_marks = {}
         return quiet
+
+    def settle_item(
+        self,
+        key: str,
+        token: str,
+        *,
+        record: dict | None,
+        retention: float,
+        budget: tuple[str, str] | None = None,
+        spent: bool = False,
+        ledger: LedgerBatch | None = None,
+    ) -> None:
+        data, retention = settled_item(key, record, retention, budget)
+        batch = None if ledger is None else (ledger.graph, ledger.execution, *ledger_batch(*ledger))
+        with self._lock:  # one lock: nobody sees the item half settled
+            now = self._clock()
+            if budget is not None:
+                subject, unit = budget
+                held = self._budget.get(subject, {})
+                if unit in held and spent:
+                    at, expires_at, _ = held[unit]
+                    held[unit] = (at, expires_at, None)
+                elif unit in held:
+                    del held[unit]
+                    if not held:
+                        del self._budget[subject]
+            entry = self._dedupe.get(key)
+            if data is not None:
+                self._dedupe[key] = (DONE, token, now + retention, data, now)
+                self._deferred.pop(key, None)
+            elif entry is not None and entry[0] == IN_PROGRESS and entry[1] == token:
+                del self._dedupe[key]
+            if batch is not None:
+                graph, execution, keep, max_entries, lines = batch
+                self._sweep(now)
+                kept = self._ledgers.setdefault((graph, execution), [])
+                kept[:] = [line for line in kept if line[1] > now]
+                kept.extend((line, now + keep) for line in lines)
+                del kept[: max(0, len(kept) - max_entries)]

@@ -533,3 +533,53 @@ if latest then
 end
 return 0
 """
+
+# KEYS[1] marker hash, KEYS[2] deferred index, KEYS[3] deferred failures, KEYS[4] budget sorted
+# set, KEYS[5] the execution's ledger; ARGV: now, token, record ('' releases the marker),
+# expires_at, redis_ttl_ms, key, budget step ('settle', 'refund' or ''), budget token, ledger
+# max_entries ('' appends nothing), ledger redis_ttl_ms, then the ledger entries. What SETTLE
+# or REFUND, FINISH or RELEASE, and LEDGER_APPEND do, in one script: all of it or nothing.
+SETTLE_ITEM_LUA = (
+    BUDGET_MEMBER_LUA
+    + """
+if ARGV[7] ~= '' then
+  local held = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+  for i = 1, #held, 2 do
+    local fields = member_fields(held[i])
+    if fields[1] == ARGV[8] then
+      if ARGV[7] == 'refund' then
+        redis.call('ZREM', KEYS[4], held[i])
+      elseif fields[3] then
+        redis.call('ZREM', KEYS[4], held[i])
+        redis.call('ZADD', KEYS[4], held[i + 1], fields[1] .. ':' .. fields[2])
+      end
+      break
+    end
+  end
+end
+if ARGV[3] ~= '' then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'state', 'done', 'token', ARGV[2], 'expires_at', ARGV[4],
+             'record', ARGV[3], 'updated_at', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('ZREM', KEYS[2], ARGV[6])
+  redis.call('HDEL', KEYS[3], ARGV[6])
+else
+  local cur = redis.call('HMGET', KEYS[1], 'state', 'token')
+  if cur[1] == 'in_progress' and cur[2] == ARGV[2] then redis.call('DEL', KEYS[1]) end
+end
+if ARGV[9] ~= '' then
+  for i = 11, #ARGV do redis.call('RPUSH', KEYS[5], ARGV[i]) end
+  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[9]), -1)
+  local now = tonumber(ARGV[1])
+  for _ = 1, redis.call('LLEN', KEYS[5]) do
+    local head = redis.call('LINDEX', KEYS[5], 0)
+    local bar = string.find(head, '|', 1, true)
+    if bar and tonumber(string.sub(head, 1, bar - 1)) > now then break end
+    redis.call('LPOP', KEYS[5])
+  end
+  redis.call('PEXPIRE', KEYS[5], ARGV[10])
+end
+return 1
+"""
+)

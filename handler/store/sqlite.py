@@ -43,7 +43,9 @@ from handler.store.base import (
     SPENT,
     BreakerState,
     Claim,
+    LedgerBatch,
     RateSlot,
+    RecordsNotKept,
     Refailure,
     Reservation,
     StoreUnavailable,
@@ -58,10 +60,18 @@ from handler.store.base import (
     ledger_batch,
     new_token,
     positive_seconds,
+    settled_item,
 )
 from handler.store.url import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, SYNCHRONOUS_MODES
 
-PURGE_BATCH = 32  # expired rows removed per SQLite write: bounded cost per call
+PURGE_BATCH = 32  # expired rows removed per table by one purge: bounded cost per call
+# How long a process's writes skip the purge after one that found no backlog (every table
+# under a full batch): expired rows never count (every read checks ``expires_at``), so they may
+# wait; while a purge still finds full batches, the next write purges again.
+PURGE_INTERVAL = 1.0
+# Keys per statement of a bulk read: SQLite bounds the parameters of one (999 before 3.32).
+_KEYS_PER_READ = 500
+
 # The reservations that count: ``subject``'s, made within the window, and still kept (expired
 # rows are purged in batches, so one may linger a while: it must not count meanwhile).
 # Parameters: (now,) subject, window start, now. A reservation is spent when settled
@@ -192,6 +202,12 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc)
 
 
+def _missing_table(exc: sqlite3.OperationalError) -> str | None:
+    """The table an error says is missing ("no such table: ledger"), or None."""
+    text = str(exc)
+    return text.removeprefix("no such table: ") if text.startswith("no such table: ") else None
+
+
 def _close_in_owner(connection: sqlite3.Connection, pid: int) -> None:
     if os.getpid() == pid:
         connection.close()
@@ -204,8 +220,11 @@ class SQLiteStore:
     reused); every write runs in a ``BEGIN IMMEDIATE`` transaction, which takes the file's
     write lock before reading, so the read-decide-write steps of :meth:`claim` and
     :meth:`reserve_budget` are atomic across processes. A writer waits ``busy_timeout``
-    seconds for another one, then the call raises :class:`StoreUnavailable`. Every write also
-    deletes up to ``PURGE_BATCH`` expired rows. The parent directory is created if missing.
+    seconds for another one, then the call raises :class:`StoreUnavailable`. Writes also delete
+    up to ``PURGE_BATCH`` expired rows per table: every write while there is a backlog, else
+    at most once per ``PURGE_INTERVAL`` seconds per process (eight ``DELETE`` statements each
+    time, the largest part of a restore's SQLite work when run on every write). The parent
+    directory is created if missing.
     ``synchronous`` is ``normal`` (default) or ``full``: what a power cut may cost is in the
     module docstring.
     """
@@ -231,6 +250,8 @@ class SQLiteStore:
         self._registry_lock = threading.Lock()
         self._writer_lock = threading.Lock()
         self._writer_pid = os.getpid()
+        # When this process's writes purge next (store clock); changed under the writer lock.
+        self._purge_due = -math.inf
         self._open_file()
 
     @property
@@ -842,6 +863,16 @@ class SQLiteStore:
     def _read(self) -> Iterator[sqlite3.Connection]:
         try:
             yield self._connection()
+        except sqlite3.OperationalError as exc:
+            missing = _missing_table(exc) if self._read_only else None
+            if missing is not None:  # a file from before these records, opened read-only
+                raise RecordsNotKept(
+                    f"state store {self.describe} keeps no {missing} records: the file was "
+                    "made by an earlier version and is open read-only",
+                    missing,
+                ) from None
+            self._discard_connection()
+            raise self._unavailable(exc) from None
         except (sqlite3.Error, OSError) as exc:
             self._discard_connection()
             raise self._unavailable(exc) from None
@@ -853,17 +884,24 @@ class SQLiteStore:
         except sqlite3.Error:
             self._discard_connection()
 
-    @staticmethod
-    def _purge(db: sqlite3.Connection, now: float) -> None:
+    def _purge(self, db: sqlite3.Connection, now: float) -> None:
+        """Delete up to ``PURGE_BATCH`` expired rows per table, when one is due: on every
+        write while the last purge found a full batch somewhere, else ``PURGE_INTERVAL``
+        seconds after it (or at once if the clock went back). Runs under the writer lock."""
+        if self._purge_due - PURGE_INTERVAL <= now < self._purge_due:
+            return
         tables = (
             "dedupe", "budget", "first_seen", "deferred", "rate_slots", "breakers", "pauses",
         )  # fmt: skip
-        for table in (*tables, "breaker_refailures"):
-            db.execute(
+        backlog = False
+        for table in (*tables, "breaker_refailures", "ledger"):
+            deleted = db.execute(
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - fixed table names
                 f" (SELECT rowid FROM {table} WHERE expires_at <= ? LIMIT ?)",
                 (now, PURGE_BATCH),
-            )
+            ).rowcount
+            backlog = backlog or deleted >= PURGE_BATCH
+        self._purge_due = now if backlog else now + PURGE_INTERVAL
 
     def ledger_append(
         self, graph: str, execution: str, entries: list[dict], *, keep: float, max_entries: int
@@ -872,13 +910,6 @@ class SQLiteStore:
         with self._write() as db:
             now = self._clock()
             self._purge(db, now)
-            # Expired entries of any execution, here rather than in every write's purge: the
-            # ledger grows only here, by a few rows an item, and this collects up to a batch.
-            db.execute(
-                "DELETE FROM ledger WHERE seq IN"
-                " (SELECT seq FROM ledger WHERE expires_at <= ? LIMIT ?)",
-                (now, PURGE_BATCH),
-            )
             db.executemany(
                 "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
                 [(graph, execution, item, now + keep) for item in data],
@@ -958,5 +989,52 @@ class SQLiteStore:
                     found[key] = (float(due_at), json.loads(failure))
         return found
 
-
-_KEYS_PER_READ = 500
+    def settle_item(
+        self,
+        key: str,
+        token: str,
+        *,
+        record: dict | None,
+        retention: float,
+        budget: tuple[str, str] | None = None,
+        spent: bool = False,
+        ledger: LedgerBatch | None = None,
+    ) -> None:
+        data, retention = settled_item(key, record, retention, budget)
+        batch = None if ledger is None else (ledger.graph, ledger.execution, *ledger_batch(*ledger))
+        # One BEGIN IMMEDIATE ... COMMIT for every part: the same statements the separate
+        # methods run, so each part means what it means there.
+        with self._write() as db:
+            now = self._clock()
+            if budget is not None and spent:
+                db.execute(
+                    "UPDATE budget SET in_flight_until = NULL WHERE subject = ? AND token = ?",
+                    budget,
+                )
+            elif budget is not None:
+                db.execute("DELETE FROM budget WHERE subject = ? AND token = ?", budget)
+            if data is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO dedupe"
+                    " (key, state, token, expires_at, record, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, DONE, token, now + retention, data, now),
+                )
+                db.execute("DELETE FROM deferred WHERE key = ?", (key,))
+            else:
+                db.execute(
+                    "DELETE FROM dedupe WHERE key = ? AND token = ? AND state = ?",
+                    (key, token, IN_PROGRESS),
+                )
+            if batch is not None:
+                graph, execution, keep, max_entries, lines = batch
+                self._purge(db, now)
+                db.executemany(
+                    "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
+                    [(graph, execution, line, now + keep) for line in lines],
+                )
+                db.execute(
+                    "DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE graph = ?"
+                    " AND execution = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+                    (graph, execution, max_entries),
+                )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from handler.store import Claim, StateStore
-from handler.store.base import REFAILURES_KEPT, BreakerState, Refailure, Reservation
+from handler.store.base import REFAILURES_KEPT, BreakerState, LedgerBatch, Refailure, Reservation
 from tests.store.conftest import HOUR, START
 
 pytest_plugins = ["tests.redis_server"]  # redis_url, redis_server_factory
@@ -949,3 +949,119 @@ def test_a_quiet_mark_with_a_bad_argument_fails_before_any_io(store, clock):
     with pytest.raises(TypeError):
         store.set_quiet_until([("g", clock() + 10)])
     assert store.quiet_until() == {}
+
+
+# --- an item's end in one step ----------------------------------------------------------------
+
+
+def _held(store: StateStore, key: str = "event-1") -> tuple[str, str]:
+    """A claimed marker and a unit in flight, as an item going to restore holds them."""
+    claim = store.claim(key, ttl=60)
+    reservation = store.reserve_budget("g/e", 3, HOUR, in_flight=60)
+    assert claim.acquired and reservation.reserved
+    return claim.token, reservation.token
+
+
+def _ledger(*entries: dict) -> LedgerBatch:
+    return LedgerBatch("g", "e", list(entries), HOUR, 50)
+
+
+def test_settling_a_restored_item_spends_its_unit_records_its_outcome_and_appends_its_ledger(
+    store, clock
+):
+    claim_token, unit = _held(store)
+    store.remember_deferred("event-1", {"n": 1}, clock(), HOUR)
+    store.settle_item(
+        "event-1",
+        claim_token,
+        record={"outcome": "restored"},
+        retention=HOUR,
+        budget=("g/e", unit),
+        spent=True,
+        ledger=_ledger({"kind": "failure"}, {"kind": "restore"}),
+    )
+    again = store.claim("event-1", ttl=60)
+    assert (again.state, again.record) == ("done", {"outcome": "restored"})
+    assert store.budget_used("g/e", HOUR, spent_only=True) == 1
+    assert store.ledger("g", "e") == [{"kind": "failure"}, {"kind": "restore"}]
+    assert store.due_deferred(10) == []  # a final outcome: no longer due
+    clock.advance(HOUR + 1)
+    assert store.claim("event-1", ttl=60).acquired  # the outcome is kept for its retention
+
+
+def test_settling_a_released_item_refunds_its_unit_and_frees_its_marker(store):
+    claim_token, unit = _held(store)
+    store.settle_item(
+        "event-1", claim_token, record=None, retention=HOUR, budget=("g/e", unit), spent=False
+    )
+    assert store.claim("event-1", ttl=60).acquired
+    assert store.budget_used("g/e", HOUR) == 0
+    assert store.ledger("g", "e") == []
+
+
+def test_settling_an_unanswered_restore_spends_its_unit_and_frees_its_marker(store):
+    claim_token, unit = _held(store)
+    store.settle_item(
+        "event-1",
+        claim_token,
+        record=None,
+        retention=HOUR,
+        budget=("g/e", unit),
+        spent=True,
+        ledger=_ledger({"kind": "restore"}),
+    )
+    assert store.claim("event-1", ttl=60).acquired
+    assert store.budget_used("g/e", HOUR, spent_only=True) == 1
+    assert store.ledger("g", "e") == [{"kind": "restore"}]
+
+
+def test_settling_with_another_token_leaves_the_live_marker_and_other_units_alone(store):
+    _, unit = _held(store)
+    store.settle_item(
+        "event-1", "not-ours", record=None, retention=HOUR, budget=("g/e", "not-a-unit")
+    )
+    assert store.claim("event-1", ttl=60).state == "in_progress"
+    assert store.budget_used("g/e", HOUR) == 1
+    assert store.budget_used("g/e", HOUR, spent_only=True) == 0  # still in flight
+    store.settle_item("event-1", "not-ours", record={"outcome": "skipped"}, retention=HOUR)
+    assert store.claim("event-1", ttl=60).record == {"outcome": "skipped"}
+    assert store.budget_used("g/e", HOUR) == 1  # no budget named: the unit is untouched
+    assert unit
+
+
+def test_a_settled_items_ledger_keeps_the_bound_and_order_of_ledger_append(store):
+    store.ledger_append("g", "e", [{"n": n} for n in range(49)], keep=HOUR, max_entries=50)
+    claim_token, unit = _held(store)
+    store.settle_item(
+        "event-1",
+        claim_token,
+        record={"outcome": "restored"},
+        retention=HOUR,
+        budget=("g/e", unit),
+        spent=True,
+        ledger=_ledger({"n": 49}, {"n": 50}),
+    )
+    assert [entry["n"] for entry in store.ledger("g", "e")] == list(range(1, 51))
+
+
+def test_settling_an_item_with_a_bad_argument_fails_before_any_io(store):
+    claim_token, unit = _held(store)
+    with pytest.raises(TypeError):
+        store.settle_item(
+            "event-1", claim_token, record=["not", "a", "dict"], retention=HOUR,
+            budget=("g/e", unit), spent=True,
+        )  # fmt: skip
+    with pytest.raises(ValueError):
+        store.settle_item("event-1", claim_token, record={}, retention=0, budget=("g/e", unit))
+    with pytest.raises(ValueError):
+        store.settle_item(
+            "event-1", claim_token, record=None, retention=HOUR, budget=("g/e", unit),
+            ledger=_ledger({"n": 1})._replace(max_entries=0),
+        )  # fmt: skip
+    with pytest.raises(ValueError):
+        store.settle_item("", claim_token, record=None, retention=HOUR)
+    # Nothing of any part was done: the marker is held, the unit still in flight.
+    assert store.claim("event-1", ttl=60).state == "in_progress"
+    assert store.budget_used("g/e", HOUR) == 1
+    assert store.budget_used("g/e", HOUR, spent_only=True) == 0
+    assert store.ledger("g", "e") == []

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from handler.store import StoreUnavailable, open_store
-from tests.store.conftest import HOUR
+from handler.store.sqlite import PURGE_BATCH, PURGE_INTERVAL, SQLiteStore
+from tests.store.conftest import HOUR, FakeClock
 
 
 def test_check_writable_fails_on_a_read_only_sqlite_store(tmp_path):
@@ -332,6 +333,41 @@ def test_sqlite_waits_out_a_lock_shorter_than_the_busy_timeout(tmp_path):
         store.close()
 
 
+def _rows(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_expired_rows_are_purged_by_the_first_write_after_the_purge_interval(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = SQLiteStore(str(path), clock=clock)
+    for index in range(5):  # the first write purges (nothing): the next is due an interval on
+        store.claim(f"event-{index}", ttl=PURGE_INTERVAL / 4)
+    clock.advance(PURGE_INTERVAL / 2)  # all five expired, within the interval
+    store.claim("fresh-1", ttl=60)
+    assert _rows(path, "dedupe") == 6  # expired rows wait ...
+    assert store.claim("event-0", ttl=60).acquired  # ... and never count meanwhile
+    clock.advance(PURGE_INTERVAL)
+    store.claim("fresh-2", ttl=60)
+    assert _rows(path, "dedupe") == 3  # event-0 again, fresh-1, fresh-2
+    store.close()
+
+
+def test_a_backlog_of_expired_rows_is_purged_on_every_write_until_it_is_gone(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = SQLiteStore(str(path), clock=clock)
+    backlog = 3 * PURGE_BATCH + 5
+    for index in range(backlog):
+        store.first_seen(f"event-{index}", retention=60)
+    clock.advance(120 + PURGE_INTERVAL)
+    for write in range(4):  # no clock movement: a full batch makes the next write purge too
+        store.first_seen(f"fresh-{write}", retention=60)
+    assert _rows(path, "first_seen") == 4
+    store.close()
+
+
 def test_commits_skip_the_fsync_in_wal_mode_by_default_and_full_is_an_option(tmp_path):
     default = open_store(f"sqlite:///{tmp_path / 'a.db'}")
     durable = open_store(f"sqlite:///{tmp_path / 'b.db'}?synchronous=full")
@@ -386,7 +422,7 @@ def test_a_file_from_before_in_flight_reservations_is_upgraded_and_its_units_sta
         assert store.reserve_budget("exec", 2, HOUR, in_flight=60).reserved
 
 
-def test_expired_ledger_rows_of_any_execution_are_deleted_by_later_appends(tmp_path):
+def test_expired_ledger_rows_of_any_execution_are_purged_by_later_writes(tmp_path):
     from tests.store.conftest import FakeClock
 
     clock = FakeClock()
@@ -400,7 +436,7 @@ def test_expired_ledger_rows_of_any_execution_are_deleted_by_later_appends(tmp_p
         store.ledger_append("g", "live", [{"n": 2}], keep=HOUR, max_entries=50)
         with sqlite3.connect(path) as db:
             (rows,) = db.execute("SELECT COUNT(*) FROM ledger").fetchone()
-        assert rows == 2  # two appends collected the 40 expired rows (a batch of 32 each)
+        assert rows == 2  # two writes purged the 40 expired rows (a batch of 32 each: a backlog)
         assert store.ledger("g", "live") == [{"n": 1}, {"n": 2}]
     finally:
         store.close()

@@ -151,6 +151,8 @@ class _Storm:
         self.names = self._seed()
         self.sweeps = 0
         self.wall = 0.0
+        self._parsed: list[dict[str, Any]] = []
+        self._parsed_to = 0
 
     def _seed(self) -> list[tuple[str, str]]:
         settings = self.settings
@@ -177,8 +179,13 @@ class _Storm:
         return len({(g, e) for _, g, e in self.emu.accepted})
 
     def lines(self, message_start: str) -> list[dict[str, Any]]:
-        parsed = (json.loads(line) for line in self.log.getvalue().splitlines())
-        return [line for line in parsed if line["message"].startswith(message_start)]
+        # Parsed once each, as they come: the broken storm asks after every sweep, and
+        # parsing the whole log again each time grew with the square of the storm.
+        text = self.log.getvalue()
+        end = text.rfind("\n", self._parsed_to) + 1
+        self._parsed.extend(json.loads(line) for line in text[self._parsed_to : end].splitlines())
+        self._parsed_to = max(self._parsed_to, end)
+        return [line for line in self._parsed if line["message"].startswith(message_start)]
 
     def close(self) -> None:
         self.store.close()

@@ -63,7 +63,8 @@ class Ledger:
 
     def __call__(self, result: Result, invocation: Invocation) -> None:
         """The failure an item was, and what became of it (nothing for a redelivery of a
-        handled item, a request that was no failure, or a dry run, which changes nothing)."""
+        handled item, a request that was no failure, a dry run, which changes nothing, or an
+        outcome that stands from before: the entries of its decision are there already)."""
         batch = self.batch(result, invocation)
         if batch is not None:
             self.append(batch.graph, batch.execution, batch.entries)
@@ -73,6 +74,8 @@ class Ledger:
         in the same store step as the item's settlement (one write, not two); None when
         there are none."""
         if invocation.dry_run or result.door is None or result.outcome is Outcome.DUPLICATE:
+            return None
+        if result.standing:
             return None
         if not result.graph_name or not result.execution_name:
             return None

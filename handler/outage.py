@@ -174,6 +174,27 @@ class Canary:
 
 
 @dataclass(frozen=True)
+class Holding:
+    """Which graphs the breakers hold now with no decision to take (:meth:`Outage.holding`):
+    those whose breaker is half-open, or open with its canary not yet due, and - while the
+    outage is systemic - every other graph too; never an open graph whose canary is due (an
+    item of it may be the canary, the only way out).
+
+    While a graph is held so, admitting its failures again can only defer them again until
+    their due time: a sweep answers those already deferred and not yet due without doing
+    so (:mod:`handler.pipeline.sweeper`)."""
+
+    open: frozenset[str]
+    systemic: bool
+    canary_due: frozenset[str]
+
+    def holds(self, graph: str) -> bool:
+        if graph in self.canary_due:
+            return False
+        return self.systemic or graph in self.open
+
+
+@dataclass(frozen=True)
 class BreakerEvent:
     """One breaker transition, for one log line: ``opened`` and ``reopened`` at WARNING with
     the evidence, ``closed`` at INFO. Exactly one instance gets each (the store says which)."""
@@ -334,6 +355,24 @@ class Outage:
         """The graphs whose breaker is open or half-open, the longest open first: the sweep
         looks at their canaries."""
         return [state.graph for state in self._store.breakers_open()]
+
+    def holding(self) -> Holding:
+        """What the breakers hold now with no decision to take (:class:`Holding`); one
+        store read."""
+        if self.settings.breaker_threshold < 1:
+            return Holding(frozenset(), systemic=False, canary_due=frozenset())
+        open_now = self._store.breakers_open()
+        now = self._clock()
+        canary_due = frozenset(
+            state.graph
+            for state in open_now
+            if state.next_canary_at is not None and now >= state.next_canary_at
+        )
+        return Holding(
+            frozenset(state.graph for state in open_now),
+            systemic=self._systemic(open_now),
+            canary_due=canary_due,
+        )
 
     # --- for operators ----------------------------------------------------------------------
 

@@ -126,6 +126,10 @@ class Result:
     # a request that was no failure to restore): for the execution's ledger. Not answered,
     # logged or recorded.
     door: str | None = None
+    # The outcome an earlier invocation decided, standing: a sweep answers a held graph's
+    # failures that are still deferred without deciding them again (nothing changed, so
+    # nothing is written - no ledger entry, no log line of its own). Not answered or logged.
+    standing: bool = False
 
     @classmethod
     def duplicate(cls, item: Item, record: Mapping[str, Any], reason: str, **fields: Any) -> Result:

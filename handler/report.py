@@ -15,6 +15,8 @@ import queue
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import IO, Any
 
@@ -95,6 +97,29 @@ class Reporter:
         if self._sink is not None:
             subject = f"{result.graph_name}/{result.execution_name}"
             self._sink.submit(result.outcome.event_type, subject, result.answer())
+
+    def still_deferred(
+        self,
+        graph: str,
+        results: Sequence[Result],
+        due_from: float,
+        due_to: float,
+        invocation_id: str,
+    ) -> None:
+        """A sweep's failures of one held graph answered ``deferred`` as decided before (each
+        had its own line then): one line for them all, with how many, why, and when they
+        come due."""
+        codes = Counter(result.error_code or "none" for result in results)
+        fields = {
+            "graphName": graph,
+            "count": len(results),
+            "reason": results[0].shown_reason,
+            "errorCodes": dict(sorted(codes.items())),
+            "dueFrom": _utc(due_from),
+            "dueTo": _utc(due_to),
+            "invocationId": invocation_id,
+        }
+        self._logger.info("restores still deferred", extra={"fields": fields})
 
     def breaker(self, event: BreakerEvent) -> None:
         """One breaker transition (:mod:`handler.outage`): opened or reopened at WARNING with
@@ -310,3 +335,7 @@ class SinkSender:
 def monotonic_ms() -> float:
     """Milliseconds on the monotonic clock, for durations."""
     return time.monotonic() * 1000.0
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -111,6 +111,7 @@ class Runtime:
             outage=self.outage,
             breaker_log=self.breaker_changed,
             quiet=QuietListings(store, reporter, clock),
+            pauses=lambda: store.pauses(),  # late: the store may open lazily, on first use
             clock=clock,
         )
 

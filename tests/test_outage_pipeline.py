@@ -19,6 +19,7 @@ import pytest
 
 from handler.devtools.emulator import DwrEmulator
 from handler.invocation import Invocation
+from handler.pipeline.pauses import pause, resume
 from handler.report import Reporter, configure_logging
 from handler.runtime import Runtime
 from handler.settings import load_settings
@@ -421,3 +422,122 @@ def test_a_systemic_outage_holds_a_graph_that_did_not_open_and_releases_it_when_
     h.sweep()
     assert emu.restores("reports", bystander) == 1  # once: never restored twice
     assert emu.state("reports", bystander) == emu.RUNNING
+
+
+def test_a_held_graph_s_failures_already_deferred_are_answered_without_being_deferred_again(
+    emu, store, clock
+):
+    """While the breaker holds a graph (open, its canary not yet due), a sweep answers the
+    failures it deferred before ``deferred`` with their breaker reason, from one read of
+    the store: no new deferral is written, no ledger entry, one line for them all. A new
+    failure is admitted as before, and once the downstream is fixed every held failure is
+    restored, exactly once."""
+    names = seed(emu, 10)
+    emu.break_downstream(0)
+    h = Harness(emu, store, clock, **BREAKER)
+    h.sweep()
+    clock.advance(1)
+    assert h.sweep()["outcomes"] == {"restored": 1, "deferred": 9}  # the breaker opened
+    remembered = store.waiting_deferred(100)
+    ledgers = {name: store.ledger(GRAPH, name) for name in names}
+    clock.advance(1)  # the canary is due 10 s after the opening: not yet
+
+    answer, summary = h.runtime.sweep(SweepRequest(max_restores=50), Invocation(id="held"))
+
+    assert summary.document()["outcomes"] == {"deferred": 10}
+    standing = [r for r in answer.results if r.standing]
+    assert len(standing) == 9  # the one restored again re-failed: a new failure, admitted
+    # Each answered as its deferral said when it was decided: the same reason and code.
+    decided = {line["eventId"]: line for line in h.lines("restore deferred")}
+    for result in standing:
+        assert result.reason == decided[result.event_id]["reason"]
+        assert result.error_code == decided[result.event_id]["errorCode"]
+    assert {r.error_code for r in standing} <= {"BreakerOpen", "BreakerWatch"}
+    (line,) = h.lines("restores still deferred")
+    assert line["count"] == 9 and line["graphName"] == GRAPH
+    assert sum(line["errorCodes"].values()) == 9
+    # Nothing written for the nine: their memories (due times included) and ledgers stand.
+    now_remembered = dict(store.waiting_deferred(100))
+    assert all(now_remembered[key] == failure for key, failure in remembered)
+    refailed = {r.execution_name for r in answer.results if not r.standing}
+    assert all(store.ledger(GRAPH, n) == ledgers[n] for n in names if n not in refailed)
+
+    fixed_at = clock()
+    emu.fix_downstream()
+    for _ in range(10):  # bounded: the canary after the fix, its judgement, the release
+        clock.advance(60)
+        h.sweep()
+        if all(emu.state(GRAPH, name) != emu.FAILED for name in names):
+            break
+    after_fix = [execution for at, _, execution in emu.accepted if at >= fixed_at]
+    assert sorted(after_fix) == names  # every held failure restored, each once
+    assert len(h.lines("breaker closed")) == 1
+
+
+def test_a_paused_graph_s_deferred_failures_stand_until_it_is_resumed(emu, store, clock):
+    """A paused graph's failures are deferred once by admission; the next sweeps answer
+    them from the store while the same pause holds, and the first sweep after ``resume``
+    restores each, once."""
+    names = seed(emu, 4)
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="off")
+    pause(store, GRAPH, by="operator", reason="database maintenance", clock=clock)
+    assert h.sweep()["outcomes"] == {"deferred": 4}
+    assert h.lines("restores still deferred") == []
+    clock.advance(60)
+
+    answer, summary = h.runtime.sweep(SweepRequest(max_restores=50), Invocation(id="paused"))
+
+    assert summary.document()["outcomes"] == {"deferred": 4}
+    assert all(r.standing and "paused by operator" in r.reason for r in answer.results)
+    assert emu.accepted == []
+    resume(store, GRAPH)
+    clock.advance(60)
+    assert h.sweep()["outcomes"] == {"restored": 4}
+    assert sorted(execution for _, _, execution in emu.accepted) == names
+
+
+def test_once_the_rate_is_full_failures_it_deferred_before_are_answered_with_its_new_refusal(
+    emu, store, clock
+):
+    """The shared rate refuses one item of a sweep: until its next slot, the failures it had
+    deferred before are answered ``deferred`` with that refusal's reason, without being
+    admitted again; each is still restored, once, as slots free."""
+    names = seed(emu, 6)
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="2/s", RESTORE_BREAKER_THRESHOLD="0")
+    assert h.sweep()["outcomes"] == {"restored": 2, "deferred": 4}  # each admitted
+    clock.advance(1.5)
+
+    answer, summary = h.runtime.sweep(SweepRequest(max_restores=50), Invocation(id="rated"))
+
+    assert summary.document()["outcomes"] == {"restored": 2, "deferred": 2}
+    (refused,) = [r for r in answer.results if r.outcome.value == "deferred" and not r.standing]
+    (standing,) = [r for r in answer.results if r.standing]
+    assert refused.error_code == standing.error_code == "RateLimited"
+    assert standing.reason == refused.reason  # the refusal of this sweep, its next slot
+    for _ in range(5):  # bounded: two a second
+        clock.advance(1.5)
+        h.sweep()
+    assert sorted(execution for _, _, execution in emu.accepted) == names  # all, once each
+
+
+def test_a_pause_longer_than_the_retention_keeps_every_held_failure_remembered(emu, store, clock):
+    """A deferral that stands is not written again, so its memory would expire one
+    retention after it was decided: past half of it, the failure is admitted again (and
+    remembered anew). A pause longer than the retention keeps every memory - what restores
+    a failure no listing shows any more - and still ends with each restored."""
+    names = seed(emu, 3, minutes_ago=0)
+    env = {"RESTORE_DEDUPE_RETENTION": "2m", "RESTORE_SWEEP_LOOKBACK": "1m"}
+    env["RESTORE_SWEEP_QUIET_INTERVAL"] = "0"  # every graph listed by every sweep
+    h = Harness(emu, store, clock, RESTORE_RATE_LIMIT="off", **env)
+    pause(store, GRAPH, by="operator", seconds=3600, clock=clock)
+    for _ in range(12):  # six minutes, a sweep every 30 s: three retentions
+        assert h.sweep()["outcomes"] == {"deferred": 3}
+        clock.advance(30)
+    # Three retentions after the first deferral, every memory is still there.
+    keys = [key for key, _ in store.waiting_deferred(10)]
+    assert len(store.deferred_among(keys)) == 3
+    standing = h.lines("restores still deferred")
+    assert 0 < len(standing) < 12  # answered standing, and admitted again before expiring
+    resume(store, GRAPH)
+    h.sweep()
+    assert sorted(execution for _, _, execution in emu.accepted) == names

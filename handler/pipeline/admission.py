@@ -47,8 +47,8 @@ from handler.intake.identity import reused_identity
 from handler.outage import Admission as OutageAdmission
 from handler.outage import BreakerEvent, Outage
 from handler.outcomes import Outcome, recorded_for
-from handler.pipeline.deferred import DeferredFailures
-from handler.pipeline.pauses import ALL_GRAPHS
+from handler.pipeline.deferred import Deferral, DeferredFailures
+from handler.pipeline.pauses import ALL_GRAPHS, HOLD_PAUSED
 from handler.pipeline.settlement import Hold, Settlement, Verdict
 from handler.rules import DEFAULT_RULE_NAME, Match, Rule, default_rules
 from handler.settings import Settings
@@ -369,7 +369,13 @@ class Admission:
             # Remembered with when it failed (or was first seen): when it comes due after a
             # later restore - the canary's - it must not read as a failure after that restore.
             seen = stopped_at if stopped_at is not None else self._clock()
-            self._deferred.remember(replace(item, failed_at=seen), admitted.due_at)
+            deferral = Deferral(
+                admitted.hold,
+                f"{admitted.reason} (rule {rule.name}){note}",
+                rule.name,
+                _HOLD_CODES.get(admitted.hold),
+            )
+            self._deferred.remember(replace(item, failed_at=seen), admitted.due_at, deferral)
         except StoreUnavailable:
             # Fail closed: nothing is sent; the unit goes back if the store takes it (else it
             # frees itself after the claim's TTL, as every unit in flight does).
@@ -379,9 +385,9 @@ class Admission:
         return Verdict(
             Outcome.DEFERRED,
             Settlement.RELEASED,
-            f"{admitted.reason} (rule {rule.name}){note}",
-            rule=rule.name,
-            error_code=_HOLD_CODES.get(admitted.hold),
+            deferral.reason,
+            rule=deferral.rule,
+            error_code=deferral.error_code,
             hold=hold,
         )
 
@@ -429,19 +435,16 @@ class Admission:
         pause = pauses.get(str(item.graph_name)) or pauses.get(ALL_GRAPHS)
         if pause is None:
             return None
-        self._deferred.remember(item, self._clock())
         until = pause.get("until")
         until_text = _iso(until) if isinstance(until, (int, float)) else "unknown"
         scope = "every graph" if pause is pauses.get(ALL_GRAPHS) else f"graph {item.graph_name}"
         why = pause.get("reason") or "no reason given"
-        return Verdict(
-            Outcome.DEFERRED,
-            Settlement.RELEASED,
+        reason = (
             f"paused: {scope} paused by {pause.get('by') or 'unknown'} until {until_text}: "
-            f"{why}; restored by the first sweep after it ends",
-            rule=rule_name,
-            hold=hold,
+            f"{why}; restored by the first sweep after it ends"
         )
+        self._deferred.remember(item, self._clock(), Deferral(HOLD_PAUSED, reason, rule_name))
+        return Verdict(Outcome.DEFERRED, Settlement.RELEASED, reason, rule=rule_name, hold=hold)
 
     def _failure_time(self, subject: str, rule: Rule, stopped_at: float | None) -> float:
         """What a rule's ``first`` delay counts from: when the failure stopped, if the item

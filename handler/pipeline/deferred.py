@@ -9,6 +9,8 @@ lookback, or that only an event reported, is still restored.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from handler.intake import Item
@@ -30,10 +32,11 @@ class DeferredFailures:
         self._store = store
         self._retention = retention
 
-    def remember(self, item: Item, due: float) -> None:
-        """Keep ``item`` until ``due`` (wall-clock seconds) and after. Raises
-        :class:`~handler.store.StoreUnavailable`."""
-        failure = {
+    def remember(self, item: Item, due: float, deferral: Deferral | None = None) -> None:
+        """Keep ``item`` until ``due`` (wall-clock seconds) and after, with what deferred it
+        (``deferral``: a sweep answers with it while the hold lasts, see :meth:`standing`).
+        Raises :class:`~handler.store.StoreUnavailable`."""
+        failure: dict[str, Any] = {
             "shape": item.shape,
             "graph": item.graph_name,
             "execution": item.execution_name,
@@ -41,6 +44,8 @@ class DeferredFailures:
             "identifiedByContent": item.identified_by_content,
             "failedAt": item.failed_at,
         }
+        if deferral is not None:
+            failure["deferral"] = deferral.document()
         self._store.remember_deferred(item.event_id, failure, due, self._retention)
 
     def due(self, limit: int) -> list[Item]:
@@ -80,6 +85,59 @@ class DeferredFailures:
                 )
             )
         return items
+
+    def kept_long(self, due_at: float, now: float) -> bool:
+        """Whether a failure remembered due at ``due_at`` is kept at least half its retention
+        after ``now``. One that is not must be admitted again, which remembers it anew: a
+        hold that outlasts the retention (a long pause, a long systemic outage) must not let
+        the memory of a failure no listing shows any more expire."""
+        return now < due_at + self._retention / 2
+
+    def standing(self, keys: Collection[str]) -> dict[str, tuple[float, Deferral]]:
+        """Which of ``keys`` are remembered deferred with what deferred them, each as
+        ``key -> (due_at, deferral)``, due or not; one store read. Raises
+        :class:`~handler.store.StoreUnavailable`."""
+        found = {}
+        for key, (due_at, failure) in self._store.deferred_among(keys).items():
+            deferral = Deferral.from_document(failure.get("deferral"))
+            if deferral is not None:
+                found[key] = (due_at, deferral)
+        return found
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """What deferred a failure, as its answer said: ``hold`` names it (``breaker``,
+    ``watch``, ``systemic``, ``rate`` - outage mode's - or ``paused``)."""
+
+    hold: str
+    reason: str
+    rule: str | None = None
+    error_code: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "hold": self.hold,
+            "reason": self.reason,
+            "rule": self.rule,
+            "errorCode": self.error_code,
+        }
+
+    @classmethod
+    def from_document(cls, document: Any) -> Deferral | None:
+        """The deferral remembered, or None: none was (an older entry), or it is not ours."""
+        if not isinstance(document, dict):
+            return None
+        hold, reason = document.get("hold"), document.get("reason")
+        rule, code = document.get("rule"), document.get("errorCode")
+        if not isinstance(hold, str) or not isinstance(reason, str):
+            return None
+        return cls(
+            hold,
+            reason,
+            rule if isinstance(rule, str) else None,
+            code if isinstance(code, str) else None,
+        )
 
 
 def _seconds_or_none(value: Any) -> float | None:

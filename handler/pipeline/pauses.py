@@ -18,6 +18,7 @@ from handler.names import InvalidNameError, validate_name
 from handler.store import StateStore
 
 ALL_GRAPHS = "*"
+HOLD_PAUSED = "paused"  # what holds a paused graph's deferred failure, as remembered
 DEFAULT_PAUSE_SECONDS = 3600.0  # a forgotten pause must not stop restores for ever
 MAX_PAUSE_SECONDS = 7 * 86400.0
 MAX_REASON_CHARACTERS = 500

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from handler.client import WorkflowApi, WorkflowResult
 from handler.intake import Item
@@ -35,6 +36,7 @@ from handler.outcomes import Answer, Outcome, Result
 from handler.pipeline import classify, unanswered
 from handler.pipeline.admission import NO_FACTS, Admission, FailureFacts, Ticket
 from handler.pipeline.clients import Clients
+from handler.pipeline.deferred import Deferral
 from handler.pipeline.settlement import Settlement, Verdict, settle, settles
 from handler.report import Reporter, monotonic_ms
 from handler.store import StateStore
@@ -136,6 +138,40 @@ class Restorer:
         if isinstance(decided, Verdict):
             return self._conclude(item, decided, invocation, query)
         return self._restore(item, decided, invocation, query)
+
+    def still_deferred(
+        self, graph: str, standing: Sequence[tuple[Item, float, Deferral]], invocation: Invocation
+    ) -> list[Result]:
+        """Failures of ``graph`` a sweep found still deferred by a hold that still stands
+        (``(item, due_at, deferral)``, see :meth:`Sweeper._answer_standing
+        <handler.pipeline.sweeper.Sweeper._answer_standing>`): each answered ``deferred`` as
+        its deferral said, without deciding it again - nothing is claimed, sent or written,
+        its memory keeps its due time - and given to the observers (the ledger writes
+        nothing for an outcome that stands). One log line for them all: thousands of held
+        failures at every sweep would otherwise be thousands of lines saying again what
+        their first ones said."""
+        results = []
+        for item, _, deferral in standing:
+            verdict = Verdict(
+                Outcome.DEFERRED,
+                Settlement.RELEASED,
+                deferral.reason,
+                rule=deferral.rule,
+                error_code=deferral.error_code,
+            )
+            result = replace(
+                self._result(item, verdict, invocation, None, None, None, None), standing=True
+            )
+            results.append(result)
+            for observe in self._observers:
+                try:
+                    observe(result, invocation)
+                except Exception as exc:  # an observer's bug is logged, never the item's
+                    self._reporter.crashed(exc)
+        due = [due_at for _, due_at, _ in standing]
+        if results:
+            self._reporter.still_deferred(graph, results, min(due), max(due), invocation.id)
+        return results
 
     @staticmethod
     def _facts(query: _Query) -> FailureFacts:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TypeVar
@@ -27,12 +27,21 @@ from handler.client import ListingError, WorkflowApi
 from handler.intake import Item
 from handler.invocation import Invocation
 from handler.names import InvalidNameError, validate_name
-from handler.outage import BreakerEvent, Outage
+from handler.outage import (
+    HOLD_BREAKER,
+    HOLD_RATE,
+    HOLD_SYSTEMIC,
+    HOLD_WATCH,
+    BreakerEvent,
+    Holding,
+    Outage,
+)
 from handler.outcomes import Answer, Outcome, Result
 from handler.pipeline import classify
 from handler.pipeline.clients import Clients
-from handler.pipeline.deferred import DeferredFailures
+from handler.pipeline.deferred import Deferral, DeferredFailures
 from handler.pipeline.lease import HeldLease, SweepLease
+from handler.pipeline.pauses import ALL_GRAPHS, HOLD_PAUSED
 from handler.pipeline.quiet import QuietListings, SweepMarks, interval_for
 from handler.pipeline.restorer import Restorer
 from handler.report import Reporter
@@ -51,6 +60,7 @@ from handler.sweep import (
 )
 
 T = TypeVar("T")
+OUTAGE_HOLDS = frozenset({HOLD_BREAKER, HOLD_WATCH, HOLD_SYSTEMIC, HOLD_RATE})
 
 
 class Sweeper:
@@ -68,9 +78,13 @@ class Sweeper:
         outage: Outage,
         breaker_log: Callable[[BreakerEvent], None] | None = None,
         quiet: QuietListings | None = None,
+        pauses: Callable[[], Mapping[str, dict]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock  # the lookback counts back from it, as the quiet marks do
+        # The operators' pauses (the store's), read once a sweep; None: no paused graph's
+        # failures are answered as standing (each is admitted again).
+        self._pauses = pauses
         self._outage = outage
         # None: every graph is listed by every sweep (see handler.pipeline.quiet)
         self._quiet = quiet
@@ -107,6 +121,7 @@ class Sweeper:
                     deferred = self._due_deferred(request, summary)
                     queues = self._graphs(run, client, request, deferred)
                     if summary.stopped != STOPPED_DEADLINE:  # else: out of time listing
+                        self._answer_standing(run, queues)
                         self._restore_fairly(run, queues, request.max_restores, held)
             finally:
                 lease.release()
@@ -200,6 +215,58 @@ class Sweeper:
             return []
         return [item for item in items if not request.graphs or item.graph_name in request.graphs]
 
+    def _answer_standing(self, run: _Run, queues: dict[str, list[_Queued]]) -> None:
+        """Answer the failures of held graphs that are deferred already, by a hold that still
+        stands, without admitting them again; the rest are left in ``queues``.
+
+        A graph held by its breaker (half-open, or open with its canary not yet due), by a
+        systemic outage, or paused by an operator lists the same failures at every sweep,
+        and admitting each again (a claim, the budget, the breaker, the deferral written
+        again, its line, its ledger entries) can only defer it again. One store read tells
+        which are remembered deferred: one deferred by outage mode and not yet due, or by
+        the pause in force, is answered ``deferred`` with its deferral's reason and rule, and
+        keeps its memory and due time (:meth:`Restorer.still_deferred`). Everything else -
+        a new failure, one come due, one of a graph whose canary is due or whose breaker
+        closed - goes through admission as before, so no canary is missed and nothing is
+        held past its time. A dry run answers as admission would (it holds nothing)."""
+        if run.invocation.dry_run or not queues:
+            return
+        try:
+            holding = self._outage.holding()
+            pauses = self._pauses() if self._pauses is not None else {}
+            held = [
+                graph
+                for graph in queues
+                if holding.holds(graph) or _pause_of(pauses, graph) is not None
+            ]
+            for graph in held:
+                queues[graph] = _once_each(queues[graph])  # one answer per identity
+            keys = [queued.item.event_id for graph in held for queued in queues[graph]]
+            remembered = self._deferred.standing(keys) if keys else {}
+        except StoreUnavailable as exc:
+            # Each goes through admission, which fails closed item by item.
+            self._reporter.store_problem(str(exc))
+            return
+        now = self._clock()
+        for graph in held:
+            if not run.going_on():
+                return  # the rest are admitted, or stopped, by the round-robin
+            pause = _pause_of(pauses, graph)
+            standing, rest = [], []
+            for queued in queues[graph]:
+                entry = remembered.get(queued.item.event_id)
+                if (
+                    entry is not None
+                    and self._deferred.kept_long(entry[0], now)
+                    and _stands(*entry, pause, holding, graph, now)
+                ):
+                    standing.append((queued.item, *entry))
+                else:
+                    rest.append(queued)
+            if standing:
+                queues[graph] = rest
+                run.still_deferred(graph, standing)
+
     def _restore_fairly(
         self, run: _Run, queues: dict[str, list[_Queued]], cap: int, held: set[str]
     ) -> None:
@@ -225,17 +292,38 @@ class Sweeper:
             if queue:
                 turns.append(deque(queue))
         restored = 0
-        while turns:
-            for queue in turns:
-                if restored >= cap:
-                    run.summary.waiting += sum(q.listed for queue in turns for q in queue)
-                    return
-                if not run.going_on():
-                    run.summary.stopped = STOPPED_DEADLINE
-                    return
-                if run.handle(queue.popleft().item) is Outcome.RESTORED:
-                    restored += 1
-            turns = [queue for queue in turns if queue]
+        rate = self._rate_full(run, turns)
+        try:
+            while turns:
+                for queue in turns:
+                    if restored >= cap:
+                        run.summary.waiting += sum(q.listed for queue in turns for q in queue)
+                        return
+                    if not run.going_on():
+                        run.summary.stopped = STOPPED_DEADLINE
+                        return
+                    item = queue.popleft().item
+                    if rate.answers(item):
+                        continue
+                    result = run.handle(item)
+                    if result.outcome is Outcome.RESTORED:
+                        restored += 1
+                    rate.noted(result)
+                turns = [queue for queue in turns if queue]
+        finally:
+            rate.answer(run)
+
+    def _rate_full(self, run: _Run, turns: list[deque[_Queued]]) -> _WhileRateFull:
+        """What answers the failures the shared rate would defer again, once it is full."""
+        if run.invocation.dry_run or self._settings.outage.rate_limit is None or not turns:
+            return _WhileRateFull(self._deferred, {}, self._clock)
+        keys = [queued.item.event_id for queue in turns for queued in queue]
+        try:
+            remembered = self._deferred.standing(keys)
+        except StoreUnavailable as exc:
+            self._reporter.store_problem(str(exc))
+            remembered = {}
+        return _WhileRateFull(self._deferred, remembered, self._clock)
 
     def _graphs(
         self, run: _Run, client: WorkflowApi, request: SweepRequest, deferred: list[Item]
@@ -360,6 +448,92 @@ def _once_each(queue: list[_Queued]) -> list[_Queued]:
     return kept
 
 
+class _WhileRateFull:
+    """The failures a sweep finds once the shared rate is full, deferred by the rate before.
+
+    When an item is refused by the rate (``RateLimited``), no slot frees before the moment
+    its deferral names - the rate is a sliding log: only a slot given back elsewhere could
+    come sooner. Until then, a failure the rate deferred before (remembered with the same
+    rule) would only be deferred by it again: it is answered ``deferred`` with that fresh
+    refusal's reason, without admission (:meth:`Restorer.still_deferred`), and keeps its
+    memory, so the next sweep decides it. Everything else is admitted as before."""
+
+    def __init__(
+        self,
+        deferred: DeferredFailures,
+        remembered: dict[str, tuple[float, Deferral]],
+        clock: Callable[[], float],
+    ) -> None:
+        self._deferred = deferred
+        self._remembered = remembered
+        self._clock = clock
+        self._until: float | None = None
+        self._refusal: Deferral | None = None
+        self._standing: dict[str, list[tuple[Item, float, Deferral]]] = {}
+
+    def noted(self, result: Result) -> None:
+        """Learn from an item's result that the rate is full, and until when."""
+        if not self._remembered or result.error_code != _HOLD_CODES_RATE:
+            return
+        if result.outcome is not Outcome.DEFERRED or result.event_id is None:
+            return
+        try:
+            refused = self._deferred.standing([result.event_id]).get(result.event_id)
+        except StoreUnavailable:
+            return  # every later item is admitted, and fails closed there
+        if refused is not None and refused[1].hold == HOLD_RATE:
+            self._until, self._refusal = refused
+
+    def answers(self, item: Item) -> bool:
+        """Whether ``item`` is answered as still deferred by the full rate (at the end)."""
+        if self._refusal is None or self._until is None or item.graph_name is None:
+            return False
+        entry = self._remembered.get(item.event_id)
+        if entry is None or entry[1].hold != HOLD_RATE or entry[1].rule != self._refusal.rule:
+            return False
+        now = self._clock()
+        if now >= self._until:
+            self._refusal = None  # a slot is free again: admitted from here on
+            return False
+        if not self._deferred.kept_long(entry[0], now):
+            return False  # admitted: remembered anew
+        self._standing.setdefault(item.graph_name, []).append((item, self._until, self._refusal))
+        return True
+
+    def answer(self, run: _Run) -> None:
+        """Answer the failures held so, one line per graph."""
+        for graph, standing in self._standing.items():
+            run.still_deferred(graph, standing)
+        self._standing = {}
+
+
+_HOLD_CODES_RATE = "RateLimited"  # a rate refusal's error code (see handler.pipeline.admission)
+
+
+def _pause_of(pauses: Mapping[str, dict], graph: str) -> dict | None:
+    """The pause that holds ``graph`` (its own, else every graph's), as admission finds it."""
+    return pauses.get(graph) or pauses.get(ALL_GRAPHS)
+
+
+def _stands(
+    due_at: float, deferral: Deferral, pause: dict | None, holding: Holding, graph: str, now: float
+) -> bool:
+    """Whether a remembered deferral still stands: decided under the pause in force (a pause
+    made since is a new one, with a reason of its own); or - no pause - by outage mode on a
+    graph still held, and not yet due (a breaker's deferral is due when its canary may be
+    taken or judged). A systemic hold's due time is only when to look again: it stands as
+    long as the store says the outage is systemic and the graph's own breaker is not open
+    (an open one goes by its own due times)."""
+    if pause is not None:
+        at = pause.get("at")
+        return deferral.hold == HOLD_PAUSED and isinstance(at, (int, float)) and due_at >= at
+    if not holding.holds(graph) or deferral.hold not in OUTAGE_HOLDS:
+        return False
+    if deferral.hold == HOLD_SYSTEMIC and holding.systemic and graph not in holding.open:
+        return True
+    return due_at > now
+
+
 def _while(going_on: Callable[[], bool], pages: Iterable[T]) -> Iterator[T]:
     """The pages of a listing, the next one asked for (and so read) only while the sweep
     goes on: a listing is lazy, so a sweep out of time simply stops asking."""
@@ -388,10 +562,17 @@ class _Run:
         self._restorer = restorer
         self._results = results
 
-    def handle(self, item: Item) -> Outcome:
-        """One item through the restorer, counted in the summary; its outcome."""
+    def still_deferred(self, graph: str, standing: list[tuple[Item, float, Deferral]]) -> None:
+        """Failures whose deferral stands, answered and counted without admission."""
+        results = self._restorer.still_deferred(graph, standing, self.invocation)
+        self._results.extend(results)
+        counted = self.summary.outcomes.get(Outcome.DEFERRED.value, 0)
+        self.summary.outcomes[Outcome.DEFERRED.value] = counted + len(results)
+
+    def handle(self, item: Item) -> Result:
+        """One item through the restorer, counted in the summary; its result."""
         result = self._restorer.handle(item, self.invocation)
         self._results.append(result)
         outcome = result.outcome.value
         self.summary.outcomes[outcome] = self.summary.outcomes.get(outcome, 0) + 1
-        return result.outcome
+        return result

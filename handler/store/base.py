@@ -29,7 +29,9 @@ Two memories serve the restore rules' spacing:
 * :meth:`~StateStore.remember_deferred` / :meth:`~StateStore.due_deferred` - the failures
   deferred until a due time, kept until :meth:`~StateStore.finish` records a final outcome
   for them (in the same step) or a retention after they were due: a sweep works through the
-  due ones, so a failure no listing shows any more is still restored.
+  due ones, so a failure no listing shows any more is still restored;
+  :meth:`~StateStore.deferred_among` tells, in one read, which of a sweep's listed failures
+  are remembered so, with their due times.
 
 Two answers serve outage mode (:mod:`handler.outage`), where hundreds of executions fail at
 once because something they share broke:
@@ -89,7 +91,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -509,6 +511,15 @@ class StateStore(Protocol):
         once it has passed: a graph nobody marks again is listed by every sweep."""
         ...
 
+    def deferred_among(self, keys: Collection[str]) -> dict[str, tuple[float, dict]]:
+        """Which of ``keys`` are remembered deferred (:meth:`remember_deferred`, not yet
+        finished or expired), each as ``key -> (due_at, failure)``, due or not.
+
+        One read for a whole sweep's listing, whatever its size: a graph held by its breaker
+        lists the same thousands of deferred failures at every sweep, and this is how the
+        sweep tells them apart from new ones without admitting each again."""
+        ...
+
     def settle_item(
         self,
         key: str,
@@ -625,6 +636,13 @@ def ledger_batch(
     if not isinstance(entries, list):
         raise TypeError(f"entries must be a list, not {type(entries).__name__}")
     return keep, max_entries, [dump_record(entry) for entry in entries]
+
+
+def check_keys(keys: Collection[str]) -> list[str]:
+    """Keys to look up, each a non-empty string (checked before any I/O), once each."""
+    if isinstance(keys, (str, bytes)):
+        raise TypeError("keys must be a collection of strings, not one string")
+    return list(dict.fromkeys(check_text("key", key) for key in keys))
 
 
 def check_quiet_marks(marks: Mapping[str, float]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from handler.store import breaker_steps as steps
 from handler.store.base import (
@@ -29,6 +29,7 @@ from handler.store.base import (
     Refailure,
     Reservation,
     budget_kept,
+    check_keys,
     check_limit,
     check_quiet_marks,
     check_text,
@@ -540,6 +541,17 @@ class MemoryStore:
             quiet.update(marks)
             for graph in [g for g, until in quiet.items() if until <= now]:
                 del quiet[graph]  # passed, or forgotten on purpose: the graph is listed
+
+    def deferred_among(self, keys: Collection[str]) -> dict[str, tuple[float, dict]]:
+        keys = check_keys(keys)
+        with self._lock:
+            now = self._clock()
+            entries = [(key, self._deferred.get(key)) for key in keys]
+        return {
+            key: (entry[1], json.loads(entry[0]))
+            for key, entry in entries
+            if entry is not None and entry[2] > now
+        }
 
     def _quiet(self) -> dict[str, float]:
         """graph -> until when a sweep may skip listing it (made on first use)."""

@@ -15,7 +15,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -36,6 +36,7 @@ from handler.store.base import (
     Reservation,
     StoreUnavailable,
     budget_kept,
+    check_keys,
     check_limit,
     check_quiet_marks,
     check_text,
@@ -51,6 +52,7 @@ from handler.store.redis_scripts import (
     CHECK_WRITABLE_LUA,
     CLAIM_LUA,
     CLOSE_BREAKER_LUA,
+    DEFERRED_AMONG_LUA,
     DUE_DEFERRED_LUA,
     FINISH_LUA,
     FIRST_SEEN_LUA,
@@ -824,6 +826,24 @@ class RedisStore:
             script = self._redis.register_script(SET_QUIET_LUA)
             script(keys=[f"{self._prefix}quiet-listings"], args=args)
 
+    def deferred_among(self, keys: Collection[str]) -> dict[str, tuple[float, dict]]:
+        """See :meth:`StateStore.deferred_among`: each key's due time and failure read in one
+        script (so a key finished meanwhile is either wholly there or wholly gone), a
+        bounded number of keys per call."""
+        keys = check_keys(keys)
+        now = self._clock()
+        found: dict[str, tuple[float, dict]] = {}
+        with self._guard():
+            script = self._redis.register_script(DEFERRED_AMONG_LUA)
+            for start in range(0, len(keys), _KEYS_PER_READ):
+                chunk = keys[start : start + _KEYS_PER_READ]
+                answer = script(keys=self._deferred_keys(), args=chunk)
+                for key, due_at, value in zip(answer[::3], answer[1::3], answer[2::3], strict=True):
+                    expires_at, _, data = value.partition("|")
+                    if float(expires_at) > now:
+                        found[key] = (float(due_at), json.loads(data))
+        return found
+
     def _ledger_key(self, graph: str, execution: str) -> str:
         return f"{self._prefix}ledger:{quote(graph, safe='')}/{quote(execution, safe='')}"
 
@@ -916,3 +936,6 @@ def _glob_escape(text: str) -> str:
     for char in "*?[]":
         escaped = escaped.replace(char, "\\" + char)
     return escaped
+
+
+_KEYS_PER_READ = 500

@@ -234,6 +234,22 @@ end
 return found
 """
 
+# KEYS[1] index, KEYS[2] failures; ARGV: the keys to look up. Answers {key, due_at, value, ...}
+# for those remembered (the caller drops the expired ones; the scripts above collect them).
+DEFERRED_AMONG_LUA = """
+local found = {}
+for _, key in ipairs(ARGV) do
+  local value = redis.call('HGET', KEYS[2], key)
+  local due = redis.call('ZSCORE', KEYS[1], key)
+  if value and due then
+    found[#found + 1] = key
+    found[#found + 1] = due
+    found[#found + 1] = value
+  end
+end
+return found
+"""
+
 # --- outage mode: the restore rate and the breakers ------------------------------------------
 #
 # Single-node, like every script here: a breaker script touches three keys (the graph's

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from urllib.parse import quote
 
@@ -50,6 +50,7 @@ from handler.store.base import (
     Reservation,
     StoreUnavailable,
     budget_kept,
+    check_keys,
     check_limit,
     check_quiet_marks,
     check_text,
@@ -68,6 +69,9 @@ PURGE_BATCH = 32  # expired rows removed per table by one purge: bounded cost pe
 # under a full batch): expired rows never count (every read checks ``expires_at``), so they may
 # wait; while a purge still finds full batches, the next write purges again.
 PURGE_INTERVAL = 1.0
+# Keys per statement of a bulk read: SQLite bounds the parameters of one (999 before 3.32).
+_KEYS_PER_READ = 500
+
 # The reservations that count: ``subject``'s, made within the window, and still kept (expired
 # rows are purged in batches, so one may linger a while: it must not count meanwhile).
 # Parameters: (now,) subject, window start, now. A reservation is spent when settled
@@ -966,6 +970,24 @@ class SQLiteStore:
             # Passed marks (and those set to a past moment: forgotten) go in the same step;
             # there is at most one row per graph, so this stays as small as the graph list.
             db.execute("DELETE FROM quiet_listings WHERE until <= ?", (self._clock(),))
+
+    def deferred_among(self, keys: Collection[str]) -> dict[str, tuple[float, dict]]:
+        keys = check_keys(keys)
+        now = self._clock()
+        found: dict[str, tuple[float, dict]] = {}
+        with self._read() as db:
+            # In chunks: SQLite bounds the parameters of one statement (999 before 3.32).
+            for start in range(0, len(keys), _KEYS_PER_READ):
+                chunk = keys[start : start + _KEYS_PER_READ]
+                marks = ", ".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT key, due_at, failure FROM deferred WHERE key IN ({marks})"  # noqa: S608 - placeholders only
+                    " AND expires_at > ?",
+                    (*chunk, now),
+                ).fetchall()
+                for key, due_at, failure in rows:
+                    found[key] = (float(due_at), json.loads(failure))
+        return found
 
     def settle_item(
         self,

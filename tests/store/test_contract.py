@@ -884,6 +884,35 @@ def test_waiting_deferred_lists_every_remembered_failure_due_or_not_soonest_firs
     assert store.waiting_deferred(10) == [("evt-latest", {"n": 3})]
 
 
+def test_deferred_among_tells_which_keys_are_remembered_with_their_due_time(store, clock):
+    failure = {"graph": "g", "execution": "e", "deferral": {"hold": "breaker", "reason": "ü"}}
+    store.remember_deferred("evt-later", failure, START + 600, retention=HOUR)
+    store.remember_deferred("evt-due", {"n": 1}, START - 1, retention=HOUR)
+    store.remember_deferred("evt-done", {"n": 2}, START + 600, retention=HOUR)
+    store.finish("evt-done", "", {"outcome": "restored"}, retention=HOUR)  # forgotten
+    asked = ["evt-later", "evt-due", "evt-done", "never-deferred", "evt-later"]
+    assert store.deferred_among(asked) == {
+        "evt-later": (START + 600, failure),
+        "evt-due": (START - 1, {"n": 1}),
+    }
+    assert store.deferred_among([]) == {}
+    clock.advance(HOUR)  # evt-due's retention after its due time is over
+    assert store.deferred_among(asked) == {"evt-later": (START + 600, failure)}
+    with pytest.raises(ValueError, match="key"):
+        store.deferred_among(["evt-later", ""])
+    with pytest.raises(TypeError):
+        store.deferred_among("evt-later")
+
+
+def test_deferred_among_answers_a_whole_listing_at_once(store, clock):
+    keys = [f"evt-{n:05d}" for n in range(1_200)]  # more than one statement's parameters
+    for n, key in enumerate(keys[::2]):
+        store.remember_deferred(key, {"n": n}, START + n, retention=HOUR)
+    found = store.deferred_among(keys)
+    assert sorted(found) == keys[::2]
+    assert found["evt-00010"] == (START + 5, {"n": 5})
+
+
 # --- quiet listings -----------------------------------------------------------------------------
 
 

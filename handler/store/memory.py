@@ -71,6 +71,7 @@ class MemoryStore:
         self._pauses: dict[str, tuple[str, float]] = {}
         # (graph, execution) -> its ledger, oldest first: (entry_json, expires_at)
         self._ledgers: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        self._quiet: dict[str, float] = {}  # graph -> until when a sweep may skip listing it
         self._last_sweep: str | None = None
         self._calls = 0
 
@@ -531,13 +532,13 @@ class MemoryStore:
     def quiet_until(self) -> dict[str, float]:
         now = self._clock()
         with self._lock:
-            return {graph: until for graph, until in self._quiet().items() if until > now}
+            return {graph: until for graph, until in self._quiet.items() if until > now}
 
     def set_quiet_until(self, marks: Mapping[str, float]) -> None:
         marks = check_quiet_marks(marks)
         now = self._clock()
         with self._lock:
-            quiet = self._quiet()
+            quiet = self._quiet
             quiet.update(marks)
             for graph in [g for g, until in quiet.items() if until <= now]:
                 del quiet[graph]  # passed, or forgotten on purpose: the graph is listed
@@ -552,13 +553,6 @@ class MemoryStore:
             for key, entry in entries
             if entry is not None and entry[2] > now
         }
-
-    def _quiet(self) -> dict[str, float]:
-        """graph -> until when a sweep may skip listing it (made on first use)."""
-        quiet = getattr(self, "_quiet_marks", None)
-        if quiet is None:
-            quiet = self._quiet_marks = {}
-        return quiet
 
     def settle_item(
         self,

@@ -6,6 +6,10 @@
 * HTTP entry: spawn ``functions-framework --source ... --target restore`` and POST the
   restore until the first answer arrives; the baseline is the naive SDK function served the
   same way, with the same gunicorn settings.
+* The floor of the event entry: a fresh interpreter that imports ``requests`` and sends one
+  signed restore with it, nothing else (``floor_function.FLOOR_EVENT``). No function built on
+  ``requests``, which the design card keeps, can start faster, so its ratio to the SDK is the
+  lower bound of ours, measured in the same run.
 
 Times are taken by this process, from just before the spawn to reading the result, so they
 include the interpreter's own start-up (the same for both). Every run restores a fresh FAILED
@@ -39,13 +43,14 @@ from common import (
     server_env,
 )
 from emulator_process import EmulatorProcess
+from floor_function import FLOOR_EVENT
 from report import Measure, Row
 from servers import FunctionServer
 
 MARKER = "BENCH-RESULT "
 RUN_TIMEOUT = 60.0
 POLL_INTERVAL = 0.005
-GRAPHS = {"ours": "cold-ours", "sdk": "cold-sdk"}
+GRAPHS = {"ours": "cold-ours", "sdk": "cold-sdk", "floor": "cold-floor"}
 
 FUNCTIONGRAPH_OURS = """
 import json, os, time
@@ -87,13 +92,22 @@ def run(
 ) -> tuple[list[Row], dict[str, Any]]:
     """``emulators`` maps ``"tls"`` and ``"plain"`` to OBS emulators."""
     event = _alternate(
-        settings.functiongraph_runs, emulators, lambda side, emu: _functiongraph(side, emu)
+        settings.functiongraph_runs,
+        emulators,
+        lambda side, emu: _functiongraph(side, emu),
+        ("ours", "sdk", "floor"),
     )
     served_event = {wire: emu.calls()["calls"] for wire, emu in emulators.items()}
     web = _alternate(settings.http_runs, emulators, lambda side, emu: _http(side, emu, work_dir))
     served_web = {wire: emu.calls()["calls"] for wire, emu in emulators.items()}
     rows = [
         _row("FunctionGraph event entry: fresh process → first restore result", event, 0.8),
+        _row(
+            "the floor of that entry: a bare `requests` restore, fresh process → result",
+            event,
+            None,
+            side="floor",
+        ),
         _row("HTTP entry: spawn functions-framework → first restore answer", web, None),
     ]
     raw = {
@@ -106,10 +120,13 @@ def run(
 
 
 def _alternate(
-    runs: int, emulators: dict[str, EmulatorProcess], measure: Any
+    runs: int,
+    emulators: dict[str, EmulatorProcess],
+    measure: Any,
+    sides: tuple[str, ...] = ("ours", "sdk"),
 ) -> dict[str, list[dict[str, Any]]]:
     """Every (transport, side) once per run, the order rotating between runs."""
-    jobs = [(wire, side) for wire in emulators for side in ("ours", "sdk")]
+    jobs = [(wire, side) for wire in emulators for side in sides]
     results: dict[str, list[dict[str, Any]]] = {f"{wire} {side}": [] for wire, side in jobs}
     for index in range(runs):
         shift = index % len(jobs)
@@ -118,13 +135,19 @@ def _alternate(
     return results
 
 
-def _row(metric: str, results: dict[str, list[dict[str, Any]]], limit: float | None) -> Row:
+def _row(
+    metric: str,
+    results: dict[str, list[dict[str, Any]]],
+    limit: float | None,
+    side: str = "ours",
+) -> Row:
+    """``side`` (ours, or the floor) against the SDK, each the median of its runs."""
     measures = {}
     for wire in ("tls", "plain"):
-        runs = results[f"{wire} ours"] + results[f"{wire} sdk"]
+        runs = results[f"{wire} {side}"] + results[f"{wire} sdk"]
         valid = all(run["ok"] for run in runs)
         measures[wire] = Measure(
-            median([run["seconds"] * 1000 for run in results[f"{wire} ours"]]),
+            median([run["seconds"] * 1000 for run in results[f"{wire} {side}"]]),
             median([run["seconds"] * 1000 for run in results[f"{wire} sdk"]]),
             limit,
             ratio_override=None if valid else float("nan"),
@@ -142,7 +165,7 @@ def _functiongraph(side: str, emulator: EmulatorProcess) -> dict[str, Any]:
         else:
             env = sdk_env(emulator.url, emulator.ca_bundle)
         env.update(BENCH_GRAPH=graph, BENCH_EXECUTION=execution)
-        script = FUNCTIONGRAPH_OURS if side == "ours" else FUNCTIONGRAPH_SDK
+        script = {"ours": FUNCTIONGRAPH_OURS, "sdk": FUNCTIONGRAPH_SDK, "floor": FLOOR_EVENT}[side]
         began = time.perf_counter()
         process = subprocess.Popen(
             [PYTHON, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True

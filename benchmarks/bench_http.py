@@ -6,9 +6,13 @@ and ``THREADS`` from :mod:`common`):
 * ours - ``--source handler/main.py --target restore``, exactly as deployed: bearer token,
   dedupe and restore budget on SQLite, one JSON log line per restore (stdout to a file);
 * naive - ``--source benchmarks/naive_function.py``: the official SDK client built per
-  request, no auth, no dedupe, no budget, no log line.
+  request, no auth, no dedupe, no budget, no log line;
+* floor - ``--source benchmarks/floor_function.py``: the naive function on ``requests``
+  (one kept-alive session) instead of the SDK. The design card keeps ``requests`` and
+  functions-framework, so no function of ours can beat this one; its ratio to the naive
+  function is the bound of ours, measured in the same run.
 
-For each concurrency the two are loaded in turn, the order alternating between repetitions,
+For each concurrency the servers are loaded in turn, the order alternating between repetitions,
 with the same closed-loop generator (:mod:`loadgen`). Every request is a different failure
 event naming a different FAILED execution, so nothing is answered ``duplicate`` and the budget
 never blocks; an answer counts only if it is a 200 that says the execution was restored, and
@@ -27,6 +31,7 @@ from typing import Any
 
 from common import (
     AUTH_TOKEN,
+    FLOOR_SOURCE,
     NAIVE_SOURCE,
     OUR_SOURCE,
     THREADS,
@@ -42,7 +47,7 @@ from loadgen import LoadResult, run_load
 from report import Measure, Row
 from servers import FunctionServer, tree_cpu_seconds
 
-GRAPHS = {"ours": "http-ours", "naive": "http-naive"}
+GRAPHS = {"ours": "http-ours", "naive": "http-naive", "floor": "http-floor"}
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {AUTH_TOKEN}"}
 
 
@@ -58,7 +63,7 @@ class Settings:
 def run(
     settings: Settings, emulators: dict[str, EmulatorProcess], work_dir: Path
 ) -> tuple[list[Row], dict[str, Any]]:
-    """``emulators`` maps ``"tls"`` and ``"plain"`` to OBS emulators; four servers run."""
+    """``emulators`` maps ``"tls"`` and ``"plain"`` to OBS emulators; six servers run."""
     servers = {}
     for wire, emulator in emulators.items():
         ours_env = function_env(emulator.url, work_dir / f"http-state-{wire}", emulator.ca_bundle)
@@ -69,6 +74,9 @@ def run(
         servers[(wire, "naive")] = FunctionServer(
             f"naive {wire}", NAIVE_SOURCE, naive_env, work_dir / f"http-naive-{wire}.log"
         )
+        servers[(wire, "floor")] = FunctionServer(
+            f"floor {wire}", FLOOR_SOURCE, naive_env, work_dir / f"http-floor-{wire}.log"
+        )
     with contextlib.ExitStack() as stack:
         for server in servers.values():
             stack.enter_context(server)
@@ -78,7 +86,11 @@ def run(
         for emulator in emulators.values():
             emulator.calls()  # count from here on
         points = _measure(settings, emulators, servers)
-        memory = {f"{wire} {side}": s.peak_memory() for (wire, side), s in servers.items()}
+        memory = {
+            f"{wire} {side}": s.peak_memory()
+            for (wire, side), s in servers.items()
+            if side != "floor"
+        }
     rows = _rows(settings, points, memory)
     raw = {
         "settings": asdict(settings),
@@ -148,7 +160,7 @@ def _bodies(emulator: EmulatorProcess, side: str, count: int) -> list[bytes]:
 def _run(
     server: FunctionServer, side: str, bodies: list[bytes], concurrency: int, duration: float
 ) -> LoadResult:
-    check = _restored if side == "ours" else _naive_restored
+    check = _restored if side == "ours" else _naive_restored  # the floor answers as naive
     return run_load(server.port, bodies, HEADERS, check, concurrency, duration)
 
 
@@ -197,6 +209,23 @@ def _rows(
                 )
             unit = "req/s" if name == "rps" else "ms"
             rows.append(Row("http", f"{label}: {metric}", unit, measures["tls"], measures["plain"]))
+        floor = {
+            wire: Measure(
+                combined[f"{wire} floor"]["rps"],
+                combined[f"{wire} naive"]["rps"],
+                ratio_override=None if combined[f"{wire} floor"]["valid"] else float("nan"),
+            )
+            for wire in ("tls", "plain")
+        }
+        rows.append(
+            Row(
+                "http",
+                f"{label}: throughput of the floor (a bare `requests` function)",
+                "req/s",
+                floor["tls"],
+                floor["plain"],
+            )
+        )
     cpu = {key: _cpu_per_restore(point) for key, point in points.items()}
     rows.append(
         Row(
@@ -205,6 +234,15 @@ def _rows(
             "ms",
             Measure(cpu["tls ours"], cpu["tls naive"]),
             Measure(cpu["plain ours"], cpu["plain naive"]),
+        )
+    )
+    rows.append(
+        Row(
+            "http",
+            "HTTP server CPU per restore, the floor (all runs)",
+            "ms",
+            Measure(cpu["tls floor"], cpu["tls naive"]),
+            Measure(cpu["plain floor"], cpu["plain naive"]),
         )
     )
     mib = {key: memory[key]["total_kib"] / 1024 for key in memory}

@@ -20,6 +20,7 @@ PYTHON = sys.executable
 FUNCTIONS_FRAMEWORK = str(Path(sys.executable).parent / "functions-framework")
 OUR_SOURCE = "handler/main.py"
 NAIVE_SOURCE = "benchmarks/naive_function.py"
+FLOOR_SOURCE = "benchmarks/floor_function.py"
 
 LOOPBACK = "127.0.0.1"
 ACCESS_KEY, SECRET_KEY = "BENCHACCESSKEY", "bench-secret-key"

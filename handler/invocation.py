@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.credentials import Credentials
 
@@ -26,8 +26,7 @@ def random_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-@dataclass(frozen=True)
-class Forced:
+class Forced(NamedTuple):
     """An operator's ``restore --force``: who forced it (the OS user) and why (their words).
 
     Both go into the result, the record and the log line: a restore that skipped the rules

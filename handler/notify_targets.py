@@ -10,7 +10,7 @@ short, printable preview of the input.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from handler.names import validate_name
 
@@ -36,8 +36,7 @@ NAMESPACE_LENGTH = (3, 32)
 _RESERVED_SERVICES = frozenset({"SYS", "AGT", "SRE"})
 
 
-@dataclass(frozen=True)
-class TopicUrn:
+class TopicUrn(NamedTuple):
     """An SMN topic, ``urn:smn:<region>:<project_id>:<topic>``; ``str()`` is the URN."""
 
     region: str

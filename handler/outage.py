@@ -48,9 +48,9 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from handler.store import StateStore, StoreUnavailable
 from handler.store.base import HALF_OPEN, OPEN, BreakerState
@@ -82,8 +82,7 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _OFF = ("", "off", "none")
 
 
-@dataclass(frozen=True)
-class RateLimit:
+class RateLimit(NamedTuple):
     """``limit`` restores per ``interval`` seconds across every instance."""
 
     limit: int
@@ -110,8 +109,7 @@ class RateLimit:
         return f"{self.limit}/{unit}"
 
 
-@dataclass(frozen=True)
-class OutageSettings:
+class OutageSettings(NamedTuple):
     """The five settings of outage mode, validated by :mod:`handler.settings`."""
 
     rate_limit: RateLimit | None = RateLimit(60, 60.0)
@@ -137,8 +135,7 @@ class OutageSettings:
         }
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """May this item restore now? ``decision`` is ``restore``, ``canary`` (restore it: it is
     the breaker's canary) or ``deferred`` (until ``due_at``, ``reason`` saying why, ``hold``
     naming what holds it: ``breaker``, ``watch``, ``systemic`` or ``rate``).
@@ -161,8 +158,7 @@ class Admission:
         return self.decision != DEFERRED
 
 
-@dataclass(frozen=True)
-class Canary:
+class Canary(NamedTuple):
     """A half-open breaker's canary, due to be judged (:meth:`Outage.canary_due`)."""
 
     graph: str
@@ -173,8 +169,7 @@ class Canary:
     opened_at: float
 
 
-@dataclass(frozen=True)
-class Holding:
+class Holding(NamedTuple):
     """Which graphs the breakers hold now with no decision to take (:meth:`Outage.holding`):
     those whose breaker is half-open, or open with its canary not yet due, and - while the
     outage is systemic - every other graph too; never an open graph whose canary is due (an
@@ -194,8 +189,7 @@ class Holding:
         return self.systemic or graph in self.open
 
 
-@dataclass(frozen=True)
-class BreakerEvent:
+class BreakerEvent(NamedTuple):
     """One breaker transition, for one log line: ``opened`` and ``reopened`` at WARNING with
     the evidence, ``closed`` at INFO. Exactly one instance gets each (the store says which)."""
 
@@ -203,7 +197,7 @@ class BreakerEvent:
     graph: str
     level: int
     message: str
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = MappingProxyType({})  # read-only: shared by every event
 
     def log_fields(self) -> dict[str, Any]:
         """The structured fields of the log line (JSON-ready)."""

@@ -18,9 +18,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from handler.intake import Item
@@ -87,8 +86,7 @@ def line_fields(**values: Any) -> dict[str, Any]:
     return {**dict.fromkeys(LINE_FIELDS), **values}
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """The result of one item, built once; see the module docstring.
 
     ``reason`` is why, in words safe to answer; ``detail`` is for the log line only (it may
@@ -188,7 +186,7 @@ class Result:
     def unrecorded(self, problem: str) -> Result:
         """This result, saying that the store could not keep it; ``problem`` (it names the
         store's host or path) goes to the log line only."""
-        return replace(self, not_recorded=problem)
+        return self._replace(not_recorded=problem)
 
     def answer(self) -> dict[str, Any]:
         """The item as callers and the sink see it, every field in this order."""
@@ -251,8 +249,7 @@ def recorded_for(record: Mapping[str, Any] | None) -> tuple[Any, Any] | None:
     return record["graphName"], record["executionName"]
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """The answer to one delivery: its results, a summary, and the status to report."""
 
     results: tuple[Result, ...] = ()

@@ -26,8 +26,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.durations import duration_seconds
 
@@ -51,8 +50,7 @@ class PolicyError(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True)
-class Spacing:
+class Spacing(NamedTuple):
     """When the next restore of one execution may happen, counted from the previous one.
 
     The first restore (none within the window yet) waits ``first`` seconds after the failure;
@@ -103,8 +101,7 @@ class Spacing:
         }
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One rule of a policy; see the module docstring."""
 
     name: str
@@ -113,7 +110,7 @@ class Rule:
     leave_on: tuple[str, ...] = ()
     max_restores: int = 3
     window: float = 86400.0
-    spacing: Spacing = field(default_factory=Spacing)
+    spacing: Spacing = Spacing()
     # The rule's own breaker threshold (handler.outage): None - RESTORE_BREAKER_THRESHOLD;
     # 0 - off: its failures neither count towards a breaker nor are held by one.
     breaker: int | None = None
@@ -141,8 +138,7 @@ class Rule:
         return described
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """Which rule decided a failure, and whether it said restore or leave alone."""
 
     rule: Rule | None  # None: no rule matches (the failure is left alone)
@@ -156,8 +152,7 @@ class Match:
         return self.rule is not None and not self.leave
 
 
-@dataclass(frozen=True)
-class RuleSet:
+class RuleSet(NamedTuple):
     """The rule set: an ordered, validated list of rules (a restore policy, parsed), with
     where it came from and a digest of it."""
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from handler.intake import MAX_BODY_BYTES, IntakeError, Item
 from handler.intake.identity import sweep_identity
@@ -49,8 +49,7 @@ MAX_SUMMARY_ERRORS = 50
 DEADLINE_RESERVE_SECONDS = 2.0
 
 
-@dataclass(frozen=True)
-class SweepRequest:
+class SweepRequest(NamedTuple):
     """What one sweep covers: settings' defaults, overridden per run (timer, HTTP, CLI)."""
 
     graphs: tuple[str, ...] = ()  # empty: every graph the list API returns, allowlist-filtered
@@ -104,8 +103,7 @@ class SweepRequest:
         return SweepRequest(graphs, lookback, self.max_restores, dry_run, quiet_interval)
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     """One failed execution a listing found."""
 
     graph: str

@@ -44,8 +44,7 @@ def normalise_state(state: object) -> str | None:
     return _DWR_STATUS_TO_STATE.get(text.lower(), text.upper())
 
 
-@dataclass(frozen=True)
-class RestoreBody:
+class RestoreBody(NamedTuple):
     """What a successful restore answers with."""
 
     executionUrn: str | None
@@ -53,8 +52,7 @@ class RestoreBody:
     executionName: str | None
 
 
-@dataclass(frozen=True)
-class ExecutionInfo:
+class ExecutionInfo(NamedTuple):
     """What a successful execution query answers with: the service's execution object.
 
     ``executionInfo["execution_state"]`` is the state in OBS terms for both APIs.
@@ -96,25 +94,23 @@ class ExecutionSummary(NamedTuple):
         return normalise_state(self.execution_state)
 
 
-@dataclass(frozen=True)
-class ExecutionPage:
+class ExecutionPage(NamedTuple):
     """One page of a graph's executions.
 
     The next page starts at ``next_marker`` (OBS) or ``next_offset`` (DWR) when truncated.
     """
 
-    executions: tuple[ExecutionSummary, ...] = field(default_factory=tuple)
+    executions: tuple[ExecutionSummary, ...] = ()
     count: int | None = None
     is_truncated: bool = False
     next_offset: int | None = None
     next_marker: str | None = None
 
 
-@dataclass(frozen=True)
-class GraphPage:
+class GraphPage(NamedTuple):
     """One page of graph names; the next page starts at ``next_start`` when truncated."""
 
-    names: tuple[str, ...] = field(default_factory=tuple)
+    names: tuple[str, ...] = ()
     is_truncated: bool = False
     next_start: int | None = None
 

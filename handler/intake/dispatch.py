@@ -9,7 +9,6 @@ has. The envelope modules read the rest; every answer is collected by one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from handler.intake import apigateway
@@ -270,4 +269,4 @@ def _read_apig(envelope: dict[str, Any], out: ItemCollector) -> None:
     raw = apigateway.request_body(envelope)
     headers = _lower_headers(envelope.get("headers"))
     for item in _read_http(raw, headers, allow_apig=False):
-        out.add(replace(item, shape=APIG))
+        out.add(item._replace(shape=APIG))

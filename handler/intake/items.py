@@ -8,7 +8,7 @@ The collector enforces the item limit while items are added, before the work of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_ITEMS = 100  # requests in one delivery, counted after unwrapping every envelope
 
@@ -45,8 +45,7 @@ class IntakeError(Exception):
         return f"IntakeError({self.status}, {self.code!r}, {self.message!r})"
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """What to do with one request of a delivery.
 
     ``restore`` and ``skip`` items always carry both names, already validated by

@@ -39,8 +39,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from handler.intake import Item
 from handler.intake.identity import reused_identity
@@ -57,8 +57,7 @@ from handler.store.base import BUSY
 from handler.sweep import SWEEP
 
 
-@dataclass(frozen=True)
-class FailureFacts:
+class FailureFacts(NamedTuple):
     """What the service says about why (and when) an execution failed, for the rules."""
 
     errors: tuple[str, ...] | None  # the failed nodes' messages; None: the API gives none
@@ -70,8 +69,7 @@ class FailureFacts:
 NO_FACTS = FailureFacts(None)  # what is known of a failure the API says nothing about
 
 
-@dataclass(frozen=True)
-class Ticket:
+class Ticket(NamedTuple):
     """Permission to call restore for one item: its hold, with the reserved unit."""
 
     hold: Hold
@@ -134,7 +132,7 @@ class Admission:
                 # The id was used before for another execution: that outcome is not this
                 # one's. The item gets a key of its own, so its redeliveries still dedupe.
                 own_key = reused_identity(item.event_id, item.graph_name, item.execution_name)
-                item = replace(item, event_id=own_key)
+                item = item._replace(event_id=own_key)
                 claim = self._store.claim(item.event_id, ttl)
         except StoreUnavailable as exc:
             return _store_down(exc)
@@ -203,7 +201,7 @@ class Admission:
                     return _busy(hold, budget, None)
                 token = reservation.token if reservation.reserved else None
             if token is not None:
-                reserved = replace(hold, subject=subject, budget_token=token)
+                reserved = hold._replace(subject=subject, budget_token=token)
                 return Ticket(reserved, None, restored_before=bool(times))
             if dry_run and len(times) < limit:
                 return Verdict(
@@ -335,7 +333,7 @@ class Admission:
         )
         if isinstance(held, Verdict):
             return held
-        reserved = replace(hold, subject=subject, budget_token=budget_token)
+        reserved = hold._replace(subject=subject, budget_token=budget_token)
         return Ticket(reserved, rule.name, restored_before=bool(times), outage=held)
 
     # --- outage mode (handler.outage) ----------------------------------------------------
@@ -375,7 +373,7 @@ class Admission:
                 rule.name,
                 _HOLD_CODES.get(admitted.hold),
             )
-            self._deferred.remember(replace(item, failed_at=seen), admitted.due_at, deferral)
+            self._deferred.remember(item._replace(failed_at=seen), admitted.due_at, deferral)
         except StoreUnavailable:
             # Fail closed: nothing is sent; the unit goes back if the store takes it (else it
             # frees itself after the claim's TTL, as every unit in flight does).

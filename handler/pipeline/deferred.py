@@ -10,8 +10,7 @@ lookback, or that only an event reported, is still restored.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.intake import Item
 from handler.intake.items import RESTORE
@@ -105,8 +104,7 @@ class DeferredFailures:
         return found
 
 
-@dataclass(frozen=True)
-class Deferral:
+class Deferral(NamedTuple):
     """What deferred a failure, as its answer said: ``hold`` names it (``breaker``,
     ``watch``, ``systemic``, ``rate`` - outage mode's - or ``paused``)."""
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from handler.client import WorkflowApi, WorkflowResult
 from handler.intake import Item
@@ -159,8 +158,8 @@ class Restorer:
                 rule=deferral.rule,
                 error_code=deferral.error_code,
             )
-            result = replace(
-                self._result(item, verdict, invocation, None, None, None, None), standing=True
+            result = self._result(item, verdict, invocation, None, None, None, None)._replace(
+                standing=True
             )
             results.append(result)
             for observe in self._observers:

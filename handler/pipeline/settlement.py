@@ -12,9 +12,8 @@ outcome, its settlement and why.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.intake import Item
 from handler.outcomes import Outcome
@@ -32,8 +31,7 @@ class Settlement(Enum):
     NONE = "none"  # nothing is held (skipped or rejected at the door, a duplicate, store down)
 
 
-@dataclass(frozen=True)
-class Hold:
+class Hold(NamedTuple):
     """What one item holds in the store: its claimed marker and, once a restore is allowed,
     its budget unit (in flight until settled)."""
 
@@ -46,8 +44,7 @@ class Hold:
     budget_token: str | None = None
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """An item's outcome as a stage decided it, with what the store must do about it.
 
     ``hold`` is what admission leaves to settle (None from classification, whose caller

@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from handler.client import ListingError, WorkflowApi
 from handler.intake import Item
@@ -426,8 +426,7 @@ class Sweeper:
         return self._quiet.for_sweep(interval_for(request.quiet_interval, request.lookback))
 
 
-@dataclass
-class _Queued:
+class _Queued(NamedTuple):
     """One failure waiting for its turn: listed by this sweep, or deferred and due."""
 
     item: Item

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from handler.store import StateStore, StoreUnavailable
 from handler.store.base import new_token
@@ -32,8 +32,7 @@ KEY_PREFIX = "unanswered:"
 _READ_TTL = 5.0  # a read takes a marker when nothing is there; it is released at once
 
 
-@dataclass(frozen=True)
-class UnansweredRestore:
+class UnansweredRestore(NamedTuple):
     """A restore sent without an answer: when (wall-clock seconds), and the stop time the
     service showed before it was sent (None when it was not asked or does not say)."""
 

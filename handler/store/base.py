@@ -92,7 +92,6 @@ import json
 import math
 import secrets
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 ACQUIRED = "acquired"
@@ -126,8 +125,7 @@ class RecordsNotKept(StoreUnavailable):
         self.kind = kind
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     """The answer to :meth:`StateStore.claim`.
 
     ``state`` is ``"acquired"`` (``acquired`` is true and ``token`` identifies our marker),
@@ -141,8 +139,7 @@ class Claim:
     record: dict | None
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(NamedTuple):
     """The answer to :meth:`StateStore.reserve_budget`.
 
     ``state`` is ``"reserved"`` (``reserved`` is true and ``token`` is our unit, in flight
@@ -157,8 +154,7 @@ class Reservation:
     state: str
 
 
-@dataclass(frozen=True)
-class RateSlot:
+class RateSlot(NamedTuple):
     """The answer to :meth:`StateStore.take_rate_slot`.
 
     ``granted`` with ``token`` naming the slot (kept one interval), or not granted and
@@ -179,16 +175,14 @@ BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
 REFAILURES_KEPT = 1000
 
 
-@dataclass(frozen=True)
-class Refailure:
+class Refailure(NamedTuple):
     """One execution that failed again after a restore, and when (its latest such failure)."""
 
     execution: str
     at: float
 
 
-@dataclass(frozen=True)
-class BreakerState:
+class BreakerState(NamedTuple):
     """A graph's circuit breaker as the store holds it, answered by every breaker call.
 
     ``state`` is ``"closed"``, ``"open"`` (since ``opened_at``; the canary may be taken at

@@ -13,13 +13,12 @@ No record at all is a closed breaker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from handler.store.base import CLOSED, HALF_OPEN, OPEN, BreakerState, Refailure
 
 
-@dataclass(frozen=True)
-class BreakerRecord:
+class BreakerRecord(NamedTuple):
     """One graph's breaker as a backend stores it."""
 
     state: str
@@ -77,8 +76,7 @@ def after_take_canary(
     assert record.opened_at is not None and record.cooldown is not None
     if now < record.opened_at + record.cooldown:
         return None
-    return replace(
-        record,
+    return record._replace(
         state=HALF_OPEN,
         canary_token=token,
         canary_execution=execution,
@@ -115,8 +113,7 @@ def after_release(
     if not _canary_of(record, token):
         return None
     assert record is not None and record.opened_at is not None and record.cooldown is not None
-    return replace(
-        record,
+    return record._replace(
         state=OPEN,
         canary_token="",
         canary_execution=None,

@@ -162,21 +162,20 @@ NOTES = {
     ),
     "cold start": (
         "The floor row is the bound: a fresh process that imports `requests` and sends one "
-        "signed restore, nothing else, took 0.65-0.73x of the SDK's cold start in the runs "
-        "of 2026-12-02. So 0.80x leaves ≈0.07-0.15x of the SDK's time (≈25-50 ms) for "
-        "everything ours does beyond that restore: settings, intake, the state store, the "
-        "pipeline, the log line. Ours is ≈120 ms above the floor (in-process timers around "
-        'the import machinery, 7 fresh processes; benchmarks/PROFILE.md, "The floors"): creating '
-        "43 frozen dataclasses 59-64 ms (≈1.4 ms a class: `dataclasses` compiles six "
-        "methods for each) and importing `dataclasses` itself ≈13.5 ms (it brings "
-        "`inspect`, `dis`, `ast`); loading our 62 modules' bytecode ≈14 ms; the first "
-        "event's own work ≈24 ms (SQLite's first open and schema, TLS, the restore); our "
-        "modules' other bodies (regexes, enums, named tuples) ≈7 ms. The one large item "
-        "left is the dataclasses: as `typing.NamedTuple`s (≈0.17 ms a class) the row would "
-        "be ≈0.85-0.93x, still over 0.80x, which needs the first event to load almost "
-        "nothing but `requests`. On FunctionGraph the packages bring their bytecode "
-        "(before, every new instance compiled ≈175 modules: 2.1x the import time); this row "
-        "runs in the development tree, which has it anyway."
+        "signed restore, nothing else, took 0.65-0.75x of the SDK's cold start in the runs "
+        "of 2026-12-02, so 0.80x leaves ≈16-45 ms for everything ours does beyond that "
+        "restore. Ours was ≈120 ms above the floor; 34 of its records are now named tuples "
+        "instead of frozen dataclasses (a dataclass compiles six methods per class: 59-64 "
+        "ms for 43 classes, now 14.5 ms for the 9 left plus 14 ms of named tuples), 1.13x "
+        "→ 1.04x in the same runs. The 9 left carry secrets (a tuple would write them into "
+        "any JSON) or are filled in place; with `dataclasses` (≈13.5 ms: it imports "
+        "`inspect`) they are ≈28 ms. Even with every class and module body free, loading "
+        "the bytecode of our 62 modules (≈15 ms) and the first event's work beyond a bare "
+        "restore (≈11 ms: the state store's first open and schema, three transactions, the "
+        'decision, the log line) put ours at ≈0.83x (benchmarks/PROFILE.md, "The '
+        'floors"). On FunctionGraph the packages bring their bytecode (before, every new '
+        "instance compiled ≈175 modules: 2.1x the import time); this row runs in the "
+        "development tree, which has it anyway."
     ),
     "client-obs": (
         "Over TLS the SDK opens a new connection (and TLS handshake) per call: 1.66 ms per "

@@ -152,13 +152,14 @@ QUICK = Profile(
 # is fixed must go).
 NOTES = {
     "import": (
-        "`import requests` alone takes 55-56 ms against the DWR SDK's whole import of 97 "
-        "ms (21 fresh interpreters each, alternating, medians): 0.57x before any module "
-        "of ours, so 0.50x cannot be met while `requests` is the HTTP library. Ours is "
-        "≈69 ms: what is left of our own is `dataclasses`+`inspect` (≈5.5-7 ms; the "
-        "result types and `Credentials` are dataclasses) and defining "
-        "`handler.client.results`' dataclasses (≈3 ms). The package imports both clients "
-        "plainly (no lazy names): the OBS client and its signer add ≈2 ms here."
+        "`import requests` alone takes 176 ms against the DWR SDK's whole import of 271 ms "
+        "on the machine of 2026-12-02 (15 fresh interpreters each, alternating, medians; "
+        "55 against 97 ms on an earlier, faster one): 0.57-0.65x before any module of ours, "
+        "so 0.50x cannot be met while `requests` is the HTTP library. Ours adds ≈14 ms to "
+        "it: `dataclasses` with `inspect` (`Credentials`, which carries a secret, "
+        "`RetrySchedule` and `WorkflowResult`, filled in place, are still dataclasses) and "
+        "our client modules; the result types are named tuples now. The package imports "
+        "both clients plainly (no lazy names): the OBS client and its signer add ≈2 ms here."
     ),
     "cold start": (
         "The floor row is the bound: a fresh process that imports `requests` and sends one "
@@ -211,8 +212,8 @@ NOTES = {
         "reachable while the emulator's share is the same for both sides. Memory: a sweep "
         "now lists every graph in full before it restores (so restores cannot shift a "
         "listing's offsets) and then spends its cap round-robin across graphs, so it holds "
-        "each failure found until its turn - about 0.4 KB a failure (the rows: 1,154 - 770 KiB "
-        "for 900 more failures, run of 2026-12-02); flat "
+        "each failure found until its turn - about 0.4 KB a failure (the rows: 1,103 - 766 KiB "
+        "for 900 more failures, run of 2026-12-02 06:47); flat "
         "in the executions listed, linear in the failures found: 1 in 10 here."
     ),
     "sweep-dwr": (
@@ -223,7 +224,7 @@ NOTES = {
         "about the emulator's share alone, so the ratio is bounded by that shared floor. "
         "Memory: every execution listed here is a failure (DWR filters on the server), and "
         "the fair sweep holds each failure found until its turn (listed in full first, so "
-        "restores cannot shift DWR's offsets): about 0.4 KB a failure, 4.6 MB for 10,000 "
+        "restores cannot shift DWR's offsets): about 0.4 KB a failure, 4.4 MB for 10,000 "
         "- linear in failures found by design, not in executions listed."
     ),
     "http": (
@@ -239,7 +240,7 @@ NOTES = {
         "for settlement, outcome and ledger; 17 statements), the API call below `requests` "
         "≈19%, the log line 2-3%, the rest (Flask/werkzeug/functions-framework, auth, "
         "intake, pipeline, our client) ≈44%, no function of ours over 1% own time. At c=1 "
-        "the floor is 0.97-1.27x and ours 0.60-0.67x: the drop from 0.80x in the run of "
+        "the floor is 0.92-1.27x and ours 0.60-0.67x: the drop from 0.80x in the run of "
         "2026-11-27 is mostly the machine - that run's code, served beside today's on this "
         "machine, is 0.69-0.72x; today's takes 8-15% more CPU per restore (outage mode, "
         "pauses, the ledger), spread over their store steps, none to drop without a "
@@ -256,10 +257,11 @@ NOTES = {
         "spacing: a miss here means more than that, so look at the watch first."
     ),
     "memory": (
-        "Peak RSS of the server tree: ours 81.5 MiB against 89.1 MiB (0.92x over TLS, 0.93x "
-        "plain); the worker alone is a little larger than the naive one's (it imports the "
-        "pipeline, SQLite and the intake). The difference is the naive function's SDK "
-        "import; 0.90x would need ≈2 MiB less in our worker, not attempted in this round."
+        "Peak RSS of the server tree: ours 83.4 MiB against 89.0 MiB (0.94x over TLS, 0.96x "
+        "plain, run of 2026-12-02 06:47); the worker alone is a little larger than the naive "
+        "one's (it imports the pipeline, SQLite and the intake). The difference is the naive "
+        "function's SDK import; 0.90x would need ≈3 MiB less in our worker, not attempted "
+        "in this round."
     ),
 }
 

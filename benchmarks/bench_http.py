@@ -227,24 +227,12 @@ def _rows(
             )
         )
     cpu = {key: _cpu_per_restore(point) for key, point in points.items()}
-    rows.append(
-        Row(
-            "http",
-            "HTTP server CPU per restore (all runs)",
-            "ms",
-            Measure(cpu["tls ours"], cpu["tls naive"]),
-            Measure(cpu["plain ours"], cpu["plain naive"]),
-        )
-    )
-    rows.append(
-        Row(
-            "http",
-            "HTTP server CPU per restore, the floor (all runs)",
-            "ms",
-            Measure(cpu["tls floor"], cpu["tls naive"]),
-            Measure(cpu["plain floor"], cpu["plain naive"]),
-        )
-    )
+    for side, metric in (
+        ("ours", "HTTP server CPU per restore (all runs)"),
+        ("floor", "HTTP server CPU per restore, the floor (all runs)"),
+    ):
+        tls, plain = (Measure(cpu[f"{w} {side}"], cpu[f"{w} naive"]) for w in ("tls", "plain"))
+        rows.append(Row("http", metric, "ms", tls, plain))
     mib = {key: memory[key]["total_kib"] / 1024 for key in memory}
     workers = {key: sum(memory[key]["workers_kib"]) / 1024 for key in memory}
     for metric, values, limit in (

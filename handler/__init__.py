@@ -18,9 +18,9 @@ deliberately import-light: importing ``handler`` pulls in nothing but the standa
 so the FunctionGraph event path starts fast. For the same reason the immutable records are
 ``typing.NamedTuple`` classes, not frozen dataclasses: a dataclass compiles six methods as its
 module is imported (≈1.4 ms a class against ≈0.3 ms, measured in benchmarks/PROFILE.md), and
-a cold start imports dozens. Records that carry a secret or a URL that may hold one
-(``Settings``, ``Credentials``, ``StoreSettings``) stay dataclasses: ``json.dumps`` writes a
-tuple's fields out, and refuses a dataclass.
+a cold start imports dozens. Records that carry a secret or a URL that may hold one (the
+settings records in ``settings`` and ``Credentials``) stay dataclasses: ``json.dumps`` writes
+a tuple's fields out, and refuses a dataclass. So do the few that are filled in place.
 """
 
 __version__ = "0.1.0"

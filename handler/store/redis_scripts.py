@@ -490,19 +490,26 @@ return 0
 # max_entries, redis_ttl_ms, then the entries. Append and trim in one step: the newest
 # max_entries are kept, and expired ones are dropped from the head (entries are appended in
 # time order; the loop is bounded by the list's length, at most max_entries).
-LEDGER_APPEND_LUA = """
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-local now = tonumber(ARGV[1])
-for _ = 1, redis.call('LLEN', KEYS[1]) do
-  local head = redis.call('LINDEX', KEYS[1], 0)
-  local bar = string.find(head, '|', 1, true)
-  if bar and tonumber(string.sub(head, 1, bar - 1)) > now then break end
-  redis.call('LPOP', KEYS[1])
+LEDGER_STEP_LUA = """
+local function ledger_append(key, now, max_entries, ttl_ms, first)
+  for i = first, #ARGV do redis.call('RPUSH', key, ARGV[i]) end
+  redis.call('LTRIM', key, -max_entries, -1)
+  for _ = 1, redis.call('LLEN', key) do
+    local head = redis.call('LINDEX', key, 0)
+    local bar = string.find(head, '|', 1, true)
+    if bar and tonumber(string.sub(head, 1, bar - 1)) > now then break end
+    redis.call('LPOP', key)
+  end
+  redis.call('PEXPIRE', key, ttl_ms)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+"""
+LEDGER_APPEND_LUA = (
+    LEDGER_STEP_LUA
+    + """
+ledger_append(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], 4)
 return 1
 """
+)
 
 # KEYS[1] the quiet-listings hash (graph -> until when a sweep may skip listing it); ARGV: now,
 # grace_ms, then graph, moment pairs. A moment not after now forgets the graph's mark; marks
@@ -541,6 +548,7 @@ return 0
 # or REFUND, FINISH or RELEASE, and LEDGER_APPEND do, in one script: all of it or nothing.
 SETTLE_ITEM_LUA = (
     BUDGET_MEMBER_LUA
+    + LEDGER_STEP_LUA
     + """
 if ARGV[7] ~= '' then
   local held = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
@@ -569,16 +577,7 @@ else
   if cur[1] == 'in_progress' and cur[2] == ARGV[2] then redis.call('DEL', KEYS[1]) end
 end
 if ARGV[9] ~= '' then
-  for i = 11, #ARGV do redis.call('RPUSH', KEYS[5], ARGV[i]) end
-  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[9]), -1)
-  local now = tonumber(ARGV[1])
-  for _ = 1, redis.call('LLEN', KEYS[5]) do
-    local head = redis.call('LINDEX', KEYS[5], 0)
-    local bar = string.find(head, '|', 1, true)
-    if bar and tonumber(string.sub(head, 1, bar - 1)) > now then break end
-    redis.call('LPOP', KEYS[5])
-  end
-  redis.call('PEXPIRE', KEYS[5], ARGV[10])
+  ledger_append(KEYS[5], tonumber(ARGV[1]), tonumber(ARGV[9]), ARGV[10], 11)
 end
 return 1
 """

@@ -290,21 +290,12 @@ class SQLiteStore:
         retention = positive_seconds("retention", retention)
         data = dump_record(record)
         with self._write() as db:
-            now = self._clock()
-            db.execute(
-                "INSERT OR REPLACE INTO dedupe (key, state, token, expires_at, record, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (key, DONE, token, now + retention, data, now),
-            )
-            db.execute("DELETE FROM deferred WHERE key = ?", (key,))
+            _finish(db, self._clock(), key, token, data, retention)
 
     def release(self, key: str, token: str) -> None:
         check_text("key", key)
         with self._write() as db:
-            db.execute(
-                "DELETE FROM dedupe WHERE key = ? AND token = ? AND state = ?",
-                (key, token, IN_PROGRESS),
-            )
+            _release(db, key, token)
 
     def renew(self, key: str, token: str, ttl: float) -> bool:
         check_text("key", key)
@@ -350,14 +341,11 @@ class SQLiteStore:
 
     def settle_budget(self, subject: str, token: str) -> None:
         with self._write() as db:
-            db.execute(
-                "UPDATE budget SET in_flight_until = NULL WHERE subject = ? AND token = ?",
-                (subject, token),
-            )
+            _settle_budget(db, subject, token)
 
     def refund_budget(self, subject: str, token: str) -> None:
         with self._write() as db:
-            db.execute("DELETE FROM budget WHERE subject = ? AND token = ?", (subject, token))
+            _refund_budget(db, subject, token)
 
     def budget_used(self, subject: str, window: float, *, spent_only: bool = False) -> int:
         window = positive_seconds("window", window)
@@ -910,15 +898,7 @@ class SQLiteStore:
         with self._write() as db:
             now = self._clock()
             self._purge(db, now)
-            db.executemany(
-                "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
-                [(graph, execution, item, now + keep) for item in data],
-            )
-            db.execute(
-                "DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE graph = ?"
-                " AND execution = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
-                (graph, execution, max_entries),
-            )
+            _append_ledger(db, now, graph, execution, data, keep, max_entries)
 
     def ledger(self, graph: str, execution: str) -> list[dict]:
         check_text("graph", graph)
@@ -1002,39 +982,77 @@ class SQLiteStore:
     ) -> None:
         data, retention = settled_item(key, record, retention, budget)
         batch = None if ledger is None else (ledger.graph, ledger.execution, *ledger_batch(*ledger))
-        # One BEGIN IMMEDIATE ... COMMIT for every part: the same statements the separate
-        # methods run, so each part means what it means there.
+        # One BEGIN IMMEDIATE ... COMMIT for every part: the steps the separate methods run,
+        # so each part means what it means there.
         with self._write() as db:
             now = self._clock()
             if budget is not None and spent:
-                db.execute(
-                    "UPDATE budget SET in_flight_until = NULL WHERE subject = ? AND token = ?",
-                    budget,
-                )
+                _settle_budget(db, *budget)
             elif budget is not None:
-                db.execute("DELETE FROM budget WHERE subject = ? AND token = ?", budget)
+                _refund_budget(db, *budget)
             if data is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO dedupe"
-                    " (key, state, token, expires_at, record, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (key, DONE, token, now + retention, data, now),
-                )
-                db.execute("DELETE FROM deferred WHERE key = ?", (key,))
+                _finish(db, now, key, token, data, retention)
             else:
-                db.execute(
-                    "DELETE FROM dedupe WHERE key = ? AND token = ? AND state = ?",
-                    (key, token, IN_PROGRESS),
-                )
+                _release(db, key, token)
             if batch is not None:
                 graph, execution, keep, max_entries, lines = batch
                 self._purge(db, now)
-                db.executemany(
-                    "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
-                    [(graph, execution, line, now + keep) for line in lines],
-                )
-                db.execute(
-                    "DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE graph = ?"
-                    " AND execution = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
-                    (graph, execution, max_entries),
-                )
+                _append_ledger(db, now, graph, execution, lines, keep, max_entries)
+
+
+# The writes an item's end is made of, each inside the caller's transaction: the single-purpose
+# methods run one each, settle_item runs them together in one transaction.
+
+
+def _finish(
+    db: sqlite3.Connection, now: float, key: str, token: str, data: str, retention: float
+) -> None:
+    """Record the outcome ``data`` for ``retention`` s; the failure is no longer deferred."""
+    db.execute(
+        "INSERT OR REPLACE INTO dedupe (key, state, token, expires_at, record, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (key, DONE, token, now + retention, data, now),
+    )
+    db.execute("DELETE FROM deferred WHERE key = ?", (key,))
+
+
+def _release(db: sqlite3.Connection, key: str, token: str) -> None:
+    """Drop our in-progress marker (and only ours: ``token``), so a redelivery may claim."""
+    db.execute(
+        "DELETE FROM dedupe WHERE key = ? AND token = ? AND state = ?",
+        (key, token, IN_PROGRESS),
+    )
+
+
+def _settle_budget(db: sqlite3.Connection, subject: str, token: str) -> None:
+    """The unit is spent: no longer in flight, it counts until it leaves the window."""
+    db.execute(
+        "UPDATE budget SET in_flight_until = NULL WHERE subject = ? AND token = ?",
+        (subject, token),
+    )
+
+
+def _refund_budget(db: sqlite3.Connection, subject: str, token: str) -> None:
+    """The unit restored nothing: it no longer counts."""
+    db.execute("DELETE FROM budget WHERE subject = ? AND token = ?", (subject, token))
+
+
+def _append_ledger(
+    db: sqlite3.Connection,
+    now: float,
+    graph: str,
+    execution: str,
+    lines: list[str],
+    keep: float,
+    max_entries: int,
+) -> None:
+    """Append the serialised entries, then keep only the newest ``max_entries``."""
+    db.executemany(
+        "INSERT INTO ledger (graph, execution, entry, expires_at) VALUES (?, ?, ?, ?)",
+        [(graph, execution, line, now + keep) for line in lines],
+    )
+    db.execute(
+        "DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE graph = ?"
+        " AND execution = ? ORDER BY seq DESC LIMIT -1 OFFSET ?)",
+        (graph, execution, max_entries),
+    )
